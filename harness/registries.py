@@ -1,0 +1,62 @@
+"""The five registries and their built-in entries, all lazy ("module:attr"), so the CLI starts fast.
+
+Third parties add methods, datasets and scorers through entry points:
+
+    [project.entry-points."bench.methods"]
+    my-method = "my_pkg.my_method:MyMethod"
+"""
+
+from __future__ import annotations
+
+from evaluators.base import is_scorer_factory
+from harness.registry import Registry
+from methods.base import is_method
+
+METHODS: Registry = Registry("method", "bench.methods", check=is_method)
+DATASETS: Registry = Registry("dataset", "bench.datasets", check=callable)
+SCORERS: Registry = Registry("scorer", "bench.scorers", check=is_scorer_factory)
+GENERATORS: Registry = Registry("generator", None, check=callable)
+TRACKERS: Registry = Registry("tracker", None, check=callable)
+
+for _name, _target in {
+    "sft": "methods.sft:SFT",
+    "dpo-helpful": "methods.dpo_helpful:DPOHelpful",
+    "dpo-harmless": "methods.dpo_harmless:DPOHarmless",
+    "pddpo": "methods.pddpo:PDDPO",
+    "pddpo-online": "methods.pddpo_online:OnlinePDDPO",
+    "safe-rlhf": "methods.safe_rlhf:SafeRLHF",
+    "ppo-shaping": "methods.ppo_shaping:PPOShaping",
+    "sacpo": "methods.sacpo:SACPO",
+    "p-sacpo": "methods.p_sacpo:PSACPO",
+    "mocan": "methods.mocan:MoCAN",
+    "pecan": "methods.pecan:PeCAN",
+    "safedpo": "methods.safedpo:SafeDPO",
+}.items():
+    METHODS.register(_name, _target)
+
+for _name, _target in {
+    "pku-saferlhf": "harness.datasets.pku_saferlhf:load",
+    "truthfulqa": "harness.datasets.truthfulqa:load",
+    "hh-rlhf-harmless": "harness.datasets.hh_rlhf:load",
+    "redteam-83": "harness.datasets.prompt_sets:load_redteam",
+    "beavertails": "harness.datasets.prompt_sets:load_beavertails",
+}.items():
+    DATASETS.register(_name, _target)
+
+for _name, _target in {
+    "minilm-reward": "evaluators.score_models:minilm_reward",
+    "minilm-cost": "evaluators.score_models:minilm_cost",
+    "beaver-reward": "evaluators.beaver:beaver_reward",
+    "beaver-cost": "evaluators.beaver:beaver_cost",
+    "truthfulness": "evaluators.truthfulqa:truthfulness_scorer",
+    "length": "evaluators.baselines:length_scorer",
+    "random": "evaluators.baselines:random_scorer",
+}.items():
+    SCORERS.register(_name, _target)
+
+GENERATORS.register("hf", "harness.generation:HFGenerator")
+GENERATORS.register("vllm", "harness.generation:VLLMGenerator")
+GENERATORS.register("dummy", "harness.generation:DummyGenerator")
+
+TRACKERS.register("none", "harness.tracking:MemoryTracker")
+TRACKERS.register("wandb", "leaderboards.wandb_tracker:WandbTracker")
