@@ -1,0 +1,164 @@
+"""PKU-SafeRLHF: reward pairs (chosen = `better_response_id`) and cost pairs (chosen = `safer_response_id`).
+
+Reads the hub dataset at a pinned revision, or a local folder (`--data-dir` / `BENCH_DATA_DIR`) of
+.jsonl/.json/.parquet files in any of these schemas:
+- v0 / v1 rows (`prompt, response_0, response_1, is_response_{0,1}_safe, better_response_id, safer_response_id`,
+  v1 adding severities and harm categories): both views;
+- safe/unsafe pair files (`prompt, safe_response, unsafe_response`): cost pairs with is_safe = (True, False);
+- `{prompt, response: [safer, other]}` (the derived 5k realign-DPO file): cost pairs with is_safe = (True, False);
+- `{prompt, response: str}` SFT rows are not preferences: skipped and counted.
+Label-inconsistent cost pairs (the "safer" response unsafe, the other safe) are dropped as Safe-RLHF does, and so
+are pairs whose two responses are identical. Folds come from a stable prompt hash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.errors import BenchError, DataError
+from harness.types import DatasetBundle, EvalPrompt, PreferencePair
+
+from .common import cap, dedupe, hub_offline, need, normalize_prompt, read_records, resolve_local, split_pairs
+
+HUB_ID = "PKU-Alignment/PKU-SafeRLHF"
+# Pinned hub revision of the v1 release (2024-09, noisy rows removed). [verify] the exact commit on a networked
+# host: `huggingface_hub.list_repo_commits(HUB_ID, repo_type="dataset")`; v0 (2023) is the tag "v0".
+HUB_REVISION = "main"
+CONFIGS = ("default", "alpaca-7b", "alpaca2-7b", "alpaca3-8b")
+ROW_FIELDS = ("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe", "better_response_id", "safer_response_id")
+
+
+def _category(rec: dict[str, Any], k: int) -> str | None:
+    cats = rec.get(f"response_{k}_harm_category")
+    if isinstance(cats, dict):
+        on = sorted(c for c, v in cats.items() if v)
+        return on[0] if on else None
+    return None
+
+
+def pairs_from_row(rec: dict[str, Any], where: Path, row: int) -> tuple[PreferencePair, PreferencePair]:
+    """(reward pair, cost pair) from one v0/v1 row, validated field by field."""
+    prompt = need(rec, "prompt", str, where, row)
+    responses = [need(rec, f"response_{k}", str, where, row) for k in (0, 1)]
+    safe = [need(rec, f"is_response_{k}_safe", bool, where, row) for k in (0, 1)]
+    ids = {}
+    for f in ("better_response_id", "safer_response_id"):
+        v = need(rec, f, int, where, row)
+        if v not in (0, 1):
+            raise DataError(f"must be 0 or 1, got {v!r}", file=str(where), row=row, field=f)
+        ids[f] = v
+    sev = [rec.get(f"response_{k}_severity_level") for k in (0, 1)]
+    src = f"{where.name}:{row}"
+
+    def view(chosen: int) -> PreferencePair:
+        other = 1 - chosen
+        return PreferencePair(prompt, responses[chosen], responses[other], safe[chosen], safe[other], sev[chosen], sev[other],
+                              _category(rec, other) or _category(rec, chosen), src)
+
+    return view(ids["better_response_id"]), view(ids["safer_response_id"])
+
+
+def read_local(folder: Path, counts: dict[str, Any]) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    reward, cost = [], []
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and (p.suffix in (".json", ".jsonl", ".parquet") or p.name.endswith(".jsonl.gz")))
+    if not files:
+        raise BenchError(f"no .json/.jsonl/.parquet files under {folder}: point --data-dir at a folder holding PKU-SafeRLHF files")
+    for path in files:
+        n_rows = 0
+        for row, rec in read_records(path):
+            n_rows += 1
+            if "response_0" in rec or "better_response_id" in rec:
+                r, c = pairs_from_row(rec, path, row)
+                reward.append(r)
+                cost.append(c)
+            elif "safe_response" in rec or "unsafe_response" in rec:
+                p, s, u = (need(rec, f, str, path, row) for f in ("prompt", "safe_response", "unsafe_response"))
+                cost.append(PreferencePair(p, s, u, True, False, source=f"{path.name}:{row}"))
+            elif isinstance(rec.get("response"), list):
+                p = need(rec, "prompt", str, path, row)
+                resp = rec["response"]
+                if len(resp) != 2 or not all(isinstance(x, str) for x in resp):
+                    raise DataError("expected [safer_response, other_response]", file=str(path), row=row, field="response")
+                cost.append(PreferencePair(p, resp[0], resp[1], True, False, source=f"{path.name}:{row}"))
+            elif isinstance(rec.get("response"), str):
+                counts["skipped_unpaired_rows"] = counts.get("skipped_unpaired_rows", 0) + 1
+            else:
+                raise DataError(f"unrecognised schema (columns: {', '.join(sorted(rec))[:120]})", file=str(path), row=row,
+                                fix=f"expected PKU-SafeRLHF columns {', '.join(ROW_FIELDS)} or prompt/safe_response/unsafe_response")
+        counts.setdefault("rows_per_file", {})[str(path.relative_to(folder))] = n_rows
+    return reward, cost
+
+
+def read_hub(subset: str, revision: str, counts: dict[str, Any]) -> tuple[list[PreferencePair], list[PreferencePair], dict[str, list[str]]]:
+    """Both hub splits. Hub `test` prompts are forced into the eval fold so published test prompts stay unseen."""
+    if subset not in CONFIGS:
+        raise BenchError(f"unknown PKU-SafeRLHF config '{subset}': choose one of {', '.join(CONFIGS)} (--set data.subset=...)")
+    if hub_offline():
+        raise BenchError(f"{HUB_ID} is on the hub but HF_HUB_OFFLINE=1: pass --data-dir / BENCH_DATA_DIR with local copies")
+    import datasets
+
+    reward, cost, split_prompts = [], [], {}
+    for split in ("train", "test"):
+        try:
+            ds = datasets.load_dataset(HUB_ID, name=subset, revision=revision, split=split)
+        except Exception as exc:  # network, auth, missing revision
+            raise BenchError(f"cannot load {HUB_ID}@{revision} ({subset}/{split}): {str(exc).splitlines()[0]} (check the network or pass --data-dir)") from exc
+        where = Path(f"hub:{HUB_ID}/{subset}/{split}")
+        counts.setdefault("rows_per_file", {})[str(where)] = len(ds)
+        for row, rec in enumerate(ds):
+            r, c = pairs_from_row(rec, where, row)
+            reward.append(r)
+            cost.append(c)
+        split_prompts[split] = list(ds["prompt"])
+    return reward, cost, split_prompts
+
+
+def clean(pairs: list[PreferencePair], counts: dict[str, Any], view: str) -> list[PreferencePair]:
+    n0 = len(pairs)
+    pairs = [p for p in pairs if p.chosen.strip() != p.rejected.strip()]
+    counts[f"{view}_dropped_identical"] = n0 - len(pairs)
+    if view == "cost":
+        n1 = len(pairs)
+        pairs = [p for p in pairs if not (p.chosen_safe is False and p.rejected_safe is True)]
+        counts["cost_dropped_label_inconsistent"] = n1 - len(pairs)
+    pairs, dup = dedupe(pairs)
+    counts[f"{view}_dropped_duplicate"] = dup
+    return pairs
+
+
+def load(cfg) -> DatasetBundle:
+    counts: dict[str, Any] = {}
+    folder = resolve_local(cfg.data.data_dir, "pku_saferlhf", "PKU-SafeRLHF")
+    if folder is not None:
+        reward, cost = read_local(folder, counts)
+        source = str(folder)
+    else:
+        revision = cfg.data.revision or HUB_REVISION
+        reward, cost, _ = read_hub(cfg.data.subset, revision, counts)
+        source = f"hub:{HUB_ID}@{revision}/{cfg.data.subset}"
+    reward, cost = clean(reward, counts, "reward"), clean(cost, counts, "cost")
+    bundle = DatasetBundle(name="pku-saferlhf", source=source, default_cost_scorer="minilm-cost")
+    bundle.reward_pairs, bundle.cost_pairs = split_pairs(reward), split_pairs(cost)
+    want = cfg.data.max_train_pairs
+    for kind, folds in (("reward", bundle.reward_pairs), ("cost", bundle.cost_pairs)):
+        have = len(folds["train"])
+        folds["train"] = cap(folds["train"], want)
+        if cfg.data.max_scorer_pairs:
+            folds["scorer"] = cap(folds["scorer"], cfg.data.max_scorer_pairs)
+        if want and have < want:
+            bundle.notes.append(f"only {have} {kind} training pairs in {source} (profile asks for {want}); the full set is on the hub")
+    # prompts per fold: every unique prompt of any pair
+    seen: dict[str, dict[str, EvalPrompt]] = {}
+    for folds in (bundle.reward_pairs, bundle.cost_pairs):
+        for fold, pairs in folds.items():
+            for p in pairs:
+                seen.setdefault(fold, {}).setdefault(normalize_prompt(p.prompt), EvalPrompt(p.prompt, p.category))
+    bundle.prompts = {fold: sorted(d.values(), key=lambda e: normalize_prompt(e.prompt)) for fold, d in seen.items()}
+    bundle.prompts["dual"] = bundle.prompts.get("dual", [])[: cfg.data.max_dual_prompts or None]
+    counts["folds"] = {
+        fold: {"reward_pairs": len(bundle.reward_pairs.get(fold, [])), "cost_pairs": len(bundle.cost_pairs.get(fold, [])), "prompts": len(bundle.prompts.get(fold, []))}
+        for fold in ("train", "scorer", "dual", "eval")
+    }
+    bundle.counts = counts
+    return bundle

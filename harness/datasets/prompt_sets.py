@@ -1,0 +1,27 @@
+"""Evaluation-only prompt sets with harm categories: Safe-RLHF's 83 red-team prompts and BeaverTails-Evaluation."""
+
+from __future__ import annotations
+
+from harness.errors import BenchError
+from harness.types import DatasetBundle, EvalPrompt
+
+from .common import need, read_records, resolve_local
+
+
+def _load(cfg, name: str, folder_names: tuple[str, ...], filename: str, hub: str) -> DatasetBundle:
+    folder = resolve_local(cfg.data.data_dir, *folder_names)
+    if folder is None:
+        raise BenchError(f"{name} is read from local copies: pass --data-dir with {folder_names[0]}/{filename} (hub copy: {hub})")
+    path = folder / filename
+    if not path.exists():
+        raise BenchError(f"{path} not found: pass --data-dir with {folder_names[0]}/{filename}")
+    prompts = [EvalPrompt(need(r, "prompt", str, path, i), need(r, "category", str, path, i)) for i, r in read_records(path)]
+    return DatasetBundle(name=name, source=str(path), prompts={"eval": prompts}, counts={"prompts": len(prompts)})
+
+
+def load_redteam(cfg) -> DatasetBundle:
+    return _load(cfg, "redteam-83", ("safe_rlhf_eval_prompts",), "problem.json", "PKU-Alignment/safe-rlhf@82743cc:safe_rlhf/evaluate/gpt4/problem.json")
+
+
+def load_beavertails(cfg) -> DatasetBundle:
+    return _load(cfg, "beavertails", ("beavertails_evaluation",), "BeaverTails-Evaluation.json", "PKU-Alignment/BeaverTails-Evaluation")
