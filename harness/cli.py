@@ -1,0 +1,289 @@
+"""`bench`: train and evaluate safe-alignment methods, inspect data, list runs, build leaderboards.
+
+Heavy libraries (torch, transformers, vllm) are imported inside commands, never at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import BenchError
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+list_app = typer.Typer(help="List registered methods, datasets, scorers, generators or built-in models.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect datasets: schema, folds, counts, label balance.", no_args_is_help=True)
+app.add_typer(list_app, name="list")
+app.add_typer(data_app, name="data")
+console = Console()
+err = Console(stderr=True)
+
+SetOpt = typer.Option(None, "--set", help="Override any config field: --set train.learning_rate=1e-5 --set method.num_iterations=2")
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
+         quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors; no progress bars.")) -> None:
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", handlers=[_rich_handler()])
+    for noisy in ("httpx", "urllib3", "datasets", "filelock", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if quiet:
+        os.environ["BENCH_QUIET"] = "1"
+
+
+def _rich_handler() -> logging.Handler:
+    from rich.logging import RichHandler
+
+    return RichHandler(console=err, show_path=False, show_time=False)
+
+
+def _config(profile: str, overrides: list[str] | None, **fields):
+    from harness.config import load_config
+
+    return load_config(profile, overrides, **fields)
+
+
+@app.command()
+def run(
+    method: str = typer.Option("sft", "--method", "-m", help="Method name (`bench list methods`)."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="pku-saferlhf | truthfulqa | hh-rlhf-harmless (default: the profile's)."),
+    model: str = typer.Option(None, "--model", help="Hub id, local folder, smollm2-135m-instruct or tiny-random."),
+    profile: str = typer.Option("cpu", "--profile", "-p", help="tiny | cpu | gpu, or a YAML file."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (default: the profile's, 0)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Read datasets from local copies (default $BENCH_DATA_DIR)."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where runs and bench.sqlite live (default ./runs)."),
+    wandb: Optional[str] = typer.Option(None, "--wandb", help="offline (default) | online | disabled."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Generation backend: auto | hf | vllm."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Resume RUN_ID from its saved config (skips finished stages)."),
+    launcher: str = typer.Option("none", "--launcher", help="none | accelerate (multi-GPU / DeepSpeed)."),
+    accelerate_config: str = typer.Option("zero2", "--accelerate-config", help="zero2 | zero3 | a YAML path (with --launcher accelerate)."),
+    num_processes: int = typer.Option(1, "--num-processes", help="Processes for --launcher accelerate."),
+    overrides: Optional[list[str]] = SetOpt,
+) -> None:
+    """Train METHOD, generate for the eval prompts, score, compute metrics. Re-running skips finished stages."""
+    from harness import runs
+
+    if launcher == "accelerate" and os.environ.get("ACCELERATE_PROCESS_ID") is None and "LOCAL_RANK" not in os.environ:
+        os.execvp("accelerate", accelerate_command(accelerate_config, num_processes, sys.argv[1:]))
+    if launcher not in ("none", "accelerate"):
+        raise BenchError(f"unknown launcher '{launcher}': use none or accelerate")
+    if resume:
+        cfg = runs.load_run_config(runs_dir or "runs", resume)
+    else:
+        fields = {"method": method, "dataset": dataset, "model": model, "seed": seed, "data.data_dir": str(data_dir) if data_dir else None,
+                  "runs_dir": str(runs_dir) if runs_dir else None, "wandb.mode": wandb, "generation.backend": backend}
+        cfg = _config(profile, overrides, **fields)
+    from harness.registries import METHODS
+
+    METHODS.get(cfg.method)  # unknown method: fail before any output or work
+    console.print(f"[bold]run[/] {runs.run_id(cfg)}  method={cfg.method} dataset={cfg.dataset} model={cfg.model} profile={cfg.profile} seed={cfg.seed}")
+    record = runs.run(cfg, on_stage=lambda stage, status: console.print(f"  [cyan]{stage:<8}[/] {status}"))
+    print_record(record)
+
+
+def accelerate_command(config: str, num_processes: int, argv: list[str]) -> list[str]:
+    """`accelerate launch --config_file <packaged preset> --num_processes N -m harness.cli <argv>` (launcher stripped)."""
+    preset = Path(__file__).resolve().parent.parent / "configs" / "accelerate" / f"{config}.yaml"
+    path = preset if preset.exists() else Path(config)
+    if not path.exists():
+        raise BenchError(f"accelerate config '{config}' not found: use zero2, zero3 or a YAML path")
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--launcher", "--accelerate-config", "--num-processes"):
+            skip = True
+            continue
+        if a.startswith(("--launcher=", "--accelerate-config=", "--num-processes=")):
+            continue
+        rest.append(a)
+    return ["accelerate", "launch", "--config_file", str(path), "--num_processes", str(num_processes), "-m", "harness.cli", *rest]
+
+
+def print_record(record: dict) -> None:
+    s = record["results"]["safety"]
+    t = Table(title=f"{record['method']} on {record['dataset']} ({record['generation']['eval_set']}, n={s['n_prompts']})")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_column("95% CI", justify="right")
+
+    def row(name: str, m: dict | None) -> None:
+        if isinstance(m, dict) and "value" in m:
+            t.add_row(name, f"{m['value']:.3f}", f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
+
+    for k in ("reward_mean", "cost_mean", "unsafe_rate"):
+        row(k, s.get(k))
+    wr = s.get("win_rate_vs_sft") or {}
+    row("win rate vs SFT (reward)", wr.get("reward"))
+    row("win rate vs SFT (cost)", wr.get("cost"))
+    tq = record["results"].get("truthfulqa") or {}
+    row("TruthfulQA MC1", tq.get("mc1"))
+    row("TruthfulQA MC2", tq.get("mc2"))
+    row("truthful rate (gen)", (record["results"].get("truthfulness") or {}).get("true_rate"))
+    c = s.get("constraint", {})
+    if c:
+        t.add_row(f"constraint {c['units']} <= {c['threshold']}", "holds" if c["satisfied"] else "violated", "")
+    console.print(t)
+    traj = record["train"].get("trajectory") or []
+    if traj and any("lambda" in r for r in traj):
+        console.print("lambda trajectory: " + ", ".join(f"{r['lambda']:.3g}" for r in traj if "lambda" in r))
+    for n in record["data"].get("notes", []):
+        console.print(f"[yellow]note:[/] {n}")
+    console.print(f"results: {Path(record['config']['runs_dir']) / record['run_id'] / 'results.json'}")
+
+
+@list_app.command("methods")
+def list_methods() -> None:
+    """Registered methods (built-in and plugins)."""
+    _list("METHODS")
+
+
+@list_app.command("datasets")
+def list_datasets() -> None:
+    """Registered datasets and evaluation prompt sets."""
+    _list("DATASETS")
+
+
+@list_app.command("scorers")
+def list_scorers() -> None:
+    """Registered reward/cost scorers."""
+    _list("SCORERS")
+
+
+@list_app.command("generators")
+def list_generators() -> None:
+    """Generation backends."""
+    _list("GENERATORS")
+
+
+@list_app.command("models")
+def list_models() -> None:
+    """Built-in model names (any hub id or local folder also works)."""
+    from harness.models import BUILTIN_MODELS, cache_dir
+
+    t = Table("model", "cached at")
+    for name in BUILTIN_MODELS:
+        p = cache_dir() / "models" / name
+        t.add_row(name, str(p) if (p / "config.json").exists() else "(built on first use)")
+    console.print(t)
+
+
+def _list(which: str) -> None:
+    from harness import registries
+
+    reg = getattr(registries, which)
+    t = Table("name", "source", "kind")
+    for name in reg.names():
+        t.add_row(name, reg.source(name), "built-in" if reg.is_builtin(name) else "plugin")
+    console.print(t)
+
+
+@data_app.command("show")
+def data_show(
+    name: str = typer.Argument(..., help="Dataset name (`bench list datasets`)."),
+    profile: str = typer.Option("cpu", "--profile", "-p"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+    overrides: Optional[list[str]] = SetOpt,
+) -> None:
+    """Schema, source, folds with pair/prompt counts, dropped rows and label balance."""
+    from dataclasses import fields
+
+    from harness.datasets import load_bundle
+    from harness.types import PreferencePair
+
+    cfg = _config(profile, overrides, dataset=name, **({"data.data_dir": str(data_dir)} if data_dir else {}))
+    b = load_bundle(cfg)
+    console.print(f"[bold]{b.name}[/]  source: {b.source}")
+    console.print("pair schema: " + ", ".join(f.name for f in fields(PreferencePair)))
+    t = Table("fold", "reward pairs", "cost pairs", "prompts", "cost pairs (safe, unsafe) chosen/rejected")
+    for fold in ("train", "scorer", "dual", "eval"):
+        cp = b.cost_pairs.get(fold, [])
+        bal = {}
+        for p in cp:
+            bal[(p.chosen_safe, p.rejected_safe)] = bal.get((p.chosen_safe, p.rejected_safe), 0) + 1
+        bal_s = ", ".join(f"{_lbl(k[0])}/{_lbl(k[1])}: {v}" for k, v in sorted(bal.items(), key=lambda kv: -kv[1]))
+        t.add_row(fold, str(len(b.reward_pairs.get(fold, []))), str(len(cp)), str(len(b.prompts.get(fold, []))), bal_s)
+    console.print(t)
+    counts = {k: v for k, v in b.counts.items() if k != "folds"}
+    if counts:
+        console.print_json(json.dumps(counts))
+    for n in b.notes:
+        console.print(f"[yellow]note:[/] {n}")
+
+
+def _lbl(v) -> str:
+    return {True: "safe", False: "unsafe", None: "?"}[v]
+
+
+@app.command("runs")
+def runs_cmd(runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"), method: Optional[str] = typer.Option(None, "--method")) -> None:
+    """Runs in the store with their status and headline numbers."""
+    from harness.store import list_runs
+
+    rows = list_runs(runs_dir, **({"method": method} if method else {}))
+    t = Table("run id", "status", "stage", "reward", "unsafe rate")
+    for r in rows:
+        s = ((r["results"] or {}).get("results") or {}).get("safety") or {}
+        fmt = lambda m: f"{m['value']:.3f}" if isinstance(m, dict) else "-"  # noqa: E731
+        t.add_row(r["run_id"], r["status"], r["stage"] or "-", fmt(s.get("reward_mean")), fmt(s.get("unsafe_rate")))
+    console.print(t if rows else f"no runs under {runs_dir}")
+
+
+def _mount_optional() -> None:
+    """Sub-apps from the evaluator and leaderboard packages (kept separate so each stays small)."""
+    try:
+        from evaluators.cli import scorer_app
+
+        app.add_typer(scorer_app, name="scorer", help="Train and evaluate the harness's reward and cost score models.")
+    except ImportError as exc:  # pragma: no cover
+        logging.getLogger("bench").debug("scorer commands unavailable: %s", exc)
+    try:
+        from leaderboards.cli import register
+
+        register(app)
+    except ImportError as exc:  # pragma: no cover
+        logging.getLogger("bench").debug("leaderboard commands unavailable: %s", exc)
+
+
+_mount_optional()
+
+
+def entry() -> None:
+    """Console entry point: BenchError -> one line on stderr, exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except BenchError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished stages are kept; rerun the same command or `bench run --resume RUN_ID` to continue")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors etc.
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    entry()

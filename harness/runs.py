@@ -1,0 +1,392 @@
+"""Runs: (method, dataset, model, config, seed) through the stages train -> generate -> score -> metrics.
+
+Each stage writes its artifacts atomically under `runs/<run-id>/<stage>/` and then a `done.json` marker with
+its wall time and memory. Running the same config again (same run id) or `bench run --resume RUN_ID` skips
+finished stages; killing the process loses only the stage in progress. The results record
+(docs/results-schema.md) goes to `runs/<run-id>/results.json` and the SQLite store.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.config import RunConfig, config_from_dict, dump_yaml, method_config
+from harness.errors import BenchError
+from harness.monitor import StageMonitor
+from harness.store import RESULTS_SCHEMA_VERSION, upsert_run
+from harness.types import SamplingParams
+
+log = logging.getLogger("bench")
+STAGES = ("train", "generate", "score", "metrics")
+
+
+# -- small utilities ------------------------------------------------------------------------------
+
+def run_id(cfg: RunConfig) -> str:
+    return f"{cfg.method}-{cfg.dataset}-{cfg.profile}-s{cfg.seed}-{cfg.fingerprint()}"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic: a reader (or a kill) never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("safealign-bench", "torch", "transformers", "trl", "datasets", "accelerate", "peft", "vllm"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+class Stage:
+    """A stage folder with an atomic done-marker."""
+
+    def __init__(self, run_dir: Path, name: str):
+        self.name, self.dir = name, run_dir / name
+        self.marker = self.dir / "done.json"
+
+    @property
+    def done(self) -> bool:
+        return self.marker.exists()
+
+    def start(self) -> None:
+        if self.dir.exists():  # leftovers of a killed attempt
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+
+    def finish(self, info: dict[str, Any]) -> None:
+        write_json(self.marker, info)
+
+    def info(self) -> dict[str, Any]:
+        return read_json(self.marker)
+
+
+# -- services handed to methods --------------------------------------------------------------------
+
+class Services:
+    """Lazily built, cached heavy objects: scorers and generators. Shared by the stages and the method."""
+
+    def __init__(self, cfg: RunConfig, bundle, device: str):
+        self.cfg, self.bundle, self.device = cfg, bundle, device
+        self._scorers: dict[str, Any] = {}
+
+    def scorer_name(self, kind: str) -> str:
+        name = self.cfg.scoring.reward if kind == "reward" else self.cfg.scoring.cost
+        return self.bundle.default_cost_scorer if name == "auto" else name
+
+    def scorer(self, kind: str):
+        from harness.registries import SCORERS
+
+        name = self.scorer_name(kind)
+        if name not in self._scorers:
+            self._scorers[name] = SCORERS.get(name)(self.cfg)
+        return self._scorers[name]
+
+    def generator(self, model, tokenizer=None, backend: str | None = None):
+        from harness.generation import make_generator
+
+        g = self.cfg.generation
+        return make_generator(model, tokenizer, backend=backend or g.backend, template=self.cfg.template, batch_size=g.batch_size,
+                              device=self.device, precision=self.cfg.train.precision)
+
+    def sampling(self, **over: Any) -> SamplingParams:
+        g = self.cfg.generation
+        return SamplingParams(**{**dict(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, seed=self.cfg.seed), **over})
+
+
+def build_context(cfg: RunConfig, stage_dir: Path, services: Services, policy_path: str, tracker=None, trajectory: list | None = None):
+    from methods.base import TrainContext
+
+    trajectory = trajectory if trajectory is not None else []
+
+    def log_record(record: dict[str, Any]) -> None:
+        trajectory.append(dict(record))
+        if tracker is not None:
+            tracker.log_metrics({f"train/{k}": v for k, v in record.items() if isinstance(v, (int, float))})
+
+    def train_score_model(kind: str, pairs, name: str):
+        from evaluators.score_models import train_score_model as _train
+
+        return _train(kind, pairs, stage_dir / "work" / name, cfg)
+
+    work = stage_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    return TrainContext(
+        cfg=cfg, data=services.bundle, policy_path=policy_path, out_dir=stage_dir / "model", work_dir=work,
+        device=services.device, seed=cfg.seed, make_generator=services.generator,
+        reward_annotator=lambda: services.scorer("reward"), cost_annotator=lambda: services.scorer("cost"),
+        train_score_model=train_score_model, tracker=tracker, log=log_record,
+    )
+
+
+def make_tracker(cfg: RunConfig, rid: str):
+    from harness.registries import TRACKERS
+    from harness.tracking import MemoryTracker
+
+    if cfg.wandb.mode == "disabled":
+        return MemoryTracker()
+    try:
+        return TRACKERS.get("wandb")(run_name=rid, group=cfg.suite, job_type="run", config=cfg.to_dict(), mode=cfg.wandb.mode,
+                                     project=cfg.wandb.project, entity=cfg.wandb.entity, dir=cfg.runs_dir)
+    except Exception as exc:  # W&B must never stop a run
+        log.warning("W&B tracker unavailable (%s); continuing with local results only", exc)
+        return MemoryTracker()
+
+
+# -- the pipeline -----------------------------------------------------------------------------------
+
+def load_run_config(runs_dir: str | Path, rid: str) -> RunConfig:
+    path = Path(runs_dir) / rid / "config.yaml"
+    if not path.exists():
+        raise BenchError(f"no run '{rid}' under {runs_dir}: `bench runs` lists the run ids")
+    import yaml
+
+    return config_from_dict(yaml.safe_load(path.read_text()))
+
+
+def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+    """Execute (or resume) a run and return its results record."""
+    from harness.datasets import load_bundle, load_eval_prompts
+    from harness.models import model_fingerprint, resolve_device, resolve_model
+    from harness.registries import METHODS
+
+    rid = run_id(cfg)
+    run_dir = Path(cfg.runs_dir) / rid
+    results_path = run_dir / "results.json"
+    note = on_stage or (lambda stage, status: log.info("[%s] %s: %s", rid, stage, status))
+    if results_path.exists():
+        note("all", "finished earlier (cached)")
+        return read_json(results_path)
+
+    method_cls = METHODS.get(cfg.method)
+    mcfg = method_config(method_cls.config_class, cfg)  # validate before any work
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    store_kw = dict(method=cfg.method, dataset=cfg.dataset, model=cfg.model, profile=cfg.profile, seed=cfg.seed, suite=cfg.suite)
+    upsert_run(cfg.runs_dir, rid, status="running", **store_kw)
+
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    bundle = load_bundle(cfg)
+    eval_set, prompts = load_eval_prompts(cfg, bundle)
+    if not prompts:
+        raise BenchError(f"evaluation set '{eval_set}' has no prompts: check data.eval_set and data.max_eval_prompts")
+    services = Services(cfg, bundle, device)
+    policy_path = str(resolve_model(cfg.model))
+    tracker = make_tracker(cfg, rid)
+    stages: dict[str, Any] = {}
+    try:
+        # 1. train --------------------------------------------------------------------------------
+        st = Stage(run_dir, "train")
+        if st.done:
+            note("train", "skipped (done)")
+        else:
+            note("train", "running")
+            st.start()
+            trajectory: list[dict[str, Any]] = []
+            ctx = build_context(cfg, st.dir, services, policy_path, tracker, trajectory)
+            with StageMonitor() as mon:
+                result = method_cls(mcfg).train(ctx)
+            if not result.trajectory:
+                result.trajectory = trajectory
+            shutil.rmtree(st.dir / "work", ignore_errors=True) if result.model_path is None or not str(result.model_path).startswith(str(st.dir / "work")) else None
+            st.finish({**mon.record, "result": asdict(result), "method_config": asdict(mcfg)})
+        train = st.info()
+        stages["train"] = {k: v for k, v in train.items() if k not in ("result", "method_config")}
+        model_path = train["result"]["model_path"] or policy_path
+
+        # 2. generate -----------------------------------------------------------------------------
+        st = Stage(run_dir, "generate")
+        params = services.sampling()
+        if st.done:
+            note("generate", "skipped (done)")
+        else:
+            note("generate", "running")
+            st.start()
+            from harness.generation import cached_generate
+
+            with StageMonitor() as mon:
+                gen = services.generator(Path(model_path))
+                responses, hit = cached_generate(gen, [p.prompt for p in prompts], params, cfg.generation.cache)
+                params_policy = sum(p.numel() for p in gen.model.parameters()) if hasattr(gen, "model") and hasattr(gen.model, "parameters") else None
+            rows = [{"prompt": p.prompt, "category": p.category, "response": r} for p, r in zip(prompts, responses)]
+            write_json(st.dir / "generations.json", rows)
+            st.finish({**mon.record, "cache_hit": hit, "backend": gen.name, "backend_reason": getattr(gen, "backend_reason", ""),
+                       "model_fingerprint": model_fingerprint(model_path), "params_policy": params_policy})
+        gen_info = st.info()
+        stages["generate"] = gen_info
+        rows = read_json(st.dir / "generations.json")
+
+        # 3. score --------------------------------------------------------------------------------
+        st = Stage(run_dir, "score")
+        if st.done:
+            note("score", "skipped (done)")
+        else:
+            note("score", "running")
+            st.start()
+            with StageMonitor() as mon:
+                ps, rs = [r["prompt"] for r in rows], [r["response"] for r in rows]
+                rew, cost = services.scorer("reward"), services.scorer("cost")
+                rewards, costs = rew.score(ps, rs), cost.score(ps, rs)
+            write_json(st.dir / "scores.json", {"reward": rewards, "cost": costs})
+            st.finish({**mon.record, "reward": {"name": services.scorer_name("reward"), "fingerprint": rew.fingerprint},
+                       "cost": {"name": services.scorer_name("cost"), "fingerprint": cost.fingerprint, "is_binary": cost.is_binary}})
+        score_info = st.info()
+        stages["score"] = {k: v for k, v in score_info.items() if k not in ("reward", "cost")}
+        scores = read_json(st.dir / "scores.json")
+
+        # 4. metrics ------------------------------------------------------------------------------
+        st = Stage(run_dir, "metrics")
+        if st.done:
+            note("metrics", "skipped (done)")
+        else:
+            note("metrics", "running")
+            st.start()
+            with StageMonitor() as mon:
+                metrics = compute_metrics(cfg, bundle, services, rows, scores, score_info, policy_path, model_path)
+            write_json(st.dir / "metrics.json", metrics)
+            st.finish(mon.record)
+        stages["metrics"] = st.info()
+        metrics = read_json(st.dir / "metrics.json")
+
+        params_policy = gen_info.get("params_policy")
+        result = train["result"]
+        extra = result.get("extra", {})
+        stages["train"]["params_trained"] = extra.get("params_trained", (params_policy or 0) * result["models_trained"] or 0)
+        stages["train"]["params_held"] = extra.get("params_held")
+        record = {
+            "schema_version": RESULTS_SCHEMA_VERSION, "run_id": rid, **store_kw,
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "git_hash": git_hash(),
+            "config": cfg.to_dict(), "results": metrics,
+            "higher_is_better": {"reward_mean": True, "cost_mean": False, "unsafe_rate": False, "mc1": True, "mc2": True, "win_rate_vs_sft": True},
+            "train": {k: result.get(k) for k in ("models_trained", "networks_held", "trajectory", "extra")} | {"method_config": train.get("method_config")},
+            "stages": stages,
+            "generation": {**asdict(params), "backend": gen_info["backend"], "backend_reason": gen_info["backend_reason"], "template": cfg.template,
+                           "eval_set": eval_set, "n_prompts": len(rows)},
+            "scorers": {"reward": score_info["reward"], "cost": score_info["cost"]},
+            "data": {"source": bundle.source, "counts": bundle.counts, "notes": bundle.notes},
+            "versions": versions(),
+            "env": {"device": device, "precision": cfg.train.precision, "num_threads": _num_threads(), "platform": platform.platform()},
+        }
+        write_json(results_path, record)
+        upsert_run(cfg.runs_dir, rid, status="finished", stage="metrics", results=record, **store_kw)
+        _log_to_tracker(tracker, record)
+        note("all", "finished")
+        return record
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        upsert_run(cfg.runs_dir, rid, status=status, **store_kw)
+        raise
+    finally:
+        try:
+            tracker.finish()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("tracker finish failed: %s", exc)
+
+
+def _num_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, score_info, policy_path: str, model_path: str) -> dict[str, Any]:
+    """Safety metrics with CIs (+ win rate vs SFT), TruthfulQA MC1/MC2 and generation truthfulness."""
+    from evaluators.metrics import safety_metrics
+
+    ref_r = ref_c = None
+    if cfg.scoring.win_rate_vs_sft and Path(model_path) != Path(policy_path):
+        from harness.generation import cached_generate
+
+        ps = [r["prompt"] for r in rows]
+        sft_responses, _ = cached_generate(services.generator(Path(policy_path)), ps, services.sampling(), cfg.generation.cache)
+        ref_r, ref_c = services.scorer("reward").score(ps, sft_responses), services.scorer("cost").score(ps, sft_responses)
+    out: dict[str, Any] = {
+        "safety": safety_metrics(
+            scores["reward"], scores["cost"], categories=[r["category"] for r in rows], responses=[r["response"] for r in rows],
+            ref_rewards=ref_r, ref_costs=ref_c, threshold=cfg.scoring.threshold, units=cfg.scoring.threshold_units,
+            n_boot=cfg.scoring.bootstrap, seed=cfg.seed, cost_is_binary=bool(score_info["cost"].get("is_binary")),
+        )
+    }
+    if cfg.dataset == "truthfulqa" and score_info["cost"]["name"] == "truthfulness":
+        from evaluators.metrics import bootstrap_ci
+
+        out["truthfulness"] = {"true_rate": bootstrap_ci([1.0 - c for c in scores["cost"]], cfg.scoring.bootstrap, cfg.seed), "n": len(rows),
+                               "judge": "truthfulness (ROUGE-L + MiniLM similarity to references; non-standard)"}
+    if cfg.eval.truthfulqa_mc:
+        from evaluators.truthfulqa import mc_metrics
+        from harness.datasets.truthfulqa import load_questions
+        from harness.models import load_policy
+
+        questions = load_questions(cfg.data.data_dir, cfg.data.revision if cfg.dataset == "truthfulqa" else None)
+        split = "all"
+        if cfg.dataset == "truthfulqa":  # never report on questions used for training or dual estimates
+            questions, split = [q for q in questions if q["fold"] == "eval"], "test"
+        questions = [q for q in questions if q.get("mc1_targets")]
+        if cfg.eval.mc_max_questions:
+            questions = questions[: cfg.eval.mc_max_questions]
+        model, tok = load_policy(Path(model_path), services.device, cfg.train.precision)
+        mc = mc_metrics(model, tok, questions, batch_size=cfg.eval.mc_batch_size, n_boot=cfg.scoring.bootstrap, seed=cfg.seed)
+        mc["split"] = split
+        out["truthfulqa"] = mc
+        del model
+    return out
+
+
+def _log_to_tracker(tracker, record: dict[str, Any]) -> None:
+    """Mirror the record to the tracker; failures are warnings (the local record is already written)."""
+    try:
+        s = record["results"]["safety"]
+        flat = {f"eval/{k}": s[k]["value"] for k in ("reward_mean", "cost_mean", "unsafe_rate") if isinstance(s.get(k), dict)}
+        tq = record["results"].get("truthfulqa") or {}
+        flat.update({f"eval/{k}": tq[k]["value"] for k in ("mc1", "mc2") if isinstance(tq.get(k), dict)})
+        for stage, info in record["stages"].items():
+            flat.update({f"stages/{stage}/{k}": v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        tracker.log_metrics(flat)
+        for k, v in flat.items():
+            tracker.set_summary(k, v)
+        traj = record["train"].get("trajectory") or []
+        if traj:
+            cols = sorted({k for t in traj for k in t})
+            tracker.log_table("train/trajectory", cols, [[t.get(c) for c in cols] for t in traj])
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not log results to the tracker: %s", exc)

@@ -1,0 +1,103 @@
+"""Weights & Biases behind the harness's `Tracker` protocol.
+
+Offline by default: runs are written under `<dir>/wandb/offline-run-*` without an account or network and can be
+uploaded later with `wandb sync <dir>/wandb/offline-run-*`. The harness writes its local results first, so a W&B
+failure (bad credentials, a full disk, a wandb bug) is logged as a warning and never raises: after the first
+failure of `wandb.init` the tracker turns into a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+MODES = ("offline", "online", "disabled")
+
+
+class WandbTracker:
+    """One W&B run. Grouping convention: suite id in `group`, stage or purpose in `job_type`, the run's
+    method/dataset/seed in `config` (so the W&B runs table can filter and group by them)."""
+
+    def __init__(self, run_name: str | None = None, group: str | None = None, job_type: str | None = None,
+                 config: dict[str, Any] | None = None, mode: str = "offline", project: str = "safealign-bench",
+                 entity: str | None = None, dir: str | os.PathLike | None = None, tags: list[str] | None = None):
+        if mode not in MODES:
+            log.warning("W&B mode %r is not one of %s; using 'disabled'", mode, ", ".join(MODES))
+            mode = "disabled"
+        self.mode = mode
+        self.errors: list[str] = []  # one line per swallowed W&B failure (tests and the CLI's final report)
+        self.run: Any = None
+        os.environ.setdefault("WANDB_SILENT", "true")
+        if dir is not None:
+            Path(dir).mkdir(parents=True, exist_ok=True)
+
+        def init() -> Any:
+            import wandb
+
+            # finish_previous: several runs in one process (a suite) close each other cleanly.
+            return wandb.init(project=project, entity=entity, name=run_name, group=group, job_type=job_type,
+                              config=config or {}, dir=str(dir) if dir is not None else None, mode=mode,
+                              tags=tags, reinit="finish_previous")
+
+        self.run = self._guard("init", init)
+
+    # -- the Tracker protocol --------------------------------------------------------------------------
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._call("log", lambda run: run.log(dict(metrics), step=step))
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        def log_table(run: Any) -> None:
+            import wandb
+
+            # Columns may hold None next to numbers or strings; let W&B type each column as "mixed".
+            table = wandb.Table(columns=list(columns), data=[list(r) for r in rows], allow_mixed_types=True)
+            run.log({key: table})
+
+        self._call("log_table", log_table)
+
+    def set_summary(self, key: str, value: Any) -> None:
+        def set_summary(run: Any) -> None:
+            run.summary[key] = value
+
+        self._call("set_summary", set_summary)
+
+    def log_artifact(self, name: str, path: str, type: str = "eval_results") -> None:
+        def log_artifact(run: Any) -> None:
+            import wandb
+
+            artifact = wandb.Artifact(artifact_name(name), type=type)
+            if Path(path).is_dir():
+                artifact.add_dir(str(path))
+            else:
+                artifact.add_file(str(path))
+            run.log_artifact(artifact)
+
+        self._call("log_artifact", log_artifact)
+
+    def finish(self) -> None:
+        self._call("finish", lambda run: run.finish())
+        self.run = None
+
+    # -- failure handling --------------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[Any], Any]) -> None:
+        if self.run is not None:
+            self._guard(what, lambda: fn(self.run))
+
+    def _guard(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # W&B must never take local results down with it
+            message = f"W&B {what} failed ({type(exc).__name__}: {exc}); local results are unaffected"
+            self.errors.append(message)
+            log.warning(message)
+            return None
+
+
+def artifact_name(name: str) -> str:
+    """W&B artifact names allow letters, digits, '-', '_' and '.' only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "artifact"
