@@ -173,11 +173,11 @@ def list_generators() -> None:
 @list_app.command("models")
 def list_models() -> None:
     """Built-in model names (any hub id or local folder also works)."""
-    from harness.models import BUILTIN_MODELS, cache_dir
+    from harness.models import BUILTIN_MODELS, builtin_cache_path
 
     t = Table("model", "cached at")
     for name in BUILTIN_MODELS:
-        p = cache_dir() / "models" / name
+        p = builtin_cache_path(name)
         t.add_row(name, str(p) if (p / "config.json").exists() else "(built on first use)")
     console.print(t)
 

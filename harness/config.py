@@ -230,6 +230,8 @@ def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             base = dataclasses.asdict(fields[key].default_factory()) if fields[key].default_factory is not dataclasses.MISSING else {}  # type: ignore[misc]
+            if value is not None and not isinstance(value, dict):
+                raise BenchError(f"config section '{prefix}{key}' must be a mapping, got {value!r}")
             base.update(value or {})
             kwargs[key] = build_dataclass(tp, base, f"{prefix}{key}.")
         else:

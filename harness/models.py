@@ -79,6 +79,7 @@ def _build_tiny_random(target: Path) -> None:
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        initializer_range=0.5,  # peaked logits, so greedy text is varied (0.02 repeats one token)
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
@@ -87,12 +88,17 @@ def _build_tiny_random(target: Path) -> None:
 
 
 BUILTIN_MODELS = {DEFAULT_MODEL: _convert_smollm2, "tiny-random": _build_tiny_random}
+BUILTIN_VERSIONS = {"tiny-random": 2}  # bump when a builder changes, so stale caches are not reused
+
+
+def builtin_cache_path(name: str) -> Path:
+    return cache_dir() / "models" / f"{name}-v{BUILTIN_VERSIONS.get(name, 1)}"
 
 
 def resolve_model(name: str) -> Path | str:
     """A local folder for built-in names and paths; hub ids are returned unchanged (loaded lazily)."""
     if name in BUILTIN_MODELS:
-        target = cache_dir() / "models" / name
+        target = builtin_cache_path(name)
         if not (target / "config.json").exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             BUILTIN_MODELS[name](target)

@@ -153,30 +153,34 @@ class Leaderboard:
 
 def build_leaderboard(runs_dir: str | Path, *, dataset: str | None = None, model: str | None = None,
                       profile: str | None = None, suite: str | None = None, methods: Iterable[str] | None = None,
-                      n_boot: int = N_BOOT) -> Leaderboard:
-    """Read the store and aggregate (see the module docstring for the CI method and ordering rule)."""
+                      seeds: Iterable[int] | None = None, n_boot: int = N_BOOT) -> Leaderboard:
+    """Read the store and aggregate (see the module docstring for the CI method and ordering rule).
+
+    Filters: equality on dataset, model, profile and suite; membership in `methods` and `seeds`."""
     where = {k: v for k, v in dict(dataset=dataset, model=model, profile=profile, suite=suite).items() if v is not None}
-    wanted = set(methods) if methods is not None else None
+    wanted_methods = set(methods) if methods is not None else None
+    wanted_seeds = set(seeds) if seeds is not None else None
     newest: dict[tuple, dict[str, Any]] = {}
-    left_out: list[str] = []
+    unfinished: dict[tuple, str] = {}  # keys with no usable run: why the newest one was left out
     for entry in list_runs(runs_dir, **where):  # newest first
-        if wanted is not None and entry["method"] not in wanted:
+        if (wanted_methods is not None and entry["method"] not in wanted_methods) or \
+                (wanted_seeds is not None and entry["seed"] not in wanted_seeds):
             continue
         key = (entry["method"], entry["dataset"], entry["model"], entry["profile"], entry["seed"])
         record = entry.get("results")
         if entry["status"] != "finished" or record is None:
-            left_out.append(f"{entry['run_id']} ({entry['status']}, stage {entry.get('stage') or '-'})")
-            continue
-        if str(record.get("schema_version", "")).split(".")[0] != RESULTS_SCHEMA_VERSION.split(".")[0]:
-            left_out.append(f"{entry['run_id']} (results schema {record.get('schema_version')!r})")
-            continue
-        newest.setdefault(key, record)
+            unfinished.setdefault(key, f"{entry['run_id']} ({entry['status']}, last stage {entry.get('stage') or '-'})")
+        elif str(record.get("schema_version", "")).split(".")[0] != RESULTS_SCHEMA_VERSION.split(".")[0]:
+            unfinished.setdefault(key, f"{entry['run_id']} (results schema {record.get('schema_version')!r})")
+        else:
+            newest.setdefault(key, record)
 
     by_setting: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for (method, ds, mdl, prof, _seed), record in newest.items():
         by_setting.setdefault((ds, mdl, prof), []).append(record)
     tables = [_build_table(key, records, n_boot) for key, records in sorted(by_setting.items())]
-    notes = [f"{len(left_out)} run(s) not finished, left out: {', '.join(sorted(left_out))}"] if left_out else []
+    left_out = sorted(why for key, why in unfinished.items() if key not in newest)
+    notes = [f"{len(left_out)} run(s) without a finished result, left out: {', '.join(left_out)}"] if left_out else []
     return Leaderboard(tables=tables, notes=notes)
 
 

@@ -1,0 +1,405 @@
+"""One DPO run, the way every DPO-family method needs it: `train_dpo(pairs, init=, ref=, beta=, ...) -> out_dir`.
+
+A thin wrapper over TRL 1.16's `DPOTrainer` (docs/ecosystem.md §1.2-1.4):
+
+- **Reference.** `ref=None` means "the init checkpoint"; any other reference (PD-DPO's π_r̂ while warm-starting
+  from π_{k-1}) is passed to TRL explicitly. Reference log-probs are always precomputed once
+  (`precompute_ref_log_probs=True`), so the reference is released before the first optimiser step. With `ref=None`
+  TRL computes them from the policy's *untouched in-memory weights* in `__init__` (ecosystem §1.2 row 3), which is
+  the init checkpoint itself; TRL's silent reload from `config._name_or_path` only happens without precompute,
+  which this wrapper never uses. `tests/test_dpo.py` checks both cases against `policy_logps`.
+- **Reference cache.** TRL's own precompute cache never hits for in-memory datasets (datasets gives them a random
+  cache-file name), so `BenchDPOTrainer` caches the reference log-probs itself, keyed by (hash of the reference
+  weights, tokenised pairs, truncation). PD-DPO's K primal steps share π_r̂ and D_c, so π_r̂ runs on D_c once.
+- **Margins.** An optional per-pair additive term inside the sigmoid (SafeDPO's `−(u_l − u_w)·Δ`, O-PD-DPO's
+  bonus): the subclass carries a `margin` column through TRL's column filter and collator and computes the loss
+  with `harness.losses.dpo_loss`. Without margins the stock TRL loss runs.
+- **Output.** The trained (LoRA-merged) model and tokenizer are written atomically to `out_dir` with a
+  `bench_train.json` record; a finished `out_dir` with the same inputs is reused (resume).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+from trl import DPOConfig, DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from harness.errors import BenchError
+from harness.losses import dpo_loss, sequence_logps
+from harness.models import cache_dir, format_prompt, load_tokenizer, model_fingerprint
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from harness.config import RunConfig
+    from harness.types import PreferencePair
+
+log = logging.getLogger("bench")
+TRAIN_RECORD = "bench_train.json"
+
+
+# -- data ---------------------------------------------------------------------------------------------------------
+
+
+def prompt_text(tokenizer: "PreTrainedTokenizerBase", prompt: str, cfg: "RunConfig") -> str:
+    """The formatted prompt the policy sees, with the *user* text cut (keeping its end) so the formatted prompt
+    fits `cfg.train.max_prompt_length` tokens. TRL 1.16 has no `max_prompt_length`, so the harness does it."""
+    text = format_prompt(tokenizer, prompt, cfg.template)
+    limit = cfg.train.max_prompt_length
+    if not limit:
+        return text
+    excess = len(tokenizer(text, add_special_tokens=False)["input_ids"]) - limit
+    if excess <= 0:
+        return text
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return format_prompt(tokenizer, tokenizer.decode(ids[min(excess, len(ids)) :]), cfg.template)
+
+
+def usable_pairs(pairs: Sequence["PreferencePair"], margins: Sequence[float] | None = None) -> tuple[list[int], int]:
+    """Indices of pairs DPO can learn from: chosen and rejected must differ (methods.md §8). (kept, dropped)."""
+    if margins is not None and len(margins) != len(pairs):
+        raise BenchError(f"train_dpo: {len(margins)} margins for {len(pairs)} pairs (one margin per pair)")
+    keep = [i for i, p in enumerate(pairs) if p.chosen.strip() != p.rejected.strip()]
+    return keep, len(pairs) - len(keep)
+
+
+def preference_dataset(pairs: Sequence["PreferencePair"], tokenizer: "PreTrainedTokenizerBase", cfg: "RunConfig",
+                       margins: Sequence[float] | None = None):
+    """A `datasets.Dataset` with prompt/chosen/rejected (+ margin) in TRL's non-conversational format."""
+    from datasets import Dataset
+
+    keep, _ = usable_pairs(pairs, margins)
+    if not keep:
+        raise BenchError("train_dpo: no usable preference pairs (every pair is empty or has chosen == rejected)")
+    rows: dict[str, list[Any]] = {
+        "prompt": [prompt_text(tokenizer, pairs[i].prompt, cfg) for i in keep],
+        "chosen": [pairs[i].chosen for i in keep],
+        "rejected": [pairs[i].rejected for i in keep],
+    }
+    if margins is not None:
+        rows["margin"] = [float(margins[i]) for i in keep]
+    return Dataset.from_dict(rows)
+
+
+# -- trainer ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MarginCollator(DataCollatorForPreference):
+    """TRL's preference collator plus the optional per-pair `margin` column (ecosystem §1.4 step 2)."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        out = super().torch_call(examples)
+        if "margin" in examples[0]:
+            out["margin"] = torch.tensor([float(e["margin"]) for e in examples], dtype=torch.float32)
+        return out
+
+
+class BenchDPOTrainer(DPOTrainer):
+    """`DPOTrainer` with (1) an optional `margin` column whose loss is `harness.losses.dpo_loss`, and (2) a
+    reference log-prob cache that survives in-memory datasets (see the module docstring)."""
+
+    def __init__(self, *args: Any, ref_cache_dir: Path | None = None, **kwargs: Any):
+        self.ref_cache_dir = ref_cache_dir  # read by _precompute_ref_logps, which runs inside super().__init__
+        self.ref_cache_hits = 0
+        super().__init__(*args, **kwargs)
+
+    def _set_signature_columns_if_needed(self) -> None:  # ecosystem §1.4 step 1
+        super()._set_signature_columns_if_needed()
+        if "margin" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "margin"]
+
+    def compute_ref_log_probs(self, model, inputs):  # the precompute pass must not forward `margin` to the model
+        return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != "margin"})
+
+    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        if self.ref_cache_dir is None:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        h = hashlib.sha256()
+        h.update(json.dumps([self._precompute_model_hash, self.args.max_length, self.args.truncation_mode, self.ld_alpha]).encode())
+        for col in ("prompt_ids", "chosen_ids", "rejected_ids"):
+            h.update(json.dumps(dataset[col]).encode())
+        path = Path(self.ref_cache_dir) / f"{h.hexdigest()[:32]}.pt"
+        if path.exists():
+            cached = torch.load(path)
+            self.ref_cache_hits += 1
+            log.info("reference log-probs for %s (%d pairs) reused from %s", name, len(dataset), path)
+            return dataset.add_column("ref_chosen_logps", cached["chosen"].tolist()).add_column(
+                "ref_rejected_logps", cached["rejected"].tolist())
+        out = super()._precompute_ref_logps(dataset, name, batch_size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        torch.save({"chosen": torch.tensor(out["ref_chosen_logps"]), "rejected": torch.tensor(out["ref_rejected_logps"])}, tmp)
+        os.replace(tmp, path)
+        return out
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        margin = inputs.pop("margin", None)  # ecosystem §1.4 step 3: TRL would forward it to model(...)
+        if margin is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if return_outputs:
+            raise NotImplementedError("margin DPO does not return model outputs")
+        return self.margin_loss(model, inputs, margin)
+
+    def margin_loss(self, model, inputs: dict[str, torch.Tensor], margin: torch.Tensor) -> torch.Tensor:
+        """Policy log-probs from TRL's fused LM head (no full logits), loss from `harness.losses.dpo_loss`."""
+        if not self.precompute_ref_logps:
+            raise BenchError("margin DPO expects precomputed reference log-probs (precompute_ref_log_probs=True)")
+        completion_mask = inputs["completion_mask"]
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
+                    fused_lm_head=True, use_cache=False)
+        logps = out.log_probs[:, -(completion_mask.size(1) - 1) :].sum(dim=1)  # masked positions are exactly 0
+        chosen, rejected = logps.chunk(2, dim=0)
+        loss, chosen_rewards, rejected_rewards = dpo_loss(
+            chosen, rejected, inputs["ref_chosen_logps"], inputs["ref_rejected_logps"], self.beta, margin)
+        mode = "train" if self.model.training else "eval"
+        gather = self.accelerator.gather_for_metrics
+        self._metrics[mode]["rewards/chosen"].append(gather(chosen_rewards).mean().item())
+        self._metrics[mode]["rewards/rejected"].append(gather(rejected_rewards).mean().item())
+        self._metrics[mode]["rewards/accuracies"].append(gather((chosen_rewards > rejected_rewards).float()).mean().item())
+        self._metrics[mode]["rewards/margins"].append(gather(chosen_rewards - rejected_rewards).mean().item())
+        self._metrics[mode]["margin"].append(gather(margin).mean().item())
+        return loss.mean()
+
+
+# -- the wrapper --------------------------------------------------------------------------------------------------
+
+
+def _identity(model: Any) -> str | None:
+    """A stable identity for resume keys: the fingerprint of a saved folder; None for in-memory models."""
+    if isinstance(model, (str, Path)) and Path(str(model)).exists():
+        return model_fingerprint(model)
+    return None
+
+
+def _load(model: Any, device: str) -> "PreTrainedModel":
+    """float32 master weights (bf16 autocast on GPU comes from the trainer config)."""
+    from transformers import AutoModelForCausalLM
+
+    if not isinstance(model, (str, Path)):
+        return model
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
+    except OSError as exc:
+        raise BenchError(f"train_dpo: cannot load model '{model}': {str(exc).splitlines()[0]}") from exc
+
+
+def dpo_config(cfg: "RunConfig", beta: float, output_dir: Path, device: str) -> DPOConfig:
+    """`DPOConfig` from the run's shared `train` section (one stated regime for every method)."""
+    t = cfg.train
+    on_gpu = device.startswith("cuda")
+    return DPOConfig(
+        output_dir=str(output_dir),
+        beta=beta,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        max_length=t.max_length,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of total steps
+        lr_scheduler_type=t.lr_scheduler,
+        weight_decay=t.weight_decay,
+        gradient_checkpointing=t.gradient_checkpointing,
+        use_cpu=not on_gpu,
+        bf16=on_gpu and t.precision in ("auto", "bf16"),
+        precompute_ref_log_probs=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=bool(os.environ.get("BENCH_QUIET")),
+        dataloader_pin_memory=on_gpu,
+    )
+
+
+def _train_key(pairs: Sequence["PreferencePair"], margins: Sequence[float] | None, init_id: str | None, ref_id: str | None,
+               beta: float, cfg: "RunConfig", run_name: str) -> str | None:
+    if init_id is None or ref_id is None:  # in-memory models have no stable identity: never reuse
+        return None
+    blob = json.dumps([[(p.prompt, p.chosen, p.rejected) for p in pairs], list(margins) if margins is not None else None,
+                       init_id, ref_id, beta, asdict(cfg.train), cfg.seed, cfg.template, run_name], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def read_train_record(path: str | Path) -> dict[str, Any]:
+    """The `bench_train.json` a `train_dpo` output folder carries (loss, pairs used, reference, ...)."""
+    return json.loads((Path(path) / TRAIN_RECORD).read_text())
+
+
+def train_dpo(
+    pairs: Sequence["PreferencePair"],
+    *,
+    init: "str | Path | PreTrainedModel",
+    ref: "str | Path | PreTrainedModel | None",
+    beta: float,
+    out_dir: Path,
+    cfg: "RunConfig",
+    device: str,
+    margins: Sequence[float] | None = None,
+    run_name: str = "dpo",
+    tokenizer: "PreTrainedTokenizerBase | None" = None,
+    ref_cache_dir: Path | None = None,
+    resume: bool = True,
+) -> Path:
+    """DPO from `init` against the frozen reference `ref` (None = `init`), saved to `out_dir`.
+
+    `margins` (one per pair) adds a per-pair term inside the sigmoid; `tokenizer` is needed only when `init` is an
+    in-memory model without a saved folder; `ref_cache_dir` (default: the user cache) stores reference log-probs.
+    """
+    if not beta > 0:
+        raise BenchError(f"train_dpo: beta must be > 0 (got {beta})")
+    out_dir = Path(out_dir)
+    init_id = _identity(init)
+    ref_id = init_id if ref is None else _identity(ref)
+    key = _train_key(pairs, margins, init_id, ref_id, beta, cfg, run_name)
+    if resume and key and (out_dir / TRAIN_RECORD).exists() and read_train_record(out_dir).get("key") == key:
+        log.info("%s: reusing finished model at %s", run_name, out_dir)
+        return out_dir
+
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
+    start = time.time()
+    tok_source = init if isinstance(init, (str, Path)) else getattr(init.config, "_name_or_path", None)
+    tokenizer = tokenizer or load_tokenizer(tok_source)
+    model = _load(init, device)
+    ref_model = None if ref is None else _load(ref, device)
+    if ref_model is not None:
+        ref_model.eval()
+    dataset = preference_dataset(pairs, tokenizer, cfg, margins)
+    _, dropped = usable_pairs(pairs, margins)
+
+    scratch = out_dir.with_name(f".{out_dir.name}.trainer{os.getpid()}")
+    args = dpo_config(cfg, beta, scratch, device)
+    peft_config = None
+    if cfg.train.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = BenchDPOTrainer(
+        model=model, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
+        data_collator=MarginCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length, truncation_mode=args.truncation_mode),
+        ref_cache_dir=ref_cache_dir if ref_cache_dir is not None else cache_dir() / "ref_logps",
+    )
+    # The reference log-probs are columns now: release the reference before training (ecosystem §1.3).
+    if trainer.ref_model is not None:
+        if trainer.ref_model in trainer.accelerator._models:
+            trainer.accelerator._models.remove(trainer.ref_model)
+        trainer.ref_model = None
+    del ref_model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+    output = trainer.train()
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    if cfg.train.lora:
+        trained = trained.merge_and_unload()
+    record = {
+        "key": key, "run_name": run_name, "beta": beta, "pairs": len(dataset), "pairs_dropped_identical": dropped,
+        "margins": margins is not None, "init": str(init) if isinstance(init, (str, Path)) else "<in-memory>",
+        "reference": "init" if ref is None else (str(ref) if isinstance(ref, (str, Path)) else "<in-memory>"),
+        "ref_cache_hits": trainer.ref_cache_hits, "train_loss": output.training_loss, "steps": output.global_step,
+        "seconds": round(time.time() - start, 2), "log_history": trainer.state.log_history[-50:],
+    }
+    _save_atomic(trained, tokenizer, out_dir, record)
+    shutil.rmtree(scratch, ignore_errors=True)
+    del trainer, model, trained
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out_dir
+
+
+def _save_atomic(model: "PreTrainedModel", tokenizer: Any, out_dir: Path, record: dict[str, Any]) -> None:
+    """Write to a sibling temp folder, then rename: a killed run never leaves a half-saved model."""
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2, default=str))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out_dir)
+
+
+# -- log-probs outside training -----------------------------------------------------------------------------------
+
+
+def _completion_ids(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) exactly as TRL 1.16 tokenises a non-conversational pair: EOS appended, the
+    completion starting where the tokenised prompt and prompt+completion diverge."""
+    eos = tokenizer.eos_token
+    if not completion.endswith(eos):
+        completion = completion + eos
+    p = tokenizer(prompt)["input_ids"]
+    full = tokenizer(prompt + completion)["input_ids"]
+    n = 0
+    while n < min(len(p), len(full)) and p[n] == full[n]:
+        n += 1
+    return full[:n], full[n:]
+
+
+@torch.no_grad()
+def sequence_logprobs(model_or_path: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], cfg: "RunConfig",
+                      device: str | None = None, batch_size: int | None = None) -> torch.Tensor:
+    """log π(y|x) summed over response tokens (EOS included) for raw prompts, formatted and truncated exactly as
+    `train_dpo` does; float32 on CPU. Used for KL(π_k‖π_r̂) estimates and PeCAN's log-ratios."""
+    model = _load(model_or_path, device or "cpu")
+    if isinstance(model_or_path, (str, Path)):
+        model.to(device or "cpu")
+    tokenizer = tokenizer or load_tokenizer(model_or_path if isinstance(model_or_path, (str, Path)) else model.config._name_or_path)
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    bs = batch_size or max(1, 2 * cfg.train.batch_size)
+    limit = cfg.train.max_length
+    out: list[torch.Tensor] = []
+    for i in range(0, len(prompts), bs):
+        ids, masks = [], []
+        for prompt, response in zip(prompts[i : i + bs], responses[i : i + bs]):
+            p, c = _completion_ids(tokenizer, prompt_text(tokenizer, prompt, cfg), response)
+            seq, mask = (p + c)[:limit], ([0] * len(p) + [1] * len(c))[:limit]  # keep_start, as TRL's collator
+            ids.append(seq)
+            masks.append(mask)
+        width = max(len(s) for s in ids)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in ids], device=dev)
+        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids], device=dev)
+        mask = torch.tensor([m + [0] * (width - len(m)) for m in masks], device=dev)
+        logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
+        out.append(sequence_logps(logits, input_ids, mask).float().cpu())
+    if was_training:
+        model.train()
+    if isinstance(model_or_path, (str, Path)):
+        del model
+        gc.collect()
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def policy_logps(model_or_path: Any, tokenizer: Any, pairs: Sequence["PreferencePair"], cfg: "RunConfig",
+                 device: str | None = None, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log π(chosen|x), log π(rejected|x)) per pair, tokenised as `train_dpo` tokenises them (all pairs, in order)."""
+    prompts = [p.prompt for p in pairs]
+    model = _load(model_or_path, device or "cpu")
+    if isinstance(model_or_path, (str, Path)):
+        model.to(device or "cpu")
+        tokenizer = tokenizer or load_tokenizer(model_or_path)
+    chosen = sequence_logprobs(model, tokenizer, prompts, [p.chosen for p in pairs], cfg, device, batch_size)
+    rejected = sequence_logprobs(model, tokenizer, prompts, [p.rejected for p in pairs], cfg, device, batch_size)
+    return chosen, rejected

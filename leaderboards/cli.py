@@ -1,0 +1,208 @@
+"""`bench suite` (run a grid of methods x seeds, then rank them) and `bench leaderboard` (rank what the store holds).
+
+Both are added to the main Typer app by `register(app)`. Local files are always written before anything goes to
+W&B, and a W&B failure is a warning, never a lost result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from harness.errors import BenchError
+
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("suite")(suite)
+    app.command("leaderboard")(leaderboard)
+
+
+def execute_run(cfg: Any) -> dict[str, Any]:
+    """One run of the grid (train -> generate -> score -> metrics, resuming finished stages). Tests patch this."""
+    from harness.runs import run
+
+    return run(cfg)
+
+
+# -- bench suite -----------------------------------------------------------------------------------------------
+
+def suite(
+    methods: str = typer.Option(..., "--methods", help="Comma-separated method names, or 'all' for every registered method."),
+    dataset: str = typer.Option("pku-saferlhf", "--dataset", help="Dataset every run trains and evaluates on."),
+    profile: str = typer.Option("cpu", "--profile", help="Config profile: tiny | cpu | gpu | a YAML file."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds, e.g. 0,1,2."),
+    model: Optional[str] = typer.Option(None, "--model", help="Base model (default: the profile's)."),
+    overrides: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable), applied to every run."),
+    wandb: Optional[str] = typer.Option(None, "--wandb", help="offline | online | disabled (default: the profile's wandb.mode)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where runs and the store live."),
+    suite_id: Optional[str] = typer.Option(None, "--suite-id", help="W&B group and store tag (default: derived from the grid, so a rerun resumes it)."),
+) -> None:
+    """Run every (method, seed) of a grid in this process, then print and save the leaderboard.
+
+    Finished stages are skipped, so rerunning a suite resumes it. A failing run is recorded and the suite goes
+    on; the exit code is 1 if any run failed. The runs form one W&B group, and the suite adds a leaderboard run.
+    """
+    from rich.console import Console
+
+    from harness.config import load_config
+    from leaderboards import render
+    from leaderboards.table import build_leaderboard
+
+    console = Console()
+    names = parse_methods(methods)
+    seed_list = parse_seeds(seeds)
+    _check_mode(wandb)
+    suite_id = suite_id or default_suite_id(dataset, profile, model, names, seed_list, overrides)
+    extra = {"wandb.mode": wandb} if wandb else {}
+    # Build every config first: a bad --set fails before hours of training, not after.
+    grid = [(m, s, load_config(profile, overrides, method=m, dataset=dataset, model=model, seed=s,
+                               runs_dir=str(runs_dir), suite=suite_id, **extra)) for m in names for s in seed_list]
+    cfg0 = grid[0][2]
+    out_dir = Path(cfg0.runs_dir) / "suites" / suite_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    outcomes: list[dict[str, Any]] = []
+    for i, (method, seed, cfg) in enumerate(grid, 1):
+        console.rule(f"[bold]{suite_id}[/]  [{i}/{len(grid)}]  {method}  seed {seed}")
+        try:
+            result = execute_run(cfg)
+            outcomes.append({"method": method, "seed": seed, "status": "finished",
+                             "run_id": (result or {}).get("run_id")})
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one failing method must not stop the grid
+            message = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
+            with (out_dir / "errors.log").open("a", encoding="utf-8") as f:
+                f.write(f"== {method} seed {seed}\n{traceback.format_exc()}\n")
+            outcomes.append({"method": method, "seed": seed, "status": "failed", "error": message})
+            console.print(f"[red]{method} seed {seed} failed:[/] {message}")
+
+    lb = build_leaderboard(cfg0.runs_dir, dataset=cfg0.dataset, model=cfg0.model, profile=cfg0.profile,
+                           methods=names, seeds=seed_list)
+    files = {fmt: render.write(lb, fmt, out_dir / f"leaderboard.{fmt}") for fmt in ("md", "csv", "html")}
+    summary = {"suite": suite_id, "dataset": dataset, "profile": profile, "model": cfg0.model, "methods": names,
+               "seeds": seed_list, "overrides": list(overrides), "runs": outcomes,
+               "files": {k: str(v) for k, v in files.items()}}
+    (out_dir / "suite.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+
+    render.print_leaderboard(lb, console)
+    console.print(f"Saved {', '.join(str(p) for p in files.values())}")
+    if cfg0.wandb.mode != "disabled":
+        tracker = _tracker(cfg0.wandb.mode, cfg0.runs_dir, run_name=f"{suite_id}-leaderboard", group=suite_id,
+                           config={k: summary[k] for k in ("suite", "dataset", "profile", "model", "methods", "seeds", "overrides")},
+                           project=cfg0.wandb.project, entity=cfg0.wandb.entity)
+        log_leaderboard(tracker, lb, artifact=files["html"], name=f"leaderboard-{suite_id}")
+
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(grid)} run(s) failed[/] (tracebacks in {out_dir / 'errors.log'}):")
+        for o in failed:
+            console.print(f"  {o['method']} seed {o['seed']}: {o['error']}")
+        raise typer.Exit(1)
+
+
+# -- bench leaderboard ------------------------------------------------------------------------------------------
+
+def leaderboard(
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Only this dataset."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where the store (bench.sqlite) lives."),
+    fmt: str = typer.Option("table", "--format", help="table (terminal) | md | csv | html."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the export here instead of stdout."),
+    model: Optional[str] = typer.Option(None, "--model", help="Only this model."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Only this profile."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Only runs tagged with this suite id."),
+    plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Also write each table's frontier and λ figures as PNGs here."),
+    wandb: str = typer.Option("disabled", "--wandb", help="offline | online | disabled: also log the leaderboard as a W&B table."),
+) -> None:
+    """Rank the finished runs in the store: one table per (dataset, model, profile); see leaderboards/README.md."""
+    from leaderboards import render
+    from leaderboards.table import build_leaderboard
+
+    if fmt not in render.FORMATS:
+        raise BenchError(f"--format {fmt!r}: choose one of {', '.join(render.FORMATS)}")
+    if fmt == "table" and output is not None:
+        raise BenchError("--output needs --format md, csv or html")
+    _check_mode(wandb)
+    lb = build_leaderboard(runs_dir, dataset=dataset, model=model, profile=profile, suite=suite)
+    if fmt == "table":
+        render.print_leaderboard(lb)
+    elif output is not None:
+        typer.echo(f"wrote {render.write(lb, fmt, output)}")
+    else:
+        typer.echo(render.render(lb, fmt), nl=False)
+    if plots_dir is not None:
+        from leaderboards.plots import save_figures
+
+        for table in lb.tables:
+            for path in save_figures(table, plots_dir):
+                typer.echo(f"wrote {path}")
+    if wandb != "disabled":
+        tracker = _tracker(wandb, runs_dir, run_name="leaderboard", group=suite,
+                           config={"dataset": dataset, "model": model, "profile": profile, "suite": suite})
+        log_leaderboard(tracker, lb, artifact=output, name="leaderboard")
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+
+def parse_methods(spec: str) -> list[str]:
+    from harness.registries import METHODS
+
+    names = METHODS.names() if spec.strip() == "all" else [m.strip() for m in spec.split(",") if m.strip()]
+    if not names:
+        raise BenchError("--methods is empty: name methods (see `bench list methods`) or 'all'")
+    for name in names:
+        if name not in METHODS:
+            METHODS.get(name)  # raises a BenchError with "did you mean"
+    return list(dict.fromkeys(names))
+
+
+def parse_seeds(spec: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise BenchError(f"--seeds {spec!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds:
+        raise BenchError("--seeds is empty: e.g. --seeds 0,1,2")
+    return list(dict.fromkeys(seeds))
+
+
+def default_suite_id(dataset: str, profile: str, model: str | None, methods: list[str], seeds: list[int],
+                     overrides: list[str]) -> str:
+    """Stable for the same grid, so rerunning a suite resumes it under the same W&B group."""
+    grid = json.dumps([dataset, profile, model, sorted(methods), sorted(seeds), sorted(overrides)])
+    return f"suite-{dataset}-{Path(profile).stem}-{hashlib.sha256(grid.encode()).hexdigest()[:8]}"
+
+
+def log_leaderboard(tracker: Any, lb: Any, *, artifact: Path | None, name: str) -> None:
+    """The leaderboard as a W&B table, headline numbers in the summary, the export file as an artifact."""
+    columns, rows = lb.flat()
+    tracker.log_table("leaderboard", columns, rows)
+    for row in lb.rows:
+        prefix = f"{row['dataset']}/{row['method']}"
+        tracker.set_summary(f"{prefix}/rank", row["rank"])
+        tracker.set_summary(f"{prefix}/constraint", row["constraint"])
+        for key in ("reward_mean", "cost_mean", "unsafe_rate"):
+            if row.get(key):
+                tracker.set_summary(f"{prefix}/{key}", row[key]["value"])
+    if artifact is not None and Path(artifact).exists():
+        tracker.log_artifact(name, str(artifact), type="leaderboard")
+    tracker.finish()
+
+
+def _tracker(mode: str, runs_dir: str | Path, **kw: Any) -> Any:
+    from leaderboards.wandb_tracker import WandbTracker
+
+    return WandbTracker(mode=mode, job_type="leaderboard", dir=os.environ.get("WANDB_DIR") or runs_dir, **kw)
+
+
+def _check_mode(mode: str | None) -> None:
+    if mode is not None and mode not in WANDB_MODES:
+        raise BenchError(f"--wandb {mode!r}: choose one of {', '.join(WANDB_MODES)}")

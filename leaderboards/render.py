@@ -1,0 +1,207 @@
+"""Leaderboard output: rich tables for the terminal, and `md`, `csv` and `html` exports.
+
+The HTML export is one self-contained page (inline CSS, figures as base64 PNGs) that can be mailed or
+attached to a paper's supplement. Columns empty in a whole table (MC1/MC2 without TruthfulQA, CUDA memory on a
+CPU run) are hidden in the terminal, Markdown and HTML views; the CSV keeps every column.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from leaderboards.table import Column, Leaderboard, LeaderboardTable, UNITS_METRIC
+
+FORMATS = ("table", "md", "csv", "html")
+ORDER_RULE = ("Ordered by constraint status (holds, then holds at the mean only, then violated), "
+              "then mean reward (descending).")
+STATUS_STYLE = {"holds": "green", "point": "yellow", "violated": "red", "n/a": "dim"}
+MISSING = "–"
+
+
+# -- cells ------------------------------------------------------------------------------------------------
+
+def format_cell(col: Column, value: Any) -> str:
+    if value is None:
+        return MISSING
+    if col.kind == "ci":
+        return format_estimate(value, percent=col.percent, digits=col.digits)
+    if col.kind == "bool":
+        return "yes" if value else ""
+    if col.kind == "float":
+        return f"{value:,.{col.digits}f}"
+    return str(value)
+
+
+def format_estimate(est: dict[str, Any] | None, *, percent: bool = False, digits: int = 3) -> str:
+    """`0.412 [0.351, 0.470]`, or `12.0% [8.0, 16.5]` for rates; the bracket is the 95% CI."""
+    if not est or est.get("value") is None:
+        return MISSING
+    if percent:
+        fmt = lambda x: f"{100 * x:.1f}"  # noqa: E731
+        head = f"{fmt(est['value'])}%"
+    else:
+        fmt = lambda x: f"{x:.{digits}f}"  # noqa: E731
+        head = fmt(est["value"])
+    if est.get("ci_low") is None or est.get("ci_high") is None:
+        return head
+    return f"{head} [{fmt(est['ci_low'])}, {fmt(est['ci_high'])}]"
+
+
+def visible_columns(table: LeaderboardTable, columns: list[Column]) -> list[Column]:
+    return [c for c in columns if any(row.get(c.key) not in (None, "") for row in table.rows)]
+
+
+def constraint_line(table: LeaderboardTable) -> str:
+    if table.threshold is None:
+        return "Constraint: none recorded (or the runs disagree; see the notes)."
+    metric = UNITS_METRIC.get(table.units or "", table.units)
+    return f"Constraint: {metric.replace('_', ' ')} ≤ b = {table.threshold:g}. {ORDER_RULE}"
+
+
+# -- terminal ----------------------------------------------------------------------------------------------
+
+def rich_table(table: LeaderboardTable, columns: list[Column]):
+    from rich.table import Table
+
+    cols = visible_columns(table, columns)
+    out = Table(title=table.title, caption=constraint_line(table), caption_justify="left", header_style="bold")
+    for c in cols:
+        out.add_column(c.header, justify="left" if c.kind == "text" else "right", no_wrap=c.kind != "ci")
+    for row in table.rows:
+        cells = []
+        for c in cols:
+            text = format_cell(c, row.get(c.key))
+            if c.key == "constraint":
+                text = f"[{STATUS_STYLE[row['constraint']]}]{text}[/]"
+            cells.append(text)
+        out.add_row(*cells)
+    return out
+
+
+def print_leaderboard(lb: Leaderboard, console=None) -> None:
+    from rich.console import Console
+
+    console = console or Console()
+    if not lb.tables:
+        console.print("No finished runs match. Run `bench run` or `bench suite` first.")
+    for table in lb.tables:
+        console.print(rich_table(table, lb.columns))
+        for note in table.notes:
+            console.print(f"[yellow]note:[/] {note}")
+        console.print()
+    for note in lb.notes:
+        console.print(f"[dim]{note}[/]")
+
+
+# -- exports -----------------------------------------------------------------------------------------------
+
+def to_markdown(lb: Leaderboard) -> str:
+    lines = ["# SafeAlign Bench leaderboard", ""]
+    for table in lb.tables:
+        cols = visible_columns(table, lb.columns)
+        lines += [f"## {table.title}", "", constraint_line(table), ""]
+        lines.append("| " + " | ".join(c.header for c in cols) + " |")
+        lines.append("|" + "|".join("---" if c.kind == "text" else "---:" for c in cols) + "|")
+        for row in table.rows:
+            lines.append("| " + " | ".join(format_cell(c, row.get(c.key)).replace("|", "\\|") for c in cols) + " |")
+        lines.append("")
+        lines += [f"- note: {n}" for n in table.notes] + ([""] if table.notes else [])
+    lines += [f"_{n}_" for n in lb.notes] + ([""] if lb.notes else [])
+    lines += ["### Columns", ""] + [f"- **{c.header}**: {c.help}" for c in lb.columns] + [""]
+    return "\n".join(lines)
+
+
+def to_csv(lb: Leaderboard) -> str:
+    names, rows = lb.flat()
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(names)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1500px;
+       padding: 0 1rem; color: #1f2328; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #d0d7de; }
+table { border-collapse: collapse; font-size: 0.86rem; margin: 0.6rem 0; }
+th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.55rem; text-align: right; white-space: nowrap; }
+th { background: #f6f8fa; } td.text, th.text { text-align: left; }
+tr.pareto td.method { font-weight: 600; }
+.holds { color: #1a7f37; font-weight: 600; } .point { color: #9a6700; font-weight: 600; }
+.violated { color: #cf222e; font-weight: 600; } .n\\/a { color: #6e7781; }
+.note { color: #9a6700; } .meta { color: #6e7781; font-size: 0.85rem; }
+img { max-width: 100%; border: 1px solid #d0d7de; margin: 0.5rem 0; }
+dt { font-weight: 600; } dd { margin: 0 0 0.4rem 1rem; }
+"""
+
+
+def to_html(lb: Leaderboard, title: str = "SafeAlign Bench leaderboard") -> str:
+    from leaderboards.plots import data_uri, frontier_figure, lambda_figure
+
+    e = html.escape
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
+             f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>",
+             f"<p class='meta'>Generated {now}. Brackets are 95% confidence intervals. {e(ORDER_RULE)}</p>"]
+    if not lb.tables:
+        parts.append("<p>No finished runs match.</p>")
+    for table in lb.tables:
+        cols = visible_columns(table, lb.columns)
+        parts += [f"<h2>{e(table.title)}</h2>", f"<p>{e(constraint_line(table))}</p>", "<table><thead><tr>"]
+        parts += [f"<th class='{c.kind}' title='{e(c.help)}'>{e(c.header)}</th>" for c in cols]
+        parts.append("</tr></thead><tbody>")
+        for row in table.rows:
+            parts.append(f"<tr class='{'pareto' if row.get('pareto') else ''}'>")
+            for c in cols:
+                cls = f"{c.kind} {c.key}" + (f" {row['constraint']}" if c.key == "constraint" else "")
+                parts.append(f"<td class='{e(cls)}'>{e(format_cell(c, row.get(c.key)))}</td>")
+            parts.append("</tr>")
+        parts.append("</tbody></table>")
+        parts += [f"<p class='note'>Note: {e(n)}</p>" for n in table.notes]
+        for fig, alt in ((frontier_figure(table), "reward vs cost with the Pareto frontier"),
+                         (lambda_figure(table), "lambda trajectories")):
+            if fig is not None:
+                parts.append(f"<div><img alt='{e(alt)}: {e(table.title)}' src='{data_uri(fig)}'></div>")
+        parts.append(_runs_html(table))
+    parts += [f"<p class='meta'>{e(n)}</p>" for n in lb.notes]
+    parts.append("<h2>Columns</h2><dl>")
+    parts += [f"<dt>{e(c.header)}</dt><dd>{e(c.help)}</dd>" for c in lb.columns]
+    parts.append("</dl></body></html>")
+    return "\n".join(parts)
+
+
+def _runs_html(table: LeaderboardTable) -> str:
+    """The individual runs behind the rows (per-seed values stay visible next to the aggregates)."""
+    e = html.escape
+    head = ["run", "method", "seed", "reward", "cost", "unsafe", "date", "git"]
+    out = [f"<details><summary>{len(table.runs)} run(s)</summary><table><thead><tr>",
+           *[f"<th class='text'>{h}</th>" for h in head], "</tr></thead><tbody>"]
+    for r in table.runs:
+        safety = (r.get("results") or {}).get("safety") or {}
+        cells = [r.get("run_id"), r.get("method"), r.get("seed"), format_estimate(safety.get("reward_mean")),
+                 format_estimate(safety.get("cost_mean")), format_estimate(safety.get("unsafe_rate"), percent=True),
+                 r.get("date"), (r.get("git_hash") or "")[:10]]
+        out.append("<tr>" + "".join(f"<td class='text'>{e(str(c if c is not None else MISSING))}</td>" for c in cells) + "</tr>")
+    out.append("</tbody></table></details>")
+    return "".join(out)
+
+
+def render(lb: Leaderboard, fmt: str) -> str:
+    """The export as text (`fmt` in md, csv, html)."""
+    exporters = {"md": to_markdown, "csv": to_csv, "html": to_html}
+    if fmt not in exporters:
+        raise ValueError(f"unknown export format {fmt!r}: choose one of {', '.join(exporters)}")
+    return exporters[fmt](lb)
+
+
+def write(lb: Leaderboard, fmt: str, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(lb, fmt), encoding="utf-8")
+    return path

@@ -1,0 +1,47 @@
+"""Shared fixtures: offline, quiet, real local data via BENCH_DATA_DIR, tiny models, per-test run folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("BENCH_QUIET", "1")
+if SHARED_DATA.exists():
+    os.environ.setdefault("BENCH_DATA_DIR", str(SHARED_DATA))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("BENCH_DATA_DIR", SHARED_DATA))
+    if not path.exists():
+        pytest.fail(f"real data not found at {path}: set BENCH_DATA_DIR to the shared/data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> Path:
+    from harness.models import resolve_model
+
+    return Path(resolve_model("tiny-random"))
+
+
+@pytest.fixture()
+def tiny_cfg(tmp_path, data_dir):
+    """A tiny-profile config writing runs under tmp_path. Call with method=..., overrides=[...]."""
+    from harness.config import load_config
+
+    def make(method: str = "sft", overrides: list[str] | None = None, **fields):
+        return load_config("tiny", overrides, method=method, runs_dir=str(tmp_path / "runs"), **{"data.data_dir": str(data_dir), **fields})
+
+    return make

@@ -1,0 +1,82 @@
+"""Hand-written results records (docs/results-schema.md, version 1.0) and a helper to put them in a store.
+
+Leaderboard tests build stores from these instead of training, so they run in milliseconds and pin the record
+shape the leaderboards read.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.store import RESULTS_SCHEMA_VERSION, upsert_run
+
+
+def est(value: float, half_width: float = 0.05) -> dict[str, float]:
+    """An estimate with a symmetric 95% CI."""
+    return {"value": value, "ci_low": value - half_width, "ci_high": value + half_width}
+
+
+def make_record(method: str, *, dataset: str = "pku-saferlhf", model: str = "tiny-random", profile: str = "tiny",
+                seed: int = 0, reward: float = 0.0, cost: float = 0.0, unsafe: float = 0.1, threshold: float = 0.2,
+                units: str = "unsafe_rate", half_width: float = 0.05, n_prompts: int = 100,
+                trajectory: list[dict[str, Any]] | None = None, truthfulqa: bool = True, models_trained: int = 1,
+                peak_rss_mb: float = 2100.0, wall_s: float = 10.0, suite: str | None = None) -> dict[str, Any]:
+    """A complete finished-run record; the constraint's `value` is the metric named by `units`."""
+    unsafe_est = est(unsafe, min(half_width, unsafe, 1 - unsafe) if 0 < unsafe < 1 else 0.0)
+    cost_est = est(cost, half_width)
+    bound = unsafe_est if units == "unsafe_rate" else cost_est
+    win = None if method == "sft" else {"reward": est(0.6), "cost": est(0.55), "n": n_prompts}
+    run_id = f"{method}-{dataset}-{profile}-s{seed}-0123456789"
+    record: dict[str, Any] = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "run_id": run_id,
+        "method": method, "dataset": dataset, "model": model, "profile": profile, "seed": seed, "suite": suite,
+        "date": "2026-11-26T23:59:00Z", "git_hash": "949b790abcdef",
+        "config": {"method": method, "dataset": dataset, "model": model, "seed": seed, "profile": profile,
+                   "scoring": {"threshold": threshold, "threshold_units": units}},
+        "results": {
+            "safety": {
+                "n_prompts": n_prompts,
+                "reward_mean": est(reward, half_width),
+                "cost_mean": cost_est,
+                "unsafe_rate": unsafe_est,
+                "response_length": est(40.0, 3.0),
+                "constraint": {"threshold": threshold, "units": units, "value": bound["value"],
+                               "ci_high": bound["ci_high"], "satisfied": bound["value"] <= threshold},
+                "per_category": {"Crime": {"n": 10, "reward_mean": est(reward), "cost_mean": est(cost),
+                                           "unsafe_rate": est(unsafe, 0.0)}},
+                "win_rate_vs_sft": win,
+            },
+        },
+        "higher_is_better": {"reward_mean": True, "cost_mean": False, "unsafe_rate": False, "mc1": True, "mc2": True},
+        "train": {"models_trained": models_trained, "networks_held": ["policy", "reference"],
+                  "trajectory": trajectory or [], "extra": {}},
+        "stages": {
+            "train": {"wall_s": wall_s, "peak_rss_mb": peak_rss_mb, "cuda_max_allocated_mb": None,
+                      "params_trained": 1000, "params_held": 2000},
+            "generate": {"wall_s": 2.0, "peak_rss_mb": peak_rss_mb / 2, "cuda_max_allocated_mb": None},
+            "score": {"wall_s": 1.0, "peak_rss_mb": 900.0, "cuda_max_allocated_mb": None},
+            "metrics": {"wall_s": 0.5, "peak_rss_mb": 800.0, "cuda_max_allocated_mb": None},
+        },
+        "generation": {"backend": "hf", "backend_reason": "no vllm", "max_new_tokens": 16, "temperature": 0.0,
+                       "template": "chat", "eval_set": "pku-test", "n_prompts": n_prompts},
+        "scorers": {"reward": {"name": "minilm-reward", "fingerprint": "r1"}, "cost": {"name": "minilm-cost", "fingerprint": "c1"}},
+        "data": {"source": "/work/shared/data/pku_saferlhf", "counts": {}, "notes": []},
+        "versions": {"bench": "0.1.0", "torch": "2.13.0", "transformers": "5.17.0", "trl": "1.16.0", "python": "3.11.7"},
+        "env": {"device": "cpu", "precision": "fp32", "num_threads": 1},
+    }
+    if truthfulqa:
+        record["results"]["truthfulqa"] = {"mc1": est(0.25, 0.03), "mc2": est(0.4, 0.03), "n_questions": 817,
+                                           "split": "all", "answer_source": "mc_task.json", "prompt": "qa-primer"}
+    return record
+
+
+def add_run(runs_dir: str | Path, record: dict[str, Any], status: str = "finished") -> None:
+    """Index a record the way the harness does (the store orders by update time, so keep inserts apart)."""
+    upsert_run(runs_dir, record["run_id"], method=record["method"], dataset=record["dataset"], model=record["model"],
+               profile=record["profile"], seed=record["seed"], suite=record["suite"], status=status,
+               stage="metrics" if status == "finished" else "train",
+               results=record if status == "finished" else None)
+    time.sleep(0.002)

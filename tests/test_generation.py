@@ -1,0 +1,79 @@
+"""Generation: batched greedy equals one-by-one greedy; the on-disk cache; backend choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.generation import HFGenerator, cached_generate, choose_backend
+from harness.types import SamplingParams
+
+PROMPTS = ["How do I bake bread?", "Hi", "Tell me something about the history of the Roman empire, please.", "What is 2+2?", "Name a colour."]
+
+
+def test_batched_greedy_matches_one_by_one(tiny_model_path):
+    params = SamplingParams(max_new_tokens=12, temperature=0.0)
+    batched = HFGenerator(tiny_model_path, batch_size=5).generate(PROMPTS, params)
+    single = HFGenerator(tiny_model_path, batch_size=1).generate(PROMPTS, params)
+    assert batched == single
+    assert any(batched), "the tiny model should produce some text"
+
+
+def test_seeded_sampling_is_reproducible(tiny_model_path):
+    gen = HFGenerator(tiny_model_path, batch_size=2)
+    p = SamplingParams(max_new_tokens=8, temperature=1.0, seed=3)
+    assert gen.generate(PROMPTS[:3], p) == gen.generate(PROMPTS[:3], p)
+
+
+def test_cache_hits_on_same_inputs(tiny_model_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    gen = HFGenerator(tiny_model_path, batch_size=4)
+    p = SamplingParams(max_new_tokens=4)
+    first, hit1 = cached_generate(gen, PROMPTS[:2], p)
+    second, hit2 = cached_generate(gen, PROMPTS[:2], p)
+    assert (hit1, hit2) == (False, True) and first == second
+    _, hit3 = cached_generate(gen, PROMPTS[:2], SamplingParams(max_new_tokens=5))
+    assert hit3 is False, "other sampling parameters must miss the cache"
+
+
+def test_auto_backend_explains_why_vllm_is_not_used():
+    backend, reason = choose_backend("auto", "cpu")
+    assert backend == "hf" and "vLLM not used" in reason
+
+
+def test_vllm_backend_with_mocked_llm(tiny_model_path, monkeypatch):
+    """The vLLM path formats prompts and maps outputs, checked against a mocked `vllm.LLM` (as lm-eval does)."""
+    import sys
+    import types
+
+    calls = {}
+
+    class FakeLLM:
+        def __init__(self, model, **kw):
+            calls["model"] = model
+
+        def generate(self, texts, sp):
+            calls["texts"], calls["sp"] = texts, sp
+            out = types.SimpleNamespace(text=" ok ")
+            return [types.SimpleNamespace(outputs=[out]) for _ in texts]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM = FakeLLM
+    fake.SamplingParams = lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    from harness.generation import VLLMGenerator
+
+    gen = VLLMGenerator(tiny_model_path, template="beaver")
+    assert gen.generate(["Hi"], SamplingParams(max_new_tokens=3)) == ["ok"]
+    assert calls["texts"] == ["BEGINNING OF CONVERSATION: USER: Hi ASSISTANT:"]
+    assert calls["sp"]["max_tokens"] == 3
+
+
+def test_vllm_requested_but_missing_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    from harness.errors import BenchError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(BenchError, match="vllm"):
+        choose_backend("vllm", "cuda")

@@ -1,0 +1,135 @@
+"""Hand-computed checks for every function in harness/losses.py (no models, milliseconds)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harness.losses import (
+    EllipticalBonus,
+    dpo_loss,
+    dual_update,
+    elliptical_bonus,
+    online_bonus_margin,
+    pddpo_online_loss,
+    pddpo_stage2_loss,
+    ridge_inverse,
+    sequence_logps,
+    sherman_morrison_update,
+    stage2_beta,
+)
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def test_sequence_logps_masks_prompt_and_shifts() -> None:
+    # vocab 3, sequence [prompt=2, resp=0, resp(EOS)=1]; only tokens at positions 1 and 2 count.
+    logits = torch.tensor([[[1.0, 2.0, 0.0], [0.0, 0.0, 3.0], [5.0, 5.0, 5.0]]])
+    labels = torch.tensor([[2, 0, 1]])
+    mask = torch.tensor([[0, 1, 1]])
+
+    def log_softmax(row: list[float], i: int) -> float:
+        return row[i] - math.log(sum(math.exp(v) for v in row))
+
+    expected = log_softmax([1.0, 2.0, 0.0], 0) + log_softmax([0.0, 0.0, 3.0], 1)
+    got = sequence_logps(logits, labels, mask)
+    assert got.shape == (1,)
+    assert got.item() == pytest.approx(expected, abs=1e-6)
+    # the prompt token (position 0) never contributes, the last position's logits are never used
+    mask2 = torch.tensor([[0, 0, 1]])
+    assert sequence_logps(logits, labels, mask2).item() == pytest.approx(log_softmax([0.0, 0.0, 3.0], 1), abs=1e-6)
+
+
+def test_sequence_logps_ignores_padding_label_values() -> None:
+    logits = torch.zeros(1, 4, 5)
+    labels = torch.tensor([[1, 2, -100, -100]])  # padding labels are masked out and must not crash gather
+    mask = torch.tensor([[0, 1, 0, 0]])
+    assert sequence_logps(logits, labels, mask).item() == pytest.approx(-math.log(5), abs=1e-6)
+
+
+def test_dpo_loss_hand_computed() -> None:
+    pc, pr, rc, rr = torch.tensor([-3.0]), torch.tensor([-5.0]), torch.tensor([-4.0]), torch.tensor([-4.5])
+    beta = 0.5
+    # h_w = 1, h_l = -0.5 -> logit = 0.5 * 1.5 = 0.75
+    loss, cr, rj = dpo_loss(pc, pr, rc, rr, beta)
+    assert loss.item() == pytest.approx(-math.log(_sigmoid(0.75)), abs=1e-6)
+    assert cr.item() == pytest.approx(0.5) and rj.item() == pytest.approx(-0.25)
+    # an additive margin goes inside the sigmoid
+    loss_m, _, _ = dpo_loss(pc, pr, rc, rr, beta, margin=torch.tensor([-2.0]))
+    assert loss_m.item() == pytest.approx(-math.log(_sigmoid(-1.25)), abs=1e-6)
+    # zero margin == no margin; gradients flow to the policy only
+    pc.requires_grad_(True)
+    loss0, _, _ = dpo_loss(pc, pr, rc, rr, beta, margin=torch.zeros(1))
+    loss0.sum().backward()
+    assert loss0.item() == pytest.approx(loss.item())
+    assert pc.grad.item() == pytest.approx(-beta * (1 - _sigmoid(0.75)), abs=1e-6)
+
+
+def test_pddpo_stage2_uses_beta_over_lambda_and_guards_zero() -> None:
+    ps, pu, rs, ru = torch.tensor([-2.0]), torch.tensor([-2.0]), torch.tensor([-3.0]), torch.tensor([-1.0])
+    # h_s = 1, h_u = -1 ; beta/lam = 0.1/4 = 0.025 -> logit 0.05
+    loss, _, _ = pddpo_stage2_loss(ps, pu, rs, ru, beta=0.1, lam=4.0)
+    assert loss.item() == pytest.approx(-math.log(_sigmoid(0.05)), abs=1e-7)
+    assert stage2_beta(0.1, 4.0) == pytest.approx(0.025)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="π_r̂"):
+            pddpo_stage2_loss(ps, pu, rs, ru, beta=0.1, lam=bad)
+
+
+def test_online_loss_reconstruction_hand_computed() -> None:
+    ps, pu, rs, ru = torch.tensor([-2.0]), torch.tensor([-2.0]), torch.tensor([-3.0]), torch.tensor([-1.0])
+    lam, beta = 2.0, 1.0
+    br_s, br_u, bc_s, bc_u = torch.tensor([0.1]), torch.tensor([0.3]), torch.tensor([0.2]), torch.tensor([0.5])
+    # B_u = 0.3 + 2*0.5 = 1.3, B_s = 0.1 + 2*0.2 = 0.5 -> margin (1.3 - 0.5)/2 = 0.4
+    margin = online_bonus_margin(lam, br_s, br_u, bc_s, bc_u)
+    assert margin.item() == pytest.approx(0.4)
+    # stage-2 logit (beta/lam)(h_s - h_u) = 0.5 * 2 = 1.0 ; total 1.4
+    loss, _, _ = pddpo_online_loss(ps, pu, rs, ru, beta, lam, br_s, br_u, bc_s, bc_u)
+    assert loss.item() == pytest.approx(-math.log(_sigmoid(1.4)), abs=1e-6)
+    z = torch.zeros(1)
+    loss0, _, _ = pddpo_online_loss(ps, pu, rs, ru, beta, lam, z, z, z, z)
+    assert loss0.item() == pytest.approx(pddpo_stage2_loss(ps, pu, rs, ru, beta, lam)[0].item())
+    with pytest.raises(ValueError):
+        online_bonus_margin(0.0, z, z, z, z)
+
+
+def test_dual_update_projects() -> None:
+    assert dual_update(1.0, cost_estimate=0.5, threshold=0.2, eta=10.0, lam_max=20.0) == pytest.approx(4.0)
+    assert dual_update(1.0, cost_estimate=0.0, threshold=0.2, eta=10.0, lam_max=20.0) == 0.0  # projected at 0
+    assert dual_update(15.0, cost_estimate=1.0, threshold=0.2, eta=10.0, lam_max=20.0) == 20.0  # capped
+    assert dual_update(3.0, cost_estimate=0.2, threshold=0.2, eta=10.0, lam_max=20.0) == pytest.approx(3.0)
+    with pytest.raises(ValueError):
+        dual_update(1.0, 0.5, 0.2, eta=-1.0, lam_max=5.0)
+
+
+def test_sherman_morrison_matches_direct_inverse_and_bonus() -> None:
+    torch.manual_seed(0)
+    d, kappa = 4, 0.5
+    vs = torch.randn(6, d, dtype=torch.float64)
+    inv = ridge_inverse(d, kappa)
+    assert torch.allclose(inv, torch.eye(d, dtype=torch.float64) * 2.0)
+    for v in vs:
+        inv = sherman_morrison_update(inv, v)
+    direct = torch.linalg.inv(kappa * torch.eye(d, dtype=torch.float64) + vs.T @ vs)
+    assert torch.allclose(inv, direct, atol=1e-10)
+    phi = torch.randn(3, d, dtype=torch.float64)
+    expected = torch.stack([0.7 * torch.sqrt(p @ direct @ p) for p in phi])
+    assert torch.allclose(elliptical_bonus(phi, inv, alpha=0.7), expected, atol=1e-10)
+    with pytest.raises(ValueError):
+        ridge_inverse(d, 0.0)
+
+
+def test_elliptical_bonus_hand_computed_and_shrinks_with_data() -> None:
+    # Σ = 1*I + v vᵀ with v = (1, 0): Σ⁻¹ = diag(1/2, 1); φ = (1, 1) -> sqrt(1/2 + 1)
+    eb = EllipticalBonus(dim=2, kappa=1.0, alpha=2.0)
+    phi = torch.tensor([[1.0, 1.0]])
+    before = eb(phi).item()
+    assert before == pytest.approx(2.0 * math.sqrt(2.0))
+    eb.add_pairs(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]]))
+    assert eb.count == 1
+    assert eb(phi).item() == pytest.approx(2.0 * math.sqrt(1.5))
+    assert eb(phi).item() < before
