@@ -129,7 +129,7 @@ class BenchDPOTrainer(DPOTrainer):
         h = hashlib.sha256()
         h.update(json.dumps([self._precompute_model_hash, self.args.max_length, self.args.truncation_mode, self.ld_alpha]).encode())
         for col in ("prompt_ids", "chosen_ids", "rejected_ids"):
-            h.update(json.dumps(dataset[col]).encode())
+            h.update(json.dumps([list(ids) for ids in dataset[col]]).encode())
         path = Path(self.ref_cache_dir) / f"{h.hexdigest()[:32]}.pt"
         if path.exists():
             cached = torch.load(path)
@@ -140,7 +140,7 @@ class BenchDPOTrainer(DPOTrainer):
         out = super()._precompute_ref_logps(dataset, name, batch_size)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save({"chosen": torch.tensor(out["ref_chosen_logps"]), "rejected": torch.tensor(out["ref_rejected_logps"])}, tmp)
+        torch.save({"chosen": torch.tensor(list(out["ref_chosen_logps"])), "rejected": torch.tensor(list(out["ref_rejected_logps"]))}, tmp)
         os.replace(tmp, path)
         return out
 
@@ -175,6 +175,15 @@ class BenchDPOTrainer(DPOTrainer):
 
 
 # -- the wrapper --------------------------------------------------------------------------------------------------
+
+
+def release_memory(collect: bool = False) -> None:
+    """Free dropped models between stages. A full `gc.collect` (needed for the trainer's reference cycles) costs
+    ~0.5 s with datasets loaded, so on CPU it runs only when asked (real-size models), always on GPU."""
+    if collect or torch.cuda.is_available():
+        gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _identity(model: Any) -> str | None:
@@ -301,9 +310,8 @@ def train_dpo(
             trainer.accelerator._models.remove(trainer.ref_model)
         trainer.ref_model = None
     del ref_model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    big = sum(p.numel() for p in model.parameters()) > 10_000_000  # TRL's patched forward makes models cyclic: gc frees them
+    release_memory(collect=big)
 
     output = trainer.train()
     trained = trainer.accelerator.unwrap_model(trainer.model)
@@ -319,9 +327,7 @@ def train_dpo(
     _save_atomic(trained, tokenizer, out_dir, record)
     shutil.rmtree(scratch, ignore_errors=True)
     del trainer, model, trained
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    release_memory(collect=big)
     return out_dir
 
 
@@ -355,51 +361,77 @@ def _completion_ids(tokenizer: Any, prompt: str, completion: str) -> tuple[list[
     return full[:n], full[n:]
 
 
+def _loaded(model_or_path: Any, tokenizer: Any, device: str | None) -> tuple[Any, Any, bool]:
+    """(model, tokenizer, owned): load a saved folder onto `device`, or use an in-memory model as it is."""
+    if isinstance(model_or_path, (str, Path)):
+        model = _load(model_or_path, device or "cpu").to(device or "cpu")
+        return model, tokenizer or load_tokenizer(model_or_path), True
+    return model_or_path, tokenizer or load_tokenizer(model_or_path.config._name_or_path), False
+
+
+def _scoring_batches(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], cfg: "RunConfig", batch_size: int,
+                     device: Any):
+    """Right-padded (input_ids, attention_mask, completion_mask) batches, formatted and truncated as `train_dpo`
+    does (TRL tokenisation, keep_start truncation at train.max_length)."""
+    limit = cfg.train.max_length
+    for i in range(0, len(prompts), batch_size):
+        ids, masks = [], []
+        for prompt, response in zip(prompts[i : i + batch_size], responses[i : i + batch_size]):
+            p, c = _completion_ids(tokenizer, prompt_text(tokenizer, prompt, cfg), response)
+            ids.append((p + c)[:limit])
+            masks.append(([0] * len(p) + [1] * len(c))[:limit])
+        width = max(len(x) for x in ids)
+        pad = tokenizer.pad_token_id
+        yield (torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device),
+               torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device),
+               torch.tensor([m + [0] * (width - len(m)) for m in masks], device=device))
+
+
 @torch.no_grad()
 def sequence_logprobs(model_or_path: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], cfg: "RunConfig",
                       device: str | None = None, batch_size: int | None = None) -> torch.Tensor:
     """log π(y|x) summed over response tokens (EOS included) for raw prompts, formatted and truncated exactly as
     `train_dpo` does; float32 on CPU. Used for KL(π_k‖π_r̂) estimates and PeCAN's log-ratios."""
-    model = _load(model_or_path, device or "cpu")
-    if isinstance(model_or_path, (str, Path)):
-        model.to(device or "cpu")
-    tokenizer = tokenizer or load_tokenizer(model_or_path if isinstance(model_or_path, (str, Path)) else model.config._name_or_path)
-    dev = next(model.parameters()).device
+    model, tokenizer, owned = _loaded(model_or_path, tokenizer, device)
     was_training = model.training
     model.eval()
-    bs = batch_size or max(1, 2 * cfg.train.batch_size)
-    limit = cfg.train.max_length
-    out: list[torch.Tensor] = []
-    for i in range(0, len(prompts), bs):
-        ids, masks = [], []
-        for prompt, response in zip(prompts[i : i + bs], responses[i : i + bs]):
-            p, c = _completion_ids(tokenizer, prompt_text(tokenizer, prompt, cfg), response)
-            seq, mask = (p + c)[:limit], ([0] * len(p) + [1] * len(c))[:limit]  # keep_start, as TRL's collator
-            ids.append(seq)
-            masks.append(mask)
-        width = max(len(s) for s in ids)
-        pad = tokenizer.pad_token_id
-        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in ids], device=dev)
-        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids], device=dev)
-        mask = torch.tensor([m + [0] * (width - len(m)) for m in masks], device=dev)
-        logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
-        out.append(sequence_logps(logits, input_ids, mask).float().cpu())
-    if was_training:
-        model.train()
-    if isinstance(model_or_path, (str, Path)):
+    out = [sequence_logps(model(input_ids=ids, attention_mask=attn, use_cache=False).logits, ids, mask).float().cpu()
+           for ids, attn, mask in _scoring_batches(tokenizer, prompts, responses, cfg, batch_size or 2 * cfg.train.batch_size,
+                                                   next(model.parameters()).device)]
+    model.train(was_training)
+    if owned:
         del model
-        gc.collect()
+        release_memory()
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def response_features(model_or_path: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], cfg: "RunConfig",
+                      device: str | None = None, batch_size: int | None = None) -> torch.Tensor:
+    """φ(x, y): the final hidden state mean-pooled over the (prompt + response) tokens, L2-normalised so the ridge
+    κ and bonus scale α do not depend on the model's activation scale [ours]. (N, hidden) float32 on CPU."""
+    model, tokenizer, owned = _loaded(model_or_path, tokenizer, device)
+    model.eval()
+    out = []
+    for ids, attn, _ in _scoring_batches(tokenizer, prompts, responses, cfg, batch_size or 2 * cfg.train.batch_size,
+                                         next(model.parameters()).device):
+        hidden = model(input_ids=ids, attention_mask=attn, output_hidden_states=True, use_cache=False).hidden_states[-1].float()
+        pooled = (hidden * attn.unsqueeze(-1)).sum(1) / attn.sum(1, keepdim=True)
+        out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu())
+    if owned:
+        del model
+        release_memory()
     return torch.cat(out) if out else torch.zeros(0)
 
 
 def policy_logps(model_or_path: Any, tokenizer: Any, pairs: Sequence["PreferencePair"], cfg: "RunConfig",
                  device: str | None = None, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(log π(chosen|x), log π(rejected|x)) per pair, tokenised as `train_dpo` tokenises them (all pairs, in order)."""
+    model, tokenizer, owned = _loaded(model_or_path, tokenizer, device)
     prompts = [p.prompt for p in pairs]
-    model = _load(model_or_path, device or "cpu")
-    if isinstance(model_or_path, (str, Path)):
-        model.to(device or "cpu")
-        tokenizer = tokenizer or load_tokenizer(model_or_path)
     chosen = sequence_logprobs(model, tokenizer, prompts, [p.chosen for p in pairs], cfg, device, batch_size)
     rejected = sequence_logprobs(model, tokenizer, prompts, [p.rejected for p in pairs], cfg, device, batch_size)
+    if owned:
+        del model
+        release_memory()
     return chosen, rejected

@@ -38,6 +38,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, T | str | EntryPoint] = {}
         self._builtin: set[str] = set()
         self._aliases: dict[str, str] = {}
+        self._plugins: set[str] = set()  # names that came from entry points (loaded or not)
         self._plugins_loaded = entry_point_group is None
 
     # -- registration -------------------------------------------------------------------------
@@ -70,11 +71,14 @@ class Registry(Generic[T]):
                     warnings.warn(f"plugin {self.kind} '{ep.name}' from {ep.value} clashes with a built-in; ignored")
                 continue
             self._entries[ep.name] = ep
+            self._plugins.add(ep.name)
 
     def unload_plugins(self) -> None:
-        """Forget entry-point entries so the next lookup re-reads them (tests install fake distributions)."""
-        for name in [n for n, v in self._entries.items() if isinstance(v, EntryPoint)]:
-            del self._entries[name]
+        """Forget entry-point entries, loaded or not, so the next lookup re-reads them (tests install fake
+        distributions)."""
+        for name in self._plugins:
+            self._entries.pop(name, None)
+        self._plugins.clear()
         self._plugins_loaded = self.entry_point_group is None
 
     # -- lookup -------------------------------------------------------------------------------

@@ -143,10 +143,10 @@ def build_context(cfg: RunConfig, stage_dir: Path, services: Services, policy_pa
         if tracker is not None:
             tracker.log_metrics({f"train/{k}": v for k, v in record.items() if isinstance(v, (int, float))})
 
-    def train_score_model(kind: str, pairs, name: str):
+    def train_score_model(kind: str, pairs, name: str, **kw):  # kw: encoder=..., settings=... (evaluators.score_models)
         from evaluators.score_models import train_score_model as _train
 
-        return _train(kind, pairs, stage_dir / "work" / name, cfg)
+        return _train(kind, pairs, stage_dir / "work" / name, cfg, **kw)
 
     work = stage_dir / "work"
     work.mkdir(parents=True, exist_ok=True)

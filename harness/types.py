@@ -24,6 +24,15 @@ class PreferencePair:
     category: str | None = None
     source: str = ""  # "file:row" or "hub:split:row" for error messages and provenance
 
+    def swapped(self) -> "PreferencePair":
+        """The same pair with chosen and rejected exchanged (labels and severities travel with their response)."""
+        return PreferencePair(
+            prompt=self.prompt, chosen=self.rejected, rejected=self.chosen,
+            chosen_safe=self.rejected_safe, rejected_safe=self.chosen_safe,
+            chosen_severity=self.rejected_severity, rejected_severity=self.chosen_severity,
+            category=self.category, source=self.source,
+        )
+
 
 @dataclass(frozen=True)
 class EvalPrompt:

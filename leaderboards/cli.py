@@ -85,8 +85,8 @@ def suite(
             outcomes.append({"method": method, "seed": seed, "status": "failed", "error": message})
             console.print(f"[red]{method} seed {seed} failed:[/] {message}")
 
-    lb = build_leaderboard(cfg0.runs_dir, dataset=cfg0.dataset, model=cfg0.model, profile=cfg0.profile,
-                           methods=names, seeds=seed_list)
+    # Exactly the runs of this grid: another finished run with the same (method, seed) but other overrides may be newer.
+    lb = build_leaderboard(cfg0.runs_dir, run_ids=[o["run_id"] for o in outcomes if o.get("run_id")])
     files = {fmt: render.write(lb, fmt, out_dir / f"leaderboard.{fmt}") for fmt in ("md", "csv", "html")}
     summary = {"suite": suite_id, "dataset": dataset, "profile": profile, "model": cfg0.model, "methods": names,
                "seeds": seed_list, "overrides": list(overrides), "runs": outcomes,
@@ -186,7 +186,7 @@ def log_leaderboard(tracker: Any, lb: Any, *, artifact: Path | None, name: str) 
     columns, rows = lb.flat()
     tracker.log_table("leaderboard", columns, rows)
     for row in lb.rows:
-        prefix = f"{row['dataset']}/{row['method']}"
+        prefix = "/".join((row["dataset"], Path(row["model"]).name, row["profile"], row["method"]))
         tracker.set_summary(f"{prefix}/rank", row["rank"])
         tracker.set_summary(f"{prefix}/constraint", row["constraint"])
         for key in ("reward_mean", "cost_mean", "unsafe_rate"):

@@ -47,6 +47,7 @@ def frontier_figure(table: LeaderboardTable) -> "Figure | None":
                 drawstyle="steps-post", ls="--", color="tab:blue", lw=1.2, label="Pareto frontier", zorder=2)
     if table.threshold is not None:  # the x axis is the constrained metric, so b is a vertical line
         ax.axvline(table.threshold, color="tab:red", ls=":", lw=1.2, label=f"threshold b = {table.threshold:g}")
+    ax.margins(x=0.15, y=0.1)  # room for the method labels
     ax.set_xlabel(AXIS_LABELS[x_key])
     ax.set_ylabel("mean reward (higher is better)")
     ax.set_title(f"Reward vs {x_key.replace('_', ' ')}: {table.title}", fontsize=10)
@@ -58,6 +59,7 @@ def frontier_figure(table: LeaderboardTable) -> "Figure | None":
 def lambda_figure(table: LeaderboardTable) -> "Figure | None":
     """λ per iteration for every run that records one; the dual's cost estimate beside it when recorded."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     trajectories = lambda_trajectories(table)
     if not trajectories:
@@ -80,6 +82,7 @@ def lambda_figure(table: LeaderboardTable) -> "Figure | None":
         axes[1].set_title("cost estimate used by the dual step", fontsize=10)
         axes[1].set_xlabel("iteration")
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"λ trajectories: {table.title}", fontsize=10)

@@ -17,19 +17,18 @@ from typing import Any
 from leaderboards.table import Column, Leaderboard, LeaderboardTable, UNITS_METRIC
 
 FORMATS = ("table", "md", "csv", "html")
-ORDER_RULE = ("Ordered by constraint status (holds, then holds at the mean only, then violated), "
-              "then mean reward (descending).")
-STATUS_STYLE = {"holds": "green", "point": "yellow", "violated": "red", "n/a": "dim"}
+ORDER_RULE = ("Ordered by constraint status (holds, then mean-only, then violated), then mean reward (descending).")
+STATUS_STYLE = {"holds": "green", "mean-only": "yellow", "violated": "red", "n/a": "dim"}
 MISSING = "–"
 
 
 # -- cells ------------------------------------------------------------------------------------------------
 
-def format_cell(col: Column, value: Any) -> str:
+def format_cell(col: Column, value: Any, sep: str = " ") -> str:
     if value is None:
         return MISSING
     if col.kind == "ci":
-        return format_estimate(value, percent=col.percent, digits=col.digits)
+        return format_estimate(value, percent=col.percent, digits=col.digits, sep=sep)
     if col.kind == "bool":
         return "yes" if value else ""
     if col.kind == "float":
@@ -37,7 +36,7 @@ def format_cell(col: Column, value: Any) -> str:
     return str(value)
 
 
-def format_estimate(est: dict[str, Any] | None, *, percent: bool = False, digits: int = 3) -> str:
+def format_estimate(est: dict[str, Any] | None, *, percent: bool = False, digits: int = 3, sep: str = " ") -> str:
     """`0.412 [0.351, 0.470]`, or `12.0% [8.0, 16.5]` for rates; the bracket is the 95% CI."""
     if not est or est.get("value") is None:
         return MISSING
@@ -49,7 +48,7 @@ def format_estimate(est: dict[str, Any] | None, *, percent: bool = False, digits
         head = fmt(est["value"])
     if est.get("ci_low") is None or est.get("ci_high") is None:
         return head
-    return f"{head} [{fmt(est['ci_low'])}, {fmt(est['ci_high'])}]"
+    return f"{head}{sep}[{fmt(est['ci_low'])}, {fmt(est['ci_high'])}]"
 
 
 def visible_columns(table: LeaderboardTable, columns: list[Column]) -> list[Column]:
@@ -65,21 +64,35 @@ def constraint_line(table: LeaderboardTable) -> str:
 
 # -- terminal ----------------------------------------------------------------------------------------------
 
-def rich_table(table: LeaderboardTable, columns: list[Column]):
+def column_groups(table: LeaderboardTable, columns: list[Column]) -> list[tuple[str, list[Column]]]:
+    """Safety results, then TruthfulQA and resources (with the method again): two tables that each fit a
+    130-column terminal or a 1200-pixel page, instead of one that fits neither."""
+    cols = visible_columns(table, columns)
+    groups = [(table.title, [c for c in cols if not c.secondary]),
+              (f"{table.title}: TruthfulQA MC and resources", [c for c in cols if c.secondary or c.key == "method"])]
+    return [(title, group) for title, group in groups if any(c.key != "method" for c in group)]
+
+
+def rich_tables(table: LeaderboardTable, columns: list[Column]) -> list:
+    from rich import box
     from rich.table import Table
 
-    cols = visible_columns(table, columns)
-    out = Table(title=table.title, caption=constraint_line(table), caption_justify="left", header_style="bold")
-    for c in cols:
-        out.add_column(c.header, justify="left" if c.kind == "text" else "right", no_wrap=c.kind != "ci")
-    for row in table.rows:
-        cells = []
-        for c in cols:
-            text = format_cell(c, row.get(c.key))
-            if c.key == "constraint":
-                text = f"[{STATUS_STYLE[row['constraint']]}]{text}[/]"
-            cells.append(text)
-        out.add_row(*cells)
+    out = []
+    for title, group in column_groups(table, columns):
+        t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_lines=True)
+        for c in group:
+            # Names never wrap; a CI folds only in a terminal too narrow for the table.
+            width = max(len(format_cell(c, r.get(c.key))) for r in table.rows) if c.kind == "text" else None
+            t.add_column(c.header, justify="left" if c.kind == "text" else "right", no_wrap=c.kind != "ci",
+                         min_width=width)
+        for row in table.rows:
+            cells = [format_cell(c, row.get(c.key), sep="\n") for c in group]
+            if "constraint" in [c.key for c in group]:
+                i = [c.key for c in group].index("constraint")
+                cells[i] = f"[{STATUS_STYLE[row['constraint']]}]{cells[i]}[/]"
+            t.add_row(*cells)
+        out.append(t)
+    out[0].caption, out[0].caption_justify = constraint_line(table), "left"
     return out
 
 
@@ -90,7 +103,8 @@ def print_leaderboard(lb: Leaderboard, console=None) -> None:
     if not lb.tables:
         console.print("No finished runs match. Run `bench run` or `bench suite` first.")
     for table in lb.tables:
-        console.print(rich_table(table, lb.columns))
+        for t in rich_tables(table, lb.columns):
+            console.print(t)
         for note in table.notes:
             console.print(f"[yellow]note:[/] {note}")
         console.print()
@@ -129,12 +143,13 @@ _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1500px;
        padding: 0 1rem; color: #1f2328; }
 h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #d0d7de; }
-table { border-collapse: collapse; font-size: 0.86rem; margin: 0.6rem 0; }
-th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.55rem; text-align: right; white-space: nowrap; }
-th { background: #f6f8fa; } td.text, th.text { text-align: left; }
+table { border-collapse: collapse; font-size: 0.84rem; margin: 0.6rem 0; }
+th, td { border: 1px solid #d0d7de; padding: 0.25rem 0.45rem; text-align: right; white-space: nowrap; }
+th { background: #f6f8fa; white-space: normal; vertical-align: bottom; } td.text, th.text { text-align: left; }
+td .ci { color: #57606a; font-size: 0.78rem; }
 tr.pareto td.method { font-weight: 600; }
-.holds { color: #1a7f37; font-weight: 600; } .point { color: #9a6700; font-weight: 600; }
-.violated { color: #cf222e; font-weight: 600; } .n\\/a { color: #6e7781; }
+.c-holds { color: #1a7f37; font-weight: 600; } .c-mean-only { color: #9a6700; font-weight: 600; }
+.c-violated { color: #cf222e; font-weight: 600; } .c-na { color: #6e7781; }
 .note { color: #9a6700; } .meta { color: #6e7781; font-size: 0.85rem; }
 img { max-width: 100%; border: 1px solid #d0d7de; margin: 0.5rem 0; }
 dt { font-weight: 600; } dd { margin: 0 0 0.4rem 1rem; }
@@ -148,21 +163,13 @@ def to_html(lb: Leaderboard, title: str = "SafeAlign Bench leaderboard") -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
              f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>",
-             f"<p class='meta'>Generated {now}. Brackets are 95% confidence intervals. {e(ORDER_RULE)}</p>"]
+             f"<p class='meta'>Generated {now}. Brackets are 95% confidence intervals; the columns are explained "
+             "at the end of the page.</p>"]
     if not lb.tables:
         parts.append("<p>No finished runs match.</p>")
     for table in lb.tables:
-        cols = visible_columns(table, lb.columns)
-        parts += [f"<h2>{e(table.title)}</h2>", f"<p>{e(constraint_line(table))}</p>", "<table><thead><tr>"]
-        parts += [f"<th class='{c.kind}' title='{e(c.help)}'>{e(c.header)}</th>" for c in cols]
-        parts.append("</tr></thead><tbody>")
-        for row in table.rows:
-            parts.append(f"<tr class='{'pareto' if row.get('pareto') else ''}'>")
-            for c in cols:
-                cls = f"{c.kind} {c.key}" + (f" {row['constraint']}" if c.key == "constraint" else "")
-                parts.append(f"<td class='{e(cls)}'>{e(format_cell(c, row.get(c.key)))}</td>")
-            parts.append("</tr>")
-        parts.append("</tbody></table>")
+        parts += [f"<h2>{e(table.title)}</h2>", f"<p>{e(constraint_line(table))}</p>"]
+        parts += [_table_html(table, cols) for _, cols in column_groups(table, lb.columns)]
         parts += [f"<p class='note'>Note: {e(n)}</p>" for n in table.notes]
         for fig, alt in ((frontier_figure(table), "reward vs cost with the Pareto frontier"),
                          (lambda_figure(table), "lambda trajectories")):
@@ -174,6 +181,22 @@ def to_html(lb: Leaderboard, title: str = "SafeAlign Bench leaderboard") -> str:
     parts += [f"<dt>{e(c.header)}</dt><dd>{e(c.help)}</dd>" for c in lb.columns]
     parts.append("</dl></body></html>")
     return "\n".join(parts)
+
+
+def _table_html(table: LeaderboardTable, cols: list[Column]) -> str:
+    e = html.escape
+    parts = ["<table><thead><tr>", *[f"<th class='{c.kind}' title='{e(c.help)}'>{e(c.header)}</th>" for c in cols],
+             "</tr></thead><tbody>"]
+    for row in table.rows:
+        parts.append(f"<tr class='{'pareto' if row.get('pareto') else ''}'>")
+        for c in cols:
+            cls = f"{c.kind} {c.key}" + (f" c-{row['constraint'].replace('/', '')}" if c.key == "constraint" else "")
+            # an interval goes on a second, smaller line
+            text = "<br><span class='ci'>".join(map(e, format_cell(c, row.get(c.key), sep="\n").split("\n", 1)))
+            parts.append(f"<td class='{e(cls)}'>{text}{'</span>' if '<br>' in text else ''}</td>")
+        parts.append("</tr>")
+    parts.append("</tbody></table>")
+    return "".join(parts)
 
 
 def _runs_html(table: LeaderboardTable) -> str:

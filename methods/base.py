@@ -44,7 +44,7 @@ class TrainContext:
     make_generator: Callable[..., "Generator"]  # make_generator(model_or_path, tokenizer=None) -> Generator
     reward_annotator: Callable[[], "Scorer"]  # the configured absolute reward scorer (for online pairs)
     cost_annotator: Callable[[], "Scorer"]  # the configured absolute cost scorer (dual steps, relabelling)
-    train_score_model: Callable[..., "Scorer"]  # train_score_model(kind, pairs, name) -> Scorer (Safe-RLHF's own R/C)
+    train_score_model: Callable[..., "Scorer"]  # train_score_model(kind, pairs, name, **kw) -> Scorer (Safe-RLHF's own R/C; kw e.g. encoder=)
     tracker: "Tracker | None" = None
     log: Callable[[dict[str, Any]], None] = lambda record: None  # one trajectory record (also to the tracker)
 

@@ -80,3 +80,22 @@ def add_run(runs_dir: str | Path, record: dict[str, Any], status: str = "finishe
                stage="metrics" if status == "finished" else "train",
                results=record if status == "finished" else None)
     time.sleep(0.002)
+
+
+def add_scores(runs_dir: str | Path, record: dict[str, Any], rewards: list[float], costs: list[float],
+               prompts: list[str] | None = None) -> None:
+    """Write the run folder's per-prompt files (as harness.runs does) and make the record's means match them."""
+    import json
+
+    prompts = prompts or [f"prompt {i}" for i in range(len(rewards))]
+    run_dir = Path(runs_dir) / record["run_id"]
+    (run_dir / "score").mkdir(parents=True, exist_ok=True)
+    (run_dir / "generate").mkdir(parents=True, exist_ok=True)
+    (run_dir / "score" / "scores.json").write_text(json.dumps({"reward": rewards, "cost": costs}))
+    (run_dir / "generate" / "generations.json").write_text(
+        json.dumps([{"prompt": p, "category": None, "response": "..."} for p in prompts]))
+    safety = record["results"]["safety"]
+    safety["reward_mean"]["value"] = sum(rewards) / len(rewards)
+    safety["cost_mean"]["value"] = sum(costs) / len(costs)
+    safety["unsafe_rate"]["value"] = sum(c > 0 for c in costs) / len(costs)
+    safety["n_prompts"] = len(rewards)

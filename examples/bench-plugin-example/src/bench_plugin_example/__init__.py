@@ -1,0 +1,1 @@
+"""An out-of-tree SafeAlign Bench method, registered through the `bench.methods` entry-point group."""

@@ -1,0 +1,45 @@
+"""`dpo-helpful`: DPO on the reward pairs D_r (chosen = more helpful), reference = the SFT model (methods.md §8).
+
+Upstream: safe-rlhf `scripts/dpo.sh` (β 0.1, lr 1e-6, 2 epochs); the harness runs every method under the run's
+one shared `train` regime, so only β is a method option here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from harness.dpo import read_train_record, train_dpo
+from harness.errors import BenchError
+from methods.base import TrainContext, TrainResult
+
+
+@dataclass
+class DPOHelpfulConfig:
+    beta: float | None = field(default=None, metadata={"help": "KL coefficient; None = train.beta (0.1, safe-rlhf's and SACPO's value)"})
+
+
+def train_plain_dpo(ctx: TrainContext, pairs: list, beta: float | None, label: str, kind: str) -> TrainResult:
+    """One DPO run from the SFT policy against itself as the frozen reference; shared by the two plain baselines."""
+    if not pairs:
+        raise BenchError(f"{label} needs {kind} preference pairs in the train fold, but dataset '{ctx.cfg.dataset}' "
+                         "provides none (check data.max_train_pairs)")
+    out = train_dpo(pairs, init=ctx.policy_path, ref=None, beta=beta or ctx.cfg.train.beta, out_dir=ctx.out_dir,
+                    cfg=ctx.cfg, device=ctx.device, run_name=label)
+    record = read_train_record(out)
+    return TrainResult(
+        model_path=str(out), models_trained=1,
+        networks_held=["policy", "reference = SFT (log-probs precomputed once, released before training)"],
+        extra={"beta": record["beta"], "pairs": record["pairs"], "train_loss": record["train_loss"], "steps": record["steps"]},
+    )
+
+
+class DPOHelpful:
+    name: ClassVar[str] = "dpo-helpful"
+    config_class: ClassVar[type] = DPOHelpfulConfig
+
+    def __init__(self, config: DPOHelpfulConfig):
+        self.config = config
+
+    def train(self, ctx: TrainContext) -> TrainResult:
+        return train_plain_dpo(ctx, ctx.reward_pairs, self.config.beta, self.name, "reward")

@@ -1,0 +1,460 @@
+"""`safe-rlhf`: PPO-Lagrangian with a learned multiplier (Safe-RLHF, arXiv 2310.12773; methods.md §3).
+
+    min_θ max_{λ≥0}  −J_R(θ) + λ·(J_C(θ) − d)
+
+Six networks are held: the actor (the policy being trained), a frozen reference (the SFT model), a frozen reward
+model R and cost model C (trained first on this method's own train split via `ctx.train_score_model`; never the
+evaluation scorers), and a reward critic and a cost critic (per-token value heads). Each iteration:
+
+    1. rollout      sample one response per train prompt (temperature 1); log-probs under actor and reference;
+                    end scores R(x,y), C(x,y); per-token values from each critic
+    2. update λ     log λ ← log λ + lr·λ·(Ĉ − d) on the mean of the last 128 episode costs, capped at log λ_max
+    3. advantages   KL-shaped reward/cost streams, GAE per stream with its critic, A = (A^R − λ·A^C)/(1+λ)
+    4. PPO step     clipped surrogate on the actor, clipped value loss on each critic
+    5. log          ctx.log({step, lambda, cost_window_mean, reward_mean, kl, actor_loss, ...})
+
+and finally the actor is saved to `ctx.out_dir`. The math lives in `harness/rl_math.py` (unit-tested).
+`methods/ppo_shaping.py` runs this same loop with a fixed ν and one critic.
+
+Upstream (read, not copied): PKU-Alignment/safe-rlhf@82743cc `safe_rlhf/algorithms/ppo_lag/trainer.py`,
+`safe_rlhf/trainers/rl_trainer.py`, `scripts/ppo-lag.sh`. Differences, all deliberate:
+- **R and C** are trained by `evaluators.score_models` (Safe-RLHF's losses) on the SFT policy's backbone by default
+  (`score_backbone="policy"`, as upstream), and each critic is a copy of R / C read at every position. With a small
+  encoder instead (`score_backbone="minilm"`: faster on CPU, but another tokenizer and bidirectional, so it cannot
+  be a per-token critic) the critics start from the SFT backbone with a zero head; `extra.critic_init` says which.
+- **PTX off by default.** Upstream adds a supervised Alpaca loss (×16) as a separate actor step. No Alpaca data
+  ships with the harness, so `ptx_data` is empty (off); point it at a JSONL of {"prompt", "response"} to enable it.
+- **Position ids** are derived from the attention mask in every forward pass, matching `generate` on left-padded
+  prompts (upstream relies on defaults).
+- Scale-out: DDP through accelerate works as is (the episode-cost window is averaged over ranks, as upstream).
+  7B-class runs need ZeRO-3 for the frozen models too (ecosystem.md §8, TRL's `prepare_deepspeed`): not wired here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import psutil
+import torch
+from torch import nn
+
+from harness.errors import BenchError, DataError
+from harness.rl_math import clipped_surrogate_loss, clipped_value_loss, gae, gather_log_probs, kl_shaped_rewards, lagrange_update, masked_mean, mix_advantages
+from methods.base import TrainContext, TrainResult
+
+log = logging.getLogger("bench")
+
+
+@dataclass
+class SafeRLHFConfig:
+    """PPO-Lagrangian hyper-parameters; defaults are upstream's `scripts/ppo-lag.sh` (methods.md §3.4).
+
+    Sizes left at 0 follow the run config, so one file scales from the tiny profile to 7B: prompts per rollout =
+    `train.batch_size` (upstream 16/device), rollouts = `train.max_steps` when set, else `train.epochs` passes over
+    the train prompts, new tokens = `train.max_length − train.max_prompt_length` (upstream: 512 in total).
+    """
+
+    # rollout
+    rollout_batch_size: int = field(default=0, metadata={"help": "prompts per rollout batch; 0 = train.batch_size (upstream 16/device)"})
+    num_rollout_batches: int = field(default=0, metadata={"help": "rollout batches; 0 = train.max_steps if > 0, else train.epochs passes over the prompts"})
+    max_new_tokens: int = field(default=0, metadata={"help": "response length cap; 0 = train.max_length − train.max_prompt_length"})
+    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature (upstream 1.0, top-p 1)"})
+    update_iters: int = field(default=1, metadata={"help": "PPO steps per rollout batch (upstream 1)"})
+    # PPO
+    kl_coef: float = field(default=0.01, metadata={"help": "β_KL of the per-token KL shaping (script 0.01; argparse default 0.02)"})
+    clip_range_ratio: float = field(default=0.2, metadata={"help": "PPO ratio clip ε"})
+    clip_range_score: float = field(default=50.0, metadata={"help": "clip of the shaped per-token reward/cost streams"})
+    clip_range_value: float = field(default=5.0, metadata={"help": "value clip around the rollout-time values"})
+    gamma: float = field(default=1.0, metadata={"help": "discount γ"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "GAE λ"})
+    # optimisers (Adam betas (0.9, 0.95) as upstream's constants.py)
+    actor_lr: float = field(default=1e-5, metadata={"help": "actor learning rate"})
+    actor_lr_scheduler: str = field(default="cosine", metadata={"help": "actor schedule (transformers get_scheduler name)"})
+    actor_warmup_ratio: float = field(default=0.03, metadata={"help": "actor warm-up fraction"})
+    actor_weight_decay: float = field(default=0.01, metadata={"help": "actor AdamW weight decay"})
+    critic_lr: float = field(default=5e-6, metadata={"help": "critic learning rate (both critics)"})
+    critic_lr_scheduler: str = field(default="constant", metadata={"help": "critic schedule"})
+    critic_weight_decay: float = field(default=0.0, metadata={"help": "critic AdamW weight decay [verify against the script]"})
+    adam_betas: tuple[float, float] = field(default=(0.9, 0.95), metadata={"help": "Adam (β1, β2)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (upstream DeepSpeed config: 1.0)"})
+    # Lagrangian
+    threshold: float = field(default=0.0, metadata={"help": "d: constraint E[C] ≤ d on the cost model's raw end scores"})
+    lambda_init: float = field(default=1.0, metadata={"help": "initial λ (log λ = 0)"})
+    lambda_lr: float = field(default=0.1, metadata={"help": "SGD learning rate on log λ"})
+    lambda_max: float | None = field(default=5.0, metadata={"help": "cap on λ (script 5; None = uncapped, the argparse default)"})
+    lambda_update_delay_steps: int = field(default=0, metadata={"help": "RL steps before λ starts moving"})
+    episode_cost_window: int = field(default=128, metadata={"help": "episode costs averaged for Ĉ (per rank, then over ranks)"})
+    # networks
+    score_backbone: str = field(default="policy", metadata={"help": "backbone of R and C: 'policy' (the SFT model + scalar head, as upstream; critics copy R/C) or an encoder name for evaluators.score_models, e.g. 'minilm'"})
+    # PTX (off: no Alpaca data here)
+    ptx_data: str = field(default="", metadata={"help": "JSONL of {prompt, response} for the PTX loss; empty = off (upstream: Alpaca)"})
+    ptx_coef: float = field(default=16.0, metadata={"help": "PTX loss weight, a separate actor step per RL step"})
+
+
+# -- networks -------------------------------------------------------------------------------------------------------
+
+
+class ValueModel(nn.Module):
+    """A causal backbone with a linear `hidden → 1` head at every position: Safe-RLHF's score-model shape, used as
+    a critic. The head starts at zero, so a fresh critic predicts V = 0 until it has seen returns."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_policy(cls, path: str | Path) -> "ValueModel":
+        from transformers import AutoModel
+
+        return cls(AutoModel.from_pretrained(str(path), dtype=torch.float32))  # the LM without its LM head
+
+    @classmethod
+    def from_score_model(cls, model: nn.Module) -> "ValueModel":
+        """A trainable copy of a decoder score model (`base_model` + `score` head), read at every position."""
+        critic = cls(copy.deepcopy(model.base_model))
+        with torch.no_grad():
+            critic.head.weight.copy_(model.score.weight)
+            if model.score.bias is not None:
+                critic.head.bias.copy_(model.score.bias)
+        return critic.float().requires_grad_(True)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).last_hidden_state
+        return self.head(hidden).squeeze(-1).float()  # (B, T)
+
+
+@dataclass
+class Rollout:
+    """One batch of sampled responses and everything PPO needs from rollout time (all tensors detached)."""
+
+    prompts: list[str]
+    responses: list[str]
+    input_ids: torch.Tensor  # (B, P + L): left-padded prompt, then the response (padding after EOS)
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    prompt_len: int  # P
+    mask: torch.Tensor  # (B, L): 1 on response tokens up to and including EOS
+    log_probs: torch.Tensor  # (B, L): log π_old(a_t|s_t), the actor at rollout time
+    ref_log_probs: torch.Tensor  # (B, L)
+    rewards: torch.Tensor  # (B,): R(x, y)
+    costs: torch.Tensor  # (B,): C(x, y), raw (no KL)
+    end_scores: dict[str, torch.Tensor] = field(default_factory=dict)  # per critic stream
+    values: dict[str, torch.Tensor] = field(default_factory=dict)  # per critic: V_old(s_t), (B, L)
+
+
+def response_log_probs(model: nn.Module, ro: Rollout) -> torch.Tensor:
+    """(B, L) log-probs of the response tokens; only the last L+1 positions' logits are materialised."""
+    length = ro.mask.shape[1]
+    logits = model(input_ids=ro.input_ids, attention_mask=ro.attention_mask, position_ids=ro.position_ids,
+                   logits_to_keep=length + 1, use_cache=False).logits[:, :-1]
+    return gather_log_probs(logits, ro.input_ids[:, ro.prompt_len :])
+
+
+def critic_values(critic: nn.Module, ro: Rollout) -> torch.Tensor:
+    """(B, L) values V(s_t) of the states before each response token (positions P−1 … P+L−2)."""
+    return critic(ro.input_ids, ro.attention_mask, ro.position_ids)[:, ro.prompt_len - 1 : -1]
+
+
+def prompt_batches(prompts: list[str], batch_size: int, num_batches: int, seed: int) -> Iterator[list[str]]:
+    """`num_batches` batches, reshuffling at every pass over the prompts (upstream: a shuffled dataloader)."""
+    rng, order = random.Random(seed), []
+    for _ in range(num_batches):
+        if len(order) < batch_size:
+            perm = list(prompts)
+            rng.shuffle(perm)
+            order.extend(perm)
+        yield order[:batch_size]
+        del order[:batch_size]
+
+
+def _rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+# -- the method -----------------------------------------------------------------------------------------------------
+
+
+class SafeRLHF:
+    """PPO-Lagrangian. Subclasses change the critic streams, the actor advantage and the penalty (see ppo_shaping)."""
+
+    name: ClassVar[str] = "safe-rlhf"
+    config_class: ClassVar[type] = SafeRLHFConfig
+    critic_streams: ClassVar[tuple[str, ...]] = ("reward", "cost")  # one critic per stream; the name sets the KL sign
+
+    def __init__(self, config: SafeRLHFConfig):
+        self.config = config
+        self.log_lambda = math.log(config.lambda_init)
+
+    # -- hooks that differ between PPO-Lagrangian and reward shaping ------------------------------------------------
+
+    def stream_scores(self, rewards: torch.Tensor, costs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """End score each critic stream is paid at the last token."""
+        return {"reward": rewards, "cost": costs}
+
+    def update_penalty(self, step: int, cost_window_mean: float) -> float:
+        """The λ of this RL step: one SGD step on log λ from the windowed mean episode cost, then capped."""
+        c = self.config
+        if step >= c.lambda_update_delay_steps:
+            self.log_lambda = lagrange_update(self.log_lambda, cost_window_mean, c.threshold, c.lambda_lr, c.lambda_max)
+        return math.exp(self.log_lambda)
+
+    def actor_advantage(self, advantages: dict[str, torch.Tensor], penalty: float) -> torch.Tensor:
+        return mix_advantages(advantages["reward"], advantages["cost"], penalty)
+
+    # -- train: setup, then rollout -> λ -> advantages -> PPO step per batch, then save ------------------------------
+
+    def train(self, ctx: TrainContext) -> TrainResult:
+        c = self.config
+        self.setup(ctx)
+        prompts = self.train_prompts(ctx)
+        batch_size = c.rollout_batch_size or ctx.cfg.train.batch_size
+        num_batches = c.num_rollout_batches or (ctx.cfg.train.max_steps if ctx.cfg.train.max_steps > 0
+                                                else max(1, math.ceil(ctx.cfg.train.epochs * len(prompts) / batch_size)))
+        self.setup_optimizers(num_batches * c.update_iters)
+        cost_window: deque[float] = deque(maxlen=c.episode_cost_window)
+        peak_rss, step = _rss_mb(), 0
+        for batch_idx, batch in enumerate(prompt_batches(prompts, batch_size, num_batches, ctx.seed)):
+            # 1. rollout
+            torch.manual_seed(ctx.seed * 100_003 + batch_idx * self.accelerator.num_processes + self.accelerator.process_index)
+            ro = self.rollout(batch)
+            cost_window.extend(ro.costs.tolist())
+            for _ in range(c.update_iters):
+                # 2. λ from the windowed episode cost, measured before the RL step (averaged over ranks)
+                window_mean = self.accelerator.reduce(torch.tensor(sum(cost_window) / len(cost_window), device=self.device), "mean").item()
+                penalty = self.update_penalty(step, window_mean)
+                # 3. advantages and 4. PPO step
+                advantage, returns = self.compute_advantages(ro, penalty)
+                stats = self.ppo_step(ro, advantage, returns)
+                if self.ptx is not None:
+                    stats["ptx_loss"] = self.ptx_step(batch_size)
+                # 5. log
+                peak_rss = max(peak_rss, _rss_mb())
+                kl = ((ro.log_probs - ro.ref_log_probs) * ro.mask).sum(-1).mean().item()
+                ctx.log({"step": step, "lambda": penalty, "cost_window_mean": window_mean, "reward_mean": ro.rewards.mean().item(),
+                         "cost_mean": ro.costs.mean().item(), "kl": kl, "response_length": ro.mask.sum(-1).float().mean().item(),
+                         **stats, "rss_mb": round(_rss_mb(), 1)})
+                step += 1
+        return self.save(ctx, steps=step, prompts=len(prompts), peak_rss=peak_rss)
+
+    # -- setup ------------------------------------------------------------------------------------------------------
+
+    def setup(self, ctx: TrainContext) -> None:
+        """Train R and C on this method's train split, then load actor, reference and critics."""
+        from accelerate import Accelerator
+        from transformers import AutoModelForCausalLM
+
+        from harness.models import load_policy, load_tokenizer
+
+        c, cfg = self.config, ctx.cfg
+        self.cfg = cfg
+        if not ctx.reward_pairs or not ctx.cost_pairs:
+            raise BenchError(f"{self.name} trains its own reward and cost models and needs both kinds of train pairs; dataset "
+                             f"'{cfg.dataset}' gives {len(ctx.reward_pairs)} reward and {len(ctx.cost_pairs)} cost pairs")
+        # R and C first (upstream: separate runs before PPO), on this method's train split; never the evaluation scorers
+        encoder = ctx.policy_path if c.score_backbone == "policy" else c.score_backbone
+        self.reward_model = ctx.train_score_model("reward", ctx.reward_pairs, "reward_model", encoder=encoder)
+        self.cost_model = ctx.train_score_model("cost", ctx.cost_pairs, "cost_model", encoder=encoder)
+        for scorer in (self.reward_model, self.cost_model):
+            if isinstance(getattr(scorer, "model", None), nn.Module):
+                scorer.model.requires_grad_(False)
+            if hasattr(scorer, "use_cache"):
+                scorer.use_cache = False  # fresh samples every step: the disk score cache would only grow
+
+        bf16 = ctx.device == "cuda" and cfg.train.precision in ("auto", "bf16")
+        self.accelerator = Accelerator(cpu=ctx.device == "cpu", mixed_precision="bf16" if bf16 else "no")
+        self.device = self.accelerator.device
+        self.tokenizer = load_tokenizer(ctx.policy_path, padding_side="left")
+        actor = AutoModelForCausalLM.from_pretrained(ctx.policy_path, dtype=torch.float32)  # fp32 master weights
+        self.reference, _ = load_policy(Path(ctx.policy_path), str(self.device), cfg.train.precision)
+        self.reference.requires_grad_(False)
+        scorers = {"reward": self.reward_model, "cost": self.cost_model}
+        critics = {name: self.make_critic(scorers[name], ctx.policy_path) for name in self.critic_streams}
+        if cfg.train.gradient_checkpointing:
+            actor.gradient_checkpointing_enable()
+            for critic in critics.values():
+                critic.backbone.gradient_checkpointing_enable()
+        self.actor, self.critics = actor, critics
+        eos = actor.generation_config.eos_token_id
+        self.eos_ids = torch.tensor(sorted({*(eos if isinstance(eos, list) else [eos] if eos is not None else []),
+                                             self.tokenizer.eos_token_id}), device=self.device)
+        self.max_new_tokens = c.max_new_tokens or max(1, cfg.train.max_length - cfg.train.max_prompt_length)
+        self.ptx = self.load_ptx(c.ptx_data) if c.ptx_data else None
+        self.ptx_cursor = 0
+
+    def make_critic(self, scorer: Any, policy_path: str) -> ValueModel:
+        """Upstream's critic is its score model read at every position; that needs a causal score model on the
+        actor's vocabulary. Otherwise: the SFT backbone with a zero head."""
+        model, tok = getattr(scorer, "model", None), getattr(scorer, "tokenizer", None)
+        head = getattr(model, "score", None)
+        if isinstance(head, nn.Linear) and head.out_features == 1 and tok is not None and tok.get_vocab() == self.tokenizer.get_vocab():
+            self.critic_init = "copy of the score model (backbone + head at every position), as upstream"
+            return ValueModel.from_score_model(model)
+        self.critic_init = "SFT policy backbone + zero head (the score model is not a causal model on the actor's vocabulary)"
+        return ValueModel.from_policy(policy_path)
+
+    def setup_optimizers(self, total_steps: int) -> None:
+        from transformers import get_scheduler
+
+        c = self.config
+
+        def make(model: nn.Module, lr: float, wd: float, schedule: str, warmup: float) -> tuple[Any, Any]:
+            opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(c.adam_betas), weight_decay=wd)
+            return opt, get_scheduler(schedule, opt, num_warmup_steps=int(warmup * total_steps), num_training_steps=total_steps)
+
+        specs = {"actor": (self.actor, c.actor_lr, c.actor_weight_decay, c.actor_lr_scheduler, c.actor_warmup_ratio)}
+        specs |= {name: (critic, c.critic_lr, c.critic_weight_decay, c.critic_lr_scheduler, 0.0) for name, critic in self.critics.items()}
+        self.optim: dict[str, tuple[nn.Module, Any, Any]] = {}
+        for key, (model, *hp) in specs.items():
+            opt, sched = make(model, *hp)
+            model, opt, sched = self.accelerator.prepare(model, opt, sched)
+            self.optim[key] = (model, opt, sched)
+        self.actor = self.optim["actor"][0]
+        self.critics = {name: self.optim[name][0] for name in self.critics}
+
+    def train_prompts(self, ctx: TrainContext) -> list[str]:
+        """Unique prompts of the train fold (both pair kinds), this rank's share."""
+        prompts = list(dict.fromkeys(p.prompt for p in [*ctx.reward_pairs, *ctx.cost_pairs]))
+        return prompts[self.accelerator.process_index :: self.accelerator.num_processes]
+
+    # -- 1. rollout -------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def rollout(self, prompts: list[str]) -> Rollout:
+        from harness.dpo import prompt_text
+
+        c, tok = self.config, self.tokenizer
+        texts = [prompt_text(tok, p, self.cfg) for p in prompts]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        actor = self.accelerator.unwrap_model(self.actor)
+        actor.eval()
+        with self.accelerator.autocast():
+            seq = actor.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=True, temperature=c.temperature,
+                                 top_p=1.0, top_k=0, pad_token_id=tok.pad_token_id)
+        prompt_len = enc["input_ids"].shape[1]
+        response = seq[:, prompt_len:]
+        is_eos = torch.isin(response, self.eos_ids).long()
+        mask = ((is_eos.cumsum(-1) - is_eos) == 0).long()  # up to and including the first EOS
+        attention_mask = torch.cat([enc["attention_mask"], mask], dim=1)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        responses = [tok.decode(r[m.bool()], skip_special_tokens=True).strip() for r, m in zip(response, mask)]
+        rewards = torch.tensor(self.reward_model.score(prompts, responses), dtype=torch.float32, device=self.device)
+        costs = torch.tensor(self.cost_model.score(prompts, responses), dtype=torch.float32, device=self.device)
+        ro = Rollout(prompts, responses, seq, attention_mask, position_ids, prompt_len, mask,
+                     log_probs=torch.empty(0), ref_log_probs=torch.empty(0), rewards=rewards, costs=costs)
+        with self.accelerator.autocast():
+            ro.log_probs = response_log_probs(self.actor, ro)
+            ro.ref_log_probs = response_log_probs(self.reference, ro)
+            ro.values = {name: critic_values(critic, ro) for name, critic in self.critics.items()}
+        ro.end_scores = self.stream_scores(rewards, costs)
+        return ro
+
+    # -- 3. advantages ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def compute_advantages(self, ro: Rollout, penalty: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per critic stream: KL-shaped per-token rewards, then GAE; the actor gets the streams' combination."""
+        c = self.config
+        advantages, returns = {}, {}
+        for name in self.critic_streams:
+            stream = kl_shaped_rewards(ro.end_scores[name], ro.log_probs, ro.ref_log_probs, ro.mask, c.kl_coef, c.clip_range_score, stream=name)
+            advantages[name], returns[name] = gae(stream, ro.values[name], ro.mask, c.gamma, c.gae_lambda)
+        return self.actor_advantage(advantages, penalty), returns
+
+    # -- 4. PPO step ------------------------------------------------------------------------------------------------
+
+    def optimize(self, key: str, loss: torch.Tensor, step_scheduler: bool = True) -> None:
+        model, opt, sched = self.optim[key]
+        opt.zero_grad()
+        self.accelerator.backward(loss)
+        if self.config.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+        opt.step()
+        if step_scheduler:
+            sched.step()
+
+    def ppo_step(self, ro: Rollout, advantage: torch.Tensor, returns: dict[str, torch.Tensor]) -> dict[str, float]:
+        c = self.config
+        self.actor.train()
+        log_probs = response_log_probs(self.actor, ro)
+        actor_loss = clipped_surrogate_loss(log_probs, ro.log_probs, advantage, ro.mask, c.clip_range_ratio)
+        self.optimize("actor", actor_loss)
+        stats = {"actor_loss": actor_loss.item(), "advantage_mean": masked_mean(advantage, ro.mask).item()}
+        for name, critic in self.critics.items():
+            critic.train()
+            loss = clipped_value_loss(critic_values(critic, ro), ro.values[name], returns[name], ro.mask, c.clip_range_value)
+            self.optimize(name, loss)
+            stats[f"{name}_critic_loss"] = loss.item()
+        return stats
+
+    # -- PTX (optional) ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def load_ptx(path: str) -> list[tuple[str, str]]:
+        rows = []
+        for i, line in enumerate(Path(path).read_text().splitlines()):
+            if line.strip():
+                row = json.loads(line)
+                if not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
+                    raise DataError("PTX rows need string fields 'prompt' and 'response'", file=path, row=i)
+                rows.append((row["prompt"], row["response"]))
+        if not rows:
+            raise DataError("the PTX file has no rows", file=path, fix="set methods.<method>.ptx_data='' to turn PTX off")
+        return rows
+
+    def ptx_step(self, batch_size: int) -> float:
+        """Supervised NLL on the response tokens of PTX examples, × ptx_coef, as its own actor step."""
+        from harness.dpo import prompt_text
+
+        tok = self.tokenizer
+        rows = [self.ptx[(self.ptx_cursor + i) % len(self.ptx)] for i in range(batch_size)]
+        self.ptx_cursor += batch_size
+        prompts = [prompt_text(tok, p, self.cfg) for p, _ in rows]
+        prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        full_ids = [ids + tok(r, add_special_tokens=False)["input_ids"][: self.max_new_tokens - 1] + [int(self.eos_ids[0])]
+                    for ids, (_, r) in zip(prompt_ids, rows)]
+        width = max(map(len, full_ids))
+        pad = tok.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(f)) + f for f in full_ids], device=self.device)  # left padding
+        attention = torch.tensor([[0] * (width - len(f)) + [1] * len(f) for f in full_ids], device=self.device)
+        labels_mask = torch.tensor([[0] * (width - len(f) + len(p)) + [1] * (len(f) - len(p)) for f, p in zip(full_ids, prompt_ids)], device=self.device)
+        position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+        logits = self.actor(input_ids=input_ids, attention_mask=attention, position_ids=position_ids, use_cache=False).logits[:, :-1]
+        nll = -gather_log_probs(logits, input_ids[:, 1:])
+        loss = self.config.ptx_coef * masked_mean(nll, labels_mask[:, 1:])
+        self.optimize("actor", loss, step_scheduler=False)
+        return loss.item()
+
+    # -- save -------------------------------------------------------------------------------------------------------
+
+    def save(self, ctx: TrainContext, steps: int, prompts: int, peak_rss: float) -> TrainResult:
+        from harness.dpo import _save_atomic
+
+        actor = self.accelerator.unwrap_model(self.actor)
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        score_params = [count(m) for m in (getattr(s, "model", None) for s in (self.reward_model, self.cost_model)) if isinstance(m, nn.Module)]
+        trained = count(actor) + sum(count(self.accelerator.unwrap_model(v)) for v in self.critics.values()) + sum(score_params)
+        extra = {
+            "steps": steps, "train_prompts": prompts, "final_lambda": math.exp(self.log_lambda) if "cost" in self.critic_streams else None,
+            "peak_rss_mb": round(peak_rss, 1),
+            "cuda_max_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+            "params_trained": trained if len(score_params) == 2 else None,
+            "params_held": trained + count(self.reference) if len(score_params) == 2 else None,
+            "critic_init": self.critic_init, "score_backbone": self.config.score_backbone,
+            "ptx": bool(self.ptx),
+        }
+        if self.accelerator.is_main_process:
+            _save_atomic(actor, self.tokenizer, ctx.out_dir, {"method": self.name, "config": asdict(self.config), **extra})
+        self.accelerator.wait_for_everyone()
+        held = ["actor", "reference", "reward_model", "cost_model", *(f"{name}_critic" for name in self.critic_streams)]
+        return TrainResult(model_path=str(ctx.out_dir), models_trained=2 + 1 + len(self.critic_streams), networks_held=held, extra=extra)

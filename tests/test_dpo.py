@@ -1,0 +1,145 @@
+"""harness/dpo.py on the tiny-random model: our loss equals TRL's, the reference is the one asked for, the
+reference log-prob cache hits, margins enter the loss, LoRA merges, and finished runs are reused."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.config import load_config
+from harness.dpo import (
+    BenchDPOTrainer,
+    MarginCollator,
+    dpo_config,
+    policy_logps,
+    preference_dataset,
+    read_train_record,
+    train_dpo,
+)
+from harness.losses import dpo_loss, sequence_logps
+from harness.models import load_tokenizer
+from harness.types import PreferencePair
+
+PAIRS = [
+    PreferencePair(prompt=f"How should I store flour, case {i}?", chosen="Keep it dry in a sealed jar.", rejected="Leave it open in the rain.")
+    for i in range(4)
+] + [PreferencePair(prompt="Same answers?", chosen="Yes.", rejected="Yes.")]  # identical: dropped
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config("tiny", method="dpo-helpful")
+
+
+def _params(path: Path) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def _perturbed_copy(path: Path, out: Path) -> Path:
+    """A reference that differs from the policy (so log-ratios are not all zero)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.save_pretrained(out)
+    load_tokenizer(path).save_pretrained(out)
+    return out
+
+
+def test_margin_loss_equals_trl_loss_and_hand_computation(tiny_model_path, cfg, tmp_path) -> None:
+    from transformers import AutoModelForCausalLM
+    from trl import DPOTrainer
+
+    ref_path = _perturbed_copy(tiny_model_path, tmp_path / "ref")
+    tok = load_tokenizer(tiny_model_path)
+    margins = [0.0] * len(PAIRS)
+    dataset = preference_dataset(PAIRS, tok, cfg, margins)
+    assert len(dataset) == 4  # the identical pair is dropped
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_path), dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(str(ref_path), dtype=torch.float32).eval()
+    args = dpo_config(cfg, beta=0.3, output_dir=tmp_path / "trainer", device="cpu")
+    trainer = BenchDPOTrainer(model=model, ref_model=ref, args=args, train_dataset=dataset, processing_class=tok,
+                              data_collator=MarginCollator(pad_token_id=tok.pad_token_id, max_length=args.max_length),
+                              ref_cache_dir=tmp_path / "cache")
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "margin" in batch and batch["margin"].shape == (2,)
+    model.eval()
+
+    no_margin = {k: v for k, v in batch.items() if k != "margin"}
+    with torch.no_grad():
+        trl_loss = DPOTrainer.compute_loss(trainer, model, dict(no_margin)).item()
+        ours = trainer.compute_loss(model, dict(batch)).item()  # margin column present (zeros): our path
+        # by hand: plain logits -> sequence_logps -> dpo_loss
+        ids, attn, mask = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+        pol = sequence_logps(model(input_ids=ids, attention_mask=attn).logits, ids, mask)
+        ref_lp = sequence_logps(ref(input_ids=ids, attention_mask=attn).logits, ids, mask)
+        pc, pr = pol.chunk(2)
+        rc, rr = ref_lp.chunk(2)
+        hand = dpo_loss(pc, pr, rc, rr, beta=0.3)[0].mean().item()
+        shifted = trainer.compute_loss(model, {**batch, "margin": torch.full((2,), 1.5)}).item()
+        hand_shifted = dpo_loss(pc, pr, rc, rr, beta=0.3, margin=torch.full((2,), 1.5))[0].mean().item()
+    # the precomputed reference column really is the explicit reference
+    assert torch.allclose(batch["ref_chosen_logps"], rc.float(), atol=1e-4)
+    assert torch.allclose(batch["ref_rejected_logps"], rr.float(), atol=1e-4)
+    assert (pc - rc).abs().max() > 1e-3  # non-trivial log-ratios
+    assert ours == pytest.approx(trl_loss, abs=1e-5)
+    assert hand == pytest.approx(trl_loss, abs=1e-4)
+    assert shifted == pytest.approx(hand_shifted, abs=1e-4) and shifted < ours
+    assert not math.isclose(trl_loss, math.log(2), abs_tol=1e-4)
+
+
+def test_train_dpo_reference_cache_resume(tiny_model_path, cfg, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    before = _params(tiny_model_path)
+    out = train_dpo(PAIRS, init=tiny_model_path, ref=None, beta=0.1, out_dir=tmp_path / "m1", cfg=cfg, device="cpu", ref_cache_dir=cache)
+    assert out == tmp_path / "m1" and (out / "config.json").exists() and (out / "tokenizer_config.json").exists()
+    rec = read_train_record(out)
+    assert rec["pairs"] == 4 and rec["pairs_dropped_identical"] == 1 and rec["reference"] == "init" and rec["steps"] == 2
+    assert (before - _params(out)).abs().max() > 1e-4  # parameters changed
+
+    # ref=None means the init checkpoint: the cached reference log-probs are π_init's
+    (cached,) = list(cache.glob("*.pt"))
+    data = torch.load(cached)
+    kept = PAIRS[:4]
+    chosen, rejected = policy_logps(tiny_model_path, None, kept, cfg)
+    assert torch.allclose(data["chosen"], chosen, atol=1e-4) and torch.allclose(data["rejected"], rejected, atol=1e-4)
+
+    # explicit reference = the same weights -> cache hit (PD-DPO's K primal steps pay for π_r̂ once)
+    out2 = train_dpo(PAIRS, init=out, ref=tiny_model_path, beta=0.1, out_dir=tmp_path / "m2", cfg=cfg, device="cpu", ref_cache_dir=cache)
+    assert read_train_record(out2)["ref_cache_hits"] == 1 and len(list(cache.glob("*.pt"))) == 1
+
+    # an explicit *different* reference is used, not the init checkpoint
+    train_dpo(PAIRS, init=tiny_model_path, ref=out, beta=0.1, out_dir=tmp_path / "m3", cfg=cfg, device="cpu", ref_cache_dir=cache)
+    assert len(list(cache.glob("*.pt"))) == 2
+    new = [p for p in cache.glob("*.pt") if p != cached][0]
+    c_out, r_out = policy_logps(out, None, kept, cfg)
+    assert torch.allclose(torch.load(new)["chosen"], c_out, atol=1e-4)
+    assert not torch.allclose(c_out, chosen, atol=1e-3)
+
+    # resume: same inputs -> the finished folder is reused untouched
+    mtime = (out / "model.safetensors").stat().st_mtime_ns
+    assert train_dpo(PAIRS, init=tiny_model_path, ref=None, beta=0.1, out_dir=tmp_path / "m1", cfg=cfg, device="cpu", ref_cache_dir=cache) == out
+    assert (out / "model.safetensors").stat().st_mtime_ns == mtime
+    assert not list(tmp_path.glob(".m*"))  # no temp folders left behind
+
+
+def test_train_dpo_margins_and_lora(tiny_model_path, tmp_path) -> None:
+    cfg = load_config("tiny", method="dpo-helpful", overrides=["train.lora=true", "train.lora_r=4", "train.lora_alpha=8"])
+    out = train_dpo(PAIRS, init=tiny_model_path, ref=None, beta=0.1, out_dir=tmp_path / "lora", cfg=cfg, device="cpu",
+                    margins=[0.5, -0.5, 0.0, 1.0, 0.0], ref_cache_dir=tmp_path / "cache")
+    assert not (out / "adapter_config.json").exists()  # merged into a dense folder
+    rec = read_train_record(out)
+    batch_means = {(a + b) / 2 for i, a in enumerate([0.5, -0.5, 0.0, 1.0]) for b in [0.5, -0.5, 0.0, 1.0][i + 1 :]}
+    assert rec["margins"] and any(abs(rec["log_history"][0]["margin"] - m) < 1e-6 for m in batch_means)
+    assert (_params(tiny_model_path) - _params(out)).abs().max() > 1e-5
+    with pytest.raises(Exception, match="margins"):
+        train_dpo(PAIRS, init=tiny_model_path, ref=None, beta=0.1, out_dir=tmp_path / "bad", cfg=cfg, device="cpu", margins=[1.0])

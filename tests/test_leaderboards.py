@@ -1,0 +1,435 @@
+"""Leaderboards: aggregation and ordering over a hand-built store, exports, W&B offline logging, `bench suite`."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from harness.errors import BenchError
+from leaderboards import cli as lb_cli
+from leaderboards import render
+from leaderboards.plots import frontier_figure, lambda_figure, save_png
+from leaderboards.table import aggregate, build_leaderboard, constraint_status, crossed_bootstrap, pareto_front
+from leaderboards.wandb_tracker import WandbTracker
+from results_fixtures import add_run, add_scores, est, make_record
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """A store with four methods (pddpo with three seeds and λ trajectories) and one failed run."""
+    d = tmp_path / "runs"
+    add_run(d, make_record("sft", reward=0.0, cost=0.5, unsafe=0.40))
+    for s in (0, 1, 2):
+        traj = [{"iteration": i, "lambda": 1.0 + 0.3 * i, "cost_estimate": 0.4 - 0.1 * i} for i in (1, 2, 3)]
+        add_run(d, make_record("pddpo", seed=s, reward=0.30 + 0.05 * s, cost=-0.2, unsafe=0.15 + 0.02 * s,
+                               models_trained=2, trajectory=traj, peak_rss_mb=1000.0 + s, wall_s=10.0 * (s + 1)))
+    add_run(d, make_record("dpo-helpful", reward=0.6, cost=0.9, unsafe=0.50))
+    add_run(d, make_record("dpo-harmless", reward=-0.2, cost=-0.8, unsafe=0.05))
+    add_run(d, make_record("safe-rlhf"), status="failed")
+    return d
+
+
+def app() -> typer.Typer:
+    a = typer.Typer()
+    lb_cli.register(a)
+    return a
+
+
+# -- aggregation and ordering ------------------------------------------------------------------------------------
+
+def test_ordering_rule_constraint_first_then_reward(runs: Path) -> None:
+    lb = build_leaderboard(runs)
+    (table,) = lb.tables
+    assert [r["method"] for r in table.rows] == ["dpo-harmless", "pddpo", "dpo-helpful", "sft"]
+    assert [r["constraint"] for r in table.rows] == ["holds", "mean-only", "violated", "violated"]
+    assert [r["rank"] for r in table.rows] == [1, 2, 3, 4]
+    # dpo-helpful has the highest reward but violates the constraint; it still ranks above sft on reward
+    assert table.rows[2]["reward_mean"]["value"] > table.rows[3]["reward_mean"]["value"]
+    assert (table.threshold, table.units) == (0.2, "unsafe_rate")
+    assert "safe-rlhf" in " ".join(lb.notes) and "failed" in " ".join(lb.notes)
+
+
+def test_constraint_in_mean_cost_units_uses_cost(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    add_run(d, make_record("a", reward=1.0, cost=0.5, unsafe=0.0, threshold=0.0, units="mean_cost"))
+    add_run(d, make_record("b", reward=0.1, cost=-0.5, unsafe=0.9, threshold=0.0, units="mean_cost"))
+    (table,) = build_leaderboard(d).tables
+    assert table.x_metric == "cost_mean"
+    assert [(r["method"], r["constraint"]) for r in table.rows] == [("b", "holds"), ("a", "violated")]
+
+
+def test_constraint_status_tiers() -> None:
+    assert constraint_status(est(0.10, 0.05), 0.2) == "holds"
+    assert constraint_status(est(0.18, 0.05), 0.2) == "mean-only"
+    assert constraint_status(est(0.25, 0.01), 0.2) == "violated"
+    assert constraint_status(None, 0.2) == "n/a"
+    assert constraint_status(est(0.1), None) == "n/a"
+
+
+def test_pareto_front_on_hand_data() -> None:
+    # (reward, cost): higher reward and lower cost are better
+    points = [(1.0, 1.0), (2.0, 2.0), (0.5, 0.5), (1.0, 2.0), (0.4, 0.6), (None, 0.0), (2.0, 2.0)]
+    # (1,2) is dominated by (2,2); (0.4,0.6) by (0.5,0.5); a missing coordinate is never on the front;
+    # two identical points do not dominate each other
+    assert pareto_front(points) == [0, 1, 2, 6]
+    assert pareto_front([]) == []
+
+
+def test_pareto_column_matches_front(runs: Path) -> None:
+    (table,) = build_leaderboard(runs).tables
+    on_front = {r["method"] for r in table.rows if r["pareto"]}
+    assert on_front == {"dpo-harmless", "pddpo", "dpo-helpful"}  # sft: lower reward and higher unsafe rate than pddpo
+
+
+def test_newest_finished_run_per_seed_counts(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    old = make_record("pddpo", reward=0.1)
+    add_run(d, old)
+    new = make_record("pddpo", reward=0.9)
+    new["run_id"] = "pddpo-newer"
+    add_run(d, new)
+    failed = make_record("pddpo", reward=-5.0)
+    failed["run_id"] = "pddpo-newest-failed"
+    add_run(d, failed, status="failed")
+    lb = build_leaderboard(d)
+    (row,) = lb.rows
+    assert row["run_ids"] == ["pddpo-newer"] and row["reward_mean"]["value"] == 0.9 and row["n_seeds"] == 1
+    assert lb.notes == []  # the failed run's key has a finished run, so nothing is missing
+
+
+def test_one_seed_keeps_the_recorded_interval() -> None:
+    e = {"value": 0.3, "ci_low": 0.1, "ci_high": 0.45}
+    assert aggregate([e]) == e
+
+
+def test_seeds_do_not_shrink_the_prompt_interval() -> None:
+    """All seeds see the same prompts: three identical runs must not look three times as precise."""
+    agg = aggregate([est(0.5, 0.1)] * 3, seed=1)
+    assert agg["value"] == pytest.approx(0.5)
+    assert agg["ci_low"] == pytest.approx(0.4, abs=0.01) and agg["ci_high"] == pytest.approx(0.6, abs=0.01)
+
+
+def test_seed_spread_widens_the_interval() -> None:
+    agg = aggregate([est(0.2, 0.0), est(0.4, 0.0), est(0.6, 0.0)], seed=1)
+    assert agg["value"] == pytest.approx(0.4)
+    assert 0.2 <= agg["ci_low"] < 0.35 and 0.45 < agg["ci_high"] <= 0.6
+    assert aggregate([None, {"value": None}]) is None
+    bounded = aggregate([est(0.01, 0.05), est(0.02, 0.05)], bounds=(0.0, 1.0))
+    assert bounded["ci_low"] >= 0.0
+
+
+def test_crossed_bootstrap_on_per_prompt_scores() -> None:
+    import numpy as np
+
+    from evaluators.metrics import bootstrap_ci
+
+    prompts = np.random.default_rng(0).normal(size=200)
+    one_seed = bootstrap_ci(prompts, n_boot=2000, seed=3)
+    same = crossed_bootstrap(np.stack([prompts] * 3), n_boot=2000, seed=3)
+    # three seeds that answer identically carry no more information than one
+    assert same["value"] == pytest.approx(one_seed["value"])
+    assert same["ci_high"] - same["ci_low"] == pytest.approx(one_seed["ci_high"] - one_seed["ci_low"], rel=0.1)
+    # seeds that differ by an offset, with no prompt-to-prompt variation: the interval spans the seeds
+    offsets = crossed_bootstrap(np.array([[0.0] * 50, [1.0] * 50, [2.0] * 50]), n_boot=2000, seed=3)
+    assert offsets["value"] == pytest.approx(1.0) and offsets["ci_low"] < 0.7 and offsets["ci_high"] > 1.3
+
+
+def test_rows_use_per_prompt_scores_when_run_folders_have_them(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    for seed, rewards in enumerate(([1.0, 0.0, 2.0, 1.0], [1.5, 0.5, 2.5, 1.5])):
+        record = make_record("pddpo", seed=seed)
+        add_scores(d, record, rewards, [-1.0, 1.0, -1.0, -1.0])
+        add_run(d, record)
+    for seed in (0, 1):  # sacpo: records only, no run folders
+        add_run(d, make_record("sacpo", seed=seed, reward=0.2 * seed))
+    (table,) = build_leaderboard(d).tables
+    rows = {r["method"]: r for r in table.rows}
+    assert rows["pddpo"]["ci_method"] == "seeds x prompts" and rows["sacpo"]["ci_method"] == "seeds x prompts (approx.)"
+    assert rows["pddpo"]["reward_mean"]["value"] == pytest.approx(1.25)
+    assert rows["pddpo"]["unsafe_rate"]["value"] == pytest.approx(0.25)
+    lo, hi = rows["pddpo"]["unsafe_rate"]["ci_low"], rows["pddpo"]["unsafe_rate"]["ci_high"]
+    assert lo == 0.0 and 0.5 <= hi <= 0.75  # one unsafe prompt in four, shared by both seeds
+    assert any(n.startswith("pddpo: reward, cost and unsafe-rate intervals from a seeds x prompts") for n in table.notes)
+    assert any(n.startswith("sacpo: intervals over seeds approximated") for n in table.notes)
+
+
+def test_resources_seeds_and_truthfulqa(runs: Path) -> None:
+    (table,) = build_leaderboard(runs).tables
+    row = next(r for r in table.rows if r["method"] == "pddpo")
+    assert row["n_seeds"] == 3 and row["seeds"] == [0, 1, 2]
+    assert row["models_trained"] == 2
+    assert row["peak_rss_mb"] == 1002.0  # max over stages and seeds
+    assert row["peak_cuda_mb"] is None  # CPU runs record no CUDA memory
+    assert row["wall_s"] == pytest.approx((13.5 + 23.5 + 33.5) / 3)  # stage sum, mean over seeds
+    assert row["mc1"]["value"] == pytest.approx(0.25) and row["mc2"]["value"] == pytest.approx(0.4)
+    assert row["win_reward"]["value"] == pytest.approx(0.6)
+    assert next(r for r in table.rows if r["method"] == "sft")["win_reward"] is None
+
+
+def test_settings_and_filters(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    add_run(d, make_record("sft"))
+    other_eval = make_record("pddpo")
+    other_eval["generation"]["eval_set"] = "redteam-83"
+    add_run(d, other_eval)
+    other_model = make_record("sft", model="smollm2-135m-instruct")
+    other_model["run_id"] = "sft-smollm"
+    add_run(d, other_model)
+    lb = build_leaderboard(d)
+    assert [(t.model, len(t.rows)) for t in lb.tables] == [("smollm2-135m-instruct", 1), ("tiny-random", 2)]
+    assert any("eval set" in n for n in lb.tables[1].notes)
+    assert [t.model for t in build_leaderboard(d, model="tiny-random").tables] == ["tiny-random"]
+    assert build_leaderboard(d, methods=["pddpo"]).rows[0]["method"] == "pddpo"
+    assert build_leaderboard(d, seeds=[7]).tables == []
+    assert build_leaderboard(tmp_path / "empty").tables == []
+
+
+# -- exports -------------------------------------------------------------------------------------------------------
+
+def test_markdown_export(runs: Path) -> None:
+    md = render.render(build_leaderboard(runs), "md")
+    lines = md.splitlines()
+    header = next(line for line in lines if line.startswith("| # |"))
+    assert "Reward" in header and "Unsafe" in header and "MC1" in header
+    assert "Peak CUDA MB" not in header  # empty on CPU runs: hidden
+    row = next(line for line in lines if "| pddpo |" in line)
+    assert row.startswith("| 2 | pddpo | 3 | mean-only | 0.350 [")
+    assert "Constraint: unsafe rate ≤ b = 0.2" in md
+
+
+def test_csv_export_keeps_values_and_intervals(runs: Path) -> None:
+    rows = list(csv.DictReader(io.StringIO(render.render(build_leaderboard(runs), "csv"))))
+    assert [r["method"] for r in rows] == ["dpo-harmless", "pddpo", "dpo-helpful", "sft"]
+    helpful = rows[2]
+    assert float(helpful["reward_mean"]) == 0.6
+    assert float(helpful["reward_mean_ci_low"]) == pytest.approx(0.55)
+    assert float(helpful["unsafe_rate_ci_high"]) == pytest.approx(0.55)
+    assert helpful["constraint"] == "violated" and helpful["dataset"] == "pku-saferlhf"
+    assert rows[3]["win_reward"] == ""  # sft has no win rate against itself
+    assert "peak_cuda_mb" in rows[0]  # the CSV keeps every column
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.images: list[str] = []
+        self.cells: list[str] = []
+        self._in_td = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self._in_td = tag == "td"
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_data(self, data):
+        if self._in_td:
+            self.cells.append(data)
+
+
+def test_html_is_one_self_contained_page(runs: Path, tmp_path: Path) -> None:
+    path = render.write(build_leaderboard(runs), "html", tmp_path / "lb.html")
+    parser = _Collect()
+    parser.feed(path.read_text())
+    assert parser.tags.count("table") >= 2 and "th" in parser.tags  # leaderboard + its runs
+    assert {"dpo-harmless", "pddpo", "dpo-helpful", "sft", "mean-only"} <= set(parser.cells)
+    assert len(parser.images) == 2  # frontier + λ trajectories
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http" not in path.read_text().replace("http-equiv", "")  # nothing fetched from elsewhere
+
+
+def test_figures(runs: Path, tmp_path: Path) -> None:
+    (table,) = build_leaderboard(runs).tables
+    png = save_png(frontier_figure(table), tmp_path / "f.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert len(lambda_figure(table).axes) == 2  # λ and the dual's cost estimate
+    table.rows = []
+    table.runs = [r for r in table.runs if r["method"] != "pddpo"]
+    assert frontier_figure(table) is None and lambda_figure(table) is None
+
+
+def test_leaderboard_command_formats(runs: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = runner.invoke(app(), ["leaderboard", "--runs-dir", str(runs), "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    assert out.output.splitlines()[0].startswith("dataset,model,profile,rank,method")
+    out = runner.invoke(app(), ["leaderboard", "--runs-dir", str(runs), "--format", "md", "-o", str(tmp_path / "x.md"),
+                                "--plots-dir", str(tmp_path / "plots")])
+    assert out.exit_code == 0, out.output
+    assert "| pddpo |" in (tmp_path / "x.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "pku-saferlhf_tiny-random_tiny_frontier.png", "pku-saferlhf_tiny-random_tiny_lambda.png"]
+    out = runner.invoke(app(), ["leaderboard", "--runs-dir", str(runs)])
+    assert out.exit_code == 0 and "dpo-harmless" in out.output
+    out = runner.invoke(app(), ["leaderboard", "--runs-dir", str(runs), "--format", "xls"])
+    assert isinstance(out.exception, BenchError)
+
+
+# -- W&B -------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    return tmp_path
+
+
+def test_leaderboard_logged_as_wandb_table_offline(runs: Path, wandb_offline: Path) -> None:
+    out = CliRunner().invoke(app(), ["leaderboard", "--runs-dir", str(runs), "--format", "csv", "--wandb", "offline"])
+    assert out.exit_code == 0, out.output
+    (table_file,) = wandb_offline.glob("wandb/offline-run-*/files/media/table/leaderboard_*.table.json")
+    logged = json.loads(table_file.read_text())
+    columns, rows = build_leaderboard(runs).flat()
+    assert logged["columns"] == columns
+    assert [r[columns.index("method")] for r in logged["data"]] == ["dpo-harmless", "pddpo", "dpo-helpful", "sft"]
+    assert logged["data"][1][columns.index("reward_mean")] == pytest.approx(rows[1][columns.index("reward_mean")])
+
+
+def test_tracker_summary_and_artifact_offline(wandb_offline: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    results.write_text("{}")
+    tracker = WandbTracker(run_name="t", group="g", job_type="test", config={"seed": 0}, dir=wandb_offline)
+    tracker.log_metrics({"loss": 1.0}, step=0)
+    tracker.set_summary("reward", 0.5)
+    tracker.log_artifact("results run/1", str(results))
+    assert tracker.run.summary["reward"] == 0.5  # offline runs write no summary file: check before finish
+    tracker.finish()
+    assert tracker.errors == [] and tracker.run is None
+
+
+def test_wandb_failure_never_loses_local_results(runs: Path, wandb_offline: Path, monkeypatch) -> None:
+    import wandb
+
+    def broken_init(**_):
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    out_file = wandb_offline / "lb.html"
+    out = CliRunner().invoke(app(), ["leaderboard", "--runs-dir", str(runs), "--format", "html", "-o", str(out_file),
+                                     "--wandb", "offline"])
+    assert out.exit_code == 0, out.output
+    assert "<table>" in out_file.read_text()
+    tracker = WandbTracker(run_name="x")  # every later call is a no-op, never an exception
+    tracker.log_table("t", ["a"], [[1]])
+    tracker.finish()
+    assert len(tracker.errors) == 1 and "no network" in tracker.errors[0]
+
+
+def test_wandb_error_after_init_is_a_warning(wandb_offline: Path, monkeypatch, caplog) -> None:
+    import wandb
+
+    tracker = WandbTracker(run_name="y", dir=wandb_offline)
+    monkeypatch.setattr(wandb, "Table", lambda **_: (_ for _ in ()).throw(ValueError("bad table")))
+    with caplog.at_level("WARNING"):
+        tracker.log_table("t", ["a"], [[1]])
+    tracker.finish()
+    assert "bad table" in caplog.text and len(tracker.errors) == 1
+
+
+# -- bench suite -------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def profile(tmp_path: Path) -> Path:
+    """A profile file, so these tests do not depend on configs/*.yaml."""
+    path = tmp_path / "unit.yaml"
+    path.write_text("model: tiny-random\nwandb:\n  mode: disabled\n")
+    return path
+
+
+def test_suite_runs_the_grid_and_survives_a_failure(tmp_path: Path, profile: Path, monkeypatch) -> None:
+    runs_dir = tmp_path / "runs"
+    seen = []
+
+    def fake_run(cfg):
+        seen.append((cfg.method, cfg.seed, cfg.suite, cfg.runs_dir, cfg.train.beta))
+        if cfg.method == "dpo-helpful":
+            raise RuntimeError("CUDA out of memory")
+        record = make_record(cfg.method, seed=cfg.seed, model=cfg.model, profile=cfg.profile, suite=cfg.suite,
+                             reward={"sft": 0.0, "pddpo": 0.3}[cfg.method], unsafe=0.1)
+        add_run(cfg.runs_dir, record)
+        return record
+
+    monkeypatch.setattr(lb_cli, "execute_run", fake_run)
+    args = ["suite", "--methods", "sft,dpo-helpful,pddpo", "--seeds", "0,1", "--profile", str(profile),
+            "--runs-dir", str(runs_dir), "--set", "train.beta=0.3"]
+    out = CliRunner().invoke(app(), args)
+    assert out.exit_code == 1, out.output  # a failed run makes the suite fail, after the whole grid ran
+    suite_id = seen[0][2]
+    assert suite_id.startswith("suite-pku-saferlhf-unit-")
+    assert [(m, s) for m, s, *_ in seen] == [("sft", 0), ("sft", 1), ("dpo-helpful", 0), ("dpo-helpful", 1),
+                                              ("pddpo", 0), ("pddpo", 1)]
+    assert {(sid, rd, beta) for _, _, sid, rd, beta in seen} == {(suite_id, str(runs_dir), 0.3)}
+    assert "dpo-helpful seed 0: RuntimeError: CUDA out of memory" in out.output
+    suite_dir = runs_dir / "suites" / suite_id
+    summary = json.loads((suite_dir / "suite.json").read_text())
+    assert [o["status"] for o in summary["runs"]].count("failed") == 2
+    assert "CUDA out of memory" in (suite_dir / "errors.log").read_text()
+    rows = list(csv.DictReader((suite_dir / "leaderboard.csv").open()))
+    assert [(r["method"], r["n_seeds"]) for r in rows] == [("pddpo", "2"), ("sft", "2")]
+    assert (suite_dir / "leaderboard.html").exists() and (suite_dir / "leaderboard.md").exists()
+
+    # rerunning the same grid gives the same suite id (one W&B group; runs.run resumes finished stages)
+    rerun = []
+    monkeypatch.setattr(lb_cli, "execute_run", lambda cfg: rerun.append(cfg.suite) or {})
+    out = CliRunner().invoke(app(), args)
+    assert out.exit_code == 0, out.output
+    assert rerun == [suite_id] * 6
+
+
+def test_suite_ranks_exactly_its_own_runs(tmp_path: Path, profile: Path, monkeypatch) -> None:
+    """A newer finished run of the same (method, seed) under other overrides must not replace the suite's run."""
+    runs_dir = tmp_path / "runs"
+    ours = make_record("sft", reward=0.1, profile="unit")
+    other = make_record("sft", reward=0.9, profile="unit")
+    other["run_id"] = "sft-other-overrides"
+    add_run(runs_dir, ours)
+    add_run(runs_dir, other)  # newer
+    monkeypatch.setattr(lb_cli, "execute_run", lambda cfg: ours)  # finished earlier: runs.run returns it as is
+    out = CliRunner().invoke(app(), ["suite", "--methods", "sft", "--profile", str(profile), "--runs-dir", str(runs_dir),
+                                     "--suite-id", "s"])
+    assert out.exit_code == 0, out.output
+    (row,) = csv.DictReader((runs_dir / "suites" / "s" / "leaderboard.csv").open())
+    assert float(row["reward_mean"]) == 0.1
+
+
+def test_suite_logs_its_leaderboard_to_wandb(tmp_path: Path, profile: Path, wandb_offline: Path, monkeypatch) -> None:
+    def fake_run(cfg):
+        assert cfg.wandb.mode == "offline"  # --wandb reaches every run's config
+        record = make_record(cfg.method, seed=cfg.seed, model=cfg.model, profile=cfg.profile)
+        add_run(cfg.runs_dir, record)
+        return record
+
+    monkeypatch.setattr(lb_cli, "execute_run", fake_run)
+    out = CliRunner().invoke(app(), ["suite", "--methods", "sft,pddpo", "--profile", str(profile), "--wandb", "offline",
+                                     "--runs-dir", str(tmp_path / "runs"), "--suite-id", "my-suite"])
+    assert out.exit_code == 0, out.output
+    (table_file,) = wandb_offline.glob("wandb/offline-run-*/files/media/table/leaderboard_*.table.json")
+    assert {r[4] for r in json.loads(table_file.read_text())["data"]} == {"sft", "pddpo"}
+
+
+def test_suite_argument_errors(tmp_path: Path, profile: Path, monkeypatch) -> None:
+    from harness.registries import METHODS
+
+    calls = []
+    monkeypatch.setattr(lb_cli, "execute_run", lambda cfg: calls.append(cfg.method) or {})
+    runner = CliRunner()
+    out = runner.invoke(app(), ["suite", "--methods", "pddpo,sacp", "--profile", str(profile)])
+    assert isinstance(out.exception, BenchError) and "did you mean 'sacpo'" in str(out.exception)
+    out = runner.invoke(app(), ["suite", "--methods", "sft", "--seeds", "0,x", "--profile", str(profile)])
+    assert isinstance(out.exception, BenchError)
+    out = runner.invoke(app(), ["suite", "--methods", "sft", "--set", "train.learnin_rate=1", "--profile", str(profile)])
+    assert isinstance(out.exception, BenchError)  # refused before anything ran
+    assert calls == []
+    assert lb_cli.parse_methods("all") == METHODS.names()

@@ -1,0 +1,364 @@
+"""SACPO, P-SACPO, MoCAN, PeCAN, SafeDPO: their pure math (merge, duals, relabelling, SafeDPO's transform) against
+independent computations, then one tiny end-to-end `runs.run` per method (tiny-random model, length/random scorers)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.errors import BenchError
+from harness.types import PreferencePair
+from methods.mocan import (
+    CANDualConfig,
+    mocan_dual,
+    mocan_dual_value,
+    projected_gradient_descent,
+    relabel,
+    resolve_lambda,
+    safety_utility,
+)
+from methods.p_sacpo import merge_state_dicts
+from methods.pecan import pecan_dual, pecan_scores
+from methods.safedpo import safedpo_margins, safedpo_transform
+
+
+def _pair(i: int, chosen_safe: bool | None = True, rejected_safe: bool | None = True) -> PreferencePair:
+    return PreferencePair(prompt=f"prompt {i}", chosen=f"good {i}", rejected=f"bad {i}", chosen_safe=chosen_safe,
+                          rejected_safe=rejected_safe, chosen_severity=0 if chosen_safe else 2,
+                          rejected_severity=0 if rejected_safe else 3, source=f"test:{i}")
+
+
+# -- P-SACPO merge ------------------------------------------------------------------------------------------------
+
+
+def test_merge_equals_interpolation_exactly() -> None:
+    # dyadic values and q = 1/4: every product and sum is exact in float32, so equality is exact
+    a = {"w": torch.tensor([[0.0, 4.0], [-8.0, 2.0]]), "b": torch.tensor([1.0, -1.0])}
+    b = {"w": torch.tensor([[4.0, 0.0], [8.0, 2.0]]), "b": torch.tensor([-3.0, 3.0])}
+    merged = merge_state_dicts(a, b, 0.25)
+    assert torch.equal(merged["w"], torch.tensor([[1.0, 3.0], [-4.0, 2.0]]))
+    assert torch.equal(merged["b"], torch.tensor([0.0, 0.0]))
+    # random tensors: the endpoints are the inputs bit for bit, the midpoint matches a float64 interpolation
+    g = torch.Generator().manual_seed(0)
+    a = {"x": torch.randn(64, 32, generator=g)}
+    b = {"x": torch.randn(64, 32, generator=g)}
+    assert torch.equal(merge_state_dicts(a, b, 0.0)["x"], a["x"])
+    assert torch.equal(merge_state_dicts(a, b, 1.0)["x"], b["x"])
+    mid = merge_state_dicts(a, b, 0.5)["x"]
+    want = (0.5 * a["x"].double() + 0.5 * b["x"].double()).float()
+    assert torch.allclose(mid, want, atol=0, rtol=1e-6)
+    assert mid.data_ptr() not in (a["x"].data_ptr(), b["x"].data_ptr())  # a new tensor, inputs untouched
+
+
+def test_merge_keeps_dtype_accumulates_in_float32_and_refuses_mismatches() -> None:
+    a = {"w": torch.tensor([1.0, 3.0], dtype=torch.bfloat16), "step": torch.tensor([7])}
+    b = {"w": torch.tensor([2.0, 5.0], dtype=torch.bfloat16), "step": torch.tensor([7])}
+    m = merge_state_dicts(a, b, 0.5)
+    assert m["w"].dtype == torch.bfloat16 and torch.equal(m["w"], torch.tensor([1.5, 4.0], dtype=torch.bfloat16))
+    assert torch.equal(m["step"], torch.tensor([7]))
+    with pytest.raises(ValueError, match="non-floating"):
+        merge_state_dicts(a, {**b, "step": torch.tensor([8])}, 0.5)
+    with pytest.raises(ValueError, match="key sets differ"):
+        merge_state_dicts(a, {"w": b["w"]}, 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        merge_state_dicts(a, {**b, "w": torch.zeros(3, dtype=torch.bfloat16)}, 0.5)
+
+
+# -- the CAN duals --------------------------------------------------------------------------------------------------
+
+
+def _tilted_mean(logits: np.ndarray, values: np.ndarray) -> float:
+    w = np.exp(logits - logits.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    return float((w * values).sum(axis=1).mean())
+
+
+def _bisect_root(f, hi: float = 1.0) -> float:
+    """Root of an increasing f on [0, ∞), or 0 when f(0) ≥ 0 (the projection)."""
+    if f(0.0) >= 0:
+        return 0.0
+    while f(hi) < 0:
+        hi *= 2
+    lo = 0.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+    return (lo + hi) / 2
+
+
+def test_projected_gradient_descent_on_quadratics() -> None:
+    res = projected_gradient_descent(lambda lam: 2 * (lam - 3.0), eta=0.25)  # D = (λ − 3)²
+    assert res.converged and res.lam == pytest.approx(3.0, abs=1e-4) and res.attempts == 1
+    res = projected_gradient_descent(lambda lam: 2 * (lam + 1.0), eta=0.25)  # minimiser −1 is projected to 0
+    assert res.converged and res.lam == 0.0
+    res = projected_gradient_descent(lambda lam: 2 * (lam - 3.0), eta=1.5)  # η = 1.5 oscillates: one restart at 0.75
+    assert res.converged and res.attempts == 2 and res.eta == 0.75 and res.lam == pytest.approx(3.0, abs=1e-4)
+    res = projected_gradient_descent(lambda lam: -1.0)  # D decreasing forever: no finite minimiser
+    assert not res.converged and res.attempts == 5 and res.total_iterations == 5 * 200
+
+
+@pytest.mark.parametrize("beta,b", [(1.0, 0.5), (1.0, 1.0), (0.1, 0.5), (0.5, 0.2)])
+def test_mocan_dual_matches_bisection(beta: float, b: float) -> None:
+    rng = np.random.default_rng(0)
+    r, g = rng.normal(size=(20, 16)), rng.normal(size=(20, 16))
+    want = _bisect_root(lambda lam: _tilted_mean((r + lam * g) / beta, g) - b)  # E_{π_λ}[g] = b
+    res = mocan_dual(r, g, b, beta)
+    assert res.converged and want > 0
+    assert res.lam == pytest.approx(want, abs=1e-3)
+    # λ* minimises the empirical dual D̂
+    d = mocan_dual_value(res.lam, r, g, b, beta)
+    assert d <= mocan_dual_value(res.lam + 0.05, r, g, b, beta) and d <= mocan_dual_value(res.lam - 0.05, r, g, b, beta)
+
+
+def test_mocan_dual_zero_when_slack_and_infeasible_when_unreachable() -> None:
+    rng = np.random.default_rng(1)
+    r, g = rng.normal(size=(10, 8)), rng.normal(size=(10, 8))
+    slack = mocan_dual(r, g, b=-5.0, beta=1.0)  # E_{π_0}[g] ≈ 0 ≥ −5: the constraint is inactive
+    assert slack.converged and slack.lam == 0.0
+    best = float(g.max(axis=1).mean())  # the most any reweighting of the samples can reach
+    hopeless = mocan_dual(r, g, b=best + 0.5, beta=1.0)
+    assert not hopeless.converged and hopeless.attempts == 5
+    cfg = CANDualConfig(on_infeasible="raise")
+    with pytest.raises(BenchError, match="infeasible"):
+        resolve_lambda(hopeless, cfg, "MoCAN")
+    assert resolve_lambda(hopeless, CANDualConfig(on_infeasible="last"), "MoCAN") == hopeless.lam
+    with pytest.raises(ValueError):
+        mocan_dual(r, g[:, :4], 0.0, 1.0)  # shapes must agree
+
+
+@pytest.mark.parametrize("margin,beta", [(0.0, 0.1), (0.1, 0.1), (0.2, 0.5)])
+def test_pecan_dual_matches_bisection(margin: float, beta: float) -> None:
+    rng = np.random.default_rng(2)
+    h_r, h_g = rng.normal(size=(20, 16)), rng.normal(size=(20, 16))
+    kl = -h_g.mean()
+    want = _bisect_root(lambda lam: _tilted_mean(h_r + lam * h_g, h_g) + kl - margin / beta)
+    res = pecan_dual(h_r, h_g, margin, beta)
+    assert res.converged and want > 0
+    assert res.lam == pytest.approx(want, abs=1e-3)
+
+
+def test_pecan_scores_beta_flag() -> None:
+    assert pecan_scores([1.0, -2.0], [0.5, 1.0], lam=2.0, beta=0.1, beta_in_relabel=False) == pytest.approx([2.0, 0.0])
+    assert pecan_scores([1.0, -2.0], [0.5, 1.0], lam=2.0, beta=0.1, beta_in_relabel=True) == pytest.approx([0.2, 0.0])
+
+
+def test_safety_utility() -> None:
+    assert safety_utility([0.5, -0.2, 0.0], "score") == [-0.5, 0.2, -0.0]
+    assert safety_utility([0.5, -0.2, 0.0], "indicator") == [-1.0, 0.0, 0.0]  # cost > 0 is unsafe
+
+
+# -- relabelling ----------------------------------------------------------------------------------------------------
+
+
+def test_relabel_one_draw_per_pair_with_fixed_seed() -> None:
+    pairs = [_pair(i, chosen_safe=True, rejected_safe=False) for i in range(200)]
+    s_c = list(np.linspace(-3, 3, 200))
+    s_r = [0.0] * 200
+    out, rows = relabel(pairs, s_c, s_r, seed=7)
+    u = np.random.default_rng(7).random(200)  # exactly one uniform per pair, in order
+    p = [1 / (1 + math.exp(-s)) for s in s_c]
+    for pair, new, row, ui, pi in zip(pairs, out, rows, u, p):
+        assert row["p_keep"] == pytest.approx(pi) and row["u"] == pytest.approx(ui)
+        assert row["swapped"] == (not ui < pi)
+        if row["swapped"]:  # labels travel with their response
+            assert (new.chosen, new.rejected, new.chosen_safe, new.rejected_safe) == (pair.rejected, pair.chosen, False, True)
+            assert (new.chosen_severity, new.rejected_severity) == (pair.rejected_severity, pair.chosen_severity)
+        else:
+            assert new == pair
+        assert (row["chosen"], row["rejected"]) == (new.chosen, new.rejected)
+    again, _ = relabel(pairs, s_c, s_r, seed=7)
+    assert again == out  # fixed seed: the same dataset
+    assert relabel(pairs, s_c, s_r, seed=8)[0] != out
+
+
+def test_relabel_extreme_and_even_scores() -> None:
+    pairs = [_pair(i) for i in range(4000)]
+    out, _ = relabel(pairs[:2], [60.0, -60.0], [0.0, 0.0], seed=0)  # σ(±60): certain
+    assert out[0] == pairs[0] and out[1] == pairs[1].swapped()
+    _, rows = relabel(pairs, [0.0] * 4000, [0.0] * 4000, seed=0)  # σ(0) = 1/2
+    rate = sum(r["swapped"] for r in rows) / 4000
+    assert abs(rate - 0.5) < 0.03
+    with pytest.raises(ValueError):
+        relabel(pairs[:3], [0.0] * 2, [0.0] * 3, seed=0)
+
+
+# -- SafeDPO --------------------------------------------------------------------------------------------------------
+
+
+def test_safedpo_transform_every_case() -> None:
+    both_safe, safe_unsafe = _pair(0, True, True), _pair(1, True, False)
+    unsafe_safe, both_unsafe = _pair(2, False, True), _pair(3, False, False)
+    unlabelled = [_pair(4, None, True), _pair(5, True, None), _pair(6, None, None)]
+    out, counts = safedpo_transform([both_safe, safe_unsafe, unsafe_safe, both_unsafe, *unlabelled])
+    assert out == [both_safe, safe_unsafe, unsafe_safe.swapped()]
+    swapped = out[2]
+    assert (swapped.chosen, swapped.chosen_safe, swapped.rejected_safe) == ("bad 2", True, False)
+    assert counts == dict(kept_both_safe=1, kept_safe_unsafe=1, swapped=1, dropped_both_unsafe=1, dropped_unlabelled=3, total=7)
+    # after T the preferred response is never the unsafe one, so the margin −(u_l − u_w)·Δ is ≤ 0
+    assert safedpo_margins(out, 2.0) == [0.0, -2.0, -2.0]
+    assert safedpo_margins(out, 0.0) == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError):
+        safedpo_margins(out, -1.0)
+    with pytest.raises(ValueError):
+        safedpo_margins(unlabelled, 1.0)
+
+
+def test_safedpo_margin_sign_matches_the_paper_loss() -> None:
+    """`train_dpo` adds the margin inside the sigmoid; the paper's loss is −log σ(β·Δh − (u_l − u_w)·Δ)."""
+    from harness.losses import dpo_loss
+
+    (pair,), _ = safedpo_transform([_pair(0, True, False)])
+    beta, delta = 0.1, 1.5
+    pc, pr, rc, rr = torch.tensor([-3.0]), torch.tensor([-5.0]), torch.tensor([-4.0]), torch.tensor([-4.5])
+    loss, _, _ = dpo_loss(pc, pr, rc, rr, beta, torch.tensor(safedpo_margins([pair], delta)))
+    dh = (-3.0 + 4.0) - (-5.0 + 4.5)
+    want = -math.log(1 / (1 + math.exp(-(beta * dh - (1 - 0) * delta))))
+    assert loss.item() == pytest.approx(want, abs=1e-6)
+
+
+# -- end to end, through the harness ----------------------------------------------------------------------------------
+
+FAST = ["scoring.reward=length", "scoring.cost=random", "eval.truthfulqa_mc=false", "scoring.win_rate_vs_sft=false",
+        "scoring.bootstrap=20", "data.max_eval_prompts=2", "train.max_steps=1", "data.max_train_pairs=4"]
+
+
+def _stage_records(rec: dict, stage: str) -> list[dict]:
+    return [t for t in rec["train"]["trajectory"] if t.get("stage") == stage]
+
+
+def _params(path: str | Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    return {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).state_dict().items()}
+
+
+def _spy_train_dpo(monkeypatch) -> list[dict]:
+    import harness.dpo
+
+    calls: list[dict] = []
+    real = harness.dpo.train_dpo
+
+    def spy(pairs, **kw):
+        out = real(pairs, **kw)
+        calls.append({**kw, "n_pairs": len(pairs), "pairs": list(pairs), "out": out, "record": harness.dpo.read_train_record(out)})
+        return out
+
+    monkeypatch.setattr(harness.dpo, "train_dpo", spy)
+    return calls
+
+
+def test_sacpo_end_to_end_second_stage_starts_from_and_references_pi_r(tiny_cfg, monkeypatch) -> None:
+    from harness import runs
+
+    calls = _spy_train_dpo(monkeypatch)
+    rec = runs.run(tiny_cfg("sacpo", FAST + ["method.beta_over_lambda=0.025"]))
+    assert rec["train"]["models_trained"] == 2
+    helpful, safe = calls
+    assert helpful["beta"] == 0.1 and helpful["ref"] is None and helpful["record"]["reference"] == "init"
+    assert safe["init"] == helpful["out"] and safe["ref"] is None  # reference = the stage-1 model π_r
+    assert safe["beta"] == 0.025 and safe["record"]["init"] == str(helpful["out"])
+    assert rec["train"]["extra"]["lambda"] == pytest.approx(4.0)
+    assert [t["stage"] for t in rec["train"]["trajectory"]] == ["helpful", "safe"]
+    assert math.isfinite(rec["results"]["safety"]["reward_mean"]["value"])
+
+
+def test_p_sacpo_end_to_end_merges_the_two_sacpo_models(tiny_cfg, monkeypatch) -> None:
+    import methods.p_sacpo as p_sacpo
+    from harness import runs
+
+    checked = []
+    real_merge = p_sacpo.merge_models
+
+    def checking_merge(a, b, q, out_dir, record):
+        out = real_merge(a, b, q, out_dir, record)
+        pa, pb, pm = _params(a), _params(b), _params(out)
+        assert not torch.equal(pa["model.embed_tokens.weight"], pb["model.embed_tokens.weight"])  # two different models
+        for k in pm:
+            assert torch.equal(pm[k], (1 - q) * pa[k] + q * pb[k]), k
+        checked.append(q)
+        return out
+
+    monkeypatch.setattr(p_sacpo, "merge_models", checking_merge)
+    rec = runs.run(tiny_cfg("p-sacpo", FAST + ["method.q=0.25"]))
+    assert checked == [0.25]
+    assert rec["train"]["models_trained"] == 2 and rec["train"]["extra"]["q"] == 0.25
+    assert [t["stage"] for t in rec["train"]["trajectory"]] == ["helpful", "safe", "merge"]
+    model_dir = Path(rec["config"]["runs_dir"]) / rec["run_id"] / "train" / "model"
+    assert json.loads((model_dir / "bench_train.json").read_text())["merge"]["q"] == 0.25
+
+
+def test_mocan_end_to_end_dual_relabel_dpo(tiny_cfg, monkeypatch) -> None:
+    from harness import runs
+
+    calls = _spy_train_dpo(monkeypatch)
+    rec = runs.run(tiny_cfg("mocan", FAST + ["method.samples_per_prompt=3", "method.utility=score", "method.threshold=0.0"]))
+    (dual,) = _stage_records(rec, "dual")
+    assert dual["dual_prompts"] == 4 and dual["samples_per_prompt"] == 3
+    assert isinstance(dual["converged"], bool) and dual["iterations"] >= 1 and math.isfinite(dual["lambda"]) and dual["lambda"] >= 0
+    (relabel_rec,) = _stage_records(rec, "relabel")
+    (call,) = calls
+    assert call["ref"] is None and call["init"] == call["record"]["init"] and call["n_pairs"] == relabel_rec["pairs"] == 4
+    rows = [json.loads(line) for line in Path(rec["train"]["extra"]["relabel"]["path"]).read_text().splitlines()]
+    assert len(rows) == 4 and sum(r["swapped"] for r in rows) == relabel_rec["swapped"]
+    assert all(r["swapped"] == (not r["u"] < r["p_keep"]) for r in rows)
+    assert [(p.chosen, p.rejected) for p in call["pairs"]] == [(r["chosen"], r["rejected"]) for r in rows]
+    assert rec["train"]["models_trained"] == 1
+
+
+def test_mocan_fixed_lambda_skips_the_dual(tiny_cfg) -> None:
+    from harness import runs
+
+    rec = runs.run(tiny_cfg("mocan", FAST + ["method.lambda_=3.0"]))
+    (dual,) = _stage_records(rec, "dual")
+    assert dual == {"stage": "dual", "lambda": 3.0, "fixed_lambda": True}
+    assert rec["train"]["extra"]["lambda"] == 3.0
+
+
+def test_pecan_end_to_end_three_models(tiny_cfg, monkeypatch) -> None:
+    from harness import runs
+
+    calls = _spy_train_dpo(monkeypatch)
+    rec = runs.run(tiny_cfg("pecan", FAST + ["method.samples_per_prompt=2", "method.margin=0.0", "method.beta_in_relabel=true"]))
+    assert rec["train"]["models_trained"] == 3
+    assert [c["run_name"] for c in calls] == ["pecan-pi_r", "pecan-pi_g", "pecan"]
+    assert all(c["ref"] is None and c["record"]["reference"] == "init" for c in calls)
+    assert calls[0]["init"] == calls[1]["init"] == calls[2]["init"]  # all three start from π_ref
+    (dual,) = _stage_records(rec, "dual")
+    assert isinstance(dual["converged"], bool) and math.isfinite(dual["lambda"]) and dual["lambda"] >= 0
+    assert math.isfinite(dual["kl_ref_pi_g"]) and dual["dual_prompts"] == 4
+    assert rec["train"]["extra"]["beta_in_relabel"] is True
+    rows = [json.loads(line) for line in Path(rec["train"]["extra"]["relabel"]["path"]).read_text().splitlines()]
+    assert len(rows) == calls[2]["n_pairs"] == 4
+
+
+def test_safedpo_end_to_end_transform_and_margins(tiny_cfg, monkeypatch) -> None:
+    from harness import runs
+
+    calls = _spy_train_dpo(monkeypatch)
+    rec = runs.run(tiny_cfg("safedpo", FAST + ["method.delta=2.0", "data.max_train_pairs=8"]))  # 8 pairs: one swap
+    (transform,) = _stage_records(rec, "transform")
+    (call,) = calls
+    assert call["n_pairs"] == transform["pairs_used"] == transform["total"] - transform["dropped_both_unsafe"] - transform["dropped_unlabelled"]
+    assert all(p.chosen_safe for p in call["pairs"])  # the preferred response is always safe after T
+    assert transform["swapped"] + transform["kept_safe_unsafe"] >= 1  # at least one margin is active
+    assert call["margins"] == [-2.0 if not p.rejected_safe else 0.0 for p in call["pairs"]]
+    assert call["record"]["margins"] is True and rec["train"]["models_trained"] == 1
+
+
+def test_configs_refuse_bad_values() -> None:
+    from methods.mocan import MoCAN, MoCANConfig
+    from methods.p_sacpo import PSACPO, PSACPOConfig
+    from methods.sacpo import SACPO, SACPOConfig
+    from methods.safedpo import SafeDPO, SafeDPOConfig
+
+    for make in (lambda: SACPO(SACPOConfig(lambda_=0.0)), lambda: SACPO(SACPOConfig(beta_over_lambda=-1.0)),
+                 lambda: PSACPO(PSACPOConfig(q=1.5)), lambda: MoCAN(MoCANConfig(utility="other")),
+                 lambda: MoCAN(MoCANConfig(on_infeasible="ignore")), lambda: SafeDPO(SafeDPOConfig(delta=-1.0))):
+        with pytest.raises(BenchError):
+            make()
+    assert SACPOConfig(lambda_=4.0).temperatures(0.1) == (0.1, pytest.approx(0.025))

@@ -1,0 +1,132 @@
+"""Runs end to end on the tiny profile: stages, results record, cache, resume after a kill, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness import runs
+from harness.cli import app
+from harness.registries import METHODS
+from harness.store import list_runs
+from methods.base import TrainResult
+
+CALLS = {"train": 0}
+
+
+@dataclass
+class _CountingConfig:
+    note: str = "x"  # unused; proves method sections validate
+
+
+class CountingMethod:
+    """Returns the SFT policy unchanged but counts how often training ran."""
+
+    name = "counting"
+    config_class = _CountingConfig
+
+    def __init__(self, config):
+        self.config = config
+
+    def train(self, ctx):
+        CALLS["train"] += 1
+        ctx.log({"iteration": 1, "lambda": 1.0})
+        return TrainResult(model_path=None, models_trained=0, networks_held=["policy"])
+
+
+if "counting" not in METHODS:
+    METHODS.register("counting", CountingMethod, builtin=False)
+
+
+def test_sft_tiny_run_writes_record_and_store(tiny_cfg):
+    cfg = tiny_cfg("sft")
+    rec = runs.run(cfg)
+    run_dir = Path(cfg.runs_dir) / rec["run_id"]
+    for f in ("config.yaml", "results.json", "generate/generations.json", "score/scores.json", "metrics/metrics.json"):
+        assert (run_dir / f).exists(), f
+    gens = json.loads((run_dir / "generate/generations.json").read_text())
+    assert len(gens) == cfg.data.max_eval_prompts and all("response" in g for g in gens)
+    s = rec["results"]["safety"]
+    assert s["n_prompts"] == len(gens)
+    for k in ("reward_mean", "cost_mean", "unsafe_rate"):
+        assert s[k]["ci_low"] <= s[k]["value"] <= s[k]["ci_high"]
+    assert rec["schema_version"] == "1.0" and rec["stages"]["train"]["wall_s"] >= 0
+    assert rec["stages"]["generate"]["peak_rss_mb"] > 0
+    assert "mc1" in rec["results"]["truthfulqa"]
+    (row,) = list_runs(cfg.runs_dir)
+    assert row["status"] == "finished" and row["results"]["run_id"] == rec["run_id"]
+    # same config again: returns the stored record without running anything
+    assert runs.run(cfg)["date"] == rec["date"]
+
+
+def test_resume_after_kill_skips_finished_stages(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg("counting")
+    CALLS["train"] = 0
+    real = runs.Stage.finish
+
+    def die_in_generate(self, info):
+        if self.name == "generate":
+            raise KeyboardInterrupt  # the process is killed while generating
+        return real(self, info)
+
+    monkeypatch.setattr(runs.Stage, "finish", die_in_generate)
+    with pytest.raises(KeyboardInterrupt):
+        runs.run(cfg)
+    rid = runs.run_id(cfg)
+    assert list_runs(cfg.runs_dir)[0]["status"] == "interrupted"
+    marker = Path(cfg.runs_dir) / rid / "train" / "done.json"
+    before = marker.read_text()
+    monkeypatch.setattr(runs.Stage, "finish", real)
+    rec = runs.run(runs.load_run_config(cfg.runs_dir, rid))  # `bench run --resume RUN_ID`
+    assert CALLS["train"] == 1, "training must not be redone"
+    assert marker.read_text() == before
+    assert rec["train"]["trajectory"] == [{"iteration": 1, "lambda": 1.0}]
+
+
+def test_cli_run_twice_second_is_cached(tmp_path, data_dir):
+    runner = CliRunner()
+    args = ["run", "--method", "sft", "--profile", "tiny", "--runs-dir", str(tmp_path), "--data-dir", str(data_dir)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0 and "finished earlier (cached)" in second.output
+    listing = runner.invoke(app, ["runs", "--runs-dir", str(tmp_path)])
+    assert "finished" in listing.output
+
+
+@pytest.mark.parametrize("args,match", [
+    (["run", "--method", "nope", "--profile", "tiny"], "unknown method 'nope'"),
+    (["run", "--profile", "tiny", "--set", "train.lr=1"], "unknown config key 'train.lr'"),
+    (["run", "--profile", "tiny", "--set", "seed=abc"], "is not an int"),
+    (["run", "--profile", "tiny", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+    (["data", "show", "pku-saferlhf", "--data-dir", "/nonexistent/dir"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, match, tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "harness.cli", *args, "--runs-dir", str(tmp_path)] if args[0] == "run" else [sys.executable, "-m", "harness.cli", *args],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and match in lines[0], out.stderr
+
+
+def test_malformed_dataset_keeps_finished_runs(tmp_path, tiny_cfg, data_dir):
+    """A bad data file fails the new run with exit 2 and leaves earlier results untouched."""
+    import subprocess
+    import sys
+
+    cfg = tiny_cfg("sft")
+    rec = runs.run(cfg)
+    bad = tmp_path / "bad" / "pku_saferlhf"
+    bad.mkdir(parents=True)
+    (bad / "rows.jsonl").write_text('{"prompt": "x", "response_0": "a"}\n')
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--profile", "tiny", "--runs-dir", cfg.runs_dir, "--data-dir", str(tmp_path / "bad")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "rows.jsonl, row 0, field 'response_1': missing column" in out.stderr
+    assert (Path(cfg.runs_dir) / rec["run_id"] / "results.json").exists()
