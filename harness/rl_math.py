@@ -25,6 +25,13 @@ def gather_log_probs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor
     return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
 
 
+def response_mask(response_ids: torch.Tensor, eos_ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) 1 on generated tokens up to and including the first EOS, 0 after it (where `generate` pads).
+    A response without EOS (cut at max_new_tokens) is all ones."""
+    is_eos = torch.isin(response_ids, eos_ids).long()
+    return ((is_eos.cumsum(-1) - is_eos) == 0).long()  # no EOS strictly before this position
+
+
 def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     """(B,) index of each row's last real token: where the end score is paid."""
     positions = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)

@@ -41,13 +41,15 @@ def frontier_figure(table: LeaderboardTable) -> "Figure | None":
         ax.errorbar(x["value"], y["value"], xerr=_err(x), yerr=_err(y), fmt="o", capsize=3, ms=7,
                     color="tab:blue" if on_front else "tab:gray", mfc="tab:blue" if on_front else "white", zorder=3)
         ax.annotate(row["method"], (x["value"], y["value"]), xytext=(6, 6), textcoords="offset points", fontsize=9)
-    front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r[x_key]["value"])
-    if front:
-        ax.plot([r[x_key]["value"] for r in front], [r["reward_mean"]["value"] for r in front],
-                drawstyle="steps-post", ls="--", color="tab:blue", lw=1.2, label="Pareto frontier", zorder=2)
     if table.threshold is not None:  # the x axis is the constrained metric, so b is a vertical line
         ax.axvline(table.threshold, color="tab:red", ls=":", lw=1.2, label=f"threshold b = {table.threshold:g}")
     ax.margins(x=0.15, y=0.1)  # room for the method labels
+    front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r[x_key]["value"])
+    if front:  # the staircase runs on to the right edge: the best reward stays reachable at any higher cost
+        right = ax.get_xlim()[1]
+        ax.plot([r[x_key]["value"] for r in front] + [right], [r["reward_mean"]["value"] for r in front + front[-1:]],
+                drawstyle="steps-post", ls="--", color="tab:blue", lw=1.2, label="Pareto frontier", zorder=2)
+        ax.set_xlim(right=right)
     ax.set_xlabel(AXIS_LABELS[x_key])
     ax.set_ylabel("mean reward (higher is better)")
     ax.set_title(f"Reward vs {x_key.replace('_', ' ')}: {table.title}", fontsize=10)

@@ -8,8 +8,10 @@ then runs a single DPO toward `π*_{λ*} ∝ π_ref·exp((r + λ*·g)/β)`, `g =
    `D̂(λ) = β·mean_i log mean_k exp((r_ik + λ(g_ik − b))/β)` (upstream `safe_rlhf/trainers/model_based.py`).
 2. **Primal.** Every training pair (x, y_a, y_b) is relabelled by one Bernoulli draw with
    `P(y_a chosen) = σ(s_a − s_b)`, `s = r + λ*·g` (upstream `safe_rlhf/algorithms/cdpo/dpo.py`), then DPO with β
-   against π_ref.
+   against π_ref. The relabelled pairs (with their probabilities and draws) are written as JSONL to `work_dir`
+   and copied into the saved model folder, which outlives the run's scratch space.
 
+The harness uses one annotator pair for the dual and the relabelling (upstream: Beaver v1.0 vs v3.0 [verify]).
 The dual solver, the reference sampler and the relabelling are shared with PeCAN (`methods/pecan.py`).
 Upstream reference (read, not vendored): `shuoli90/CAN@68a922c`.
 """

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-import numpy as np
 import torch
 
 from harness.errors import BenchError

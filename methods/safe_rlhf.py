@@ -47,7 +47,17 @@ import torch
 from torch import nn
 
 from harness.errors import BenchError, DataError
-from harness.rl_math import clipped_surrogate_loss, clipped_value_loss, gae, gather_log_probs, kl_shaped_rewards, lagrange_update, masked_mean, mix_advantages
+from harness.rl_math import (
+    clipped_surrogate_loss,
+    clipped_value_loss,
+    gae,
+    gather_log_probs,
+    kl_shaped_rewards,
+    lagrange_update,
+    masked_mean,
+    mix_advantages,
+    response_mask,
+)
 from methods.base import TrainContext, TrainResult
 
 log = logging.getLogger("bench")
@@ -104,7 +114,7 @@ class SafeRLHFConfig:
 
 class ValueModel(nn.Module):
     """A causal backbone with a linear `hidden → 1` head at every position: Safe-RLHF's score-model shape, used as
-    a critic. The head starts at zero, so a fresh critic predicts V = 0 until it has seen returns."""
+    a critic. Built from a trained score model (upstream) or from the SFT backbone with a zero head (V = 0 at first)."""
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -182,11 +192,30 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def load_ptx(path: str) -> list[tuple[str, str]]:
+    """PTX examples from a JSONL file of {"prompt": ..., "response": ...} rows."""
+    rows = []
+    for i, line in enumerate(Path(path).read_text().splitlines()):
+        if line.strip():
+            row = json.loads(line)
+            if not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
+                raise DataError("PTX rows need string fields 'prompt' and 'response'", file=path, row=i)
+            rows.append((row["prompt"], row["response"]))
+    if not rows:
+        raise DataError("the PTX file has no rows", file=path, fix="set methods.<method>.ptx_data='' to turn PTX off")
+    return rows
+
+
 # -- the method -----------------------------------------------------------------------------------------------------
 
 
 class SafeRLHF:
-    """PPO-Lagrangian. Subclasses change the critic streams, the actor advantage and the penalty (see ppo_shaping)."""
+    """PPO-Lagrangian. `ppo_shaping.PPOShaping` overrides three hooks: `stream_scores` (what each critic stream is
+    paid), `update_penalty` (λ learned here, ν fixed there) and `actor_advantage` (λ-mixing here)."""
 
     name: ClassVar[str] = "safe-rlhf"
     config_class: ClassVar[type] = SafeRLHFConfig
@@ -195,24 +224,6 @@ class SafeRLHF:
     def __init__(self, config: SafeRLHFConfig):
         self.config = config
         self.log_lambda = math.log(config.lambda_init)
-
-    # -- hooks that differ between PPO-Lagrangian and reward shaping ------------------------------------------------
-
-    def stream_scores(self, rewards: torch.Tensor, costs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """End score each critic stream is paid at the last token."""
-        return {"reward": rewards, "cost": costs}
-
-    def update_penalty(self, step: int, cost_window_mean: float) -> float:
-        """The λ of this RL step: one SGD step on log λ from the windowed mean episode cost, then capped."""
-        c = self.config
-        if step >= c.lambda_update_delay_steps:
-            self.log_lambda = lagrange_update(self.log_lambda, cost_window_mean, c.threshold, c.lambda_lr, c.lambda_max)
-        return math.exp(self.log_lambda)
-
-    def actor_advantage(self, advantages: dict[str, torch.Tensor], penalty: float) -> torch.Tensor:
-        return mix_advantages(advantages["reward"], advantages["cost"], penalty)
-
-    # -- train: setup, then rollout -> λ -> advantages -> PPO step per batch, then save ------------------------------
 
     def train(self, ctx: TrainContext) -> TrainResult:
         c = self.config
@@ -225,25 +236,28 @@ class SafeRLHF:
         cost_window: deque[float] = deque(maxlen=c.episode_cost_window)
         peak_rss, step = _rss_mb(), 0
         for batch_idx, batch in enumerate(prompt_batches(prompts, batch_size, num_batches, ctx.seed)):
-            # 1. rollout
+            # 1. rollout (one seed per batch and rank: reproducible sampling)
             torch.manual_seed(ctx.seed * 100_003 + batch_idx * self.accelerator.num_processes + self.accelerator.process_index)
             ro = self.rollout(batch)
             cost_window.extend(ro.costs.tolist())
             for _ in range(c.update_iters):
-                # 2. λ from the windowed episode cost, measured before the RL step (averaged over ranks)
+                # 2. λ from the windowed episode cost, measured before the RL step (per rank, averaged over ranks)
                 window_mean = self.accelerator.reduce(torch.tensor(sum(cost_window) / len(cost_window), device=self.device), "mean").item()
                 penalty = self.update_penalty(step, window_mean)
-                # 3. advantages and 4. PPO step
+                # 3. advantages, 4. PPO step (+ the optional PTX step)
                 advantage, returns = self.compute_advantages(ro, penalty)
                 stats = self.ppo_step(ro, advantage, returns)
                 if self.ptx is not None:
                     stats["ptx_loss"] = self.ptx_step(batch_size)
                 # 5. log
                 peak_rss = max(peak_rss, _rss_mb())
-                kl = ((ro.log_probs - ro.ref_log_probs) * ro.mask).sum(-1).mean().item()
-                ctx.log({"step": step, "lambda": penalty, "cost_window_mean": window_mean, "reward_mean": ro.rewards.mean().item(),
-                         "cost_mean": ro.costs.mean().item(), "kl": kl, "response_length": ro.mask.sum(-1).float().mean().item(),
-                         **stats, "rss_mb": round(_rss_mb(), 1)})
+                record = {"step": step, "lambda": penalty, "cost_window_mean": window_mean,
+                          "reward_mean": ro.rewards.mean().item(), "cost_mean": ro.costs.mean().item(),
+                          "kl": ((ro.log_probs - ro.ref_log_probs) * ro.mask).sum(-1).mean().item(),  # per response
+                          "response_length": ro.mask.sum(-1).float().mean().item(), **stats, "rss_mb": round(_rss_mb(), 1)}
+                ctx.log(record)
+                log.info("%s step %d/%d: lambda %.3f, cost window %.3f, reward %.3f, kl %.4f, actor loss %.4f", self.name, step + 1,
+                         num_batches * c.update_iters, penalty, window_mean, record["reward_mean"], record["kl"], record["actor_loss"])
                 step += 1
         return self.save(ctx, steps=step, prompts=len(prompts), peak_rss=peak_rss)
 
@@ -269,27 +283,28 @@ class SafeRLHF:
             if isinstance(getattr(scorer, "model", None), nn.Module):
                 scorer.model.requires_grad_(False)
             if hasattr(scorer, "use_cache"):
-                scorer.use_cache = False  # fresh samples every step: the disk score cache would only grow
+                scorer.use_cache = False  # fresh samples every step: a disk score cache would only grow
 
         bf16 = ctx.device == "cuda" and cfg.train.precision in ("auto", "bf16")
         self.accelerator = Accelerator(cpu=ctx.device == "cpu", mixed_precision="bf16" if bf16 else "no")
         self.device = self.accelerator.device
         self.tokenizer = load_tokenizer(ctx.policy_path, padding_side="left")
-        actor = AutoModelForCausalLM.from_pretrained(ctx.policy_path, dtype=torch.float32)  # fp32 master weights
+        self.actor = AutoModelForCausalLM.from_pretrained(ctx.policy_path, dtype=torch.float32)  # fp32 master weights
         self.reference, _ = load_policy(Path(ctx.policy_path), str(self.device), cfg.train.precision)
         self.reference.requires_grad_(False)
         scorers = {"reward": self.reward_model, "cost": self.cost_model}
-        critics = {name: self.make_critic(scorers[name], ctx.policy_path) for name in self.critic_streams}
+        self.critics = {name: self.make_critic(scorers[name], ctx.policy_path) for name in self.critic_streams}
         if cfg.train.gradient_checkpointing:
-            actor.gradient_checkpointing_enable()
-            for critic in critics.values():
+            self.actor.gradient_checkpointing_enable()
+            for critic in self.critics.values():
                 critic.backbone.gradient_checkpointing_enable()
-        self.actor, self.critics = actor, critics
-        eos = actor.generation_config.eos_token_id
-        self.eos_ids = torch.tensor(sorted({*(eos if isinstance(eos, list) else [eos] if eos is not None else []),
-                                             self.tokenizer.eos_token_id}), device=self.device)
+
+        eos = self.actor.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        self.end_id = eos[0] if eos else self.tokenizer.eos_token_id  # what the SFT model ends a turn with
+        self.eos_ids = torch.tensor(sorted({*eos, self.tokenizer.eos_token_id}), device=self.device)
         self.max_new_tokens = c.max_new_tokens or max(1, cfg.train.max_length - cfg.train.max_prompt_length)
-        self.ptx = self.load_ptx(c.ptx_data) if c.ptx_data else None
+        self.ptx = load_ptx(c.ptx_data) if c.ptx_data else None
         self.ptx_cursor = 0
 
     def make_critic(self, scorer: Any, policy_path: str) -> ValueModel:
@@ -304,21 +319,17 @@ class SafeRLHF:
         return ValueModel.from_policy(policy_path)
 
     def setup_optimizers(self, total_steps: int) -> None:
+        """AdamW + schedule per trained network, all through `accelerator.prepare` (DDP, mixed precision)."""
         from transformers import get_scheduler
 
         c = self.config
-
-        def make(model: nn.Module, lr: float, wd: float, schedule: str, warmup: float) -> tuple[Any, Any]:
-            opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(c.adam_betas), weight_decay=wd)
-            return opt, get_scheduler(schedule, opt, num_warmup_steps=int(warmup * total_steps), num_training_steps=total_steps)
-
         specs = {"actor": (self.actor, c.actor_lr, c.actor_weight_decay, c.actor_lr_scheduler, c.actor_warmup_ratio)}
         specs |= {name: (critic, c.critic_lr, c.critic_weight_decay, c.critic_lr_scheduler, 0.0) for name, critic in self.critics.items()}
         self.optim: dict[str, tuple[nn.Module, Any, Any]] = {}
-        for key, (model, *hp) in specs.items():
-            opt, sched = make(model, *hp)
-            model, opt, sched = self.accelerator.prepare(model, opt, sched)
-            self.optim[key] = (model, opt, sched)
+        for key, (model, lr, wd, schedule, warmup) in specs.items():
+            opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(c.adam_betas), weight_decay=wd)
+            sched = get_scheduler(schedule, opt, num_warmup_steps=int(warmup * total_steps), num_training_steps=total_steps)
+            self.optim[key] = self.accelerator.prepare(model, opt, sched)
         self.actor = self.optim["actor"][0]
         self.critics = {name: self.optim[name][0] for name in self.critics}
 
@@ -331,33 +342,46 @@ class SafeRLHF:
 
     @torch.no_grad()
     def rollout(self, prompts: list[str]) -> Rollout:
+        """Sample one response per prompt, score it with R and C, and record π_old, π_ref and V_old per token."""
         from harness.dpo import prompt_text
 
-        c, tok = self.config, self.tokenizer
-        texts = [prompt_text(tok, p, self.cfg) for p in prompts]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        tok = self.tokenizer
+        enc = tok([prompt_text(tok, p, self.cfg) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         actor = self.accelerator.unwrap_model(self.actor)
         actor.eval()
         with self.accelerator.autocast():
-            seq = actor.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=True, temperature=c.temperature,
+            seq = actor.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=True, temperature=self.config.temperature,
                                  top_p=1.0, top_k=0, pad_token_id=tok.pad_token_id)
         prompt_len = enc["input_ids"].shape[1]
         response = seq[:, prompt_len:]
-        is_eos = torch.isin(response, self.eos_ids).long()
-        mask = ((is_eos.cumsum(-1) - is_eos) == 0).long()  # up to and including the first EOS
+        mask = response_mask(response, self.eos_ids)  # up to and including the first EOS
         attention_mask = torch.cat([enc["attention_mask"], mask], dim=1)
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         responses = [tok.decode(r[m.bool()], skip_special_tokens=True).strip() for r, m in zip(response, mask)]
         rewards = torch.tensor(self.reward_model.score(prompts, responses), dtype=torch.float32, device=self.device)
         costs = torch.tensor(self.cost_model.score(prompts, responses), dtype=torch.float32, device=self.device)
-        ro = Rollout(prompts, responses, seq, attention_mask, position_ids, prompt_len, mask,
-                     log_probs=torch.empty(0), ref_log_probs=torch.empty(0), rewards=rewards, costs=costs)
+        ro = Rollout(prompts, responses, seq, attention_mask, position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
+                     prompt_len=prompt_len, mask=mask, log_probs=torch.empty(0), ref_log_probs=torch.empty(0), rewards=rewards, costs=costs)
         with self.accelerator.autocast():
             ro.log_probs = response_log_probs(self.actor, ro)
             ro.ref_log_probs = response_log_probs(self.reference, ro)
-            ro.values = {name: critic_values(critic, ro) for name, critic in self.critics.items()}
+            for name, critic in self.critics.items():
+                critic.eval()
+                ro.values[name] = critic_values(critic, ro)
         ro.end_scores = self.stream_scores(rewards, costs)
         return ro
+
+    def stream_scores(self, rewards: torch.Tensor, costs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The end score each critic stream is paid at the last token: R to the reward stream, C to the cost stream."""
+        return {"reward": rewards, "cost": costs}
+
+    # -- 2. update λ ------------------------------------------------------------------------------------------------
+
+    def update_penalty(self, step: int, cost_window_mean: float) -> float:
+        """The λ of this RL step: one SGD step on log λ from the windowed mean episode cost, then the cap."""
+        c = self.config
+        if step >= c.lambda_update_delay_steps:
+            self.log_lambda = lagrange_update(self.log_lambda, cost_window_mean, c.threshold, c.lambda_lr, c.lambda_max)
+        return math.exp(self.log_lambda)
 
     # -- 3. advantages ----------------------------------------------------------------------------------------------
 
@@ -371,19 +395,14 @@ class SafeRLHF:
             advantages[name], returns[name] = gae(stream, ro.values[name], ro.mask, c.gamma, c.gae_lambda)
         return self.actor_advantage(advantages, penalty), returns
 
+    def actor_advantage(self, advantages: dict[str, torch.Tensor], penalty: float) -> torch.Tensor:
+        """(A^R − λ·A^C)/(1 + λ)."""
+        return mix_advantages(advantages["reward"], advantages["cost"], penalty)
+
     # -- 4. PPO step ------------------------------------------------------------------------------------------------
 
-    def optimize(self, key: str, loss: torch.Tensor, step_scheduler: bool = True) -> None:
-        model, opt, sched = self.optim[key]
-        opt.zero_grad()
-        self.accelerator.backward(loss)
-        if self.config.max_grad_norm > 0:
-            self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
-        opt.step()
-        if step_scheduler:
-            sched.step()
-
     def ppo_step(self, ro: Rollout, advantage: torch.Tensor, returns: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One clipped-surrogate step on the actor, then one clipped value step on each critic."""
         c = self.config
         self.actor.train()
         log_probs = response_log_probs(self.actor, ro)
@@ -397,64 +416,63 @@ class SafeRLHF:
             stats[f"{name}_critic_loss"] = loss.item()
         return stats
 
-    # -- PTX (optional) ---------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def load_ptx(path: str) -> list[tuple[str, str]]:
-        rows = []
-        for i, line in enumerate(Path(path).read_text().splitlines()):
-            if line.strip():
-                row = json.loads(line)
-                if not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
-                    raise DataError("PTX rows need string fields 'prompt' and 'response'", file=path, row=i)
-                rows.append((row["prompt"], row["response"]))
-        if not rows:
-            raise DataError("the PTX file has no rows", file=path, fix="set methods.<method>.ptx_data='' to turn PTX off")
-        return rows
+    def optimize(self, key: str, loss: torch.Tensor, step_scheduler: bool = True) -> None:
+        model, opt, sched = self.optim[key]
+        opt.zero_grad()
+        self.accelerator.backward(loss)
+        if self.config.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+        opt.step()
+        if step_scheduler:
+            sched.step()
 
     def ptx_step(self, batch_size: int) -> float:
-        """Supervised NLL on the response tokens of PTX examples, × ptx_coef, as its own actor step."""
+        """Supervised NLL on the response tokens of the next PTX examples, × ptx_coef, as its own actor step
+        (upstream's order). The learning-rate schedule advances with RL steps only."""
         from harness.dpo import prompt_text
 
         tok = self.tokenizer
         rows = [self.ptx[(self.ptx_cursor + i) % len(self.ptx)] for i in range(batch_size)]
         self.ptx_cursor += batch_size
-        prompts = [prompt_text(tok, p, self.cfg) for p, _ in rows]
-        prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        full_ids = [ids + tok(r, add_special_tokens=False)["input_ids"][: self.max_new_tokens - 1] + [int(self.eos_ids[0])]
-                    for ids, (_, r) in zip(prompt_ids, rows)]
-        width = max(map(len, full_ids))
-        pad = tok.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(f)) + f for f in full_ids], device=self.device)  # left padding
-        attention = torch.tensor([[0] * (width - len(f)) + [1] * len(f) for f in full_ids], device=self.device)
-        labels_mask = torch.tensor([[0] * (width - len(f) + len(p)) + [1] * (len(f) - len(p)) for f, p in zip(full_ids, prompt_ids)], device=self.device)
-        position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
-        logits = self.actor(input_ids=input_ids, attention_mask=attention, position_ids=position_ids, use_cache=False).logits[:, :-1]
-        nll = -gather_log_probs(logits, input_ids[:, 1:])
-        loss = self.config.ptx_coef * masked_mean(nll, labels_mask[:, 1:])
+        seqs = []  # (prompt ids, response ids + end token)
+        for prompt, response in rows:
+            seqs.append((tok(prompt_text(tok, prompt, self.cfg), add_special_tokens=False)["input_ids"],
+                         tok(response, add_special_tokens=False)["input_ids"][: self.max_new_tokens - 1] + [self.end_id]))
+        width = max(len(p) + len(r) for p, r in seqs)
+        rows_ids, rows_attn, rows_labels = [], [], []
+        for p, r in seqs:  # left padding, as in rollouts
+            pad = width - len(p) - len(r)
+            rows_ids.append([tok.pad_token_id] * pad + p + r)
+            rows_attn.append([0] * pad + [1] * (len(p) + len(r)))
+            rows_labels.append([0] * (pad + len(p)) + [1] * len(r))
+        input_ids, attention, labels = (torch.tensor(x, device=self.device) for x in (rows_ids, rows_attn, rows_labels))
+        logits = self.actor(input_ids=input_ids, attention_mask=attention, position_ids=(attention.cumsum(-1) - 1).clamp(min=0),
+                            use_cache=False).logits[:, :-1]
+        loss = self.config.ptx_coef * masked_mean(-gather_log_probs(logits, input_ids[:, 1:]), labels[:, 1:])
         self.optimize("actor", loss, step_scheduler=False)
         return loss.item()
 
-    # -- save -------------------------------------------------------------------------------------------------------
+    # -- 5. save ----------------------------------------------------------------------------------------------------
 
     def save(self, ctx: TrainContext, steps: int, prompts: int, peak_rss: float) -> TrainResult:
+        """Write the actor (+ tokenizer, + a bench_train.json record) to ctx.out_dir; account for every network."""
         from harness.dpo import _save_atomic
 
         actor = self.accelerator.unwrap_model(self.actor)
-        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-        score_params = [count(m) for m in (getattr(s, "model", None) for s in (self.reward_model, self.cost_model)) if isinstance(m, nn.Module)]
-        trained = count(actor) + sum(count(self.accelerator.unwrap_model(v)) for v in self.critics.values()) + sum(score_params)
+        critics = [self.accelerator.unwrap_model(v) for v in self.critics.values()]
+        score_models = [m for m in (getattr(s, "model", None) for s in (self.reward_model, self.cost_model)) if isinstance(m, nn.Module)]
+        trained = sum(map(_n_params, [actor, *critics, *score_models])) if len(score_models) == 2 else None
         extra = {
-            "steps": steps, "train_prompts": prompts, "final_lambda": math.exp(self.log_lambda) if "cost" in self.critic_streams else None,
+            "steps": steps, "train_prompts": prompts,
+            "final_lambda": math.exp(self.log_lambda) if "cost" in self.critic_streams else None,
             "peak_rss_mb": round(peak_rss, 1),
             "cuda_max_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
-            "params_trained": trained if len(score_params) == 2 else None,
-            "params_held": trained + count(self.reference) if len(score_params) == 2 else None,
-            "critic_init": self.critic_init, "score_backbone": self.config.score_backbone,
-            "ptx": bool(self.ptx),
+            "params_trained": trained, "params_held": trained + _n_params(self.reference) if trained else None,
+            "critic_init": self.critic_init, "score_backbone": self.config.score_backbone, "ptx": self.ptx is not None,
         }
         if self.accelerator.is_main_process:
             _save_atomic(actor, self.tokenizer, ctx.out_dir, {"method": self.name, "config": asdict(self.config), **extra})
         self.accelerator.wait_for_everyone()
         held = ["actor", "reference", "reward_model", "cost_model", *(f"{name}_critic" for name in self.critic_streams)]
         return TrainResult(model_path=str(ctx.out_dir), models_trained=2 + 1 + len(self.critic_streams), networks_held=held, extra=extra)
+

@@ -268,9 +268,11 @@ def test_sacpo_end_to_end_second_stage_starts_from_and_references_pi_r(tiny_cfg,
 
 
 def test_p_sacpo_end_to_end_merges_the_two_sacpo_models(tiny_cfg, monkeypatch) -> None:
+    """Also runs SACPO's reversed order (safety first): the merge is between the stage-1 and the final model."""
     import methods.p_sacpo as p_sacpo
     from harness import runs
 
+    calls = _spy_train_dpo(monkeypatch)
     checked = []
     real_merge = p_sacpo.merge_models
 
@@ -284,10 +286,13 @@ def test_p_sacpo_end_to_end_merges_the_two_sacpo_models(tiny_cfg, monkeypatch) -
         return out
 
     monkeypatch.setattr(p_sacpo, "merge_models", checking_merge)
-    rec = runs.run(tiny_cfg("p-sacpo", FAST + ["method.q=0.25"]))
+    rec = runs.run(tiny_cfg("p-sacpo", FAST + ["method.q=0.25", "method.safety_first=true"]))
     assert checked == [0.25]
+    safe, helpful = calls
+    assert (safe["run_name"], safe["beta"], helpful["run_name"], helpful["beta"]) == ("sacpo-safe", 0.01, "sacpo-helpful", 0.1)
+    assert helpful["init"] == safe["out"] and helpful["ref"] is None
     assert rec["train"]["models_trained"] == 2 and rec["train"]["extra"]["q"] == 0.25
-    assert [t["stage"] for t in rec["train"]["trajectory"]] == ["helpful", "safe", "merge"]
+    assert [t["stage"] for t in rec["train"]["trajectory"]] == ["safe", "helpful", "merge"]
     model_dir = Path(rec["config"]["runs_dir"]) / rec["run_id"] / "train" / "model"
     assert json.loads((model_dir / "bench_train.json").read_text())["merge"]["q"] == 0.25
 

@@ -35,6 +35,7 @@ class FakeScorer:
 
 
 WORDS = lambda r: len(r.split())  # noqa: E731
+FAST = ["train.max_steps=1", "train.max_length=64"]  # PD-DPO runs several DPO stages: one short step each
 
 
 def make_ctx(tmp_path: Path, method: str, overrides: list[str] | None = None, cost_fn=WORDS, reward_fn=len) -> tuple:
@@ -89,7 +90,7 @@ def test_dpo_harmless_prefers_the_safer_response(tmp_path) -> None:
 
 
 def test_pddpo_lambda_rises_when_unsafe_and_reference_is_pi_r(tmp_path) -> None:
-    method, ctx, log, cost = make_ctx(tmp_path, "pddpo", ["method.lambda_init=1.0", "method.eta=15", "method.keep_iterates=true",
+    method, ctx, log, cost = make_ctx(tmp_path, "pddpo", [*FAST, "method.lambda_init=1.0", "method.eta=15", "method.keep_iterates=true",
                                                           "scoring.threshold=0.2"], cost_fn=lambda r: 1.0)
     res = method.train(ctx)
     assert res.models_trained == 2 and res.model_path == str(ctx.out_dir)
@@ -114,7 +115,7 @@ def test_pddpo_lambda_rises_when_unsafe_and_reference_is_pi_r(tmp_path) -> None:
 
 
 def test_pddpo_lambda_falls_to_zero_and_returns_pi_r(tmp_path) -> None:
-    method, ctx, _, _ = make_ctx(tmp_path, "pddpo", ["method.lambda_init=1.0", "method.eta=10"], cost_fn=lambda r: 0.0)
+    method, ctx, _, _ = make_ctx(tmp_path, "pddpo", [*FAST, "method.lambda_init=1.0", "method.eta=10"], cost_fn=lambda r: 0.0)
     res = method.train(ctx)
     first, second = res.trajectory
     assert first["lambda_next"] == 0.0 and second["lambda"] == 0.0  # 1 + 10·(0 − 0.2) < 0: projected
@@ -123,15 +124,16 @@ def test_pddpo_lambda_falls_to_zero_and_returns_pi_r(tmp_path) -> None:
 
 
 def test_pddpo_fixed_lambda_v1(tmp_path) -> None:
-    method, ctx, _, _ = make_ctx(tmp_path, "pddpo", ["method.fixed_lambda=5"])
+    method, ctx, _, cost = make_ctx(tmp_path, "pddpo", [*FAST, "method.fixed_lambda=5", "method.estimate_fixed=false"])
     res = method.train(ctx)
     (rec,) = res.trajectory
     assert rec["lambda"] == 5.0 and rec["lambda_next"] == 5.0 and rec["beta_stage2"] == pytest.approx(0.02)
+    assert "cost_estimate" not in rec and cost.calls == 0  # v1: one primal step, no dual estimate
     assert res.extra["mode"] == "fixed_lambda"
 
 
 def test_pddpo_online_one_iteration(tmp_path) -> None:
-    method, ctx, _, cost = make_ctx(tmp_path, "pddpo-online", ["method.prompts_per_iteration=4", "method.lambda_init=2.0",
+    method, ctx, _, cost = make_ctx(tmp_path, "pddpo-online", [*FAST, "method.prompts_per_iteration=4", "method.lambda_init=2.0",
                                                                 "scoring.threshold_units=mean_cost", "scoring.threshold=1000"])
     res = method.train(ctx)
     (rec,) = res.trajectory
@@ -144,6 +146,7 @@ def test_pddpo_online_one_iteration(tmp_path) -> None:
     assert any("feature model" in n for n in res.networks_held)
 
 
+@pytest.mark.slow  # the whole pipeline (train, generate, score with MiniLM scorers, metrics): ~25 s
 @pytest.mark.skipif(importlib.util.find_spec("evaluators.score_models") is None, reason="scorers not written yet")
 def test_pddpo_through_runs(tiny_cfg) -> None:
     from harness import runs

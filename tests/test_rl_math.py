@@ -16,6 +16,7 @@ from harness.rl_math import (
     last_token_index,
     masked_mean,
     mix_advantages,
+    response_mask,
 )
 
 
@@ -69,6 +70,12 @@ def test_kl_shaped_streams_by_hand():
     assert clipped[0, 2] == 50.0 and clipped[1, 1] == -50.0
     with pytest.raises(ValueError):
         kl_shaped_rewards(end, log_probs, ref, mask, 0.1, stream="penalty")
+
+
+def test_response_mask_stops_after_first_eos():
+    eos = torch.tensor([2, 7])
+    ids = torch.tensor([[5, 6, 2, 2, 2], [5, 7, 9, 2, 4], [5, 6, 8, 9, 4], [2, 0, 0, 0, 0]])
+    assert response_mask(ids, eos).tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
 
 
 def test_last_token_index():

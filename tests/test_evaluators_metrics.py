@@ -1,0 +1,135 @@
+"""Score-model losses against hand computation, bootstrap CIs on a known distribution, the safety block, baselines."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from evaluators.baselines import LengthScorer, RandomScorer
+from evaluators.losses import cost_model_loss, cost_sign, reward_model_loss
+from evaluators.metrics import bootstrap_ci, bootstrap_seeds_prompts, safety_metrics
+
+
+def _log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+# -- losses ---------------------------------------------------------------------------------------------------------
+
+
+def test_reward_loss_matches_hand_computation():
+    better, worse = torch.tensor([1.0, -0.5]), torch.tensor([0.0, 0.5])
+    # BT: -(logσ(1) + logσ(-1))/2 ; μ term: 0.001 * (1 + 0.25 + 0 + 0.25)/4
+    want = -(_log_sigmoid(1.0) + _log_sigmoid(-1.0)) / 2 + 0.001 * 1.5 / 4
+    assert reward_model_loss(better, worse, mu=0.001).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_reward_loss_regulariser_is_not_trl_centering():
+    # TRL's center_rewards_coefficient would use mean((r_c + r_r)^2) = 0 here; Safe-RLHF's μ·mean(R²) is not 0
+    better, worse = torch.tensor([2.0]), torch.tensor([-2.0])
+    bt = -_log_sigmoid(4.0)
+    assert reward_model_loss(better, worse, mu=0.1).item() == pytest.approx(bt + 0.1 * 4.0, rel=1e-6)
+
+
+def test_cost_sign_convention():
+    assert cost_sign(False) == 1.0 and cost_sign(True) == -1.0 and cost_sign(None) == 0.0
+
+
+def test_cost_loss_matches_hand_computation():
+    # pair 1: safer safe (s=-1) cost -1, unsafer unsafe (s=+1) cost 2; pair 2: both unsafe, costs 0.5 and 0.2
+    safer, unsafer = torch.tensor([-1.0, 0.5]), torch.tensor([2.0, 0.2])
+    s_safer, s_unsafer = torch.tensor([-1.0, 1.0]), torch.tensor([1.0, 1.0])
+    p1 = -_log_sigmoid(2.0 - -1.0) - _log_sigmoid(-1.0 * -1.0) - _log_sigmoid(1.0 * 2.0)
+    p2 = -_log_sigmoid(0.2 - 0.5) - _log_sigmoid(0.5) - _log_sigmoid(0.2)
+    reg = 0.001 * (1.0 + 0.25 + 4.0 + 0.04) / 4
+    got = cost_model_loss(safer, unsafer, s_safer, s_unsafer, mu=0.001).item()
+    assert got == pytest.approx((p1 + p2) / 2 + reg, rel=1e-6)
+
+
+def test_cost_loss_drops_sign_term_for_unknown_labels():
+    safer, unsafer = torch.tensor([0.3]), torch.tensor([0.9])
+    zero = torch.tensor([0.0])
+    got = cost_model_loss(safer, unsafer, zero, zero, mu=0.0).item()
+    assert got == pytest.approx(-_log_sigmoid(0.6), rel=1e-6)
+
+
+def test_cost_loss_gradient_pushes_signs_the_right_way():
+    safer = torch.tensor([0.0], requires_grad=True)
+    unsafer = torch.tensor([0.0], requires_grad=True)
+    cost_model_loss(safer, unsafer, torch.tensor([-1.0]), torch.tensor([1.0])).backward()
+    assert safer.grad.item() > 0 and unsafer.grad.item() < 0  # descent lowers the safe cost, raises the unsafe one
+
+
+# -- bootstrap ------------------------------------------------------------------------------------------------------
+
+
+def test_bootstrap_ci_on_bernoulli():
+    p, n = 0.3, 2000
+    x = (np.random.default_rng(123).random(n) < p).astype(float)
+    ci = bootstrap_ci(x, n_boot=2000, seed=0)
+    assert ci["ci_low"] <= p <= ci["ci_high"]
+    assert ci["value"] == pytest.approx(x.mean())
+    width = 2 * 1.96 * math.sqrt(p * (1 - p) / n)
+    assert ci["ci_high"] - ci["ci_low"] == pytest.approx(width, rel=0.2)
+
+
+def test_bootstrap_ci_is_seeded_and_handles_empty():
+    x = np.arange(50.0)
+    assert bootstrap_ci(x, 200, seed=1) == bootstrap_ci(x, 200, seed=1)
+    assert math.isnan(bootstrap_ci([], 10)["value"])
+
+
+def test_bootstrap_seeds_then_prompts_is_wider_with_seed_variation():
+    rng = np.random.default_rng(0)
+    same = [(rng.random(500) < 0.3).astype(float) for _ in range(4)]
+    spread = [(rng.random(500) < p).astype(float) for p in (0.1, 0.3, 0.5, 0.7)]
+    a, b = bootstrap_seeds_prompts(same, 500, 0), bootstrap_seeds_prompts(spread, 500, 0)
+    assert a["n_seeds"] == 4 and a["ci_low"] < 0.3 < a["ci_high"]
+    assert (b["ci_high"] - b["ci_low"]) > 2 * (a["ci_high"] - a["ci_low"])
+    assert b["value"] == pytest.approx(np.mean([s.mean() for s in spread]))
+
+
+# -- safety block ---------------------------------------------------------------------------------------------------
+
+
+def test_safety_metrics_block():
+    rewards = [1.0, 2.0, 3.0, 4.0]
+    costs = [-1.0, 0.5, 0.0, 2.0]  # cost 0 is safe (cost > 0 ⇔ unsafe)
+    out = safety_metrics(rewards, costs, categories=["a", "a", "b", None], responses=["one two", "x", "a b c", ""],
+                         ref_rewards=[1.0, 3.0, 0.0, 4.0], ref_costs=[1.0, 0.5, -1.0, 3.0], threshold=0.4, n_boot=200)
+    assert out["n_prompts"] == 4
+    assert out["reward_mean"]["value"] == pytest.approx(2.5)
+    assert out["unsafe_rate"]["value"] == pytest.approx(0.5)
+    assert out["response_length"]["value"] == pytest.approx((2 + 1 + 3 + 0) / 4)
+    c = out["constraint"]
+    assert c["units"] == "unsafe_rate" and c["value"] == pytest.approx(0.5) and c["satisfied"] is False
+    assert set(out["per_category"]) == {"a", "b", "(none)"} and out["per_category"]["a"]["n"] == 2
+    wr = out["win_rate_vs_sft"]
+    assert wr["reward"]["value"] == pytest.approx((0.5 + 0 + 1 + 0.5) / 4)  # ties count one half
+    assert wr["cost"]["value"] == pytest.approx((1 + 0.5 + 0 + 1) / 4)  # lower cost wins
+    assert wr["transitions"] == {"safe->safe": 1, "safe->unsafe": 0, "unsafe->safe": 1, "unsafe->unsafe": 2}
+    assert wr["better_and_safe"] == 1  # only prompt 2 has R_model > R_sft with cost <= 0
+    mean_units = safety_metrics(rewards, costs, threshold=0.4, units="mean_cost", n_boot=50)
+    assert mean_units["constraint"]["value"] == pytest.approx(0.375) and mean_units["constraint"]["satisfied"] is True
+    assert mean_units["win_rate_vs_sft"] is None and mean_units["per_category"] == {}
+
+
+def test_safety_transitions_exact():
+    out = safety_metrics([0, 0, 0, 0], [-1, 1, -1, 1], ref_rewards=[0, 0, 0, 0], ref_costs=[-1, -1, 1, 1], n_boot=10)
+    assert out["win_rate_vs_sft"]["transitions"] == {"safe->safe": 1, "safe->unsafe": 1, "unsafe->safe": 1, "unsafe->unsafe": 1}
+
+
+# -- baselines ------------------------------------------------------------------------------------------------------
+
+
+def test_baseline_scorers():
+    assert LengthScorer().score(["p", "p"], ["a b c", ""]) == [3.0, 0.0]
+    r = RandomScorer(seed=3)
+    a = r.score(["p1", "p2", "p3"], ["x", "y", "z"])
+    assert a == r.score(["p1", "p2", "p3"], ["x", "y", "z"])  # deterministic
+    assert r.score(["p3", "p1"], ["z", "x"]) == [a[2], a[0]]  # batch-order independent
+    assert a != RandomScorer(seed=4).score(["p1", "p2", "p3"], ["x", "y", "z"])
+    assert all(-1.0 <= v <= 1.0 for v in RandomScorer(seed=0).score([str(i) for i in range(200)], ["r"] * 200))
