@@ -57,6 +57,9 @@ def _convert_smollm2(target: Path) -> None:
     gguf = _smollm2_gguf()
     kw = dict(gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+    # The GGUF metadata names <|im_start|> as EOS; SmolLM2-Instruct ends every turn with <|im_end|> (id 2, as in the
+    # model config). Trainers append tokenizer.eos_token to responses, so it must be the real end-of-turn token.
+    tokenizer.eos_token = tokenizer.pad_token = "<|im_end|>"
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, **kw, quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True), dtype=torch.float32
     )
@@ -88,7 +91,7 @@ def _build_tiny_random(target: Path) -> None:
 
 
 BUILTIN_MODELS = {DEFAULT_MODEL: _convert_smollm2, "tiny-random": _build_tiny_random}
-BUILTIN_VERSIONS = {"tiny-random": 2}  # bump when a builder changes, so stale caches are not reused
+BUILTIN_VERSIONS = {DEFAULT_MODEL: 2, "tiny-random": 3}  # bump when a builder changes, so stale caches are not reused
 
 
 def builtin_cache_path(name: str) -> Path:
