@@ -319,13 +319,25 @@ def _dataset(pairs: Sequence["PreferencePair"], tokenizer: Any, max_length: int)
     return Dataset.from_list(rows)
 
 
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def _load_encoder(encoder: str, device: str):
     from transformers import AutoModelForSequenceClassification
 
     path = resolve_encoder(encoder)
     tokenizer = load_tokenizer(path, padding_side="right")
     try:
-        with suppress_seqcls_warning():
+        with suppress_seqcls_warning(), _quiet_transformers():  # the new head is "missing" by design
             model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
     except OSError as exc:
         raise BenchError(f"cannot load encoder '{encoder}': {str(exc).splitlines()[0]} (offline? pass a local folder)") from exc
@@ -382,6 +394,10 @@ def train_score_model(
         model=model, args=reward_config(settings, tmp / "trainer", device, cfg.train.precision), train_dataset=dataset,
         processing_class=tokenizer, data_collator=SignCollator(pad_token_id=tokenizer.pad_token_id), kind=kind, mu=settings.mu,
     )
+    if os.environ.get("BENCH_QUIET"):
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # no per-step dicts on stdout in quiet mode
     start = time.time()
     out = trainer.train()
     wall = time.time() - start
@@ -494,11 +510,14 @@ def scorer_folds(cfg: "RunConfig", kind: str, bundle: Any = None) -> tuple[Any, 
     return bundle, list(folds.get("scorer", [])), list(folds.get("eval", []))
 
 
+_EVAL_ONLY = ("max_eval_pairs", "eval_batch_size")  # settings that do not change the trained weights
+
+
 def cached_model_dir(cfg: "RunConfig", kind: str, name: str, settings: ScoreModelSettings, bundle: Any, train_pairs: Sequence["PreferencePair"]) -> Path:
     """`cache_dir()/scorers/<name>-<hash>`: the hash covers dataset, data source, the scorer fold's pairs, the
     training settings and the encoder's weights, so any change trains a new model and old ones stay valid."""
     key = json.dumps({"kind": kind, "dataset": cfg.dataset, "source": bundle.source, "pairs": pairs_hash(usable_pairs(train_pairs)),
-                      "settings": dataclasses.asdict(settings), "encoder": model_fingerprint(resolve_encoder(settings.encoder)),
+                      "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k not in _EVAL_ONLY}, "encoder": model_fingerprint(resolve_encoder(settings.encoder)),
                       "losses": "safe-rlhf-v1"}, sort_keys=True)
     return cache_dir() / "scorers" / f"{name}-{cfg.dataset}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 

@@ -68,13 +68,15 @@ class SafeRLHFConfig:
     """PPO-Lagrangian hyper-parameters; defaults are upstream's `scripts/ppo-lag.sh` (methods.md §3.4).
 
     Sizes left at 0 follow the run config, so one file scales from the tiny profile to 7B: prompts per rollout =
-    `train.batch_size` (upstream 16/device), rollouts = `train.max_steps` when set, else `train.epochs` passes over
-    the train prompts, new tokens = `train.max_length − train.max_prompt_length` (upstream: 512 in total).
+    `train.batch_size` (upstream 16/device), rollouts = `train.max_steps` when set, else `rollout_epochs` (or
+    `train.epochs`) passes over the train prompts, new tokens = `train.max_length − train.max_prompt_length`
+    (upstream: 512 in total). The profiles set the rest (configs/*.yaml, `methods.safe-rlhf`).
     """
 
     # rollout
     rollout_batch_size: int = field(default=0, metadata={"help": "prompts per rollout batch; 0 = train.batch_size (upstream 16/device)"})
-    num_rollout_batches: int = field(default=0, metadata={"help": "rollout batches; 0 = train.max_steps if > 0, else train.epochs passes over the prompts"})
+    num_rollout_batches: int = field(default=0, metadata={"help": "rollout batches; 0 = train.max_steps if > 0, else rollout_epochs passes over the prompts"})
+    rollout_epochs: float = field(default=0.0, metadata={"help": "passes over the train prompts when no batch count is set; 0 = train.epochs (upstream 1)"})
     max_new_tokens: int = field(default=0, metadata={"help": "response length cap; 0 = train.max_length − train.max_prompt_length"})
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature (upstream 1.0, top-p 1)"})
     update_iters: int = field(default=1, metadata={"help": "PPO steps per rollout batch (upstream 1)"})
@@ -180,7 +182,7 @@ def prompt_batches(prompts: list[str], batch_size: int, num_batches: int, seed: 
     """`num_batches` batches, reshuffling at every pass over the prompts (upstream: a shuffled dataloader)."""
     rng, order = random.Random(seed), []
     for _ in range(num_batches):
-        if len(order) < batch_size:
+        while len(order) < batch_size:  # fewer prompts than a batch: a batch may repeat a prompt
             perm = list(prompts)
             rng.shuffle(perm)
             order.extend(perm)
@@ -223,15 +225,17 @@ class SafeRLHF:
 
     def __init__(self, config: SafeRLHFConfig):
         self.config = config
-        self.log_lambda = math.log(config.lambda_init)
 
     def train(self, ctx: TrainContext) -> TrainResult:
+        """setup; then per rollout batch: rollout -> update λ -> advantages -> PPO step -> log; then save."""
         c = self.config
+        self.log_lambda = math.log(c.lambda_init)
         self.setup(ctx)
         prompts = self.train_prompts(ctx)
         batch_size = c.rollout_batch_size or ctx.cfg.train.batch_size
+        epochs = c.rollout_epochs or ctx.cfg.train.epochs
         num_batches = c.num_rollout_batches or (ctx.cfg.train.max_steps if ctx.cfg.train.max_steps > 0
-                                                else max(1, math.ceil(ctx.cfg.train.epochs * len(prompts) / batch_size)))
+                                                else max(1, math.ceil(epochs * len(prompts) / batch_size)))
         self.setup_optimizers(num_batches * c.update_iters)
         cost_window: deque[float] = deque(maxlen=c.episode_cost_window)
         peak_rss, step = _rss_mb(), 0

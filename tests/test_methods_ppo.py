@@ -47,6 +47,8 @@ def test_safe_rlhf_through_runs(tiny_cfg) -> None:
     assert train["networks_held"] == ["actor", "reference", "reward_model", "cost_model", "reward_critic", "cost_critic"]
     assert train["extra"]["critic_init"].startswith("copy of the score model")
     assert rec["stages"]["train"]["peak_rss_mb"] > 0 and train["extra"]["peak_rss_mb"] > 0
+    # six networks held, five trained (the frozen reference is the difference)
+    assert rec["stages"]["train"]["params_held"] - rec["stages"]["train"]["params_trained"] == rec["stages"]["generate"]["params_policy"]
 
     traj = train["trajectory"]
     assert [t["step"] for t in traj] == [0, 1]  # tiny: 2 rollout batches of 2 prompts, one PPO step each
@@ -84,11 +86,14 @@ def test_safe_rlhf_lambda_is_capped(tmp_path, tiny_cfg) -> None:
 def test_ppo_shaping_fixed_nu_one_critic_and_ptx(tmp_path, tiny_cfg) -> None:
     ptx = tmp_path / "ptx.jsonl"
     ptx.write_text("\n".join(json.dumps({"prompt": f"Name a number above {i}.", "response": str(i + 1)}) for i in range(3)))
-    cfg = tiny_cfg("ppo-shaping", ["method.cost_coef=0.5", f"method.ptx_data={ptx}"])
+    # R and C on MiniLM (the cpu profile's choice): another tokenizer, so the critic starts from the SFT backbone
+    cfg = tiny_cfg("ppo-shaping", ["method.cost_coef=0.5", f"method.ptx_data={ptx}", "method.score_backbone=minilm"])
     res, ctx, log = _train(tmp_path, cfg)
     assert res.models_trained == 4 and res.networks_held == ["actor", "reference", "reward_model", "cost_model", "reward_critic"]
+    assert res.extra["critic_init"].startswith("SFT policy backbone")
     assert [t["step"] for t in log] == [0, 1]
     assert all(STEP_KEYS <= set(t) and "cost_critic_loss" not in t for t in log)
     assert all(t["lambda"] == 0.5 for t in log), "ν must stay fixed"
+    assert all(math.isfinite(t["reward_critic_loss"]) for t in log)
     assert all(math.isfinite(t["ptx_loss"]) and t["ptx_loss"] > 0 for t in log) and res.extra["ptx"]
     assert (_flat(ctx.policy_path) - _flat(res.model_path)).abs().max() > 0, "the actor did not change"
