@@ -20,7 +20,6 @@ and the allenai truth judges are the standard; this is not.
 from __future__ import annotations
 
 import copy
-
 import hashlib
 import math
 from functools import lru_cache
@@ -72,6 +71,7 @@ def continuation_ids(tokenizer: Any, context: str, continuation: str) -> tuple[l
 
 
 def _shared_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix every sequence starts with."""
     first = seqs[0]
     n = min(len(x) for x in seqs)
     for x in seqs[1:]:
@@ -97,41 +97,41 @@ def _padded(rows: list[list[int]], masks: list[list[int]], pad: int, device: Any
 
 @torch.no_grad()
 def answer_logprobs(model: Any, tokenizer: Any, contexts: Sequence[str], answers: Sequence[str], batch_size: int = 16,
-                    shared_prefix: str | None = QA_PRIMER) -> list[float]:
+                    share_prefix: bool = True) -> list[float]:
     """Σ log p(answer tokens | context) for each (context, " " + answer), batched (longest first) with a progress bar.
 
-    Every context starts with the same primer (~150 of ~180 context tokens), so when all sequences of a batch start
-    with `shared_prefix`'s tokens, the primer runs once (batch 1) and its KV cache is repeated across the batch:
-    the same log-probs at a fraction of the compute. Batches that do not share it run in full.
+    With `share_prefix`, the token prefix common to every context (for MC: the six-example primer, ~150 of ~180
+    context tokens) runs once; each batch continues from a copy of its KV cache, repeated across the batch. Same
+    log-probs (causal attention: the prefix never sees what follows), several times less compute.
     """
     items = [continuation_ids(tokenizer, c, " " + a) for c, a in zip(contexts, answers)]
+    if not items:
+        return []
     order = sorted(range(len(items)), key=lambda i: -(len(items[i][0]) + len(items[i][1])))
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    prefix = tokenizer(shared_prefix, add_special_tokens=False)["input_ids"] if shared_prefix else []
+    n = _shared_prefix_len([ctx for ctx, _ in items]) if share_prefix else 0  # never reaches a scored token
     was_training = model.training
     model.eval()
+    head = model(input_ids=torch.tensor([items[0][0][:n]], device=device), use_cache=True) if n else None
     out = [0.0] * len(items)
     with progress_bar("TruthfulQA MC log-probs", total=len(items)) as bar:
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
-            seqs = [items[i][0] + items[i][1] for i in idx]
-            masks = [[0] * len(items[i][0]) + [1] * len(items[i][1]) for i in idx]
-            n = len(prefix)
-            if n and all(len(x) > n and x[:n] == prefix and not any(m[:n]) for x, m in zip(seqs, masks)):
-                head = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
-                cache = head.past_key_values
-                cache.batch_repeat_interleave(len(idx))
-                ids, attn, mask = _padded([x[n:] for x in seqs], [m[n:] for m in masks], pad, device)
-                prefix_attn = torch.ones((len(idx), n), dtype=attn.dtype, device=device)
-                tail = model(input_ids=ids, attention_mask=torch.cat([prefix_attn, attn], 1), past_key_values=cache, use_cache=True).logits
-                # the primer's last logit predicts the first suffix token: prepend it, and its token, before scoring
-                logits = torch.cat([head.logits[:, -1:].expand(len(idx), 1, -1).to(tail.dtype), tail], 1)
-                labels = torch.cat([torch.full((len(idx), 1), prefix[-1], device=device), ids], 1)
-                lps = sequence_logps(logits, labels, torch.cat([torch.zeros_like(mask[:, :1]), mask], 1))
-            else:
-                ids, attn, mask = _padded(seqs, masks, pad, device)
+            seqs = [items[i][0][n:] + items[i][1] for i in idx]
+            masks = [[0] * (len(items[i][0]) - n) + [1] * len(items[i][1]) for i in idx]
+            ids, attn, mask = _padded(seqs, masks, pad, device)
+            if head is None:
                 lps = sequence_logps(model(input_ids=ids, attention_mask=attn, use_cache=False).logits, ids, mask)
+            else:
+                cache = copy.deepcopy(head.past_key_values)
+                cache.batch_repeat_interleave(len(idx))
+                full_attn = torch.cat([torch.ones((len(idx), n), dtype=attn.dtype, device=device), attn], 1)
+                tail = model(input_ids=ids, attention_mask=full_attn, past_key_values=cache, use_cache=True).logits
+                # the prefix's last logit predicts the first suffix token: prepend it (and that token) before scoring
+                logits = torch.cat([head.logits[:, -1:].expand(len(idx), 1, -1).to(tail.dtype), tail], 1)
+                labels = torch.cat([torch.full((len(idx), 1), items[0][0][n - 1], device=device), ids], 1)
+                lps = sequence_logps(logits, labels, torch.cat([torch.zeros_like(mask[:, :1]), mask], 1))
             for i, lp in zip(idx, lps.float().cpu().tolist()):
                 out[i] = lp
             bar.advance(len(idx))

@@ -100,6 +100,21 @@ class Stage:
     def info(self) -> dict[str, Any]:
         return read_json(self.marker)
 
+    def run(self, note: Callable[[str, str], None], work: Callable[[Path], tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+        """Unless done: `work(stage_dir) -> (artifacts, info)` under a StageMonitor; each artifact is written
+        atomically as JSON, then the marker (wall time, memory, info). Returns the marker's content."""
+        if self.done:
+            note(self.name, "skipped (done)")
+            return self.info()
+        note(self.name, "running")
+        self.start()
+        with StageMonitor() as mon:
+            artifacts, info = work(self.dir)
+        for name, obj in artifacts.items():
+            write_json(self.dir / name, obj)
+        self.finish({**mon.record, **info})
+        return self.info()
+
 
 # -- services handed to methods --------------------------------------------------------------------
 
@@ -216,78 +231,56 @@ def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> d
     tracker = make_tracker(cfg, rid)
     stages: dict[str, Any] = {}
     try:
-        # 1. train --------------------------------------------------------------------------------
-        st = Stage(run_dir, "train")
-        if st.done:
-            note("train", "skipped (done)")
-        else:
-            note("train", "running")
-            st.start()
+        # 1. train: the method turns the SFT policy into the aligned one ----------------------------
+        def train_stage(stage_dir: Path) -> tuple[dict, dict]:
             trajectory: list[dict[str, Any]] = []
-            ctx = build_context(cfg, st.dir, services, policy_path, tracker, trajectory)
-            with StageMonitor() as mon:
-                result = method_cls(mcfg).train(ctx)
-            if not result.trajectory:
-                result.trajectory = trajectory
-            shutil.rmtree(st.dir / "work", ignore_errors=True) if result.model_path is None or not str(result.model_path).startswith(str(st.dir / "work")) else None
-            st.finish({**mon.record, "result": asdict(result), "method_config": asdict(mcfg)})
-        train = st.info()
+            ctx = build_context(cfg, stage_dir, services, policy_path, tracker, trajectory)
+            result = method_cls(mcfg).train(ctx)
+            result.trajectory = result.trajectory or trajectory
+            if result.model_path is None or not str(result.model_path).startswith(str(stage_dir / "work")):
+                shutil.rmtree(stage_dir / "work", ignore_errors=True)  # scratch models; the final one is in model/
+            return {}, {"result": asdict(result), "method_config": asdict(mcfg)}
+
+        train = Stage(run_dir, "train").run(note, train_stage)
         stages["train"] = {k: v for k, v in train.items() if k not in ("result", "method_config")}
         model_path = train["result"]["model_path"] or policy_path
 
-        # 2. generate -----------------------------------------------------------------------------
-        st = Stage(run_dir, "generate")
+        # 2. generate: responses to the evaluation prompts ----------------------------------------------
         params = services.sampling()
-        if st.done:
-            note("generate", "skipped (done)")
-        else:
-            note("generate", "running")
-            st.start()
+
+        def generate_stage(stage_dir: Path) -> tuple[dict, dict]:
             from harness.generation import cached_generate
 
-            with StageMonitor() as mon:
-                gen = services.generator(Path(model_path))
-                responses, hit = cached_generate(gen, [p.prompt for p in prompts], params, cfg.generation.cache)
-                params_policy = sum(p.numel() for p in gen.model.parameters()) if hasattr(gen, "model") and hasattr(gen.model, "parameters") else None
+            gen = services.generator(Path(model_path))
+            responses, hit = cached_generate(gen, [p.prompt for p in prompts], params, cfg.generation.cache)
+            model = getattr(gen, "model", None)
             rows = [{"prompt": p.prompt, "category": p.category, "response": r} for p, r in zip(prompts, responses)]
-            write_json(st.dir / "generations.json", rows)
-            st.finish({**mon.record, "cache_hit": hit, "backend": gen.name, "backend_reason": getattr(gen, "backend_reason", ""),
-                       "model_fingerprint": model_fingerprint(model_path), "params_policy": params_policy})
-        gen_info = st.info()
-        stages["generate"] = gen_info
-        rows = read_json(st.dir / "generations.json")
+            return {"generations.json": rows}, {
+                "cache_hit": hit, "backend": gen.name, "backend_reason": getattr(gen, "backend_reason", ""),
+                "model_fingerprint": model_fingerprint(model_path),
+                "params_policy": sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else None}
 
-        # 3. score --------------------------------------------------------------------------------
-        st = Stage(run_dir, "score")
-        if st.done:
-            note("score", "skipped (done)")
-        else:
-            note("score", "running")
-            st.start()
-            with StageMonitor() as mon:
-                ps, rs = [r["prompt"] for r in rows], [r["response"] for r in rows]
-                rew, cost = services.scorer("reward"), services.scorer("cost")
-                rewards, costs = rew.score(ps, rs), cost.score(ps, rs)
-            write_json(st.dir / "scores.json", {"reward": rewards, "cost": costs})
-            st.finish({**mon.record, "reward": {"name": services.scorer_name("reward"), "fingerprint": rew.fingerprint},
-                       "cost": {"name": services.scorer_name("cost"), "fingerprint": cost.fingerprint, "is_binary": cost.is_binary}})
-        score_info = st.info()
+        gen_info = stages["generate"] = Stage(run_dir, "generate").run(note, generate_stage)
+        rows = read_json(run_dir / "generate" / "generations.json")
+
+        # 3. score: reward and cost of every response -------------------------------------------------
+        def score_stage(stage_dir: Path) -> tuple[dict, dict]:
+            ps, rs = [r["prompt"] for r in rows], [r["response"] for r in rows]
+            rew, cost = services.scorer("reward"), services.scorer("cost")
+            return {"scores.json": {"reward": rew.score(ps, rs), "cost": cost.score(ps, rs)}}, {
+                "reward": {"name": services.scorer_name("reward"), "fingerprint": rew.fingerprint},
+                "cost": {"name": services.scorer_name("cost"), "fingerprint": cost.fingerprint, "is_binary": cost.is_binary}}
+
+        score_info = Stage(run_dir, "score").run(note, score_stage)
         stages["score"] = {k: v for k, v in score_info.items() if k not in ("reward", "cost")}
-        scores = read_json(st.dir / "scores.json")
+        scores = read_json(run_dir / "score" / "scores.json")
 
-        # 4. metrics ------------------------------------------------------------------------------
-        st = Stage(run_dir, "metrics")
-        if st.done:
-            note("metrics", "skipped (done)")
-        else:
-            note("metrics", "running")
-            st.start()
-            with StageMonitor() as mon:
-                metrics = compute_metrics(cfg, bundle, services, rows, scores, score_info, policy_path, model_path)
-            write_json(st.dir / "metrics.json", metrics)
-            st.finish(mon.record)
-        stages["metrics"] = st.info()
-        metrics = read_json(st.dir / "metrics.json")
+        # 4. metrics: CIs, win rates vs SFT, TruthfulQA ------------------------------------------------
+        def metrics_stage(stage_dir: Path) -> tuple[dict, dict]:
+            return {"metrics.json": compute_metrics(cfg, bundle, services, rows, scores, score_info, policy_path, model_path)}, {}
+
+        stages["metrics"] = Stage(run_dir, "metrics").run(note, metrics_stage)
+        metrics = read_json(run_dir / "metrics" / "metrics.json")
 
         params_policy = gen_info.get("params_policy")
         result = train["result"]

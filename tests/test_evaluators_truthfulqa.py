@@ -81,17 +81,17 @@ def test_mc_metrics_on_tiny_model_match_hand_computation(tiny_model_path):
     assert got["prompt"] == "qa-primer"
 
 
-def test_shared_primer_cache_gives_the_full_computation(tiny_model_path):
+def test_prefix_cache_with_mixed_contexts(tiny_model_path):
     from evaluators.truthfulqa import answer_logprobs
     from harness.models import load_policy
 
     model, tok = load_policy(tiny_model_path, "cpu", "fp32")
     contexts = [mc_context("Why?"), mc_context("What is the capital of France, really?"), "Q: no primer here\nA:"]
     answers = ["Because.", "Paris is the capital.", "None."]
-    fast = answer_logprobs(model, tok, contexts[:2], answers[:2], batch_size=2)  # primer KV cache reused
-    full = answer_logprobs(model, tok, contexts[:2], answers[:2], batch_size=2, shared_prefix=None)
+    fast = answer_logprobs(model, tok, contexts[:2], answers[:2], batch_size=1)  # primer cache copied per batch
+    full = answer_logprobs(model, tok, contexts[:2], answers[:2], batch_size=2, share_prefix=False)
     assert fast == pytest.approx(full, abs=1e-4)
-    mixed = answer_logprobs(model, tok, contexts, answers, batch_size=3)  # one context lacks the primer: full path
+    mixed = answer_logprobs(model, tok, contexts, answers, batch_size=3)  # almost no common prefix left
     assert mixed[:2] == pytest.approx(full, abs=1e-4)
     assert mixed[2] == pytest.approx(_manual_logprob(model, tok, contexts[2], answers[2]), abs=1e-4)
 
