@@ -95,6 +95,19 @@ def _padded(rows: list[list[int]], masks: list[list[int]], pad: int, device: Any
     return ids.to(device), attn.to(device), mask.to(device)
 
 
+def _repeat_cache(cache: Any, n: int) -> Any:
+    """A fresh KV cache holding the prefix `n` times, leaving `cache` untouched for the next batch. Layers are copied
+    shallowly: repeating and appending replace their tensors, never modify them in place (a deepcopy of the whole
+    cache costs ~1 s on CPU for SmolLM2)."""
+    if not hasattr(cache, "layers"):
+        fresh = copy.deepcopy(cache)
+    else:
+        fresh = copy.copy(cache)
+        fresh.layers = [copy.copy(layer) for layer in cache.layers]
+    fresh.batch_repeat_interleave(n)
+    return fresh
+
+
 @torch.no_grad()
 def answer_logprobs(model: Any, tokenizer: Any, contexts: Sequence[str], answers: Sequence[str], batch_size: int = 16,
                     share_prefix: bool = True) -> list[float]:
@@ -124,8 +137,7 @@ def answer_logprobs(model: Any, tokenizer: Any, contexts: Sequence[str], answers
             if head is None:
                 lps = sequence_logps(model(input_ids=ids, attention_mask=attn, use_cache=False).logits, ids, mask)
             else:
-                cache = copy.deepcopy(head.past_key_values)
-                cache.batch_repeat_interleave(len(idx))
+                cache = _repeat_cache(head.past_key_values, len(idx))
                 full_attn = torch.cat([torch.ones((len(idx), n), dtype=attn.dtype, device=device), attn], 1)
                 tail = model(input_ids=ids, attention_mask=full_attn, past_key_values=cache, use_cache=True).logits
                 # the prefix's last logit predicts the first suffix token: prepend it (and that token) before scoring
