@@ -225,23 +225,7 @@ class ScoreModelScorer(SequenceClassifierScorer):
         super().__init__(self.path, kind or self.card.get("kind", "reward"), name=name or self.card.get("name") or self.path.name,
                          device=device, batch_size=batch_size, precision=precision, max_length=int(self.card.get("max_length", 512)),
                          use_cache=use_cache)
-        self.fingerprint = f"{self.name}:{weights_fingerprint(self.path)}:beaver:{self.max_length}"
-
-
-def weights_fingerprint(path: Path) -> str:
-    """Identity of a saved model's weights and config only. `harness.models.model_fingerprint` also hashes every
-    other .json in the folder, and `card.json` gains its held-out metrics after training, which would orphan the
-    scores cached while computing them."""
-    h = hashlib.sha256()
-    for f in sorted(path.glob("*.safetensors")) + [path / "config.json"]:
-        size = f.stat().st_size
-        h.update(f"{f.name}:{size}".encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(1 << 20))
-            if size > 2 << 20:
-                fh.seek(-(1 << 20), 2)
-                h.update(fh.read())
-    return h.hexdigest()[:16]
+        self.fingerprint = f"{self.name}:{model_fingerprint(self.path)}:beaver:{self.max_length}"
 
 
 # -- training -------------------------------------------------------------------------------------------------------

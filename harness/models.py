@@ -175,26 +175,26 @@ def format_prompt(tokenizer: Any, prompt: str, template: str = "chat") -> str:
     return BEAVER_TEMPLATE.format(prompt=prompt)
 
 
-# Files that change what a model computes; cards and training records beside them are metadata.
-FINGERPRINT_FILES = ("*.safetensors", "*.bin", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+# Metadata written beside weights (score-model cards, training records): not part of a model's identity.
+METADATA_FILES = ("card.json", "bench_train.json", "bench_model.json")
 
 
-def model_fingerprint(name_or_path: str | Path, patterns: tuple[str, ...] = FINGERPRINT_FILES) -> str:
-    """Cheap, stable identity of a model: each weight/config/tokenizer file's name, size and edge bytes."""
+def model_fingerprint(name_or_path: str | Path) -> str:
+    """Cheap, stable identity of a model: each weight/config file's name, size and edge bytes (cards excluded)."""
     path = Path(str(name_or_path))
     if not path.exists():
         return hashlib.sha256(str(name_or_path).encode()).hexdigest()[:16]
     h = hashlib.sha256()
-    files = sorted({f for pattern in patterns for f in path.glob(pattern) if f.is_file()})
-    for f in files:
-        h.update(f.name.encode())
-        size = f.stat().st_size
-        h.update(str(size).encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(1 << 20))
-            if size > 2 << 20:
-                fh.seek(-(1 << 20), 2)
-                h.update(fh.read())
+    for f in sorted(path.glob("*")):
+        if f.suffix in (".json", ".safetensors", ".bin") and f.is_file() and f.name not in METADATA_FILES:
+            h.update(f.name.encode())
+            size = f.stat().st_size
+            h.update(str(size).encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 20))
+                if size > 2 << 20:
+                    fh.seek(-(1 << 20), 2)
+                    h.update(fh.read())
     return h.hexdigest()[:16]
 
 

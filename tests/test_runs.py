@@ -130,3 +130,16 @@ def test_malformed_dataset_keeps_finished_runs(tmp_path, tiny_cfg, data_dir):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "rows.jsonl, row 0, field 'response_1': missing column" in out.stderr
     assert (Path(cfg.runs_dir) / rec["run_id"] / "results.json").exists()
+
+
+def test_pddpo_on_truthfulqa_uses_the_truthfulness_annotator(tiny_cfg):
+    """`--dataset truthfulqa`: cost = untruthfulness, judged by the truthfulness scorer; MC on the test fold only."""
+    cfg = tiny_cfg("pddpo", dataset="truthfulqa")
+    rec = runs.run(cfg)
+    assert rec["scorers"]["cost"]["name"] == "truthfulness"
+    traj = rec["train"]["trajectory"]
+    assert [t["iteration"] for t in traj if "lambda" in t][:2] == [1, 2]
+    assert all(0.0 <= t["cost_estimate"] <= 1.0 for t in traj if "cost_estimate" in t)  # binary annotator: a rate
+    assert 0.0 <= rec["results"]["truthfulness"]["true_rate"]["value"] <= 1.0
+    assert rec["results"]["truthfulqa"]["split"].startswith("test")
+    assert rec["train"]["models_trained"] == 2
