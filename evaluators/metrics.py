@@ -34,21 +34,25 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, sta
 
 
 def bootstrap_seeds_prompts(per_seed: Sequence[Sequence[float]], n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Mean over seeds of the per-seed prompt mean, with a two-level bootstrap: resample seeds, then prompts.
+    """Mean over a (seeds x prompts) matrix, with a two-level bootstrap: resample seeds, then prompts.
 
-    `per_seed[k]` holds one seed's per-prompt values (e.g. 0/1 unsafe flags). With one seed this reduces to
-    `bootstrap_ci` over prompts. Adds `n_seeds`.
+    Every seed answers the same prompts, so one replicate draws one prompt resample shared by all drawn seeds
+    (a crossed design); resampling prompts independently per seed would shrink the prompt error by √seeds.
+    Replicate b is w_b' M c_b / (K N), with w_b, c_b the multinomial draw counts of seeds and prompts.
+    `per_seed[k]` holds seed k's per-prompt values in one shared prompt order. Adds `n_seeds`.
     """
-    arrays = [np.asarray(a, dtype=float) for a in per_seed if len(a)]
-    if not arrays:
+    rows = [list(a) for a in per_seed if len(a)]
+    if not rows:
         return {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n_seeds": 0}
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError("bootstrap_seeds_prompts: every seed must score the same prompts")
+    m = np.asarray(rows, dtype=float)
+    k, n = m.shape
     rng = np.random.default_rng(seed)
-    k = len(arrays)
-    boots = np.empty(max(1, n_boot))
-    for b in range(boots.size):
-        drawn = rng.integers(0, k, size=k)
-        boots[b] = np.mean([arrays[s][rng.integers(0, arrays[s].size, size=arrays[s].size)].mean() for s in drawn])
-    out = _ci(float(np.mean([a.mean() for a in arrays])), boots)
+    w = rng.multinomial(k, np.full(k, 1 / k), size=max(1, n_boot))
+    c = rng.multinomial(n, np.full(n, 1 / n), size=max(1, n_boot))
+    boots = np.einsum("bk,kn,bn->b", w, m, c) / (k * n)
+    out = _ci(float(m.mean()), boots)
     out["n_seeds"] = k
     return out
 

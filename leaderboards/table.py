@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from evaluators.metrics import bootstrap_seeds_prompts
 from harness.store import RESULTS_SCHEMA_VERSION, list_runs
 
 N_BOOT = 2000
@@ -226,7 +227,7 @@ def _build_row(table: LeaderboardTable, method: str, runs: list[dict[str, Any]],
     for key, path in CI_METRICS.items():
         rng_seed = zlib.crc32(f"{table.title}/{method}/{key}".encode())  # stable output, independent of row order
         if per_prompt and key in per_prompt:
-            row[key] = crossed_bootstrap(per_prompt[key], n_boot=n_boot, seed=rng_seed)
+            row[key] = {k: v for k, v in bootstrap_seeds_prompts(per_prompt[key], n_boot=n_boot, seed=rng_seed).items() if k != "n_seeds"}
         else:
             estimates = [_get(r, "results", *path) for r in runs]
             row[key] = aggregate(estimates, n_boot=n_boot, seed=rng_seed, bounds=(0.0, 1.0) if key in BOUNDED else None)
@@ -268,21 +269,6 @@ def aggregate(estimates: Sequence[dict[str, Any] | None], *, n_boot: int = N_BOO
     if bounds is not None:
         low, high = max(bounds[0], low), min(bounds[1], high)
     return {"value": float(values.mean()), "ci_low": float(low), "ci_high": float(high)}
-
-
-def crossed_bootstrap(matrix: Any, *, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, float]:
-    """Mean of a (seeds x prompts) matrix with a 95% interval from resampling seeds and, shared by the drawn seeds,
-    prompts. Replicate b is w_b' M c_b / (K N) with w_b, c_b the multinomial draw counts of seeds and prompts."""
-    import numpy as np
-
-    m = np.asarray(matrix, dtype=float)
-    k, n = m.shape
-    rng = np.random.default_rng(seed)
-    w = rng.multinomial(k, np.full(k, 1 / k), size=n_boot)  # seeds, with replacement
-    c = rng.multinomial(n, np.full(n, 1 / n), size=n_boot)  # prompts, with replacement, the same for every seed
-    boots = np.einsum("bk,kn,bn->b", w, m, c) / (k * n)
-    low, high = np.percentile(boots, [2.5, 97.5])
-    return {"value": float(m.mean()), "ci_low": float(low), "ci_high": float(high)}
 
 
 def per_prompt_matrices(runs_dir: Path, runs: list[dict[str, Any]]) -> dict[str, Any] | None:

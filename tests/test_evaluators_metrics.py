@@ -133,3 +133,16 @@ def test_baseline_scorers():
     assert r.score(["p3", "p1"], ["z", "x"]) == [a[2], a[0]]  # batch-order independent
     assert a != RandomScorer(seed=4).score(["p1", "p2", "p3"], ["x", "y", "z"])
     assert all(-1.0 <= v <= 1.0 for v in RandomScorer(seed=0).score([str(i) for i in range(200)], ["r"] * 200))
+
+
+def test_seeds_then_prompts_is_crossed() -> None:
+    """Seeds share the prompts: identical seeds add no information, seed offsets widen the interval."""
+    prompts = np.random.default_rng(0).normal(size=200)
+    one_seed = bootstrap_ci(prompts, n_boot=2000, seed=3)
+    same = bootstrap_seeds_prompts(np.stack([prompts] * 3), n_boot=2000, seed=3)
+    # three seeds that answer identically carry no more information than one
+    assert same["value"] == pytest.approx(one_seed["value"])
+    assert same["ci_high"] - same["ci_low"] == pytest.approx(one_seed["ci_high"] - one_seed["ci_low"], rel=0.1)
+    # seeds that differ by an offset, with no prompt-to-prompt variation: the interval spans the seeds
+    offsets = bootstrap_seeds_prompts(np.array([[0.0] * 50, [1.0] * 50, [2.0] * 50]), n_boot=2000, seed=3)
+    assert offsets["value"] == pytest.approx(1.0) and offsets["ci_low"] < 0.7 and offsets["ci_high"] > 1.3

@@ -17,7 +17,7 @@ from harness.errors import BenchError
 from leaderboards import cli as lb_cli
 from leaderboards import render
 from leaderboards.plots import frontier_figure, lambda_figure, save_png
-from leaderboards.table import aggregate, build_leaderboard, constraint_status, crossed_bootstrap, pareto_front
+from leaderboards.table import aggregate, build_leaderboard, constraint_status, pareto_front
 from leaderboards.wandb_tracker import WandbTracker
 from results_fixtures import add_run, add_scores, est, make_record
 
@@ -124,22 +124,6 @@ def test_seed_spread_widens_the_interval() -> None:
     assert aggregate([None, {"value": None}]) is None
     bounded = aggregate([est(0.01, 0.05), est(0.02, 0.05)], bounds=(0.0, 1.0))
     assert bounded["ci_low"] >= 0.0
-
-
-def test_crossed_bootstrap_on_per_prompt_scores() -> None:
-    import numpy as np
-
-    from evaluators.metrics import bootstrap_ci
-
-    prompts = np.random.default_rng(0).normal(size=200)
-    one_seed = bootstrap_ci(prompts, n_boot=2000, seed=3)
-    same = crossed_bootstrap(np.stack([prompts] * 3), n_boot=2000, seed=3)
-    # three seeds that answer identically carry no more information than one
-    assert same["value"] == pytest.approx(one_seed["value"])
-    assert same["ci_high"] - same["ci_low"] == pytest.approx(one_seed["ci_high"] - one_seed["ci_low"], rel=0.1)
-    # seeds that differ by an offset, with no prompt-to-prompt variation: the interval spans the seeds
-    offsets = crossed_bootstrap(np.array([[0.0] * 50, [1.0] * 50, [2.0] * 50]), n_boot=2000, seed=3)
-    assert offsets["value"] == pytest.approx(1.0) and offsets["ci_low"] < 0.7 and offsets["ci_high"] > 1.3
 
 
 def test_rows_use_per_prompt_scores_when_run_folders_have_them(tmp_path: Path) -> None:
