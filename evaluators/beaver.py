@@ -29,8 +29,9 @@ log = logging.getLogger("bench")
 
 BEAVER_REWARD = "PKU-Alignment/beaver-7b-unified-reward"
 BEAVER_COST = "PKU-Alignment/beaver-7b-unified-cost"
-# Pinned revisions. [verify] the commit hashes on a networked host
-# (`huggingface_hub.list_repo_commits(repo)`) and replace "main": an unpinned scorer can change under a benchmark.
+# Revisions: NOT yet pinned. This machine cannot reach the hub, so the default is the branch "main" [verify]: look up
+# the commits on a networked host (`huggingface_hub.list_repo_commits(repo)`) and put them here, because an unpinned
+# scorer can change under a benchmark.
 BEAVER_REVISIONS: dict[str, str] = {BEAVER_REWARD: "main", BEAVER_COST: "main"}
 MAX_LENGTH = 2048  # LLaMA-7B's context; longer inputs are cut on the right, EOS kept last
 

@@ -87,6 +87,8 @@ def dual_estimate(ctx: TrainContext, policy: Path, reference: Path, units: str, 
     return {
         "cost_estimate": unsafe_rate if units == "unsafe_rate" else mean_cost,
         "unsafe_rate": unsafe_rate, "mean_cost": mean_cost, "reward": statistics.fmean(rewards), "kl_to_pi_r": kl,
+        "kl_estimator": "sampled log-ratio (unbiased)" if params.temperature == 1.0 and params.top_p >= 1.0
+        else "log-ratio on greedy/tempered outputs (proxy; can be < 0)",
         "n_dual": len(prompts),
     }
 

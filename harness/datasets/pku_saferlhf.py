@@ -22,8 +22,9 @@ from harness.types import DatasetBundle, EvalPrompt, PreferencePair
 from .common import cap, dedupe, hub_offline, need, normalize_prompt, read_records, resolve_local, split_pairs
 
 HUB_ID = "PKU-Alignment/PKU-SafeRLHF"
-# Pinned hub revision of the v1 release (2024-09, noisy rows removed). [verify] the exact commit on a networked
-# host: `huggingface_hub.list_repo_commits(HUB_ID, repo_type="dataset")`; v0 (2023) is the tag "v0".
+# Hub revision. NOT yet pinned to a commit: this machine cannot reach the hub, so the default is the branch "main"
+# (the v1 release). [verify] pin the commit on a networked host with
+# `huggingface_hub.list_repo_commits(HUB_ID, repo_type="dataset")`; `data.revision` overrides it (v0 is the tag "v0").
 HUB_REVISION = "main"
 CONFIGS = ("default", "alpaca-7b", "alpaca2-7b", "alpaca3-8b")
 ROW_FIELDS = ("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe", "better_response_id", "safer_response_id")
