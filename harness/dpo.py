@@ -315,13 +315,14 @@ def train_dpo(
 
     output = trainer.train()
     trained = trainer.accelerator.unwrap_model(trainer.model)
+    params_trained = sum(p.numel() for p in trained.parameters() if p.requires_grad)  # before a LoRA merge
     if cfg.train.lora:
         trained = trained.merge_and_unload()
     record = {
         "key": key, "run_name": run_name, "beta": beta, "pairs": len(dataset), "pairs_dropped_identical": dropped,
         "margins": margins is not None, "init": str(init) if isinstance(init, (str, Path)) else "<in-memory>",
         "reference": "init" if ref is None else (str(ref) if isinstance(ref, (str, Path)) else "<in-memory>"),
-        "ref_cache_hits": trainer.ref_cache_hits, "train_loss": output.training_loss, "steps": output.global_step,
+        "ref_cache_hits": trainer.ref_cache_hits, "train_loss": output.training_loss, "steps": output.global_step, "params_trained": params_trained,
         "seconds": round(time.time() - start, 2), "log_history": trainer.state.log_history[-50:],
     }
     _save_atomic(trained, tokenizer, out_dir, record)

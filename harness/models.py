@@ -204,6 +204,19 @@ def count_parameters(model: Any) -> dict[str, int]:
     return {"total": total, "trainable": trainable}
 
 
+def lora_trainable_params(name_or_path: str | Path, r: int, alpha: int) -> int:
+    """Parameters one LoRA fine-tune of this model optimises (the adapters `harness.dpo` attaches: all linear
+    layers, rank r). Counted on an empty meta-device copy, so it costs no weights and no memory."""
+    from accelerate import init_empty_weights
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(name_or_path)))
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear", task_type="CAUSAL_LM"))
+    return count_parameters(peft_model)["trainable"]
+
+
 def wait_for(path: Path, timeout: float = 600) -> None:  # pragma: no cover - multi-process safety
     start = time.time()
     while not path.exists() and time.time() - start < timeout:

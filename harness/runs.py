@@ -285,7 +285,19 @@ def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> d
         params_policy = gen_info.get("params_policy")
         result = train["result"]
         extra = result.get("extra", {})
-        stages["train"]["params_trained"] = extra.get("params_trained", (params_policy or 0) * result["models_trained"] or 0)
+        params_trained = extra.get("params_trained")  # the PPO loop counts its own networks
+        if params_trained is None:  # DPO-family methods: one policy fine-tune per model trained
+            per_model = params_policy or 0
+            if cfg.train.lora and result["models_trained"]:
+                try:
+                    from harness.models import lora_trainable_params
+
+                    per_model = lora_trainable_params(policy_path, cfg.train.lora_r, cfg.train.lora_alpha)
+                except Exception as exc:  # a bookkeeping count must never cost a finished run its record
+                    log.warning("could not count LoRA parameters (%s); recording none", exc)
+                    per_model = None
+            params_trained = per_model * result["models_trained"] if per_model is not None else None
+        stages["train"]["params_trained"] = params_trained
         stages["train"]["params_held"] = extra.get("params_held")
         record = {
             "schema_version": RESULTS_SCHEMA_VERSION, "run_id": rid, **store_kw,

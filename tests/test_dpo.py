@@ -20,7 +20,7 @@ from harness.dpo import (
     train_dpo,
 )
 from harness.losses import dpo_loss, sequence_logps
-from harness.models import load_tokenizer
+from harness.models import load_tokenizer, lora_trainable_params
 from harness.types import PreferencePair
 
 PAIRS = [
@@ -141,5 +141,7 @@ def test_train_dpo_margins_and_lora(tiny_model_path, tmp_path) -> None:
     batch_means = {(a + b) / 2 for i, a in enumerate([0.5, -0.5, 0.0, 1.0]) for b in [0.5, -0.5, 0.0, 1.0][i + 1 :]}
     assert rec["margins"] and any(abs(rec["log_history"][0]["margin"] - m) < 1e-6 for m in batch_means)
     assert (_params(tiny_model_path) - _params(out)).abs().max() > 1e-5
+    # the run record's LoRA count (an empty meta-device copy) equals what the trainer really optimised
+    assert rec["params_trained"] == lora_trainable_params(tiny_model_path, 4, 8) < _params(out).numel()
     with pytest.raises(Exception, match="margins"):
         train_dpo(PAIRS, init=tiny_model_path, ref=None, beta=0.1, out_dir=tmp_path / "bad", cfg=cfg, device="cpu", margins=[1.0])

@@ -143,3 +143,15 @@ def test_pddpo_on_truthfulqa_uses_the_truthfulness_annotator(tiny_cfg):
     assert 0.0 <= rec["results"]["truthfulness"]["true_rate"]["value"] <= 1.0
     assert rec["results"]["truthfulqa"]["split"].startswith("test")
     assert rec["train"]["models_trained"] == 2
+    trained = [t for t in traj if t.get("trained")]
+    assert trained and all(t["kl_estimator"].startswith("log-ratio on greedy") for t in trained)  # tiny profile is greedy
+
+
+def test_lora_run_records_the_adapter_parameters_it_trained(tiny_cfg, tiny_model_path):
+    """With LoRA the record counts adapters, not the merged model's weights."""
+    from harness.models import count_parameters, load_policy, lora_trainable_params
+
+    rec = runs.run(tiny_cfg("dpo-helpful", overrides=["train.lora=true", "train.lora_r=4", "train.lora_alpha=8"]))
+    adapters = lora_trainable_params(tiny_model_path, 4, 8)
+    assert rec["stages"]["train"]["params_trained"] == adapters * rec["train"]["models_trained"] == adapters
+    assert adapters < count_parameters(load_policy(tiny_model_path)[0])["total"]
