@@ -180,13 +180,14 @@ METADATA_FILES = ("card.json", "bench_train.json", "bench_model.json")
 
 
 def model_fingerprint(name_or_path: str | Path) -> str:
-    """Cheap, stable identity of a model: each weight/config file's name, size and edge bytes (cards excluded)."""
+    """Cheap, stable identity of a model: each weight, config, tokenizer and chat-template file's name, size and edge
+    bytes (cards excluded: they gain metrics after training without changing what the model computes)."""
     path = Path(str(name_or_path))
     if not path.exists():
         return hashlib.sha256(str(name_or_path).encode()).hexdigest()[:16]
     h = hashlib.sha256()
     for f in sorted(path.glob("*")):
-        if f.suffix in (".json", ".safetensors", ".bin") and f.is_file() and f.name not in METADATA_FILES:
+        if f.suffix in (".json", ".safetensors", ".bin", ".jinja") and f.is_file() and f.name not in METADATA_FILES:
             h.update(f.name.encode())
             size = f.stat().st_size
             h.update(str(size).encode())

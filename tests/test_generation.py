@@ -77,3 +77,20 @@ def test_vllm_requested_but_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     with pytest.raises(BenchError, match="vllm"):
         choose_backend("vllm", "cuda")
+
+
+def test_fingerprint_follows_what_the_model_computes(tiny_model_path, tmp_path):
+    """Generation caches key on the fingerprint: a new chat template or weights must change it, a card must not."""
+    import shutil
+
+    from harness.models import model_fingerprint
+
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_model_path, copy)
+    base = model_fingerprint(copy)
+    assert base == model_fingerprint(tiny_model_path)
+    (copy / "card.json").write_text('{"eval": {"pairwise_accuracy": 0.6}}')
+    assert model_fingerprint(copy) == base
+    template = copy / "chat_template.jinja"
+    template.write_text(template.read_text() + "\n{# changed #}")
+    assert model_fingerprint(copy) != base
