@@ -43,6 +43,7 @@ from evaluators.baselines import LengthScorer, RandomScorer
 from evaluators.cache import BatchedScorer
 from evaluators.losses import MU, cost_model_loss, cost_sign, reward_model_loss
 from harness.errors import BenchError
+from harness.io import atomic_dir, versions, write_json
 from harness.models import BEAVER_TEMPLATE, cache_dir, load_tokenizer, model_fingerprint, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -348,12 +349,6 @@ def _load_encoder(encoder: str, device: str):
     return model, tokenizer, path
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def train_score_model(
     kind: str,
     pairs: Sequence["PreferencePair"],
@@ -372,7 +367,6 @@ def train_score_model(
     recorded in the card. The folder appears atomically: a killed run leaves no half-written model.
     """
     from harness.datasets.common import cap, split_hash
-    from harness.runs import versions
 
     if kind not in KINDS:
         raise BenchError(f"score model kind must be reward or cost, got {kind!r}")
@@ -391,41 +385,36 @@ def train_score_model(
     model, tokenizer, enc_path = _load_encoder(settings.encoder, device)
     dataset = _dataset(usable, tokenizer, settings.max_length)
 
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer = ScoreModelTrainer(
-        model=model, args=reward_config(settings, tmp / "trainer", device, cfg.train.precision), train_dataset=dataset,
-        processing_class=tokenizer, data_collator=SignCollator(pad_token_id=tokenizer.pad_token_id), kind=kind, mu=settings.mu,
-    )
-    if os.environ.get("BENCH_QUIET"):
-        from transformers import PrinterCallback
+    with atomic_dir(out_dir) as tmp:  # the folder appears complete or not at all
+        trainer = ScoreModelTrainer(
+            model=model, args=reward_config(settings, tmp / "trainer", device, cfg.train.precision), train_dataset=dataset,
+            processing_class=tokenizer, data_collator=SignCollator(pad_token_id=tokenizer.pad_token_id), kind=kind, mu=settings.mu,
+        )
+        if os.environ.get("BENCH_QUIET"):
+            from transformers import PrinterCallback
 
-        trainer.remove_callback(PrinterCallback)  # no per-step dicts on stdout in quiet mode
-    start = time.time()
-    out = trainer.train()
-    wall = time.time() - start
-    history = [h for h in trainer.state.log_history if "loss" in h]
-    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+            trainer.remove_callback(PrinterCallback)  # no per-step dicts on stdout in quiet mode
+        start = time.time()
+        out = trainer.train()
+        wall = time.time() - start
+        history = [h for h in trainer.state.log_history if "loss" in h]
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
 
-    model = trainer.model.to(torch.float32)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    card = {
-        "name": name or out_dir.name, "kind": kind, "template": "beaver", "max_length": settings.max_length,
-        "encoder": settings.encoder, "encoder_path": str(enc_path), "encoder_fingerprint": model_fingerprint(enc_path),
-        "dataset": cfg.dataset, "data_source": data_source, "n_pairs": len(usable), "n_pairs_given": len(pairs),
-        "pairs_hash": pairs_hash(usable), "prompt_split_hash": split_hash([p.prompt for p in usable]),
-        "settings": dataclasses.asdict(settings),
-        "train": {"steps": trainer.state.global_step, "train_loss": out.training_loss, "wall_s": round(wall, 1), "device": device,
-                  "log": history[-20:]},
-        "losses": "Safe-RLHF: reward = BT + mu*mean(R^2); cost = BT + sign terms + mu*mean(C^2) (methods.md §3.2-3.3)",
-        "versions": versions(),
-    }
-    _write_json(tmp / CARD, card)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out_dir)
+        model = trainer.model.to(torch.float32)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        card = {
+            "name": name or out_dir.name, "kind": kind, "template": "beaver", "max_length": settings.max_length,
+            "encoder": settings.encoder, "encoder_path": str(enc_path), "encoder_fingerprint": model_fingerprint(enc_path),
+            "dataset": cfg.dataset, "data_source": data_source, "n_pairs": len(usable), "n_pairs_given": len(pairs),
+            "pairs_hash": pairs_hash(usable), "prompt_split_hash": split_hash([p.prompt for p in usable]),
+            "settings": dataclasses.asdict(settings),
+            "train": {"steps": trainer.state.global_step, "train_loss": out.training_loss, "wall_s": round(wall, 1), "device": device,
+                      "log": history[-20:]},
+            "losses": "Safe-RLHF: reward = BT + mu*mean(R^2); cost = BT + sign terms + mu*mean(C^2) (methods.md §3.2-3.3)",
+            "versions": versions(),
+        }
+        write_json(tmp / CARD, card)
     del trainer, model
 
     scorer = ScoreModelScorer(out_dir, kind=kind, device=device, batch_size=settings.eval_batch_size, precision=cfg.train.precision)
@@ -433,7 +422,7 @@ def train_score_model(
         held_out = cap(usable_pairs(eval_pairs), settings.max_eval_pairs)
         card["eval"] = evaluate_score_model(scorer, held_out, kind, seed=settings.seed)
         card["eval"]["prompt_split_hash"] = split_hash([p.prompt for p in held_out])
-        _write_json(out_dir / CARD, card)
+        write_json(out_dir / CARD, card)
         scorer.card = card
     return scorer
 

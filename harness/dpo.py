@@ -36,6 +36,7 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from harness.errors import BenchError
+from harness.io import TRAIN_RECORD, atomic_path, save_model_atomic
 from harness.losses import dpo_loss, sequence_logps
 from harness.models import cache_dir, format_prompt, load_tokenizer, model_fingerprint
 
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from harness.types import PreferencePair
 
 log = logging.getLogger("bench")
-TRAIN_RECORD = "bench_train.json"
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
@@ -138,10 +138,8 @@ class BenchDPOTrainer(DPOTrainer):
             return dataset.add_column("ref_chosen_logps", cached["chosen"].tolist()).add_column(
                 "ref_rejected_logps", cached["rejected"].tolist())
         out = super()._precompute_ref_logps(dataset, name, batch_size)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save({"chosen": torch.tensor(list(out["ref_chosen_logps"])), "rejected": torch.tensor(list(out["ref_rejected_logps"]))}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save({"chosen": torch.tensor(list(out["ref_chosen_logps"])), "rejected": torch.tensor(list(out["ref_rejected_logps"]))}, tmp)
         return out
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -325,24 +323,11 @@ def train_dpo(
         "ref_cache_hits": trainer.ref_cache_hits, "train_loss": output.training_loss, "steps": output.global_step, "params_trained": params_trained,
         "seconds": round(time.time() - start, 2), "log_history": trainer.state.log_history[-50:],
     }
-    _save_atomic(trained, tokenizer, out_dir, record)
+    save_model_atomic(trained, tokenizer, out_dir, record)
     shutil.rmtree(scratch, ignore_errors=True)
     del trainer, model, trained
     release_memory(collect=big)
     return out_dir
-
-
-def _save_atomic(model: "PreTrainedModel", tokenizer: Any, out_dir: Path, record: dict[str, Any]) -> None:
-    """Write to a sibling temp folder, then rename: a killed run never leaves a half-saved model."""
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2, default=str))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out_dir)
 
 
 # -- log-probs outside training -----------------------------------------------------------------------------------

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from harness.errors import BenchError
+from harness.io import write_json
 from harness.models import cache_dir, format_prompt, load_policy, model_fingerprint
 from harness.progress import progress_bar
 from harness.types import SamplingParams
@@ -154,8 +154,5 @@ def cached_generate(gen: Generator, prompts: list[str], params: SamplingParams, 
         return json.loads(path.read_text())["responses"], True
     responses = gen.generate(prompts, params)
     if cacheable:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"fingerprint": gen.fingerprint, "params": asdict(params), "responses": responses}))
-        os.replace(tmp, path)
+        write_json(path, {"fingerprint": gen.fingerprint, "params": asdict(params), "responses": responses}, indent=None)
     return responses, False

@@ -8,13 +8,13 @@ the SmolLM2 tokenizer, for tests).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from harness.errors import BenchError
+from harness.io import save_model_atomic, write_json
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 BEAVER_TEMPLATE = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
@@ -42,13 +42,6 @@ def _smollm2_gguf() -> Path:
     return files[0]
 
 
-def _atomic_save(model: Any, tokenizer: Any, target: Path) -> None:
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, target) if not target.exists() else None
-
-
 def _convert_smollm2(target: Path) -> None:
     """Dequantize the packaged GGUF once into a plain float32 safetensors folder."""
     import torch
@@ -66,7 +59,7 @@ def _convert_smollm2(target: Path) -> None:
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
     model.config.name_or_path = DEFAULT_MODEL
-    _atomic_save(model, tokenizer, target)
+    save_model_atomic(model, tokenizer, target, overwrite=False)  # shared cache: the first writer wins
 
 
 def tokenizer_source() -> Path:
@@ -87,7 +80,7 @@ def _build_tiny_random(target: Path) -> None:
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).to(torch.float32)
-    _atomic_save(model, tokenizer, target)
+    save_model_atomic(model, tokenizer, target, overwrite=False)  # shared cache: the first writer wins
 
 
 BUILTIN_MODELS = {DEFAULT_MODEL: _convert_smollm2, "tiny-random": _build_tiny_random}
@@ -225,4 +218,4 @@ def wait_for(path: Path, timeout: float = 600) -> None:  # pragma: no cover - mu
 
 
 def model_card(path: Path, info: dict[str, Any]) -> None:
-    (path / "bench_model.json").write_text(json.dumps(info, indent=2, default=str))
+    write_json(path / "bench_model.json", info)

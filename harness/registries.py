@@ -8,9 +8,8 @@ Third parties add methods, datasets and scorers through entry points:
 
 from __future__ import annotations
 
-from evaluators.base import is_scorer_factory
+from harness.api import is_method, is_scorer_factory
 from harness.registry import Registry
-from methods.base import is_method
 
 METHODS: Registry = Registry("method", "bench.methods", check=is_method)
 DATASETS: Registry = Registry("dataset", "bench.datasets", check=callable)

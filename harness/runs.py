@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import logging
-import os
 import platform
 import random
 import shutil
-import subprocess
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.config import RunConfig, config_from_dict, dump_yaml, method_config
 from harness.errors import BenchError
+from harness.io import git_hash, read_json, versions, write_json  # noqa: F401  (re-exported: old import path)
 from harness.monitor import StageMonitor
 from harness.store import RESULTS_SCHEMA_VERSION, upsert_run
 from harness.types import SamplingParams
@@ -37,18 +35,6 @@ def run_id(cfg: RunConfig) -> str:
     return f"{cfg.method}-{cfg.dataset}-{cfg.profile}-s{cfg.seed}-{cfg.fingerprint()}"
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic: a reader (or a kill) never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
-
-
 def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
@@ -56,26 +42,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def git_hash() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("safealign-bench", "torch", "transformers", "trl", "datasets", "accelerate", "peft", "vllm"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 class Stage:
@@ -150,7 +116,7 @@ class Services:
 
 
 def build_context(cfg: RunConfig, stage_dir: Path, services: Services, policy_path: str, tracker=None, trajectory: list | None = None):
-    from methods.base import TrainContext
+    from harness.api import TrainContext
 
     trajectory = trajectory if trajectory is not None else []
 

@@ -1,75 +1,8 @@
-"""The `Method` protocol and what a method receives (`TrainContext`) and returns (`TrainResult`).
+"""Re-exports of the method contracts, which live in `harness.api` (kept so plugins importing from here keep working).
 
-A method reads top to bottom in its own file: a `@dataclass` config with every field documented, and a class
-with `name`, `config_class` and `train(ctx) -> TrainResult`. The harness owns data loading, generation,
-scoring, metrics and storage; a method only turns the SFT policy into an aligned one.
+    from methods.base import TrainContext, TrainResult
 """
 
-from __future__ import annotations
+from harness.api import Method, TrainContext, TrainResult, is_method  # noqa: F401
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    from evaluators.base import Scorer
-    from harness.config import RunConfig
-    from harness.generation import Generator
-    from harness.tracking import Tracker
-    from harness.types import DatasetBundle, PreferencePair
-
-
-@dataclass
-class TrainResult:
-    """What training produced. `model_path=None` means the policy is the unchanged SFT model."""
-
-    model_path: str | None
-    models_trained: int = 0  # networks whose weights were optimised (PD-DPO: 2; Safe-RLHF: 5)
-    networks_held: list[str] = field(default_factory=list)  # every network held in memory at some point
-    trajectory: list[dict[str, Any]] = field(default_factory=list)  # per iteration: lambda, cost estimate, ...
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TrainContext:
-    """What the harness hands a method. Heavy services are callables, built only when a method asks."""
-
-    cfg: "RunConfig"
-    data: "DatasetBundle"
-    policy_path: str  # local folder of the dense SFT policy (safetensors + tokenizer)
-    out_dir: Path  # save the final model here (the train stage's folder)
-    work_dir: Path  # scratch for intermediate models, inside the stage folder
-    device: str  # "cpu" or "cuda"
-    seed: int
-    make_generator: Callable[..., "Generator"]  # make_generator(model_or_path, tokenizer=None) -> Generator
-    reward_annotator: Callable[[], "Scorer"]  # the configured absolute reward scorer (for online pairs)
-    cost_annotator: Callable[[], "Scorer"]  # the configured absolute cost scorer (dual steps, relabelling)
-    train_score_model: Callable[..., "Scorer"]  # train_score_model(kind, pairs, name, **kw) -> Scorer (Safe-RLHF's own R/C; kw e.g. encoder=)
-    tracker: "Tracker | None" = None
-    log: Callable[[dict[str, Any]], None] = lambda record: None  # one trajectory record (also to the tracker)
-
-    @property
-    def reward_pairs(self) -> list["PreferencePair"]:
-        return self.data.reward_pairs.get("train", [])
-
-    @property
-    def cost_pairs(self) -> list["PreferencePair"]:
-        return self.data.cost_pairs.get("train", [])
-
-    @property
-    def dual_prompts(self) -> list[str]:
-        return [p.prompt for p in self.data.prompts.get("dual", [])]
-
-
-@runtime_checkable
-class Method(Protocol):
-    name: ClassVar[str]
-    config_class: ClassVar[type]
-
-    def __init__(self, config: Any) -> None: ...
-
-    def train(self, ctx: TrainContext) -> TrainResult: ...
-
-
-def is_method(obj: Any) -> bool:
-    return isinstance(obj, type) and hasattr(obj, "train") and hasattr(obj, "config_class") and hasattr(obj, "name")
+__all__ = ["Method", "TrainContext", "TrainResult", "is_method"]

@@ -50,7 +50,7 @@ def merge_models(path_a: Path, path_b: Path, q: float, out_dir: Path, record: di
     """Load two saved models (float32, CPU), merge their weights, save the result with a's tokenizer to `out_dir`."""
     from transformers import AutoModelForCausalLM
 
-    from harness.dpo import _save_atomic
+    from harness.io import save_model_atomic
     from harness.models import load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(str(path_a), dtype=torch.float32)
@@ -59,7 +59,7 @@ def merge_models(path_a: Path, path_b: Path, q: float, out_dir: Path, record: di
     del other
     gc.collect()
     model.load_state_dict(merged)
-    _save_atomic(model, load_tokenizer(path_a), Path(out_dir), record)
+    save_model_atomic(model, load_tokenizer(path_a), Path(out_dir), record)
     del model, merged
     gc.collect()
     return Path(out_dir)

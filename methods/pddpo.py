@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from harness.dpo import sequence_logprobs, train_dpo
 from harness.errors import BenchError
+from harness.io import copy_dir_atomic
 from harness.losses import dual_update, stage2_beta
 from harness.types import SamplingParams
 from methods.base import TrainContext, TrainResult
@@ -108,12 +109,7 @@ def networks_held(ctx: TrainContext, extra: list[str] | None = None) -> list[str
 
 def copy_model(src: Path, dst: Path) -> Path:
     """π_K = π_r̂ (λ_K = 0): the final folder is a copy, written atomically."""
-    tmp = dst.with_name(f".{dst.name}.copy")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
-    return dst
+    return copy_dir_atomic(src, dst)
 
 
 class PDDPO:

@@ -460,7 +460,7 @@ class SafeRLHF:
 
     def save(self, ctx: TrainContext, steps: int, prompts: int, peak_rss: float) -> TrainResult:
         """Write the actor (+ tokenizer, + a bench_train.json record) to ctx.out_dir; account for every network."""
-        from harness.dpo import _save_atomic
+        from harness.io import save_model_atomic
 
         actor = self.accelerator.unwrap_model(self.actor)
         critics = [self.accelerator.unwrap_model(v) for v in self.critics.values()]
@@ -475,7 +475,7 @@ class SafeRLHF:
             "critic_init": self.critic_init, "score_backbone": self.config.score_backbone, "ptx": self.ptx is not None,
         }
         if self.accelerator.is_main_process:
-            _save_atomic(actor, self.tokenizer, ctx.out_dir, {"method": self.name, "config": asdict(self.config), **extra})
+            save_model_atomic(actor, self.tokenizer, ctx.out_dir, {"method": self.name, "config": asdict(self.config), **extra})
         self.accelerator.wait_for_everyone()
         held = ["actor", "reference", "reward_model", "cost_model", *(f"{name}_critic" for name in self.critic_streams)]
         return TrainResult(model_path=str(ctx.out_dir), models_trained=2 + 1 + len(self.critic_streams), networks_held=held, extra=extra)
