@@ -494,12 +494,19 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def scorer_folds(cfg: "RunConfig", kind: str, bundle: Any = None) -> tuple[Any, list["PreferencePair"], list["PreferencePair"]]:
-    """(bundle, training pairs = the `scorer` fold, held-out pairs = the `eval` fold) for `kind`."""
+    """(bundle, training pairs = the `scorer` fold, held-out pairs = the `eval` fold) for `kind`.
+
+    On PKU-SafeRLHF the annotators train on the `annotator` half of the scorer fold only: the other half trains the
+    leaderboard judges (`harness.datasets.judge_data.scorer_role`, docs/judges.md)."""
     from harness.datasets import load_bundle
+    from harness.datasets.judge_data import scorer_role
 
     bundle = bundle or load_bundle(cfg)
     folds = bundle.reward_pairs if kind == "reward" else bundle.cost_pairs
-    return bundle, list(folds.get("scorer", [])), list(folds.get("eval", []))
+    train = list(folds.get("scorer", []))
+    if bundle.name == "pku-saferlhf":
+        train = [p for p in train if scorer_role(p.prompt) == "annotator"]
+    return bundle, train, list(folds.get("eval", []))
 
 
 _EVAL_ONLY = ("max_eval_pairs", "eval_batch_size")  # settings that do not change the trained weights

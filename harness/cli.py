@@ -252,6 +252,12 @@ def _mount_optional() -> None:
     except ImportError as exc:  # pragma: no cover
         logging.getLogger("bench").debug("scorer commands unavailable: %s", exc)
     try:
+        from evaluators.judges.cli import judge_app
+
+        app.add_typer(judge_app, name="judge", help="Train and evaluate the leaderboard judges (safety, reward, refusal, truthfulness).")
+    except ImportError as exc:  # pragma: no cover
+        logging.getLogger("bench").debug("judge commands unavailable: %s", exc)
+    try:
         from leaderboards.cli import register
 
         register(app)

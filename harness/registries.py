@@ -50,6 +50,10 @@ for _name, _target in {
     "truthfulness": "evaluators.truthfulqa:truthfulness_scorer",
     "length": "evaluators.baselines:length_scorer",
     "random": "evaluators.baselines:random_scorer",
+    "safety-judge": "evaluators.judges.core:safety_judge",
+    "reward-judge": "evaluators.judges.core:reward_judge",
+    "refusal-judge": "evaluators.judges.core:refusal_judge",
+    "truthfulness-judge": "evaluators.judges.core:truthfulness_judge",
 }.items():
     SCORERS.register(_name, _target)
 
