@@ -342,7 +342,7 @@ def train_judge(name: str, settings: JudgeSettings, data_dir: str, data: dict[st
     card = {
         "name": name, "role": "judge", "version": VERSION, "threshold": THRESHOLD,
         "backbone": settings.members, "members": [m.kind for m in judge.members],
-        "backbone_fingerprints": {m.kind: backbone_fingerprint("minilm" if m.kind == "refsim" else m.kind) for m in judge.members if m.kind != "surface"},
+        "backbone_fingerprints": {m.kind: backbone_fingerprint("minilm" if m.kind == "refsim" else m.kind) for m in judge.members if m.kind not in ("surface", "overlap")},
         "trained_on": trained_on, "calibration": calibration, "heldout": heldout,
         "primary_heldout": data["primary_heldout"], "settings": dataclasses.asdict(settings),
         "train": {"wall_s": round(train_s, 1), "rows": len(train), "calib_rows": len(calib)},
@@ -353,7 +353,7 @@ def train_judge(name: str, settings: JudgeSettings, data_dir: str, data: dict[st
 
 def cache_key(name: str, settings: JudgeSettings, data: dict[str, Any]) -> str:
     kinds = [k.strip() for k in settings.members.split("+") if k.strip()]
-    fps = {k: backbone_fingerprint("minilm" if k == "refsim" else k) for k in kinds if k != "surface"}
+    fps = {k: backbone_fingerprint("minilm" if k == "refsim" else k) for k in kinds if k not in ("surface", "overlap")}
     key = json.dumps({"name": name, "version": VERSION, "settings": dataclasses.asdict(settings), "backbones": fps,
                       "train": _items_hash(data["train"]), "calib": _items_hash(data["calib"]),
                       "heldout": {s: [_items_hash(h[k]) for k in ("items", "pairs") if h.get(k) is not None] for s, h in sorted(data["heldout"].items())}},

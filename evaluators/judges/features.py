@@ -137,6 +137,27 @@ def surface(responses: Sequence[str]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
+_STOP = frozenset("a an the of to in and or is are was be for on with it this that i you me my your do does can how what why".split())
+
+
+def overlap(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """(n, 5): how the response relates to the request: share of the prompt's content words it repeats, share of
+    its own words that are new, whether it opens with a refusal phrase, whether it asks a question back, and its
+    share of digits. Cheap relevance cues a bag of words of the response alone cannot see."""
+    from evaluators.judges.refusal import string_match
+
+    rows = []
+    for p, r in zip(prompts, responses):
+        pw = {w for w in _WORD.findall(last_user_turn(p).lower()) if w not in _STOP}
+        rw = [w for w in _WORD.findall(r.lower()) if w not in _STOP]
+        rs = set(rw)
+        cover = len(pw & rs) / len(pw) if pw else 0.0
+        novel = len(rs - pw) / len(rs) if rs else 0.0
+        digits = sum(c.isdigit() for c in r) / max(1, len(r))
+        rows.append([cover, novel, string_match(r), float("?" in r[-200:]), digits])
+    return np.asarray(rows, dtype=np.float32)
+
+
 def last_user_turn(prompt: str) -> str:
     """The final human turn of an HH-style dialogue (the whole prompt otherwise): what an embedding of the prompt reads."""
     i = prompt.rfind("Human:")

@@ -6,6 +6,7 @@ split:
 - `minilm` / `smollm2`: frozen mean-pooled embeddings (`features.embed`) of the response, of the prompt's last user
   turn and their product (the product lets a linear head read "this response to this prompt");
 - `surface`: log length in characters / words / lines and the share of list lines, standardised;
+- `overlap`: prompt-word coverage, novelty, a refusal opening, a question back, digit share (`features.overlap`);
 - `refsim` (truthfulness only): similarities to the question's true and false reference answers (`refsim_features`).
 
 Pointwise judges (safety, refusal, truthfulness) fit `LogisticRegression` on (features, 0/1 label); the member score
@@ -27,10 +28,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from evaluators.judges.calibration import Calibrator, fit_calibrator, sigmoid
-from evaluators.judges.features import embed, last_user_turn, surface
+from evaluators.judges.features import embed, last_user_turn, overlap, surface
 from harness.errors import BenchError
 
-MEMBERS = ("tfidf", "minilm", "smollm2", "surface", "refsim")
+MEMBERS = ("tfidf", "minilm", "smollm2", "surface", "overlap", "refsim")
 C_GRID = (0.03, 0.3, 3.0)
 
 
@@ -64,7 +65,7 @@ class Member:
             except ValueError:  # tiny data: every term below min_df
                 vec = TfidfVectorizer(ngram_range=(1, 1), min_df=1, sublinear_tf=True).fit(list(responses))
             self.state["vectorizer"] = vec
-        elif self.kind in ("surface", "refsim"):
+        elif self.kind in ("surface", "overlap", "refsim"):
             x = self._raw(prompts, responses, loo=True)
             self.state["mean"], self.state["std"] = x.mean(0), x.std(0) + 1e-6
         return self
@@ -72,6 +73,8 @@ class Member:
     def _raw(self, prompts: Sequence[str], responses: Sequence[str], loo: bool = False) -> np.ndarray:
         if self.kind == "surface":
             return surface(responses)
+        if self.kind == "overlap":
+            return overlap(prompts, responses)
         if self.kind == "refsim":
             return refsim_features(prompts, responses, self.refs, self.max_length, loo=loo)
         raise AssertionError(self.kind)
@@ -79,7 +82,7 @@ class Member:
     def transform(self, prompts: Sequence[str], responses: Sequence[str], loo: bool = False) -> Any:
         if self.kind == "tfidf":
             return self.state["vectorizer"].transform(list(responses))
-        if self.kind in ("surface", "refsim"):
+        if self.kind in ("surface", "overlap", "refsim"):
             return (self._raw(prompts, responses, loo) - self.state["mean"]) / self.state["std"]
         r = embed(list(responses), self.kind, self.max_length)
         p = embed([last_user_turn(x) for x in prompts], self.kind, self.max_length)
@@ -177,7 +180,10 @@ class LinearJudge:
             before = sigmoid(z.mean(1))
         self.calibrator = fit_calibrator(self.calibration, z, y, w_ca) if self.mode == "pointwise" else _fit_pairwise(self.calibration, z, y, w_ca)
         after = self.calibrator(z)
+        # accuracy on judge-calib: what `benchmarks/judges_compare.py` selects members by (never judge-test)
+        acc = float(np.average((after > 0.5) == (y == 1), weights=w_ca))
         return {"method": self.calibration, "ece_before": ece(before, y), "ece_after": ece(after, y), "n": int(len(y)),
+                "calib_accuracy_weighted": acc,
                 "split": "judge-calib", "member_C": dict(zip([m.kind for m in self.members], self.C)),
                 "member_weights": dict(zip([m.kind for m in self.members], self.calibrator.coef))}
 
