@@ -24,7 +24,6 @@ import logging
 import os
 import pickle
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,19 +361,13 @@ def cache_key(name: str, settings: JudgeSettings, data: dict[str, Any]) -> str:
 
 
 def _write_atomic(path: Path, judge: LinearJudge, card: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
-    try:
+    """`judge.pkl` + `card.json` appear together or not at all; a concurrent trainer's copy, if first, is kept."""
+    from harness.io import atomic_dir
+
+    with atomic_dir(path, overwrite=False) as tmp:
         with open(tmp / WEIGHTS, "wb") as fh:
             pickle.dump(judge, fh)
         (tmp / CARD).write_text(json.dumps(card, indent=2, default=float))
-        try:
-            os.rename(tmp, path)
-        except OSError:  # another process finished the same judge first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def cached_judge(name: str, cfg: Any = None, settings: JudgeSettings | None = None, retrain: bool = False, data_dir: str | None = None) -> "TrainedJudge":
