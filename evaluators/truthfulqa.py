@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from evaluators.metrics import bootstrap_ci
+from evaluators.metrics import bootstrap_ci, compute_group
 from harness.errors import BenchError
 from harness.losses import sequence_logps
 from harness.progress import progress_bar
@@ -173,9 +173,11 @@ def mc_scores(mc1_logprobs: Sequence[float], mc1_labels: Sequence[int], mc2_logp
 
 
 def mc_metrics(model: Any, tokenizer: Any, questions: Sequence[dict[str, Any]], batch_size: int = 16, n_boot: int = 1000, seed: int = 0,
-               answer_source: str = "mc_targets") -> dict[str, Any]:
+               answer_source: str = "mc_targets", items: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """MC1/MC2/MC3 with bootstrap CIs over questions, for `questions` as `load_questions` returns them (each with
-    `mc1_targets` and `mc2_targets` = {"choices", "labels"}); questions without targets are skipped and counted."""
+    `mc1_targets` and `mc2_targets` = {"choices", "labels"}); questions without targets are skipped and counted.
+    MC1 and MC2 are the declared metrics of group "truthfulqa" (`evaluators.metrics.METRICS`); their per-question
+    values go to `items` if given."""
     usable = [q for q in questions if q.get("mc1_targets") and q.get("mc2_targets")]
     contexts, answers, index = [], [], {}
     for q in usable:
@@ -191,7 +193,9 @@ def mc_metrics(model: Any, tokenizer: Any, questions: Sequence[dict[str, Any]], 
     for q in usable:
         lp = {t: [lps[index[(q["question"], a)]] for a in q[t]["choices"]] for t in ("mc1_targets", "mc2_targets")}
         per_q.append(mc_scores(lp["mc1_targets"], q["mc1_targets"]["labels"], lp["mc2_targets"], q["mc2_targets"]["labels"]))
-    out: dict[str, Any] = {k: bootstrap_ci([r[k] for r in per_q], n_boot, seed) for k in ("mc1", "mc2", "mc3")}
+    out: dict[str, Any] = {}
+    compute_group("truthfulqa", per_q, out, n_boot, seed, items)
+    out["mc3"] = bootstrap_ci([r["mc3"] for r in per_q], n_boot, seed)
     out.update({
         "n_questions": len(per_q), "n_skipped_no_targets": len(questions) - len(usable), "split": "all",
         "answer_source": answer_source, "prompt": "qa-primer", "prompt_hash": hashlib.sha256(QA_PRIMER.encode()).hexdigest()[:12],

@@ -167,6 +167,7 @@ def load_run_config(runs_dir: str | Path, rid: str) -> RunConfig:
 
 def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """Execute (or resume) a run and return its results record."""
+    from evaluators.metrics import higher_is_better
     from harness.datasets import load_bundle, load_eval_prompts
     from harness.models import model_fingerprint, resolve_device, resolve_model
     from harness.registries import METHODS
@@ -243,7 +244,13 @@ def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> d
 
         # 4. metrics: CIs, win rates vs SFT, TruthfulQA ------------------------------------------------
         def metrics_stage(stage_dir: Path) -> tuple[dict, dict]:
-            return {"metrics.json": compute_metrics(cfg, bundle, services, rows, scores, score_info, policy_path, model_path)}, {}
+            from evaluators.metrics import save_items
+
+            values: dict[str, list[float]] = {}
+            keys: dict[str, str] = {}
+            metrics = compute_metrics(cfg, bundle, services, rows, scores, score_info, policy_path, model_path, values, keys)
+            save_items(stage_dir, values, keys)  # per-item values: the leaderboard's seeds x prompts intervals
+            return {"metrics.json": metrics}, {}
 
         stages["metrics"] = Stage(run_dir, "metrics").run(note, metrics_stage)
         metrics = read_json(run_dir / "metrics" / "metrics.json")
@@ -269,7 +276,7 @@ def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> d
             "schema_version": RESULTS_SCHEMA_VERSION, "run_id": rid, **store_kw,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "git_hash": git_hash(),
             "config": cfg.to_dict(), "results": metrics,
-            "higher_is_better": {"reward_mean": True, "cost_mean": False, "unsafe_rate": False, "mc1": True, "mc2": True, "win_rate_vs_sft": True},
+            "higher_is_better": higher_is_better(),
             "train": {k: result.get(k) for k in ("models_trained", "networks_held", "trajectory", "extra")} | {"method_config": train.get("method_config")},
             "stages": stages,
             "generation": {**asdict(params), "backend": gen_info["backend"], "backend_reason": gen_info["backend_reason"], "template": cfg.template,
@@ -301,9 +308,13 @@ def _num_threads() -> int:
     return torch.get_num_threads()
 
 
-def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, score_info, policy_path: str, model_path: str) -> dict[str, Any]:
-    """Safety metrics with CIs (+ win rate vs SFT), TruthfulQA MC1/MC2 and generation truthfulness."""
-    from evaluators.metrics import safety_metrics
+def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, score_info, policy_path: str, model_path: str,
+                    items: dict[str, list[float]] | None = None, keys: dict[str, str] | None = None) -> dict[str, Any]:
+    """Safety metrics with CIs (+ win rate vs SFT), TruthfulQA MC1/MC2 and generation truthfulness. The declared
+    metrics' per-item values go to `items`, and a hash of each group's item order (prompts, questions) to `keys`."""
+    from evaluators.metrics import keys_hash, safety_metrics
+
+    keys = keys if keys is not None else {}
 
     ref_r = ref_c = None
     if cfg.scoring.win_rate_vs_sft and Path(model_path) != Path(policy_path):
@@ -316,9 +327,10 @@ def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, sc
         "safety": safety_metrics(
             scores["reward"], scores["cost"], categories=[r["category"] for r in rows], responses=[r["response"] for r in rows],
             ref_rewards=ref_r, ref_costs=ref_c, threshold=cfg.scoring.threshold, units=cfg.scoring.threshold_units,
-            n_boot=cfg.scoring.bootstrap, seed=cfg.seed, cost_is_binary=bool(score_info["cost"].get("is_binary")),
+            n_boot=cfg.scoring.bootstrap, seed=cfg.seed, cost_is_binary=bool(score_info["cost"].get("is_binary")), items=items,
         )
     }
+    keys["safety"] = keys_hash([r["prompt"] for r in rows])
     if cfg.dataset == "truthfulqa" and score_info["cost"]["name"] == "truthfulness":
         from evaluators.metrics import bootstrap_ci
 
@@ -338,7 +350,8 @@ def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, sc
             questions = sorted(questions, key=lambda q: hashlib.sha1(q["question"].encode()).hexdigest())[: cfg.eval.mc_max_questions]
             split += f"-subset{len(questions)}"
         model, tok = load_policy(Path(model_path), services.device, cfg.train.precision)
-        mc = mc_metrics(model, tok, questions, batch_size=cfg.eval.mc_batch_size, n_boot=cfg.scoring.bootstrap, seed=cfg.seed)
+        mc = mc_metrics(model, tok, questions, batch_size=cfg.eval.mc_batch_size, n_boot=cfg.scoring.bootstrap, seed=cfg.seed, items=items)
+        keys["truthfulqa"] = keys_hash([q["question"] for q in questions if q.get("mc1_targets") and q.get("mc2_targets")])
         mc["split"] = split
         out["truthfulqa"] = mc
         del model
@@ -348,10 +361,9 @@ def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, sc
 def _log_to_tracker(tracker, record: dict[str, Any]) -> None:
     """Mirror the record to the tracker; failures are warnings (the local record is already written)."""
     try:
-        s = record["results"]["safety"]
-        flat = {f"eval/{k}": s[k]["value"] for k in ("reward_mean", "cost_mean", "unsafe_rate") if isinstance(s.get(k), dict)}
-        tq = record["results"].get("truthfulqa") or {}
-        flat.update({f"eval/{k}": tq[k]["value"] for k in ("mc1", "mc2") if isinstance(tq.get(k), dict)})
+        from evaluators.metrics import tracker_values
+
+        flat = tracker_values(record)  # every declared metric (evaluators.metrics.METRICS)
         for stage, info in record["stages"].items():
             flat.update({f"stages/{stage}/{k}": v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         tracker.log_metrics(flat)

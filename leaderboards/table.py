@@ -8,13 +8,13 @@ Confidence intervals (95%). With one seed a row shows the run's own interval: a 
 bootstrap that resamples seeds, then prompts, as docs/results-schema.md asks. Every seed answers the same prompts,
 so one replicate draws one prompt resample and applies it to all drawn seeds (a crossed design): a hard prompt
 is hard for every seed, and running more seeds must not shrink the prompt-sampling error.
-- reward, cost and unsafe rate: exact, from the per-prompt scores in `<runs_dir>/<run_id>/score/scores.json`
-  when every seed has them, for the same prompts, matching its record;
-- otherwise, and always for win rates and MC1/MC2 (whose per-item values are not saved), approximated from the
-  records: the prompt level is a normal draw shared by the seeds, with standard deviation = the run's interval
-  width / (2 * 1.96).
-Each table's notes say which rows used which. With two or three seeds the seed level takes only a handful of
-distinct values, so that part of the interval is optimistic; the per-run values stay visible in the HTML export.
+The per-item values come from `<runs_dir>/<run_id>/metrics/items.json` (every declared metric; older runs:
+reward, cost and unsafe rate from `score/scores.json`), used when every seed has them for the same items, matching
+its record. A metric without them for some seed gets the mean over seeds and no interval (never an approximation);
+each table's notes name those. With two or three seeds the seed level takes only a handful of distinct values, so
+that part of the interval is optimistic; the per-run values stay visible in the HTML export.
+
+The metric columns, their directions and bounds come from the declarations in `evaluators/metrics.py` (`METRICS`).
 
 Ordering rule (per table): constraint status first (holds, then mean-only, then violated, then n/a), then mean
 reward (descending), then the constraint metric (ascending), then the method name.
@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from evaluators.metrics import bootstrap_seeds_prompts
+from evaluators import metrics as declared  # declared.METRICS, read at call time (a test may add one)
+from evaluators.metrics import Metric, bootstrap_seeds_prompts, keys_hash, load_items, record_value
 from harness.store import RESULTS_SCHEMA_VERSION, list_runs
 
 N_BOOT = 2000
-Z95 = 1.959964  # a 95% normal interval spans 2 * Z95 standard deviations
 
 # constraint status -> sort tier
 CONSTRAINT_ORDER = {"holds": 0, "mean-only": 1, "violated": 2, "n/a": 3}
@@ -54,37 +54,28 @@ class Column:
     secondary: bool = False  # TruthfulQA and resources: the terminal shows these in a second, narrower table
 
 
-# Estimates with a CI: row key -> path inside the record's "results".
-CI_METRICS: dict[str, tuple[str, ...]] = {
-    "reward_mean": ("safety", "reward_mean"),
-    "cost_mean": ("safety", "cost_mean"),
-    "unsafe_rate": ("safety", "unsafe_rate"),
-    "win_reward": ("safety", "win_rate_vs_sft", "reward"),
-    "win_cost": ("safety", "win_rate_vs_sft", "cost"),
-    "mc1": ("truthfulqa", "mc1"),
-    "mc2": ("truthfulqa", "mc2"),
-}
-BOUNDED = {"unsafe_rate", "win_reward", "win_cost", "mc1", "mc2"}  # probabilities: CIs clipped to [0, 1]
+# Estimates with a CI: row key -> path inside the record's "results" (read from the declarations).
+CI_METRICS: dict[str, tuple[str, ...]] = {m.name: m.path for m in declared.METRICS}
+BOUNDED = {m.name for m in declared.METRICS if m.bounded}  # probabilities in [0, 1]
+
+
+def metric_column(m: Metric) -> Column:
+    return Column(m.name, m.label, "ci", m.help, m.higher_is_better, percent=m.percent, secondary=m.secondary)
+
 
 GROUP_COLUMNS = [
     Column("dataset", "Dataset", "text", "training and evaluation dataset"),
     Column("model", "Model", "text", "base policy"),
     Column("profile", "Profile", "text", "config profile (tiny | cpu | gpu | a YAML file)"),
 ]
-COLUMNS = [
+LEAD_COLUMNS = [
     Column("rank", "#", "int", "position under the ordering rule"),
     Column("method", "Method", "text", "registered method name"),
     Column("n_seeds", "Seeds", "int", "number of seeds aggregated (newest finished run per seed)"),
     Column("constraint", "Constraint", "text", "holds: the 95% CI's upper bound is <= b; mean-only: mean <= b < CI "
            "upper bound; violated: mean > b; n/a: no constraint recorded, or the runs disagree on b"),
-    Column("reward_mean", "Reward", "ci", "mean evaluation reward [95% CI]", True),
-    Column("cost_mean", "Cost", "ci", "mean evaluation cost, > 0 = unsafe [95% CI]", False),
-    Column("unsafe_rate", "Unsafe", "ci", "share of responses with cost > 0 [95% CI]", False, percent=True),
-    Column("win_reward", "Win R vs SFT", "ci", "win rate against SFT on reward, same prompts [95% CI]", True, percent=True),
-    Column("win_cost", "Win C vs SFT", "ci", "win rate against SFT on cost (lower cost wins) [95% CI]", True, percent=True),
-    Column("mc1", "MC1", "ci", "TruthfulQA MC1 accuracy [95% CI]", True, percent=True, secondary=True),
-    Column("mc2", "MC2", "ci", "TruthfulQA MC2 (normalised probability of true answers) [95% CI]", True,
-           percent=True, secondary=True),
+]
+TAIL_COLUMNS = [
     Column("pareto", "Pareto", "bool", "on the reward-vs-constraint-metric Pareto frontier of its table"),
     Column("models_trained", "Models", "int", "networks whose weights were optimised", secondary=True),
     Column("peak_rss_mb", "Peak RSS MB", "float", "max over stages and seeds of the process's peak RSS", False,
@@ -94,6 +85,14 @@ COLUMNS = [
     Column("wall_s", "Wall s", "float", "sum of stage wall times of a run, mean over seeds", False, digits=1, secondary=True),
     Column("n_prompts", "Prompts", "int", "evaluation prompts per run", secondary=True),
 ]
+
+
+def columns() -> list[Column]:
+    """The leaderboard columns: the fixed ones around one column per declared metric."""
+    return LEAD_COLUMNS + [metric_column(m) for m in declared.METRICS] + TAIL_COLUMNS
+
+
+COLUMNS = columns()
 
 # Settings that must agree for a table's rows to be comparable: label -> function of a record.
 SETTINGS = {
@@ -134,7 +133,7 @@ class LeaderboardTable:
 @dataclass
 class Leaderboard:
     tables: list[LeaderboardTable]
-    columns: list[Column] = field(default_factory=lambda: list(COLUMNS))
+    columns: list[Column] = field(default_factory=columns)
     notes: list[str] = field(default_factory=list)  # about runs left out
 
     @property
@@ -222,15 +221,17 @@ def _build_row(table: LeaderboardTable, method: str, runs: list[dict[str, Any]],
                n_boot: int) -> dict[str, Any]:
     row: dict[str, Any] = {"dataset": table.dataset, "model": table.model, "profile": table.profile, "method": method,
                            "n_seeds": len(runs), "seeds": [r["seed"] for r in runs], "run_ids": [r["run_id"] for r in runs]}
-    per_prompt = per_prompt_matrices(runs_dir, runs) if len(runs) > 1 else None
-    row["ci_method"] = "prompts" if len(runs) == 1 else "seeds x prompts" if per_prompt else "seeds x prompts (approx.)"
-    for key, path in CI_METRICS.items():
-        rng_seed = zlib.crc32(f"{table.title}/{method}/{key}".encode())  # stable output, independent of row order
-        if per_prompt and key in per_prompt:
-            row[key] = {k: v for k, v in bootstrap_seeds_prompts(per_prompt[key], n_boot=n_boot, seed=rng_seed).items() if k != "n_seeds"}
+    per_item = per_item_matrices(runs_dir, runs) if len(runs) > 1 else {}
+    row["no_interval"] = []  # metrics recorded but without per-item values for every seed: mean only
+    for m in declared.METRICS:
+        rng_seed = zlib.crc32(f"{table.title}/{method}/{m.name}".encode())  # stable output, independent of row order
+        if m.name in per_item:
+            row[m.name] = {k: v for k, v in bootstrap_seeds_prompts(per_item[m.name], n_boot=n_boot, seed=rng_seed).items() if k != "n_seeds"}
         else:
-            estimates = [_get(r, "results", *path) for r in runs]
-            row[key] = aggregate(estimates, n_boot=n_boot, seed=rng_seed, bounds=(0.0, 1.0) if key in BOUNDED else None)
+            row[m.name] = aggregate([record_value(r.get("results"), m) for r in runs])
+            if len(runs) > 1 and row[m.name] is not None:
+                row["no_interval"].append(m.name)
+    row["ci_method"] = "prompts" if len(runs) == 1 else "seeds x prompts (partial)" if row["no_interval"] else "seeds x prompts"
     row["constraint"] = constraint_status(row.get(table.x_metric), table.threshold)
     row["models_trained"] = _max(_get(r, "train", "models_trained") for r in runs)
     row["peak_rss_mb"] = _max(s.get("peak_rss_mb") for r in runs for s in (r.get("stages") or {}).values())
@@ -243,57 +244,65 @@ def _build_row(table: LeaderboardTable, method: str, runs: list[dict[str, Any]],
 
 # -- statistics ---------------------------------------------------------------------------------------------
 
-def aggregate(estimates: Sequence[dict[str, Any] | None], *, n_boot: int = N_BOOT, seed: int = 0,
-              bounds: tuple[float, float] | None = None) -> dict[str, Any] | None:
-    """Mean over seeds with a seeds-then-prompts bootstrap 95% interval (module docstring); one seed: as recorded."""
+def aggregate(estimates: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """One seed: the estimate as recorded (its bootstrap over prompts). Several seeds without per-item values: the
+    mean over seeds and no interval (an interval needs the per-item values; see `per_item_matrices`)."""
     ests = [e for e in estimates if isinstance(e, dict) and e.get("value") is not None]
     if not ests:
         return None
     if len(ests) == 1:
         e = ests[0]
         return {"value": float(e["value"]), "ci_low": _num(e.get("ci_low")), "ci_high": _num(e.get("ci_high"))}
+    return {"value": sum(float(e["value"]) for e in ests) / len(ests), "ci_low": None, "ci_high": None}
+
+
+def per_item_matrices(runs_dir: Path, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Declared metric -> (seeds x items) matrix, for the metrics whose per-item values every run's folder holds, for
+    the same items in the same order, reproducing the record's value."""
     import numpy as np
 
-    values = np.array([float(e["value"]) for e in ests])
-    widths = np.array([(e["ci_high"] - e["ci_low"]) if e.get("ci_low") is not None and e.get("ci_high") is not None
-                       else 0.0 for e in ests])
-    sd = widths / (2 * Z95)
-    rng = np.random.default_rng(seed)
-    k = len(values)
-    seeds = rng.integers(0, k, size=(n_boot, k))  # resample seeds ...
-    # ... then prompts: every seed is evaluated on the same prompts, so one prompt resample moves all seeds
-    # together (one shared normal draw per replicate); more seeds do not shrink the prompt-sampling error.
-    shared = rng.standard_normal((n_boot, 1))
-    draws = values[seeds] + sd[seeds] * shared
-    low, high = np.percentile(draws.mean(axis=1), [2.5, 97.5])
-    if bounds is not None:
-        low, high = max(bounds[0], low), min(bounds[1], high)
-    return {"value": float(values.mean()), "ci_low": float(low), "ci_high": float(high)}
+    per_run = [_run_items(runs_dir / r["run_id"], r) for r in runs]
+    out = {}
+    for m in declared.METRICS:
+        got = [items.get(m.name) for items in per_run]
+        if any(g is None for g in got) or len({(key, len(values)) for key, values in got}) != 1:
+            continue
+        out[m.name] = np.stack([values for _, values in got])
+    return out
 
 
-def per_prompt_matrices(runs_dir: Path, runs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """(seeds x prompts) matrices of reward, cost and the unsafe flag, or None unless every run's folder holds its
-    per-prompt scores for the same prompts in the same order, and they reproduce the record's means."""
+def _run_items(run_dir: Path, record: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """name -> (item-order key, values) for the declared metrics whose saved per-item mean matches the record."""
     import numpy as np
 
-    prompts, rewards, costs = None, [], []
-    for r in runs:
-        run_dir = runs_dir / r["run_id"]
+    found: dict[str, tuple[str, list[float]]] = {}
+    saved = load_items(run_dir / "metrics")
+    if saved is not None:
+        keys = saved.get("keys") or {}
+        group = {m.name: m.group for m in declared.METRICS}
+        found = {name: (keys.get(group[name]), v) for name, v in saved["values"].items() if name in group}
+    else:  # runs from before items.json: reward, cost and unsafe flag from the per-prompt scores
         try:
             scores = json.loads((run_dir / "score" / "scores.json").read_text())
-            asked = [g["prompt"] for g in json.loads((run_dir / "generate" / "generations.json").read_text())]
-            reward, cost = np.asarray(scores["reward"], dtype=float), np.asarray(scores["cost"], dtype=float)
+            key = keys_hash([g["prompt"] for g in json.loads((run_dir / "generate" / "generations.json").read_text())])
+            cost = [float(c) for c in scores["cost"]]
+            found = {"reward_mean": (key, scores["reward"]), "cost_mean": (key, cost), "unsafe_rate": (key, [float(c > 0) for c in cost])}
         except (OSError, ValueError, KeyError, TypeError):
-            return None
-        recorded = [_get(r, "results", "safety", k, "value") for k in ("reward_mean", "cost_mean")]
-        if (prompts is not None and asked != prompts) or not (len(asked) == reward.size == cost.size > 0) or \
-                None in recorded or not np.allclose([reward.mean(), cost.mean()], recorded, rtol=1e-6, atol=1e-9):
-            return None
-        prompts = asked
-        rewards.append(reward)
-        costs.append(cost)
-    cost_m = np.stack(costs)
-    return {"reward_mean": np.stack(rewards), "cost_mean": cost_m, "unsafe_rate": (cost_m > 0).astype(float)}
+            return {}
+    out = {}
+    for m in declared.METRICS:
+        if m.name not in found:
+            continue
+        key, values = found[m.name]
+        recorded = record_value(record.get("results"), m)
+        try:
+            arr = np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            continue
+        if key and arr.ndim == 1 and arr.size and isinstance(recorded, dict) and recorded.get("value") is not None \
+                and np.isclose(arr.mean(), recorded["value"], rtol=1e-6, atol=1e-9):
+            out[m.name] = (key, arr)
+    return out
 
 
 def constraint_status(estimate: dict[str, Any] | None, threshold: float | None) -> str:
@@ -329,16 +338,16 @@ def pareto_front(points: Sequence[tuple[float | None, float | None] | None]) -> 
 
 
 def _ci_notes(rows: list[dict[str, Any]]) -> list[str]:
-    """Which rows' intervals are exact and which approximated (module docstring)."""
+    """Which multi-seed rows have every interval from the per-item values, and which metrics have none (module
+    docstring)."""
     exact = [r["method"] for r in rows if r["ci_method"] == "seeds x prompts"]
-    approx = [r["method"] for r in rows if r["ci_method"] == "seeds x prompts (approx.)"]
     notes = []
     if exact:
-        notes.append(f"{', '.join(exact)}: reward, cost and unsafe-rate intervals from a seeds x prompts bootstrap "
-                     "of the per-prompt scores; win-rate and MC intervals approximated from per-run intervals")
-    if approx:
-        notes.append(f"{', '.join(approx)}: intervals over seeds approximated from per-run intervals "
-                     "(per-prompt scores not found in the run folders)")
+        notes.append(f"{', '.join(exact)}: intervals from a seeds x prompts bootstrap of the per-item values")
+    for r in rows:
+        if r.get("no_interval"):
+            notes.append(f"{r['method']}: no interval over seeds for {', '.join(r['no_interval'])} "
+                         "(per-item values not found in the run folders): mean over seeds only")
     return notes
 
 

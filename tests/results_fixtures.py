@@ -99,3 +99,14 @@ def add_scores(runs_dir: str | Path, record: dict[str, Any], rewards: list[float
     safety["cost_mean"]["value"] = sum(costs) / len(costs)
     safety["unsafe_rate"]["value"] = sum(c > 0 for c in costs) / len(costs)
     safety["n_prompts"] = len(rewards)
+
+
+def add_items(runs_dir: str | Path, record: dict[str, Any], values: dict[str, list[float]],
+              keys: dict[str, str] | None = None) -> None:
+    """Write the run's `metrics/items.json` (as harness.runs does) and make the record's values their means."""
+    from evaluators.metrics import get_metric, record_value, save_items
+
+    for name, v in values.items():
+        est = record_value(record["results"], get_metric(name))
+        est["value"] = sum(v) / len(v)
+    save_items(Path(runs_dir) / record["run_id"] / "metrics", values, keys or {"safety": "p", "truthfulqa": "q"})

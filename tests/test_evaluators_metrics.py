@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import pytest
 import torch
 
+from evaluators import metrics
 from evaluators.baselines import LengthScorer, RandomScorer
 from evaluators.losses import cost_model_loss, cost_sign, reward_model_loss
 from evaluators.metrics import bootstrap_ci, bootstrap_seeds_prompts, safety_metrics
@@ -146,3 +148,49 @@ def test_seeds_then_prompts_is_crossed() -> None:
     # seeds that differ by an offset, with no prompt-to-prompt variation: the interval spans the seeds
     offsets = bootstrap_seeds_prompts(np.array([[0.0] * 50, [1.0] * 50, [2.0] * 50]), n_boot=2000, seed=3)
     assert offsets["value"] == pytest.approx(1.0) and offsets["ci_low"] < 0.7 and offsets["ci_high"] > 1.3
+
+
+# -- metric declarations ----------------------------------------------------------------------------------------------
+
+def test_declared_metrics_save_their_per_item_values():
+    items: dict[str, list[float]] = {}
+    out = safety_metrics([1.0, 2.0, 3.0], [-1.0, 0.5, 0.0], ref_rewards=[1.0, 3.0, 0.0], ref_costs=[1.0, 0.5, -1.0],
+                         n_boot=50, items=items)
+    assert items == {"reward_mean": [1.0, 2.0, 3.0], "cost_mean": [-1.0, 0.5, 0.0], "unsafe_rate": [0.0, 1.0, 0.0],
+                     "win_reward": [0.5, 0.0, 1.0], "win_cost": [1.0, 0.5, 0.0]}
+    for m in metrics.METRICS:
+        if m.name in items:  # each recorded value is the mean of the saved items, at the declared path
+            assert metrics.record_value({"safety": out}, m)["value"] == pytest.approx(np.mean(items[m.name]))
+    assert set(metrics.higher_is_better()) == {m.name for m in metrics.METRICS}
+    assert metrics.higher_is_better()["unsafe_rate"] is False and metrics.higher_is_better()["win_cost"] is True
+
+
+def test_adding_a_metric_is_one_entry(monkeypatch, tmp_path):
+    """The module docstring's example, added to METRICS and nowhere else, reaches the record, its per-item values,
+    `higher_is_better`, the tracker keys and the leaderboard (column and seeds x prompts interval)."""
+    from leaderboards.table import build_leaderboard, columns
+    from results_fixtures import add_items, add_run, make_record
+
+    doc = metrics.__doc__
+    example = doc.split("needs only this entry in `METRICS`:\n\n", 1)[1].split("\n\n", 1)[0]
+    new = eval(textwrap.dedent(example).rstrip().rstrip(","), {"Metric": metrics.Metric})  # noqa: S307 (our own docstring)
+    monkeypatch.setattr(metrics, "METRICS", (*metrics.METRICS, new))
+
+    items: dict[str, list[float]] = {}
+    responses = ["short", "word " * 201, "also short", "word " * 300]
+    out = safety_metrics([0.0] * 4, [0.0] * 4, responses=responses, n_boot=50, items=items)
+    assert out[new.name]["value"] == pytest.approx(0.5) and items[new.name] == [0.0, 1.0, 0.0, 1.0]
+    assert metrics.higher_is_better()[new.name] is False
+    assert metrics.tracker_values({"results": {"safety": out}})[f"eval/{new.name}"] == pytest.approx(0.5)
+    column = next(c for c in columns() if c.key == new.name)
+    assert column.header == new.label and column.percent and column.higher_is_better is False
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        record = make_record("pddpo", seed=seed)
+        record["results"]["safety"][new.name] = {"value": 0.0}
+        add_items(runs, record, {new.name: items[new.name]})
+        add_run(runs, record)
+    (row,) = build_leaderboard(runs).rows
+    assert row[new.name]["value"] == pytest.approx(0.5) and row[new.name]["ci_low"] <= 0.5 <= row[new.name]["ci_high"]
+    assert new.name not in row["no_interval"]

@@ -19,7 +19,7 @@ from leaderboards import render
 from leaderboards.plots import frontier_figure, lambda_figure, save_png
 from leaderboards.table import aggregate, build_leaderboard, constraint_status, pareto_front
 from leaderboards.wandb_tracker import WandbTracker
-from results_fixtures import add_run, add_scores, est, make_record
+from results_fixtures import add_items, add_run, add_scores, est, make_record
 
 
 @pytest.fixture
@@ -29,8 +29,13 @@ def runs(tmp_path: Path) -> Path:
     add_run(d, make_record("sft", reward=0.0, cost=0.5, unsafe=0.40))
     for s in (0, 1, 2):
         traj = [{"iteration": i, "lambda": 1.0 + 0.3 * i, "cost_estimate": 0.4 - 0.1 * i} for i in (1, 2, 3)]
-        add_run(d, make_record("pddpo", seed=s, reward=0.30 + 0.05 * s, cost=-0.2, unsafe=0.15 + 0.02 * s,
-                               models_trained=2, trajectory=traj, peak_rss_mb=1000.0 + s, wall_s=10.0 * (s + 1)))
+        record = make_record("pddpo", seed=s, reward=0.30 + 0.05 * s, cost=-0.2, unsafe=0.15 + 0.02 * s,
+                             models_trained=2, trajectory=traj, peak_rss_mb=1000.0 + s, wall_s=10.0 * (s + 1))
+        n_unsafe = 15 + 2 * s  # of 100 prompts
+        add_items(d, record, {"reward_mean": [0.30 + 0.05 * s + 0.1 * (-1) ** i for i in range(100)],
+                              "unsafe_rate": [1.0] * n_unsafe + [0.0] * (100 - n_unsafe),
+                              "win_reward": [1.0] * 60 + [0.0] * 40, "mc1": [1.0, 0.0, 0.0, 0.0] * 25})
+        add_run(d, record)
     add_run(d, make_record("dpo-helpful", reward=0.6, cost=0.9, unsafe=0.50))
     add_run(d, make_record("dpo-harmless", reward=-0.2, cost=-0.8, unsafe=0.05))
     add_run(d, make_record("safe-rlhf"), status="failed")
@@ -110,20 +115,35 @@ def test_one_seed_keeps_the_recorded_interval() -> None:
     assert aggregate([e]) == e
 
 
-def test_seeds_do_not_shrink_the_prompt_interval() -> None:
-    """All seeds see the same prompts: three identical runs must not look three times as precise."""
-    agg = aggregate([est(0.5, 0.1)] * 3, seed=1)
-    assert agg["value"] == pytest.approx(0.5)
-    assert agg["ci_low"] == pytest.approx(0.4, abs=0.01) and agg["ci_high"] == pytest.approx(0.6, abs=0.01)
-
-
-def test_seed_spread_widens_the_interval() -> None:
-    agg = aggregate([est(0.2, 0.0), est(0.4, 0.0), est(0.6, 0.0)], seed=1)
-    assert agg["value"] == pytest.approx(0.4)
-    assert 0.2 <= agg["ci_low"] < 0.35 and 0.45 < agg["ci_high"] <= 0.6
+def test_seeds_without_per_item_values_get_no_interval() -> None:
+    """No normal approximation: without per-item values an interval over seeds is not known, so none is shown."""
+    agg = aggregate([est(0.2, 0.0), est(0.4, 0.0), est(0.6, 0.0)])
+    assert agg == {"value": pytest.approx(0.4), "ci_low": None, "ci_high": None}
     assert aggregate([None, {"value": None}]) is None
-    bounded = aggregate([est(0.01, 0.05), est(0.02, 0.05)], bounds=(0.0, 1.0))
-    assert bounded["ci_low"] >= 0.0
+
+
+def test_every_declared_metric_pools_seeds_per_item(tmp_path: Path) -> None:
+    """items.json carries win and MC per-item values: their intervals are seeds x items bootstraps, and three
+    identical seeds are exactly as precise as one (all seeds see the same items)."""
+    d = tmp_path / "runs"
+    win = [1.0, 0.0, 0.5, 1.0, 1.0, 0.0, 1.0, 0.5]
+    mc1 = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    for seed in (0, 1, 2):
+        record = make_record("pddpo", seed=seed)
+        add_items(d, record, {"win_reward": win, "mc1": mc1, "reward_mean": [0.1 * seed + x for x in (0.0, 1.0, 2.0, 3.0)]})
+        add_run(d, record)
+    bad = make_record("pddpo", seed=3)  # per-item values that do not reproduce the record are never used
+    add_items(d, bad, {"win_reward": win, "mc1": mc1})
+    bad["results"]["truthfulqa"]["mc1"]["value"] = 0.9
+    add_run(d, bad)
+    (row,) = build_leaderboard(d, seeds=[0, 1, 2]).rows
+    assert row["win_reward"]["value"] == pytest.approx(sum(win) / len(win)) and row["mc1"]["value"] == pytest.approx(1 / 3)
+    assert 0.0 <= row["mc1"]["ci_low"] < 1 / 3 < row["mc1"]["ci_high"] <= 1.0
+    assert row["reward_mean"]["value"] == pytest.approx(1.6)
+    assert row["ci_method"] == "seeds x prompts (partial)" and "win_reward" not in row["no_interval"]
+    assert set(row["no_interval"]) == {"cost_mean", "unsafe_rate", "win_cost", "mc2"}  # no items saved for these
+    (row4,) = build_leaderboard(d).rows
+    assert "mc1" in row4["no_interval"] and row4["mc1"]["ci_low"] is None
 
 
 def test_rows_use_per_prompt_scores_when_run_folders_have_them(tmp_path: Path) -> None:
@@ -136,13 +156,15 @@ def test_rows_use_per_prompt_scores_when_run_folders_have_them(tmp_path: Path) -
         add_run(d, make_record("sacpo", seed=seed, reward=0.2 * seed))
     (table,) = build_leaderboard(d).tables
     rows = {r["method"]: r for r in table.rows}
-    assert rows["pddpo"]["ci_method"] == "seeds x prompts" and rows["sacpo"]["ci_method"] == "seeds x prompts (approx.)"
+    assert rows["pddpo"]["ci_method"] == rows["sacpo"]["ci_method"] == "seeds x prompts (partial)"
+    assert set(rows["pddpo"]["no_interval"]) == {"win_reward", "win_cost", "mc1", "mc2"}  # not in scores.json
+    assert rows["sacpo"]["reward_mean"]["ci_low"] is None and rows["sacpo"]["reward_mean"]["value"] == pytest.approx(0.1)
     assert rows["pddpo"]["reward_mean"]["value"] == pytest.approx(1.25)
     assert rows["pddpo"]["unsafe_rate"]["value"] == pytest.approx(0.25)
     lo, hi = rows["pddpo"]["unsafe_rate"]["ci_low"], rows["pddpo"]["unsafe_rate"]["ci_high"]
     assert lo == 0.0 and 0.5 <= hi <= 0.75  # one unsafe prompt in four, shared by both seeds
-    assert any(n.startswith("pddpo: reward, cost and unsafe-rate intervals from a seeds x prompts") for n in table.notes)
-    assert any(n.startswith("sacpo: intervals over seeds approximated") for n in table.notes)
+    assert any(n.startswith("pddpo: no interval over seeds for win_reward, win_cost, mc1, mc2") for n in table.notes)
+    assert any(n.startswith("sacpo: no interval over seeds for reward_mean, cost_mean, unsafe_rate") for n in table.notes)
 
 
 def test_resources_seeds_and_truthfulqa(runs: Path) -> None:

@@ -57,6 +57,10 @@ def test_sft_tiny_run_writes_record_and_store(tiny_cfg):
     assert rec["schema_version"] == "1.0" and rec["stages"]["train"]["wall_s"] >= 0
     assert rec["stages"]["generate"]["peak_rss_mb"] > 0
     assert "mc1" in rec["results"]["truthfulqa"]
+    saved = json.loads((run_dir / "metrics/items.json").read_text())  # per-item values of every declared metric
+    assert set(saved["keys"]) == {"safety", "truthfulqa"} and len(saved["values"]["reward_mean"]) == len(gens)
+    assert sum(saved["values"]["mc1"]) / len(saved["values"]["mc1"]) == pytest.approx(rec["results"]["truthfulqa"]["mc1"]["value"])
+    assert rec["higher_is_better"]["unsafe_rate"] is False and rec["higher_is_better"]["mc2"] is True
     (row,) = list_runs(cfg.runs_dir)
     assert row["status"] == "finished" and row["results"]["run_id"] == rec["run_id"]
     # same config again: returns the stored record without running anything
