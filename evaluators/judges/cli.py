@@ -27,7 +27,7 @@ JudgeOpt = typer.Option(None, "--judge", "-j", help="safety-judge | reward-judge
 ProfileOpt = typer.Option("cpu", "--profile", "-p", help="tiny | cpu | gpu, or a YAML file.")
 DataDirOpt = typer.Option(None, "--data-dir", help="Local dataset copies (default $BENCH_DATA_DIR).")
 SetOpt = typer.Option(None, "--set", help="Override key=value; judge.<field>=... sets judge training (judge.members=tfidf+surface).")
-JsonOpt = typer.Option(None, "--json", help="Also write the cards (held-out report) to this JSON file.")
+JsonOpt = typer.Option(None, "--json", help="Also write the cards (held-out report) to this JSON file, and the table beside it (.md).")
 
 
 def _names(judge: str | None) -> list[str]:
@@ -89,6 +89,26 @@ def print_card(card: dict[str, Any]) -> None:
         console.print(f"[yellow]does NOT beat every baseline on:[/] {', '.join(below)}")
 
 
+def markdown_table(cards: dict[str, dict[str, Any]]) -> str:
+    """judge x held-out source: accuracy [CI], baselines, ECE, sensitivity/specificity with counts (docs, README)."""
+    lines = ["| judge | held-out source (labels) | n | accuracy [95% CI] | pairwise | length | random | majority | TF-IDF LR | other baseline | ECE | sens. (tp/fn) | spec. (tn/fp) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, card in cards.items():
+        for src, h in card["heldout"].items():
+            b = h.get("baselines") or {}
+            other = ", ".join(f"{k.replace('_', ' ')} {_v(v)}" for k, v in b.items() if k not in ("length", "random", "majority", "tfidf_lr")) or "–"
+            sens, spec = h.get("sensitivity"), h.get("specificity")
+            lab = "human" if h.get("labels") == "human" else "**benchmark, not human**"
+            cells = [f"`{name}`", f"{src} ({lab})", str(h.get("n")), _ci(h.get("accuracy")),
+                     _v(h.get("pairwise_accuracy")) if sens else "–", _v(b.get("length")), _v(b.get("random")),
+                     _v(b.get("majority")) if b.get("majority") else "–", _v(b.get("tfidf_lr")), other,
+                     f"{h['ece']:.3f}" if isinstance(h.get("ece"), float) else "–",
+                     f"{sens['value']:.3f} ({sens['tp']}/{sens['fn']})" if sens else "–",
+                     f"{spec['value']:.3f} ({spec['tn']}/{spec['fp']})" if spec else "–"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _run(names: list[str], profile: str, data_dir: Path | None, overrides: list[str] | None, retrain: bool, json_out: Path | None) -> None:
     from evaluators.judges.core import cached_judge, judge_settings
 
@@ -106,7 +126,8 @@ def _run(names: list[str], profile: str, data_dir: Path | None, overrides: list[
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(cards, indent=2, default=float))
-        console.print(f"cards written to {json_out}")
+        json_out.with_suffix(".md").write_text(markdown_table(cards))
+        console.print(f"cards written to {json_out} (table: {json_out.with_suffix('.md')})")
 
 
 @judge_app.command("train")

@@ -61,13 +61,13 @@ class JudgeSettings:
 
 # per judge, per profile (unknown profiles get cpu). tiny: seconds, for tests. cpu: measured in docs/judges.md.
 TINY = {"members": "tfidf+surface", "max_train_per_source": 40, "max_calib_per_source": 20, "max_test_per_source": 20, "n_boot": 100}
-CPU = {"members": "tfidf+surface"}
-GPU = {"members": "tfidf+minilm+surface"}
+# cpu members: the best judge-calib accuracy among those compared in docs/judges.md (benchmarks/judges_compare.py);
+# frozen-encoder members (minilm) are the gpu default: embedding ~20k texts does not fit a few CPU minutes here.
 JUDGE_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "safety-judge": {"tiny": TINY, "cpu": CPU, "gpu": GPU},
-    "reward-judge": {"tiny": TINY, "cpu": CPU, "gpu": GPU},
-    "refusal-judge": {"tiny": TINY, "cpu": CPU, "gpu": GPU},
-    "truthfulness-judge": {"tiny": TINY, "cpu": {"members": "refsim"}, "gpu": {"members": "refsim"}},
+    "safety-judge": {"tiny": TINY, "cpu": {"members": "tfidf+surface"}, "gpu": {"members": "tfidf+minilm+surface"}},
+    "reward-judge": {"tiny": TINY, "cpu": {"members": "tfidf+surface+overlap"}, "gpu": {"members": "tfidf+minilm+surface+overlap"}},
+    "refusal-judge": {"tiny": TINY, "cpu": {"members": "tfidf+surface+overlap"}, "gpu": {"members": "tfidf+minilm+surface+overlap"}},
+    "truthfulness-judge": {"tiny": TINY, "cpu": {"members": "refsim+tfidf"}, "gpu": {"members": "refsim+tfidf"}},
 }
 
 
