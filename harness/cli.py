@@ -69,7 +69,7 @@ def run(
     backend: Optional[str] = typer.Option(None, "--backend", help="Generation backend: auto | hf | vllm."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Resume RUN_ID from its saved config (skips finished stages)."),
     launcher: str = typer.Option("none", "--launcher", help="none | accelerate (multi-GPU / DeepSpeed)."),
-    accelerate_config: str = typer.Option("zero2", "--accelerate-config", help="zero2 | zero3 | a YAML path (with --launcher accelerate)."),
+    accelerate_config: str = typer.Option("ddp", "--accelerate-config", help="ddp (DDP; gloo on CPU) | zero2 | zero3 | a YAML path (with --launcher accelerate)."),
     num_processes: int = typer.Option(1, "--num-processes", help="Processes for --launcher accelerate."),
     overrides: Optional[list[str]] = SetOpt,
 ) -> None:
@@ -91,7 +91,8 @@ def run(
     METHODS.get(cfg.method)  # unknown method: fail before any output or work
     console.print(f"[bold]run[/] {runs.run_id(cfg)}  method={cfg.method} dataset={cfg.dataset} model={cfg.model} profile={cfg.profile} seed={cfg.seed}")
     record = runs.run(cfg, on_stage=lambda stage, status: console.print(f"  [cyan]{stage:<8}[/] {status}"))
-    print_record(record)
+    if record is not None:  # None: a non-zero rank of a data-parallel run (rank 0 writes and prints the record)
+        print_record(record)
 
 
 def accelerate_command(config: str, num_processes: int, argv: list[str]) -> list[str]:
@@ -99,7 +100,7 @@ def accelerate_command(config: str, num_processes: int, argv: list[str]) -> list
     preset = Path(__file__).resolve().parent.parent / "configs" / "accelerate" / f"{config}.yaml"
     path = preset if preset.exists() else Path(config)
     if not path.exists():
-        raise BenchError(f"accelerate config '{config}' not found: use zero2, zero3 or a YAML path")
+        raise BenchError(f"accelerate config '{config}' not found: use ddp, zero2, zero3 or a YAML path")
     rest, skip = [], False
     for a in argv:
         if skip:

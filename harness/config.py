@@ -72,6 +72,11 @@ class GenerationConfig:
     top_p: float = 1.0
     batch_size: int = 16
     cache: bool = True
+    # vLLM engine settings (ignored by the hf backend); each is recorded in results.json -> generation.vllm
+    tensor_parallel_size: int = 1  # GPUs per vLLM engine; 0 = auto (every visible GPU)
+    gpu_memory_utilization: float = 0.9  # fraction of each GPU's memory vLLM may take
+    max_model_len: int = 0  # prompt + response context vLLM reserves KV cache for; 0 = the model's own maximum
+    enforce_eager: bool = False  # true = no CUDA graphs (slower decoding, less memory, faster start)
 
 
 @dataclass
@@ -94,6 +99,15 @@ class EvalConfig:
     truthfulqa_mc: bool = True
     mc_max_questions: int = 0  # 0 = all available (817, or the test fold when training on TruthfulQA)
     mc_batch_size: int = 16
+
+
+@dataclass
+class ResourcesConfig:
+    """What one run asks a scheduler for (`bench suite --executor ray`); not part of the run id."""
+
+    cpus: float = 1.0  # CPU cores per run (Ray also sets OMP_NUM_THREADS to this)
+    gpus: float = 0.0  # GPUs per run
+    memory_gb: float = 0.0  # RAM per run, for Ray's scheduler; 0 = no request
 
 
 @dataclass
@@ -122,6 +136,7 @@ class RunConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method config sections
 
     def method_section(self, name: str | None = None) -> dict[str, Any]:
@@ -130,7 +145,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def fingerprint(self, exclude: tuple[str, ...] = ("runs_dir", "suite")) -> str:
+    def fingerprint(self, exclude: tuple[str, ...] = ("runs_dir", "suite", "resources")) -> str:
         """Stable hash of everything that changes results (not where they are stored)."""
         d = {k: v for k, v in self.to_dict().items() if k not in exclude}
         d["methods"] = {self.method: d["methods"].get(self.method, {})}

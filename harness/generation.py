@@ -75,6 +75,11 @@ class HFGenerator:
             self.model.train()
         return [o.strip() for o in out]
 
+    def close(self) -> None:
+        """Drop the model this generator loaded (an in-memory model handed in stays with its owner)."""
+        self.model = None
+        release_accelerator_memory()
+
 
 class VLLMGenerator:
     """vLLM offline `LLM.generate` (GPU only). Imported lazily so CPU installs never touch vllm."""
@@ -93,6 +98,18 @@ class VLLMGenerator:
         dtype = {"auto": "auto", "bf16": "bfloat16", "fp32": "float32"}.get(precision, "auto")
         self.llm = LLM(model=str(model), dtype=dtype, **llm_kwargs)
         self.template = template
+
+    def close(self) -> None:
+        """Tear the engine down so its GPU memory (weights + KV cache) is free before a scorer loads."""
+        self.llm = None
+        try:  # vLLM keeps a model-parallel group and a distributed environment per process
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel  # noqa: PLC0415
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception as exc:  # noqa: BLE001  (older/newer vLLM layouts: the gc below still frees the engine)
+            log.debug("vLLM teardown: %s", exc)
+        release_accelerator_memory()
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[str]:
         from vllm import SamplingParams as VSP  # noqa: PLC0415
@@ -114,6 +131,56 @@ class DummyGenerator:
     def generate(self, prompts: list[str], params: SamplingParams) -> list[str]:
         return [f"I cannot help with that. ({len(p)})" for p in prompts]
 
+    def close(self) -> None:
+        pass
+
+
+def release_accelerator_memory() -> None:
+    """gc + empty the CUDA cache (no-op on CPU beyond the gc): after a generator or scorer is dropped."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def close_generator(gen: Any) -> None:
+    """Free a generator's model now (not when the garbage collector gets to it); plugins without close() are dropped."""
+    close = getattr(gen, "close", None)
+    if callable(close):
+        close()
+    else:
+        release_accelerator_memory()
+
+
+def vllm_settings(gen_cfg: Any, device: str = "cuda") -> dict[str, Any]:
+    """The vLLM engine arguments from the `generation` config: tensor_parallel_size 0 -> every visible GPU,
+    max_model_len 0 -> the model's own maximum (None to vLLM)."""
+    tp = int(gen_cfg.tensor_parallel_size)
+    if tp < 0:
+        raise BenchError(f"generation.tensor_parallel_size={tp}: use 0 (auto: every visible GPU) or a positive count")
+    if not 0 < float(gen_cfg.gpu_memory_utilization) <= 1:
+        raise BenchError(f"generation.gpu_memory_utilization={gen_cfg.gpu_memory_utilization}: use a fraction in (0, 1]")
+    if tp == 0:
+        tp = visible_gpus() if device.startswith("cuda") else 1
+        tp = max(tp, 1)
+    return {"tensor_parallel_size": tp, "gpu_memory_utilization": float(gen_cfg.gpu_memory_utilization),
+            "max_model_len": int(gen_cfg.max_model_len) or None, "enforce_eager": bool(gen_cfg.enforce_eager)}
+
+
+def visible_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:  # pragma: no cover
+        return 0
+
 
 def choose_backend(requested: str, device: str) -> tuple[str, str]:
     """(backend, reason). `auto` prefers vLLM on GPU when installed."""
@@ -130,7 +197,9 @@ def choose_backend(requested: str, device: str) -> tuple[str, str]:
     return "vllm", "vLLM installed and a GPU is present"
 
 
-def make_generator(model: Any, tokenizer: Any = None, *, backend: str = "auto", template: str = "chat", batch_size: int = 16, device: str = "cpu", precision: str = "auto") -> Generator:
+def make_generator(model: Any, tokenizer: Any = None, *, backend: str = "auto", template: str = "chat", batch_size: int = 16, device: str = "cpu", precision: str = "auto",
+                   vllm: dict[str, Any] | None = None) -> Generator:
+    """`vllm`: engine arguments for the vLLM backend (see `vllm_settings`); other backends ignore them."""
     from harness.registries import GENERATORS
 
     chosen, reason = choose_backend(backend, device)
@@ -138,7 +207,8 @@ def make_generator(model: Any, tokenizer: Any = None, *, backend: str = "auto", 
         chosen, reason = "hf", "vLLM not used: the model is in memory"
     log.info("generation backend: %s (%s)", chosen, reason)
     cls = GENERATORS.get(chosen)
-    gen = cls(model, tokenizer, template=template, batch_size=batch_size, device=device, precision=precision)
+    extra = dict(vllm or {}) if chosen == "vllm" else {}
+    gen = cls(model, tokenizer, template=template, batch_size=batch_size, device=device, precision=precision, **extra)
     gen.backend_reason = reason  # type: ignore[attr-defined]
     return gen
 

@@ -108,7 +108,27 @@ class Services:
 
         g = self.cfg.generation
         return make_generator(model, tokenizer, backend=backend or g.backend, template=self.cfg.template, batch_size=g.batch_size,
-                              device=self.device, precision=self.cfg.train.precision)
+                              device=self.device, precision=self.cfg.train.precision, vllm=self.vllm_settings())
+
+    def vllm_settings(self) -> dict[str, Any]:
+        from harness.generation import vllm_settings
+
+        return vllm_settings(self.cfg.generation, self.device)
+
+    def generate_then_release(self, model, prompts: list[str], params: SamplingParams) -> tuple[list[str], Any]:
+        """(responses, generator info): generate, then free the generator's model before anything is scored, so
+        a vLLM engine and a score model never hold the GPU together. Returns the (closed) generator for its info."""
+        from harness.generation import cached_generate, close_generator
+
+        gen = self.generator(model)
+        try:
+            responses, hit = cached_generate(gen, prompts, params, self.cfg.generation.cache)
+            gen.cache_hit = hit  # type: ignore[attr-defined]
+            gen.params_policy = (sum(p.numel() for p in gen.model.parameters())  # type: ignore[attr-defined]
+                                 if hasattr(getattr(gen, "model", None), "parameters") else None)
+        finally:
+            close_generator(gen)
+        return responses, gen
 
     def sampling(self, **over: Any) -> SamplingParams:
         g = self.cfg.generation
@@ -165,8 +185,52 @@ def load_run_config(runs_dir: str | Path, rid: str) -> RunConfig:
     return config_from_dict(yaml.safe_load(path.read_text()))
 
 
-def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> dict[str, Any]:
-    """Execute (or resume) a run and return its results record."""
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process under `accelerate launch` / torchrun; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def distributed_record(cfg: RunConfig) -> dict[str, Any]:
+    """World size and the effective (global) batch size: per-device batch x gradient accumulation x processes."""
+    _, size = world()
+    t = cfg.train
+    return {"world_size": size, "per_device_batch_size": t.batch_size, "grad_accum": t.grad_accum,
+            "effective_batch_size": t.batch_size * t.grad_accum * size,
+            "launcher": "accelerate" if size > 1 or os.environ.get("ACCELERATE_PROCESS_ID") else "none"}
+
+
+def _follow_training(cfg: RunConfig, rid: str) -> None:
+    """A non-zero rank of a data-parallel run: take part in the train stage's collectives and nothing else.
+
+    Rank 0 owns the run folder, the record and the store. This rank runs the same method code (so every
+    all-reduce has its partner) in a scratch copy of the run tree, `runs/<run-id>/.rank<r>/`, removed afterwards:
+    the weights it ends with equal rank 0's, and generation, scoring and metrics happen once, on rank 0.
+    """
+    from harness.datasets import load_bundle
+    from harness.models import resolve_device, resolve_model
+    from harness.registries import METHODS
+
+    rank, _ = world()
+    run_dir = Path(cfg.runs_dir) / rid
+    if Stage(run_dir, "train").done:  # rank 0 skips a finished train stage: so does every other rank
+        return
+    scratch = run_dir / f".rank{rank}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    method_cls = METHODS.get(cfg.method)
+    mcfg = method_config(method_cls.config_class, cfg)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    services = Services(cfg, load_bundle(cfg), device)
+    stage_dir = scratch / "train"
+    stage_dir.mkdir(parents=True)
+    try:
+        method_cls(mcfg).train(build_context(cfg, stage_dir, services, str(resolve_model(cfg.model))))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> dict[str, Any] | None:
+    """Execute (or resume) a run and return its results record (None on a non-zero data-parallel rank)."""
     from evaluators.metrics import higher_is_better
     from harness.datasets import load_bundle, load_eval_prompts
     from harness.models import model_fingerprint, resolve_device, resolve_model
@@ -174,6 +238,9 @@ def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> d
 
     rid = run_id(cfg)
     run_dir = Path(cfg.runs_dir) / rid
+    if world()[0] != 0:
+        _follow_training(cfg, rid)
+        return None
     results_path = run_dir / "results.json"
     note = on_stage or (lambda stage, status: log.info("[%s] %s: %s", rid, stage, status))
     if results_path.exists():
@@ -216,16 +283,11 @@ def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> d
         params = services.sampling()
 
         def generate_stage(stage_dir: Path) -> tuple[dict, dict]:
-            from harness.generation import cached_generate
-
-            gen = services.generator(Path(model_path))
-            responses, hit = cached_generate(gen, [p.prompt for p in prompts], params, cfg.generation.cache)
-            model = getattr(gen, "model", None)
+            responses, gen = services.generate_then_release(Path(model_path), [p.prompt for p in prompts], params)
             rows = [{"prompt": p.prompt, "category": p.category, "response": r} for p, r in zip(prompts, responses)]
             return {"generations.json": rows}, {
-                "cache_hit": hit, "backend": gen.name, "backend_reason": getattr(gen, "backend_reason", ""),
-                "model_fingerprint": model_fingerprint(model_path),
-                "params_policy": sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else None}
+                "cache_hit": gen.cache_hit, "backend": gen.name, "backend_reason": getattr(gen, "backend_reason", ""),
+                "model_fingerprint": model_fingerprint(model_path), "params_policy": gen.params_policy}
 
         gen_info = stages["generate"] = Stage(run_dir, "generate").run(note, generate_stage)
         rows = read_json(run_dir / "generate" / "generations.json")
@@ -280,11 +342,12 @@ def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> d
             "train": {k: result.get(k) for k in ("models_trained", "networks_held", "trajectory", "extra")} | {"method_config": train.get("method_config")},
             "stages": stages,
             "generation": {**asdict(params), "backend": gen_info["backend"], "backend_reason": gen_info["backend_reason"], "template": cfg.template,
-                           "eval_set": eval_set, "n_prompts": len(rows)},
+                           "eval_set": eval_set, "n_prompts": len(rows), "vllm": services.vllm_settings()},
             "scorers": {"reward": score_info["reward"], "cost": score_info["cost"]},
             "data": {"source": bundle.source, "counts": bundle.counts, "notes": bundle.notes},
             "versions": versions(),
             "env": {"device": device, "precision": cfg.train.precision, "num_threads": _num_threads(), "platform": platform.platform()},
+            "distributed": distributed_record(cfg),
         }
         write_json(results_path, record)
         upsert_run(cfg.runs_dir, rid, status="finished", stage="metrics", results=record, **store_kw)
@@ -318,10 +381,8 @@ def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, sc
 
     ref_r = ref_c = None
     if cfg.scoring.win_rate_vs_sft and Path(model_path) != Path(policy_path):
-        from harness.generation import cached_generate
-
         ps = [r["prompt"] for r in rows]
-        sft_responses, _ = cached_generate(services.generator(Path(policy_path)), ps, services.sampling(), cfg.generation.cache)
+        sft_responses, _ = services.generate_then_release(Path(policy_path), ps, services.sampling())
         ref_r, ref_c = services.scorer("reward").score(ps, sft_responses), services.scorer("cost").score(ps, sft_responses)
     out: dict[str, Any] = {
         "safety": safety_metrics(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import traceback
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,10 +43,14 @@ def suite(
     wandb: Optional[str] = typer.Option(None, "--wandb", help="offline | online | disabled (default: the profile's wandb.mode)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where runs and the store live."),
     suite_id: Optional[str] = typer.Option(None, "--suite-id", help="W&B group and store tag (default: derived from the grid, so a rerun resumes it)."),
+    executor: str = typer.Option("local", "--executor", help="local (one run after the other, in this process) | ray (one Ray task per run)."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --executor ray: join this cluster (e.g. auto, ray://head:10001); default: a local Ray instance."),
 ) -> None:
-    """Run every (method, seed) of a grid in this process, then print and save the leaderboard.
+    """Run every (method, seed) of a grid, then print and save the leaderboard.
 
-    Finished stages are skipped, so rerunning a suite resumes it. A failing run is recorded and the suite goes
+    `--executor local` (default) runs the grid in this process; `--executor ray` makes each run a Ray task with
+    the profile's `resources` (CPUs, GPUs, memory), in parallel where they fit. Finished stages are skipped, so
+    rerunning a suite resumes it (also after the driver was killed). A failing run is recorded and the suite goes
     on; the exit code is 1 if any run failed. The runs form one W&B group, and the suite adds a leaderboard run.
     """
     from rich.console import Console
@@ -56,7 +59,13 @@ def suite(
     from leaderboards import render
     from leaderboards.table import build_leaderboard
 
+    from harness.executors import EXECUTORS, run_local, run_ray
+
     console = Console()
+    if executor not in EXECUTORS:
+        raise BenchError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if address and executor != "ray":
+        raise BenchError("--address needs --executor ray")
     names = parse_methods(methods)
     seed_list = parse_seeds(seeds)
     _check_mode(wandb)
@@ -69,21 +78,24 @@ def suite(
     out_dir = Path(cfg0.runs_dir) / "suites" / suite_id
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    def started(i: int, cell: tuple) -> None:
+        verb = "submitted" if executor == "ray" else ""
+        console.rule(f"[bold]{suite_id}[/]  [{i}/{len(grid)}]  {cell[0]}  seed {cell[1]} {verb}".rstrip())
+
+    errors_log = out_dir / "errors.log"
+    if executor == "ray":
+        results = run_ray(grid, address, on_start=started, errors_log=errors_log)
+    else:
+        results = run_local(grid, lambda cfg: execute_run(cfg), on_start=started, errors_log=errors_log)
     outcomes: list[dict[str, Any]] = []
-    for i, (method, seed, cfg) in enumerate(grid, 1):
-        console.rule(f"[bold]{suite_id}[/]  [{i}/{len(grid)}]  {method}  seed {seed}")
-        try:
-            result = execute_run(cfg)
-            outcomes.append({"method": method, "seed": seed, "status": "finished",
-                             "run_id": (result or {}).get("run_id")})
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # one failing method must not stop the grid
-            message = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
-            with (out_dir / "errors.log").open("a", encoding="utf-8") as f:
-                f.write(f"== {method} seed {seed}\n{traceback.format_exc()}\n")
-            outcomes.append({"method": method, "seed": seed, "status": "failed", "error": message})
-            console.print(f"[red]{method} seed {seed} failed:[/] {message}")
+    for o in results:
+        outcomes.append(o)
+        if o["status"] == "failed":
+            console.print(f"[red]{o['method']} seed {o['seed']} failed:[/] {o['error']}")
+        elif executor == "ray":
+            console.print(f"[green]{o['method']} seed {o['seed']} finished[/] ({o['run_id']})")
+    order = {(m, s): i for i, (m, s, _) in enumerate(grid)}
+    outcomes.sort(key=lambda o: order[(o["method"], o["seed"])])
 
     # Exactly the runs of this grid: another finished run with the same (method, seed) but other overrides may be newer.
     lb = build_leaderboard(cfg0.runs_dir, run_ids=[o["run_id"] for o in outcomes if o.get("run_id")])
