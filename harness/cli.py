@@ -76,10 +76,15 @@ def run(
     """Train METHOD, generate for the eval prompts, score, compute metrics. Re-running skips finished stages."""
     from harness import runs
 
-    if launcher == "accelerate" and os.environ.get("ACCELERATE_PROCESS_ID") is None and "LOCAL_RANK" not in os.environ:
-        os.execvp("accelerate", accelerate_command(accelerate_config, num_processes, sys.argv[1:]))
     if launcher not in ("none", "accelerate"):
         raise BenchError(f"unknown launcher '{launcher}': use none or accelerate")
+    if launcher == "accelerate" and os.environ.get("ACCELERATE_PROCESS_ID") is None and "LOCAL_RANK" not in os.environ:
+        command = accelerate_command(accelerate_config, num_processes, sys.argv[1:])
+        if not resume:  # a DeepSpeed preset that disagrees with the run config fails here, not after the launch
+            from harness.scaleout import check_preset
+
+            check_preset(command[3], _config(profile, overrides, method=method, model=model, seed=seed))
+        os.execvp(command[0], command)
     if resume:
         cfg = runs.load_run_config(runs_dir or "runs", resume)
     else:
@@ -97,10 +102,9 @@ def run(
 
 def accelerate_command(config: str, num_processes: int, argv: list[str]) -> list[str]:
     """`accelerate launch --config_file <packaged preset> --num_processes N -m harness.cli <argv>` (launcher stripped)."""
-    preset = Path(__file__).resolve().parent.parent / "configs" / "accelerate" / f"{config}.yaml"
-    path = preset if preset.exists() else Path(config)
-    if not path.exists():
-        raise BenchError(f"accelerate config '{config}' not found: use ddp, zero2, zero3 or a YAML path")
+    from harness.scaleout import preset_path
+
+    path = preset_path(config)
     rest, skip = [], False
     for a in argv:
         if skip:

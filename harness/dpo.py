@@ -125,7 +125,7 @@ class BenchDPOTrainer(DPOTrainer):
 
     def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
         if self.ref_cache_dir is None:
-            return super()._precompute_ref_logps(dataset, name, batch_size)
+            return self._precompute(dataset, name, batch_size)
         h = hashlib.sha256()
         h.update(json.dumps([self._precompute_model_hash, self.args.max_length, self.args.truncation_mode, self.ld_alpha]).encode())
         for col in ("prompt_ids", "chosen_ids", "rejected_ids"):
@@ -137,10 +137,29 @@ class BenchDPOTrainer(DPOTrainer):
             log.info("reference log-probs for %s (%d pairs) reused from %s", name, len(dataset), path)
             return dataset.add_column("ref_chosen_logps", cached["chosen"].tolist()).add_column(
                 "ref_rejected_logps", cached["rejected"].tolist())
-        out = super()._precompute_ref_logps(dataset, name, batch_size)
+        out = self._precompute(dataset, name, batch_size)
         with atomic_path(path) as tmp:
             torch.save({"chosen": torch.tensor(list(out["ref_chosen_logps"])), "rejected": torch.tensor(list(out["ref_rejected_logps"]))}, tmp)
         return out
+
+    def _precompute(self, dataset, name: str, batch_size: int):
+        """TRL's precompute, except under data parallelism: TRL 1.16 writes the columns to a cache file in rank 0's
+        temporary folder and reads it back on every rank, but an in-memory dataset's temporary folder is per process,
+        so other ranks fail to find it. There every rank computes its share, gathers all of it in dataset order
+        (`gather_for_metrics` drops the padding duplicates) and attaches the columns itself."""
+        if self.accelerator.num_processes == 1 or self.is_deepspeed_enabled:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        from torch.utils.data import DataLoader
+
+        loader = self.accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False))
+        model = self.ref_model or self.model
+        chosen, rejected = [], []
+        for batch in loader:
+            c, r = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(model, batch))
+            chosen.append(c.cpu())
+            rejected.append(r.cpu())
+        return dataset.add_column("ref_chosen_logps", torch.cat(chosen).tolist()).add_column(
+            "ref_rejected_logps", torch.cat(rejected).tolist())
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         margin = inputs.pop("margin", None)  # ecosystem §1.4 step 3: TRL would forward it to model(...)
@@ -205,9 +224,14 @@ def _load(model: Any, device: str) -> "PreTrainedModel":
 
 def dpo_config(cfg: "RunConfig", beta: float, output_dir: Path, device: str) -> DPOConfig:
     """`DPOConfig` from the run's shared `train` section (one stated regime for every method)."""
+    return DPOConfig(**dpo_config_kwargs(cfg, beta, output_dir, device))
+
+
+def dpo_config_kwargs(cfg: "RunConfig", beta: float, output_dir: Path, device: str) -> dict[str, Any]:
+    """The `DPOConfig` arguments, as a plain dict (checked against DeepSpeed presets without building a GPU config)."""
     t = cfg.train
     on_gpu = device.startswith("cuda")
-    return DPOConfig(
+    return dict(
         output_dir=str(output_dir),
         beta=beta,
         learning_rate=t.learning_rate,

@@ -153,7 +153,7 @@ def ingest_record(runs_dir: str | Path, record: dict[str, Any] | None) -> None:
     the store row. Idempotent: a record already there is written again unchanged."""
     if not record:
         return
-    from harness.runs import write_json
+    from harness.io import write_json
     from harness.store import upsert_run
 
     path = Path(runs_dir) / record["run_id"] / "results.json"

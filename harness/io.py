@@ -95,10 +95,26 @@ def save_model_atomic(model: Any, tokenizer: Any, out_dir: str | Path, record: d
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
+        if not any(tmp.glob("*.safetensors")):
+            _save_weights_on_any_rank(model, tmp)
         tokenizer.save_pretrained(tmp)
         if record is not None:
             (tmp / record_name).write_text(json.dumps(record, indent=2, default=str))
     return out_dir
+
+
+def _save_weights_on_any_rank(model: Any, folder: Path) -> None:
+    """A non-zero rank of a data-parallel run: transformers writes weights on rank 0 only, but that rank's method
+    code reads its own copy back (its scratch tree, `harness.runs._follow_training`); the weights equal rank 0's
+    after DDP's all-reduce. Every name is kept (tied embeddings too), each tensor its own copy (safetensors refuses
+    shared storage)."""
+    from safetensors.torch import save_file
+
+    model.config.save_pretrained(folder)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(folder)
+    save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
 
 
 def copy_dir_atomic(src: str | Path, dst: str | Path) -> Path:
