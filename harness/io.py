@@ -95,7 +95,7 @@ def save_model_atomic(model: Any, tokenizer: Any, out_dir: str | Path, record: d
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
-        if not any(tmp.glob("*.safetensors")):
+        if int(os.environ.get("RANK", "0")) != 0 and not any(tmp.glob("*.safetensors")):
             _save_weights_on_any_rank(model, tmp)
         tokenizer.save_pretrained(tmp)
         if record is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import logging
+import os
 import platform
 import random
 import shutil
