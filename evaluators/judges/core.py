@@ -67,7 +67,7 @@ JUDGE_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "safety-judge": {"tiny": TINY, "cpu": {"members": "tfidf+surface"}, "gpu": {"members": "tfidf+minilm+surface"}},
     "reward-judge": {"tiny": TINY, "cpu": {"members": "tfidf+surface+overlap"}, "gpu": {"members": "tfidf+minilm+surface+overlap"}},
     "refusal-judge": {"tiny": TINY, "cpu": {"members": "tfidf+surface+overlap"}, "gpu": {"members": "tfidf+minilm+surface+overlap"}},
-    "truthfulness-judge": {"tiny": TINY, "cpu": {"members": "refsim+tfidf"}, "gpu": {"members": "refsim+tfidf"}},
+    "truthfulness-judge": {"tiny": TINY, "cpu": {"members": "refsim+tfidf+surface"}, "gpu": {"members": "refsim+tfidf+surface"}},
 }
 
 
