@@ -209,3 +209,13 @@ def test_tiny_judge_trains_scores_writes_its_card_and_is_cached(tiny_cfg, tmp_pa
     reward = SCORERS.get("reward-judge")(cfg)
     r = reward.score(["Explain photosynthesis."] * 2, ["Plants turn light, water and CO2 into sugar and oxygen.", "No."])
     assert reward.kind == "reward" and len(r) == 2 and "pku-better" in reward.card["heldout"]
+
+
+def test_bad_judge_settings_are_refused():
+    from evaluators.judges.core import judge_settings
+
+    with pytest.raises(BenchError, match="judge.members"):
+        judge_settings("safety-judge", None, members="tfidf+foo")
+    with pytest.raises(BenchError, match="unknown judge"):
+        judge_settings("nope", None)
+    assert judge_settings("safety-judge", None, kind="cost").members  # registry callers' extra keywords are ignored

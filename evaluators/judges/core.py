@@ -80,7 +80,14 @@ def judge_settings(name: str, cfg: Any = None, **overrides: Any) -> JudgeSetting
         raise BenchError(f"unknown judge {name!r}: choose one of {', '.join(JUDGES)}")
     profile = Path(str(getattr(cfg, "profile", "cpu"))).stem
     prof = JUDGE_PROFILES[name].get(profile, JUDGE_PROFILES[name]["cpu"])
-    return build_dataclass(JudgeSettings, {**prof, **overrides}, prefix="judge.")
+    settings = build_dataclass(JudgeSettings, {**prof, **overrides}, prefix="judge.")
+    from evaluators.judges.models import MEMBERS
+
+    bad = [k for k in settings.members.split("+") if k.strip() not in MEMBERS]
+    if bad or not settings.members.strip():
+        raise BenchError(f"unknown judge member {bad[0] if bad else ''!r} in judge.members={settings.members!r}: join members from "
+                         f"{', '.join(MEMBERS)} with '+' (e.g. tfidf+surface)")
+    return settings
 
 
 # -- data ----------------------------------------------------------------------------------------------------------
