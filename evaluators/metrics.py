@@ -78,10 +78,20 @@ def bootstrap_seeds_prompts(per_seed: Sequence[Sequence[float]], n_boot: int = 1
     rng = np.random.default_rng(seed)
     w = rng.multinomial(k, np.full(k, 1 / k), size=max(1, n_boot))
     c = rng.multinomial(n, np.full(n, 1 / n), size=max(1, n_boot))
-    boots = np.einsum("bk,kn,bn->b", w, m, c) / (k * n)
+    boots = seeds_prompts_replicates(m, c, rng, w)
     out = _ci(float(m.mean()), boots)
     out["n_seeds"] = k
     return out
+
+
+def seeds_prompts_replicates(m: np.ndarray, c: np.ndarray, rng: np.random.Generator, w: np.ndarray | None = None) -> np.ndarray:
+    """Crossed-bootstrap replicates of the mean of a (seeds x prompts) matrix `m`, given the prompt draw counts
+    `c` (B x prompts); seed draw counts `w` (B x seeds) are drawn from `rng` unless given. Replicate b is
+    w_b' m c_b / (K N). Paired comparisons (evaluators.stats) pass one `c` to two methods."""
+    k, n = m.shape
+    if w is None:
+        w = rng.multinomial(k, np.full(k, 1 / k), size=c.shape[0])
+    return np.einsum("bk,kn,bn->b", w, m, c) / (k * n)
 
 
 def _win(a: np.ndarray, b: np.ndarray, higher_is_better: bool) -> np.ndarray:
