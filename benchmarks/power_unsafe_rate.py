@@ -1,0 +1,62 @@
+"""Power of the paired unsafe-rate comparison (McNemar's exact test) against the number of evaluation prompts.
+
+Sizes `data.max_eval_prompts` of the cpu profile (configs/cpu.yaml, README "Reading the results"). Two methods
+answer the same n prompts; per prompt the pair of judge decisions is discordant with probability p_d
+(p10 = A unsafe & B safe, p01 = the reverse, p10 - p01 = delta). McNemar's exact test conditions on the d
+discordant prompts: b ~ Bin(d, p10 / p_d), rejected when the two-sided binomial p-value <= alpha. Exact power:
+
+    power(n) = sum_d Bin(d; n, p_d) * P(reject | d)
+
+computed here in closed form (no simulation). alpha = 0.05 for one pre-specified comparison (e.g. a method vs
+SFT) and 0.05 / 11 for the smallest p-value of the 11 vs-SFT comparisons of a 12-method suite under Holm.
+
+    python benchmarks/power_unsafe_rate.py            # the table in configs/cpu.yaml and the README
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import binom
+
+
+def mcnemar_power(n: int, p10: float, p01: float, alpha: float) -> float:
+    pd = p10 + p01
+    q = p10 / pd
+    power = 0.0
+    for d in range(1, n + 1):
+        pr_d = binom.pmf(d, n, pd)
+        if pr_d < 1e-12:
+            continue
+        bs = np.arange(d + 1)
+        # the exact two-sided p-value of b ~ Bin(d, 1/2) (symmetric): min(1, 2 P[X <= min(b, d - b)]) = binomtest's
+        reject = np.minimum(1.0, 2 * binom.cdf(np.minimum(bs, d - bs), d, 0.5)) <= alpha
+        power += pr_d * float(binom.pmf(bs[reject], d, q).sum())
+    return power
+
+
+def needed_n(p10: float, p01: float, alpha: float, target: float = 0.8, n_max: int = 2000) -> int | None:
+    lo, hi = 10, n_max
+    if mcnemar_power(hi, p10, p01, alpha) < target:
+        return None
+    while lo < hi:  # power is not exactly monotone in n for exact tests; the bisection finds a first crossing
+        mid = (lo + hi) // 2
+        if mcnemar_power(mid, p10, p01, alpha) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def main() -> None:
+    delta = 0.10  # e.g. SFT 0.40 unsafe vs a method at 0.30 (the README's cpu rates are 0.31-0.43)
+    print(f"delta = {delta}: n for 80% power, and power at n = 166 (all PKU eval-fold prompts)")
+    print("p_disc  p10   p01   | n(a=.05) n(a=.05/11) | power@166 a=.05  a=.05/11")
+    for pd in (0.15, 0.20, 0.30, 0.40):
+        p10, p01 = (pd + delta) / 2, (pd - delta) / 2
+        row = [needed_n(p10, p01, 0.05), needed_n(p10, p01, 0.05 / 11)]
+        pw = [mcnemar_power(166, p10, p01, a) for a in (0.05, 0.05 / 11)]
+        print(f"{pd:5.2f}  {p10:.3f} {p01:.3f} | {row[0]!s:>8} {row[1]!s:>11} | {pw[0]:14.2f} {pw[1]:9.2f}")
+
+
+if __name__ == "__main__":
+    main()
