@@ -214,7 +214,7 @@ class CANDualConfig:
 
 def sample_reference(ctx: TrainContext, num_prompts: int, k: int, temperature: float, top_p: float) -> tuple[list[str], list[list[str]]]:
     """K sampled responses from π_ref (the SFT policy) for each held-out dual prompt: (prompts, responses[N][K])."""
-    from harness.generation import cached_generate
+    from harness.generation import cached_generate, close_generator
     from harness.types import SamplingParams
 
     prompts = ctx.dual_prompts[: num_prompts or None]
@@ -223,7 +223,7 @@ def sample_reference(ctx: TrainContext, num_prompts: int, k: int, temperature: f
     params = SamplingParams(max_new_tokens=ctx.cfg.generation.max_new_tokens, temperature=temperature, top_p=top_p, seed=ctx.seed)
     gen = ctx.make_generator(ctx.policy_path)
     flat, _ = cached_generate(gen, [p for p in prompts for _ in range(k)], params, ctx.cfg.generation.cache)
-    del gen
+    close_generator(gen)  # before the annotators score: vLLM and a scorer never share the GPU
     return prompts, [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 

@@ -64,7 +64,7 @@ def dual_estimate(ctx: TrainContext, policy: Path, reference: Path, units: str, 
     """Ĉ(π) on fresh samples of `policy` (Algorithm 1 line 4), scored by the configured cost annotator, plus the
     mean reward and a KL(π‖π_r̂) estimate: the mean of log π − log π_r̂ over the same samples (an unbiased KL
     estimate only when they are sampled at temperature 1; greedy samples give a mode-seeking proxy)."""
-    from harness.generation import cached_generate
+    from harness.generation import cached_generate, close_generator
 
     g = ctx.cfg.generation
     params = SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature if temperature is None else temperature,
@@ -76,11 +76,13 @@ def dual_estimate(ctx: TrainContext, policy: Path, reference: Path, units: str, 
     if not same_as_reference:
         lp_policy = sequence_logprobs(in_memory if in_memory is not None else policy, getattr(gen, "tokenizer", None),
                                       prompts, responses, ctx.cfg, ctx.device)
-        del gen, in_memory
+        del in_memory
+        close_generator(gen)  # explicit: a vLLM engine must let go of the GPU before the reference and scorers load
         lp_ref = sequence_logprobs(reference, None, prompts, responses, ctx.cfg, ctx.device)
         kl = float((lp_policy - lp_ref).mean())
     else:
-        del gen, in_memory
+        del in_memory
+        close_generator(gen)
     costs = ctx.cost_annotator().score(prompts, responses)
     rewards = ctx.reward_annotator().score(prompts, responses)
     unsafe_rate = sum(c > 0 for c in costs) / len(costs)

@@ -25,6 +25,7 @@ import torch
 
 from harness.dpo import response_features, train_dpo
 from harness.errors import BenchError
+from harness.generation import close_generator
 from harness.losses import EllipticalBonus, dual_update, online_bonus_margin, stage2_beta
 from harness.types import PreferencePair, SamplingParams
 from methods.base import TrainContext, TrainResult
@@ -144,7 +145,7 @@ class OnlinePDDPO(PDDPO):
         gen = ctx.make_generator(policy)
         draws = [gen.generate(prompts, SamplingParams(max_new_tokens=g.max_new_tokens, temperature=c.sample_temperature,
                                                       top_p=g.top_p, seed=ctx.seed + 1000 * k + j)) for j in (0, 1)]
-        del gen
+        close_generator(gen)  # before the annotators score: vLLM and a scorer never share the GPU
         y1, y2 = draws
         r1, r2 = (ctx.reward_annotator().score(prompts, y) for y in (y1, y2))
         c1, c2 = (ctx.cost_annotator().score(prompts, y) for y in (y1, y2))
