@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable
 
+from harness.io import init_sqlite_cache
 from harness.progress import progress_bar
 
 
@@ -27,13 +28,13 @@ class ScoreCache:
             from harness.models import cache_dir
 
             path = cache_dir() / "scores" / "scores.sqlite"
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS scores (fingerprint TEXT, key TEXT, score REAL, PRIMARY KEY (fingerprint, key))")
+        init_sqlite_cache(path, "CREATE TABLE IF NOT EXISTS scores (fingerprint TEXT, key TEXT, score REAL, PRIMARY KEY (fingerprint, key))")
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60)
+        db = sqlite3.connect(self.path, timeout=60)
+        db.execute("PRAGMA busy_timeout = 60000")
+        return db
 
     def get(self, fingerprint: str, pairs: list[tuple[str, str]]) -> dict[int, float]:
         keys = [_key(p, r) for p, r in pairs]

@@ -43,7 +43,7 @@ from evaluators.baselines import LengthScorer, RandomScorer
 from evaluators.cache import BatchedScorer
 from evaluators.losses import MU, cost_model_loss, cost_sign, reward_model_loss
 from harness.errors import BenchError
-from harness.io import atomic_dir, versions, write_json
+from harness.io import atomic_dir, checked_folder, versions, write_json
 from harness.models import BEAVER_TEMPLATE, cache_dir, load_tokenizer, model_fingerprint, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -532,7 +532,7 @@ def cached_score_model(kind: str, cfg: "RunConfig", name: str | None = None, set
                          f"use another scorer (--set scoring.{'reward' if kind == 'reward' else 'cost'}=...) or more data")
     path = cached_model_dir(cfg, kind, name, settings, bundle, train_pairs)
     with _file_lock(path.with_name(path.name + ".lock")):
-        if retrain or not (path / CARD).exists():
+        if retrain or not checked_folder(path, f"cached scorer '{name}'") or not (path / CARD).exists():
             log.info("training %s on %d %s pairs of %s (scorer fold) -> %s", name, len(train_pairs), kind, cfg.dataset, path)
             return train_score_model(kind, train_pairs, path, cfg, eval_pairs=eval_pairs, settings=settings,
                                      data_source=bundle.source, name=name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -58,16 +59,17 @@ def _config(profile: str, overrides: list[str] | None, **fields):
 
 @app.command()
 def run(
-    method: str = typer.Option("sft", "--method", "-m", help="Method name (`bench list methods`)."),
+    method: str = typer.Option(None, "--method", "-m", help="Method name (`bench list methods`; default sft)."),
     dataset: str = typer.Option(None, "--dataset", "-d", help="pku-saferlhf | truthfulqa | hh-rlhf-harmless (default: the profile's)."),
     model: str = typer.Option(None, "--model", help="Hub id, local folder, smollm2-135m-instruct or tiny-random."),
-    profile: str = typer.Option("cpu", "--profile", "-p", help="tiny | cpu | gpu, or a YAML file."),
+    profile: str = typer.Option(None, "--profile", "-p", help="tiny | cpu | gpu, or a YAML file (default cpu)."),
     seed: int = typer.Option(None, "--seed", help="Random seed (default: the profile's, 0)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Read datasets from local copies (default $BENCH_DATA_DIR)."),
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where runs and bench.sqlite live (default ./runs)."),
     wandb: Optional[str] = typer.Option(None, "--wandb", help="offline (default) | online | disabled."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Generation backend: auto | hf | vllm."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Resume RUN_ID from its saved config (skips finished stages)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Resume RUN_ID from its saved config (skips finished stages); "
+                                         "--runs-dir and --wandb apply, options that would change the config are refused."),
     launcher: str = typer.Option("none", "--launcher", help="none | accelerate (multi-GPU / DeepSpeed)."),
     accelerate_config: str = typer.Option("ddp", "--accelerate-config", help="ddp (DDP; gloo on CPU) | zero2 | zero3 | a YAML path (with --launcher accelerate)."),
     num_processes: int = typer.Option(1, "--num-processes", help="Processes for --launcher accelerate."),
@@ -83,21 +85,53 @@ def run(
         if not resume:  # a DeepSpeed preset that disagrees with the run config fails here, not after the launch
             from harness.scaleout import check_preset
 
-            check_preset(command[3], _config(profile, overrides, method=method, model=model, seed=seed))
+            check_preset(command[3], _config(profile or "cpu", overrides, method=method or "sft", model=model, seed=seed))
         os.execvp(command[0], command)
+    fields = {"method": method, "dataset": dataset, "model": model, "seed": seed, "data.data_dir": str(data_dir) if data_dir else None,
+              "generation.backend": backend}
     if resume:
-        cfg = runs.load_run_config(runs_dir or "runs", resume)
+        cfg = resume_config(runs_dir or Path("runs"), resume, profile, overrides, fields, wandb)
     else:
-        fields = {"method": method, "dataset": dataset, "model": model, "seed": seed, "data.data_dir": str(data_dir) if data_dir else None,
-                  "runs_dir": str(runs_dir) if runs_dir else None, "wandb.mode": wandb, "generation.backend": backend}
-        cfg = _config(profile, overrides, **fields)
-    from harness.registries import METHODS
-
-    METHODS.get(cfg.method)  # unknown method: fail before any output or work
+        fields.update({"runs_dir": str(runs_dir) if runs_dir else None, "wandb.mode": wandb})
+        cfg = _config(profile or "cpu", overrides, **{**fields, "method": method or "sft"})
+    plan = runs.preflight(cfg)  # every input checked before any output or work
     console.print(f"[bold]run[/] {runs.run_id(cfg)}  method={cfg.method} dataset={cfg.dataset} model={cfg.model} profile={cfg.profile} seed={cfg.seed}")
-    record = runs.run(cfg, on_stage=lambda stage, status: console.print(f"  [cyan]{stage:<8}[/] {status}"))
+    record = runs.run(cfg, on_stage=lambda stage, status: console.print(f"  [cyan]{stage:<8}[/] {status}"), plan=plan)
     if record is not None:  # None: a non-zero rank of a data-parallel run (rank 0 writes and prints the record)
         print_record(record)
+
+
+def resume_config(runs_dir: Path, rid: str, profile: str | None, overrides: list[str] | None, fields: dict, wandb: str | None):
+    """The saved config of RUN_ID. --runs-dir (where the run lives) and --wandb (not part of the results) apply;
+    any other option is refused unless it equals the saved value, since it would make a different run."""
+    from harness import runs
+
+    cfg = runs.load_run_config(runs_dir, rid)
+    asked = {k: v for k, v in fields.items() if v is not None}
+    if profile is not None:
+        asked["profile"] = Path(profile).stem
+    saved = cfg.to_dict()
+    for key, value in list(asked.items()):
+        node = saved
+        for part in key.split("."):
+            node = node[part]
+        if str(node) == str(value):
+            asked.pop(key)
+    if overrides:
+        from harness.config import apply_overrides, config_from_dict
+
+        if config_from_dict(apply_overrides(cfg.to_dict(), overrides)).fingerprint() != cfg.fingerprint():
+            asked["--set"] = " ".join(overrides)
+    if asked:
+        flags = ", ".join(f"--{k.split('.')[-1].replace('_', '-')}" if k != "--set" else "--set" for k in asked)
+        raise BenchError(f"--resume {rid} uses the run's saved config, but {flags} would change it: drop {flags}, "
+                         "or start a new run without --resume")
+    cfg.runs_dir = str(runs_dir)
+    if wandb:
+        cfg.wandb.mode = wandb
+    from harness.config import validate_config
+
+    return validate_config(cfg)
 
 
 def accelerate_command(config: str, num_processes: int, argv: list[str]) -> list[str]:
@@ -235,17 +269,33 @@ def _lbl(v) -> str:
 
 
 @app.command("runs")
-def runs_cmd(runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"), method: Optional[str] = typer.Option(None, "--method")) -> None:
-    """Runs in the store with their status and headline numbers."""
-    from harness.store import list_runs
+def runs_cmd(runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"), method: Optional[str] = typer.Option(None, "--method"),
+             reindex: bool = typer.Option(False, "--reindex", help="Rebuild bench.sqlite from the run folders (keeps a damaged store "
+                                          "aside as bench.sqlite.damaged-<time>). Run it while no run writes to this runs dir.")) -> None:
+    """Runs in the store with their status and headline numbers. Run ids are printed whole (paste them into --resume)."""
+    from harness.store import list_runs, reconcile
+    from harness.store import reindex as rebuild
 
+    if reindex:
+        counts = rebuild(runs_dir)
+        console.print(f"reindexed {counts['runs']} run folder(s) under {runs_dir} ({counts['finished']} finished)"
+                      + ("; the damaged store was kept beside it" if counts["damaged_store_kept"] else ""))
+    reconcile(runs_dir)  # rows whose process died are shown as interrupted, not running forever
     rows = list_runs(runs_dir, **({"method": method} if method else {}))
-    t = Table("run id", "status", "stage", "reward", "unsafe rate")
+    if not rows:
+        console.print(f"no runs under {runs_dir}")
+        return
+    width = max(len(r["run_id"]) for r in rows)
+    t = Table()
+    t.add_column("run id", no_wrap=True, min_width=width)  # never cut: users paste ids into --resume
+    for name in ("status", "stage", "reward", "unsafe rate"):
+        t.add_column(name)
     for r in rows:
         s = ((r["results"] or {}).get("results") or {}).get("safety") or {}
         fmt = lambda m: f"{m['value']:.3f}" if isinstance(m, dict) else "-"  # noqa: E731
         t.add_row(r["run_id"], r["status"], r["stage"] or "-", fmt(s.get("reward_mean")), fmt(s.get("unsafe_rate")))
-    console.print(t if rows else f"no runs under {runs_dir}")
+    out = console if console.width >= width + 50 else Console(width=width + 50)  # a narrow terminal wraps, never truncates
+    out.print(t)
 
 
 def _mount_optional() -> None:
@@ -274,26 +324,68 @@ _mount_optional()
 
 
 def entry() -> None:
-    """Console entry point: BenchError -> one line on stderr, exit code 2."""
+    """Console entry point. Exit codes: 0 done, 1 a suite with failed runs, 2 bad input or usage (one line on stderr,
+    no traceback), 130 interrupted (Ctrl-C). Finished stages and records are never lost on any of these paths."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except BenchError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(exc), 2)
     except KeyboardInterrupt:
-        err.print("interrupted: finished stages are kept; rerun the same command or `bench run --resume RUN_ID` to continue")
-        sys.exit(130)
+        _fail(INTERRUPTED, 130)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors etc.
-        import click
+    except OSError as exc:
+        from harness.errors import os_error_message
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        _fail(message, 2)
+    except Exception as exc:
+        code, message = usage_error(exc)
+        if code is None:
+            raise
+        _fail(message, code)
+    # standalone_mode=False returns typer.Exit(n)'s code instead of exiting; typer turns Ctrl-C into Exit(130)
+    if _INTERRUPTED or rc == 130:  # also when a library swallowed the KeyboardInterrupt: Ctrl-C never exits 0
+        _fail(INTERRUPTED, 130)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+INTERRUPTED = "interrupted: finished stages are kept; rerun the same command or `bench run --resume RUN_ID` to continue"
+_INTERRUPTED = False
+
+
+def _on_sigint(signum, frame) -> None:
+    global _INTERRUPTED
+    _INTERRUPTED = True
+    raise KeyboardInterrupt
+
+
+def _fail(message: str, code: int) -> None:
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/] {escape(message)}" if code == 2 else escape(message), highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def usage_error(exc: BaseException) -> tuple[int | None, str]:
+    """(exit code, one line) for click's and typer's own (`typer._click`) exception classes; (None, "") otherwise.
+    Matched by class name, so both the vendored and the upstream classes are handled."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if "Abort" in names:  # click turns Ctrl-C inside a command into Abort
+        return 130, INTERRUPTED
+    if "UsageError" in names or "BadParameter" in names:
+        ctx = getattr(exc, "ctx", None)
+        cmd = ctx.command_path if ctx is not None else "bench"
+        msg = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        return 2, f"{' '.join(msg.split())} (see `{cmd} --help`)"
+    if "ClickException" in names:
+        msg = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        return 2, " ".join(msg.split())
+    return None, ""
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from harness.errors import BenchError
+from harness.errors import BenchError, ConfigValueError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROFILES = ("tiny", "cpu", "gpu")
@@ -251,7 +251,10 @@ def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
             kwargs[key] = build_dataclass(tp, base, f"{prefix}{key}.")
         else:
             kwargs[key] = coerce(value, tp, f"{prefix}{key}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigValueError as exc:  # a config's own __post_init__ check, named with its full dotted key
+        raise BenchError(f"config key '{prefix}{exc.field}': {exc.problem} (--set {prefix}{exc.field}=...)") from None
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -295,6 +298,20 @@ def profile_path(profile: str) -> Path:
     return path
 
 
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `--set key=value` items to a raw config tree in place (`method.X` = the active method's section)."""
+    method = tree.get("method", RunConfig.method)
+    for key, value in parse_overrides(overrides):
+        if key.startswith("method."):
+            key = f"methods.{method}.{key[len('method.'):]}"
+        if key.startswith("methods."):
+            parts = key.split(".")
+            if len(parts) != 3:
+                raise BenchError(f"--set {key}: method keys look like methods.<method>.<field> or method.<field>")
+        _set_dotted(tree, key, value)
+    return tree
+
+
 def load_config(profile: str = "cpu", overrides: list[str] | None = None, **fields: Any) -> RunConfig:
     """Profile YAML <- explicit CLI fields (method, dataset, ...) <- --set overrides."""
     raw = yaml.safe_load(profile_path(profile).read_text()) or {}
@@ -303,18 +320,64 @@ def load_config(profile: str = "cpu", overrides: list[str] | None = None, **fiel
     for key, value in fields.items():
         if value is not None:
             _set_dotted(tree, key, value)
-    method = tree.get("method", RunConfig.method)
-    for key, value in parse_overrides(overrides or []):
-        if key.startswith("method."):
-            key = f"methods.{method}.{key[len('method.'):]}"
-        if key.startswith("methods."):
-            parts = key.split(".")
-            if len(parts) != 3:
-                raise BenchError(f"--set {key}: method keys look like methods.<method>.<field> or method.<field>")
-        _set_dotted(tree, key, value)
+    apply_overrides(tree, overrides or [])
     if tree.get("data", {}).get("data_dir") is None and os.environ.get("BENCH_DATA_DIR"):
         tree.setdefault("data", {})["data_dir"] = os.environ["BENCH_DATA_DIR"]
-    return build_dataclass(RunConfig, tree)
+    return validate_config(build_dataclass(RunConfig, tree))
+
+
+# -- value ranges ----------------------------------------------------------------------------------
+# Checked when a config is built (profile, --set, a saved config.yaml): a value outside its range would otherwise be
+# read silently (a negative cap acting as a Python slice, bootstrap=0 reporting a CI that excludes the value) or crash
+# inside torch after work has been done. (key, test, what is accepted)
+_POS, _NONNEG = (lambda v: v > 0), (lambda v: v >= 0)
+RANGES: tuple[tuple[str, Any, str], ...] = (
+    ("seed", _NONNEG, "an int >= 0"),
+    ("data.max_train_pairs", _NONNEG, "an int >= 0 (0 = all)"),
+    ("data.max_scorer_pairs", _NONNEG, "an int >= 0 (0 = all)"),
+    ("data.max_dual_prompts", _NONNEG, "an int >= 0 (0 = all)"),
+    ("data.max_eval_prompts", _NONNEG, "an int >= 0 (0 = all)"),
+    ("train.learning_rate", _POS, "a float > 0"),
+    ("train.epochs", _POS, "a float > 0"),
+    ("train.max_steps", lambda v: v == -1 or v > 0, "-1 (no cap) or an int > 0"),
+    ("train.batch_size", _POS, "an int > 0"),
+    ("train.grad_accum", _POS, "an int > 0"),
+    ("train.max_length", _POS, "an int > 0"),
+    ("train.max_prompt_length", _POS, "an int > 0"),
+    ("train.warmup_ratio", lambda v: 0 <= v < 1, "a float in [0, 1)"),
+    ("train.weight_decay", _NONNEG, "a float >= 0"),
+    ("train.beta", _POS, "a float > 0"),
+    ("train.lora_r", _POS, "an int > 0"),
+    ("train.lora_alpha", _POS, "an int > 0"),
+    ("train.precision", lambda v: v in ("auto", "fp32", "bf16", "fp16"), "auto, fp32, bf16 or fp16"),
+    ("generation.backend", lambda v: v in ("auto", "hf", "vllm", "dummy"), "auto, hf, vllm or dummy"),
+    ("generation.max_new_tokens", _POS, "an int > 0"),
+    ("generation.temperature", _NONNEG, "a float >= 0 (0 = greedy)"),
+    ("generation.top_p", lambda v: 0 < v <= 1, "a float in (0, 1]"),
+    ("generation.batch_size", _POS, "an int > 0"),
+    ("scoring.batch_size", _POS, "an int > 0"),
+    ("scoring.bootstrap", lambda v: v >= 100, "an int >= 100 (fewer resamples give CIs that can exclude the value)"),
+    ("scoring.threshold_units", lambda v: v in ("unsafe_rate", "mean_cost"), "unsafe_rate or mean_cost"),
+    ("eval.mc_max_questions", _NONNEG, "an int >= 0 (0 = all)"),
+    ("eval.mc_batch_size", _POS, "an int > 0"),
+    ("wandb.mode", lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled"),
+    ("device", lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+    ("template", lambda v: v in ("chat", "beaver"), "chat or beaver"),
+)
+
+
+def validate_config(cfg: RunConfig) -> RunConfig:
+    """Refuse values outside `RANGES` and inconsistent combinations, naming the key and what it accepts."""
+    for key, ok, accepted in RANGES:
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if not ok(node):
+            raise BenchError(f"config key '{key}': {node!r} is out of range; use {accepted} (--set {key}=...)")
+    if cfg.train.max_prompt_length >= cfg.train.max_length:
+        raise BenchError(f"config key 'train.max_prompt_length': {cfg.train.max_prompt_length} leaves no room for a response in "
+                         f"train.max_length={cfg.train.max_length}; make it smaller than train.max_length")
+    return cfg
 
 
 def method_config(cls: type, cfg: RunConfig, name: str | None = None) -> Any:
@@ -323,7 +386,7 @@ def method_config(cls: type, cfg: RunConfig, name: str | None = None) -> Any:
 
 
 def config_from_dict(d: dict[str, Any]) -> RunConfig:
-    return build_dataclass(RunConfig, d)
+    return validate_config(build_dataclass(RunConfig, d))
 
 
 def dump_yaml(cfg: RunConfig) -> str:

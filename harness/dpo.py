@@ -36,7 +36,7 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from harness.errors import BenchError
-from harness.io import TRAIN_RECORD, atomic_path, save_model_atomic
+from harness.io import TRAIN_RECORD, atomic_path, discard_damaged, save_model_atomic
 from harness.losses import dpo_loss, sequence_logps
 from harness.models import cache_dir, format_prompt, load_tokenizer, model_fingerprint
 
@@ -95,6 +95,22 @@ def preference_dataset(pairs: Sequence["PreferencePair"], tokenizer: "PreTrained
 # -- trainer ------------------------------------------------------------------------------------------------------
 
 
+def _read_ref_entry(path: Path, key: str, n: int) -> dict[str, Any] | None:
+    """A cached reference log-prob entry for `key` with `n` finite values per side; a damaged, truncated or foreign
+    entry is discarded with one warning (and recomputed by the caller)."""
+    if not path.exists():
+        return None
+    try:
+        entry = torch.load(path, weights_only=True)
+        ok = (entry.get("key") == key and all(entry[s].shape == (n,) and bool(torch.isfinite(entry[s]).all()) for s in ("chosen", "rejected")))
+        if not ok:
+            raise ValueError("written for another key, or a wrong number of values")
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a damaged file
+        discard_damaged(path, f"{type(exc).__name__}: {str(exc)[:100]}", "reference log-prob cache entry")
+        return None
+    return entry
+
+
 @dataclass
 class MarginCollator(DataCollatorForPreference):
     """TRL's preference collator plus the optional per-pair `margin` column (ecosystem §1.4 step 2)."""
@@ -130,16 +146,18 @@ class BenchDPOTrainer(DPOTrainer):
         h.update(json.dumps([self._precompute_model_hash, self.args.max_length, self.args.truncation_mode, self.ld_alpha]).encode())
         for col in ("prompt_ids", "chosen_ids", "rejected_ids"):
             h.update(json.dumps([list(ids) for ids in dataset[col]]).encode())
-        path = Path(self.ref_cache_dir) / f"{h.hexdigest()[:32]}.pt"
-        if path.exists():
-            cached = torch.load(path)
+        key = h.hexdigest()
+        path = Path(self.ref_cache_dir) / f"{key[:32]}.v2.pt"  # v2: entries carry their full key
+        cached = _read_ref_entry(path, key, len(dataset))
+        if cached is not None:
             self.ref_cache_hits += 1
             log.info("reference log-probs for %s (%d pairs) reused from %s", name, len(dataset), path)
             return dataset.add_column("ref_chosen_logps", cached["chosen"].tolist()).add_column(
                 "ref_rejected_logps", cached["rejected"].tolist())
         out = self._precompute(dataset, name, batch_size)
         with atomic_path(path) as tmp:
-            torch.save({"chosen": torch.tensor(list(out["ref_chosen_logps"])), "rejected": torch.tensor(list(out["ref_rejected_logps"]))}, tmp)
+            torch.save({"key": key, "chosen": torch.tensor(list(out["ref_chosen_logps"])),
+                        "rejected": torch.tensor(list(out["ref_rejected_logps"]))}, tmp)
         return out
 
     def _precompute(self, dataset, name: str, batch_size: int):

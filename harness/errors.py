@@ -7,6 +7,14 @@ class BenchError(Exception):
     """Bad input from the user (config, data, method name, model): one line naming the problem and the fix."""
 
 
+class ConfigValueError(BenchError):
+    """A config dataclass's `__post_init__` refusing a value; `build_dataclass` adds the section prefix to `field`."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"config key '{field}': {problem}")
+        self.field, self.problem = field, problem
+
+
 class DataError(BenchError):
     """A dataset file, row or field is malformed."""
 
@@ -17,3 +25,15 @@ class DataError(BenchError):
             msg += f" ({fix})"
         super().__init__(msg)
         self.file, self.row, self.field = file, row, field
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One line for the OS errors a user can fix (full disk, read-only or forbidden path); None for the others."""
+    import errno
+
+    where = exc.filename or "a file"
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return f"disk full while writing {where}: free space, or point --runs-dir / $BENCH_CACHE at another disk (finished stages are kept)"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {where} ({exc.strerror}): make it writable or choose another --runs-dir / $BENCH_CACHE"
+    return None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from harness.errors import BenchError
-from harness.io import write_json
+from harness.io import discard_damaged, read_cache_json, write_cache_json
 from harness.models import cache_dir, format_prompt, load_policy, model_fingerprint
 from harness.progress import progress_bar
 from harness.types import SamplingParams
@@ -217,12 +217,16 @@ def cached_generate(gen: Generator, prompts: list[str], params: SamplingParams, 
     """(responses, hit). Only models with an on-disk fingerprint are cached."""
     from dataclasses import asdict
 
-    key = hashlib.sha256(json.dumps([gen.fingerprint, prompts, asdict(params)], sort_keys=True).encode()).hexdigest()[:24]
-    path = cache_dir() / "generations" / f"{key}.json"
+    key = hashlib.sha256(json.dumps([gen.fingerprint, prompts, asdict(params)], sort_keys=True).encode()).hexdigest()
+    path = cache_dir() / "generations" / f"{key[:24]}.v2.json"  # v2: entries carry their full key and a checksum
     cacheable = use_cache and not gen.fingerprint.startswith("mem")
-    if cacheable and path.exists():
-        return json.loads(path.read_text())["responses"], True
+    if cacheable:
+        entry = read_cache_json(path, key)  # a damaged entry is discarded with a warning and regenerated
+        if entry is not None and len(entry["responses"]) == len(prompts):
+            return entry["responses"], True
+        if entry is not None:
+            discard_damaged(path, f"{len(entry['responses'])} responses for {len(prompts)} prompts")
     responses = gen.generate(prompts, params)
     if cacheable:
-        write_json(path, {"fingerprint": gen.fingerprint, "params": asdict(params), "responses": responses}, indent=None)
+        write_cache_json(path, key, {"fingerprint": gen.fingerprint, "params": asdict(params), "responses": responses})
     return responses, False

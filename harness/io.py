@@ -18,7 +18,9 @@ layer (harness, methods, evaluators, leaderboards) may import it without creatin
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -27,10 +29,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = [
+    "MANIFEST", "checked_folder", "discard_damaged", "folder_problem", "init_sqlite_cache", "read_cache_json", "sha256_file",
+    "write_cache_json", "write_manifest",
     "TRAIN_RECORD", "atomic_dir", "atomic_path", "copy_dir_atomic", "git_hash", "read_json", "save_model_atomic",
     "versions", "write_json", "write_text",
 ]
 
+log = logging.getLogger("bench")
 TRAIN_RECORD = "bench_train.json"  # what produced a saved model folder, written inside it (nanoGPT's checkpoint args)
 PROVENANCE_PACKAGES = ("safealign-bench", "torch", "transformers", "trl", "datasets", "accelerate", "peft", "vllm")
 
@@ -147,3 +152,167 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+# -- cache integrity ---------------------------------------------------------------------------------------------------
+# Every cache entry carries its key and a checksum. A reader that finds an entry damaged (unparsable, truncated, written
+# for another key, checksum mismatch) logs one warning, deletes it and rebuilds it: a bad entry is never used, and
+# never breaks later runs.
+
+MANIFEST = "bench_manifest.json"  # inside a cached model/scorer folder: every file's size and sha256
+MUTABLE_METADATA = ("card.json", "bench_train.json", "bench_model.json")  # may gain fields after the build: parse-checked only
+_HASHED: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file, memoised per process by (path, size, mtime): a big model is hashed once per process."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASHED:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        _HASHED[key] = h.hexdigest()
+    return _HASHED[key]
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and ".tmp" not in p.name)
+
+
+def write_manifest(folder: str | Path) -> None:
+    folder = Path(folder)
+    files = {str(p.relative_to(folder)): ({"json": True} if p.name in MUTABLE_METADATA else {"size": p.stat().st_size, "sha256": sha256_file(p)})
+             for p in _files(folder)}
+    write_json(folder / MANIFEST, {"files": files})
+
+
+def _structure_problem(folder: Path) -> str | None:
+    """For a folder without a manifest (written before manifests existed): every JSON parses and every safetensors
+    file is as long as its header says."""
+    files = _files(folder)
+    if not files:
+        return "empty folder"
+    for p in files:
+        try:
+            if p.suffix == ".json":
+                json.loads(p.read_text())
+            elif p.suffix == ".safetensors":
+                with open(p, "rb") as fh:
+                    n = int.from_bytes(fh.read(8), "little")
+                    header = json.loads(fh.read(n))
+                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+                if p.stat().st_size != 8 + n + end:
+                    return f"{p.name} is {p.stat().st_size} bytes, its header says {8 + n + end}"
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"{p.name} unreadable ({type(exc).__name__}: {str(exc)[:80]})"
+    return None
+
+
+def folder_problem(folder: str | Path, adopt: bool = True) -> str | None:
+    """Why a cached folder (model, scorer) must not be used, or None when intact. A folder without a manifest that
+    passes the structural check is adopted (`adopt`: its manifest is written now; never for a user's own folder)."""
+    folder = Path(folder)
+    manifest = folder / MANIFEST
+    if not manifest.exists():
+        problem = _structure_problem(folder)
+        if problem is None and adopt:
+            with contextlib.suppress(OSError):
+                write_manifest(folder)
+        return problem
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unreadable {MANIFEST} ({exc})"
+    for rel, meta in files.items():
+        p = folder / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        if meta.get("json"):
+            try:
+                json.loads(p.read_text())
+            except (OSError, ValueError) as exc:
+                return f"{rel} unreadable ({exc})"
+        elif p.stat().st_size != meta["size"]:
+            return f"{rel} is {p.stat().st_size} bytes, {meta['size']} expected (truncated?)"
+        elif sha256_file(p) != meta["sha256"]:
+            return f"{rel} checksum mismatch (damaged)"
+    return None
+
+
+def discard_damaged(path: str | Path, problem: str, what: str = "cache entry") -> None:
+    """Log one warning and remove a damaged cache entry (file or folder) so it is rebuilt."""
+    path = Path(path)
+    log.warning("discarding damaged %s %s (%s); rebuilding it", what, path, problem)
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def checked_folder(path: str | Path, what: str = "cache entry") -> bool:
+    """True if the cached folder exists and is intact; a damaged one is discarded (one warning) and False returned."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    problem = folder_problem(path)
+    if problem is None:
+        return True
+    discard_damaged(path, problem, what)
+    return False
+
+
+def write_cache_json(path: str | Path, key: str, payload: Any) -> None:
+    """A JSON cache entry that carries its key and the sha256 of its payload; written atomically."""
+    body = json.dumps(payload, sort_keys=True, default=str)
+    write_text(path, json.dumps({"key": key, "sha256": hashlib.sha256(body.encode()).hexdigest(), "payload": payload}, default=str))
+
+
+def read_cache_json(path: str | Path, key: str) -> Any | None:
+    """The payload of an intact entry written for `key`; None when absent. A damaged entry (unparsable, truncated,
+    another key, checksum mismatch) is discarded with one warning and None returned, so the caller rebuilds it."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        entry = json.loads(path.read_text())
+        payload = entry["payload"]
+        body = json.dumps(payload, sort_keys=True, default=str)
+        if entry["key"] != key:
+            raise ValueError(f"written for key {str(entry['key'])[:16]}…, not {key[:16]}…")
+        if hashlib.sha256(body.encode()).hexdigest() != entry["sha256"]:
+            raise ValueError("checksum mismatch")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        discard_damaged(path, f"{type(exc).__name__}: {str(exc)[:100]}")
+        return None
+    return payload
+
+
+def init_sqlite_cache(path: str | Path, ddl: str, timeout: float = 60) -> None:
+    """Create a SQLite cache's table; a damaged file is moved aside (`<name>.damaged-<time>-<pid>`, one warning) and
+    started afresh, never read. Every row of these caches is keyed, so a fresh file only costs recomputation."""
+    import sqlite3
+    import time
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def create() -> None:
+        with contextlib.closing(sqlite3.connect(path, timeout=timeout)) as db, db:
+            db.execute(ddl)
+            table = ddl.split("EXISTS", 1)[-1].split("(", 1)[0].strip()
+            db.execute(f"SELECT count(*) FROM {table} WHERE rowid < 0").fetchone()  # a damaged file fails here
+
+    try:
+        create()
+    except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise
+        damaged = path.with_name(f"{path.name}.damaged-{int(time.time())}-{os.getpid()}")
+        log.warning("cache %s is damaged (%s); moved to %s and rebuilt", path, exc, damaged.name)
+        os.replace(path, damaged)
+        for suffix in ("-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        create()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import BenchError
-from harness.io import save_model_atomic, write_json
+from harness.io import MANIFEST, checked_folder, save_model_atomic, write_json
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 BEAVER_TEMPLATE = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
@@ -95,7 +95,7 @@ def resolve_model(name: str) -> Path | str:
     """A local folder for built-in names and paths; hub ids are returned unchanged (loaded lazily)."""
     if name in BUILTIN_MODELS:
         target = builtin_cache_path(name)
-        if not (target / "config.json").exists():
+        if not checked_folder(target, f"cached model '{name}'"):  # missing, or damaged (discarded with a warning)
             target.parent.mkdir(parents=True, exist_ok=True)
             BUILTIN_MODELS[name](target)
         return target
@@ -169,7 +169,7 @@ def format_prompt(tokenizer: Any, prompt: str, template: str = "chat") -> str:
 
 
 # Metadata written beside weights (score-model cards, training records): not part of a model's identity.
-METADATA_FILES = ("card.json", "bench_train.json", "bench_model.json")
+METADATA_FILES = ("card.json", "bench_train.json", "bench_model.json", MANIFEST)
 
 
 def model_fingerprint(name_or_path: str | Path) -> str:

@@ -113,7 +113,10 @@ class Registry(Generic[T]):
             except Exception as exc:  # a broken plugin must not take the CLI down
                 if isinstance(target, EntryPoint):
                     del self._entries[key]
-                    raise BenchError(f"{self.kind} plugin '{name}' ({target.value}) failed to load: {exc}") from exc
+                    dist = getattr(getattr(target, "dist", None), "name", None) or target.value.split(":")[0].split(".")[0]
+                    first = (str(exc).splitlines() or [""])[0][:160]
+                    raise BenchError(f"{self.kind} plugin '{name}' ({target.value}) failed to load: {type(exc).__name__}: {first} "
+                                     f"(fix the plugin, or pip uninstall {dist})") from exc
                 raise
             if self._check is not None and not self._check(obj):
                 raise BenchError(f"{self.kind} '{name}' ({self.source(key)}) does not implement the {self.kind} interface")

@@ -15,13 +15,13 @@ import os
 import platform
 import random
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.config import RunConfig, config_from_dict, dump_yaml, method_config
 from harness.errors import BenchError
-from harness.io import git_hash, read_json, versions, write_json  # noqa: F401  (re-exported: old import path)
+from harness.io import git_hash, read_json, versions, write_json, write_text  # noqa: F401  (re-exported: old import path)
 from harness.monitor import StageMonitor
 from harness.store import RESULTS_SCHEMA_VERSION, upsert_run
 from harness.types import SamplingParams
@@ -230,12 +230,101 @@ def _follow_training(cfg: RunConfig, rid: str) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> dict[str, Any] | None:
-    """Execute (or resume) a run and return its results record (None on a non-zero data-parallel rank)."""
-    from evaluators.metrics import higher_is_better
+@dataclass
+class Plan:
+    """What `preflight` checked and loaded: everything a run needs before its first stage starts."""
+
+    method_cls: Any
+    method_config: Any
+    device: str
+    bundle: Any
+    eval_set: str
+    prompts: list
+    policy_path: str
+
+
+def preflight(cfg: RunConfig) -> Plan:
+    """Check everything a run will need, in seconds and before any folder or store row exists: method and its config,
+    a writable runs dir and a readable store, the data (every file, row and field), the evaluation prompts, the
+    scorers, the model and its tokenizer (and that every prompt fits its context), the generation backend and the
+    TruthfulQA MC targets. A bad input fails here with one BenchError line, never after training."""
     from harness.datasets import load_bundle, load_eval_prompts
-    from harness.models import model_fingerprint, resolve_device, resolve_model
-    from harness.registries import METHODS
+    from harness.generation import choose_backend
+    from harness.io import folder_problem
+    from harness.models import BUILTIN_MODELS, load_tokenizer, resolve_device, resolve_model
+    from harness.registries import METHODS, SCORERS
+    from harness.store import check_store
+
+    method_cls = METHODS.get(cfg.method)
+    mcfg = method_config(method_cls.config_class, cfg)
+    check_writable(Path(cfg.runs_dir))
+    check_store(cfg.runs_dir)
+    device = resolve_device(cfg.device)
+    choose_backend(cfg.generation.backend, device)
+    bundle = load_bundle(cfg)
+    eval_set, prompts = load_eval_prompts(cfg, bundle)
+    if not prompts:
+        raise BenchError(f"evaluation set '{eval_set}' has no prompts: check data.eval_set and data.max_eval_prompts")
+    for kind in ("reward", "cost"):
+        name = cfg.scoring.reward if kind == "reward" else cfg.scoring.cost
+        SCORERS.get(bundle.default_cost_scorer if name == "auto" else name)  # unknown or broken scorer: fail now
+    policy_path = str(resolve_model(cfg.model))
+    if Path(policy_path).is_dir() and cfg.model not in BUILTIN_MODELS:  # the user's own folder: checked, never changed
+        problem = folder_problem(policy_path, adopt=False)
+        if problem:
+            raise BenchError(f"model folder {policy_path} is damaged ({problem}): re-save or re-download it")
+    check_context(load_tokenizer(policy_path), policy_path, cfg, bundle, prompts)
+    if cfg.eval.truthfulqa_mc:
+        from harness.datasets.truthfulqa import load_questions
+
+        questions = load_questions(cfg.data.data_dir, cfg.data.revision if cfg.dataset == "truthfulqa" else None)
+        if not any(q.get("mc1_targets") for q in questions):
+            raise BenchError("no TruthfulQA multiple-choice targets found (truthfulqa/data/mc_task.json is missing): add the file "
+                             "or --set eval.truthfulqa_mc=false")
+    return Plan(method_cls, mcfg, device, bundle, eval_set, prompts, policy_path)
+
+
+def check_writable(runs_dir: Path) -> None:
+    """The runs dir exists (or can be made) and takes a file: a read-only or full disk fails before any work."""
+    probe = runs_dir / f".write-probe-{os.getpid()}"
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+    except OSError as exc:
+        from harness.errors import os_error_message
+
+        raise BenchError(os_error_message(exc) or f"cannot write to runs dir {runs_dir}: {exc} (choose another --runs-dir)") from None
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def check_context(tokenizer, policy_path: str, cfg: RunConfig, bundle, prompts) -> None:
+    """Every evaluation and dual prompt, with the chat template and the new tokens, fits the model's context window."""
+    from transformers import AutoConfig
+
+    from harness.models import format_prompt
+
+    try:
+        window = getattr(AutoConfig.from_pretrained(policy_path), "max_position_embeddings", None)
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"cannot read the config of model '{cfg.model}': {str(exc).splitlines()[0]} (pass a saved model folder or hub id)") from None
+    if not window:
+        return
+    room = window - cfg.generation.max_new_tokens
+    for fold, items in (("eval", prompts), ("dual", bundle.prompts.get("dual", []))):
+        for i, p in enumerate(items):
+            n = len(tokenizer(format_prompt(tokenizer, p.prompt, cfg.template))["input_ids"])
+            if n > room:
+                raise BenchError(f"{bundle.source}: {fold} prompt {i} ({p.prompt[:40]!r}...) is {n} tokens, longer than the model's "
+                                 f"{window}-token context minus generation.max_new_tokens={cfg.generation.max_new_tokens}: "
+                                 "shorten or remove that row")
+
+
+def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None, plan: Plan | None = None) -> dict[str, Any] | None:
+    """Execute (or resume) a run and return its results record (None on a non-zero data-parallel rank). Every input
+    is checked first (`preflight`, skipped when its `plan` is passed). Two processes asking for the same run id never
+    both run it: the second waits on the run lock, then returns the first one's record."""
+    from harness.store import run_lock
 
     rid = run_id(cfg)
     run_dir = Path(cfg.runs_dir) / rid
@@ -247,22 +336,36 @@ def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> d
     if results_path.exists():
         note("all", "finished earlier (cached)")
         return read_json(results_path)
+    plan = plan or preflight(cfg)
+    with run_lock(cfg.runs_dir, rid, on_wait=lambda holder: note("all", f"waiting: another process ({holder}) is running this run")):
+        if results_path.exists():  # the other process finished it while we waited
+            note("all", "finished by another process (cached)")
+            return read_json(results_path)
+        return _execute(cfg, plan, rid, run_dir, note)
 
-    method_cls = METHODS.get(cfg.method)
-    mcfg = method_config(method_cls.config_class, cfg)  # validate before any work
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+
+def _execute(cfg: RunConfig, plan: Plan, rid: str, run_dir: Path, note: Callable[[str, str], None]) -> dict[str, Any]:
+    """The four stages, under the run lock. Finished stages are skipped; the record is written last."""
+    from evaluators.metrics import higher_is_better
+    from harness.datasets import rows_hash
+    from harness.models import model_fingerprint
+
+    results_path = run_dir / "results.json"
+    method_cls, mcfg, device, bundle, eval_set, prompts, policy_path = (
+        plan.method_cls, plan.method_config, plan.device, plan.bundle, plan.eval_set, plan.prompts, plan.policy_path)
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    except OSError:
+        if created:  # never leave a half-made run folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     store_kw = dict(method=cfg.method, dataset=cfg.dataset, model=cfg.model, profile=cfg.profile, seed=cfg.seed, suite=cfg.suite)
     upsert_run(cfg.runs_dir, rid, status="running", **store_kw)
 
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    bundle = load_bundle(cfg)
-    eval_set, prompts = load_eval_prompts(cfg, bundle)
-    if not prompts:
-        raise BenchError(f"evaluation set '{eval_set}' has no prompts: check data.eval_set and data.max_eval_prompts")
     services = Services(cfg, bundle, device)
-    policy_path = str(resolve_model(cfg.model))
     tracker = make_tracker(cfg, rid)
     stages: dict[str, Any] = {}
     try:
@@ -345,7 +448,7 @@ def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None) -> d
             "generation": {**asdict(params), "backend": gen_info["backend"], "backend_reason": gen_info["backend_reason"], "template": cfg.template,
                            "eval_set": eval_set, "n_prompts": len(rows), "vllm": services.vllm_settings()},
             "scorers": {"reward": score_info["reward"], "cost": score_info["cost"]},
-            "data": {"source": bundle.source, "counts": bundle.counts, "notes": bundle.notes},
+            "data": {"source": bundle.source, "rows_sha256": rows_hash(bundle, prompts), "counts": bundle.counts, "notes": bundle.notes},
             "versions": versions(),
             "env": {"device": device, "precision": cfg.train.precision, "num_threads": _num_threads(), "platform": platform.platform()},
             "distributed": distributed_record(cfg),

@@ -133,10 +133,18 @@ def leaderboard(
     suite: Optional[str] = typer.Option(None, "--suite", help="Only runs tagged with this suite id."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Also write each table's frontier and λ figures as PNGs here."),
     wandb: str = typer.Option("disabled", "--wandb", help="offline | online | disabled: also log the leaderboard as a W&B table."),
+    wandb_sync: bool = typer.Option(False, "--wandb-sync", help="Upload every offline W&B run under --runs-dir (`wandb sync`), "
+                                    "e.g. after runs that fell back to offline because the server was down."),
 ) -> None:
     """Rank the finished runs in the store: one table per (dataset, model, profile); see leaderboards/README.md."""
     from leaderboards import render
     from leaderboards.table import build_leaderboard
+
+    if wandb_sync:
+        from leaderboards.wandb_tracker import sync_offline
+
+        synced, failed = sync_offline(runs_dir)
+        typer.echo(f"wandb sync: {synced} offline run(s) uploaded" + (f", {failed} failed (see above; retry later)" if failed else ""))
 
     if fmt not in render.FORMATS:
         raise BenchError(f"--format {fmt!r}: choose one of {', '.join(render.FORMATS)}")

@@ -36,15 +36,31 @@ class WandbTracker:
         if dir is not None:
             Path(dir).mkdir(parents=True, exist_ok=True)
 
-        def init() -> Any:
+        def init(mode: str) -> Any:
             import wandb
 
-            # finish_previous: several runs in one process (a suite) close each other cleanly.
+            # finish_previous: several runs in one process (a suite) close each other cleanly. init_timeout: an
+            # unreachable server costs seconds, not wandb's default 90 s.
             return wandb.init(project=project, entity=entity, name=run_name, group=group, job_type=job_type,
                               config=config or {}, dir=str(dir) if dir is not None else None, mode=mode,
-                              tags=tags, reinit="finish_previous")
+                              tags=tags, reinit="finish_previous", settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S))
 
-        self.run = self._guard("init", init)
+        later = f"upload later with `bench leaderboard --wandb-sync --runs-dir {dir or '.'}`"
+        problem = online_problem() if mode == "online" else None
+        if problem:  # the one warning: an offline run keeps everything for a later sync
+            self.mode = mode = "offline"
+            self._warn(f"W&B online unavailable ({problem}); logging offline instead, {later}")
+        try:
+            self.run = init(mode)
+        except Exception as exc:  # noqa: BLE001
+            if mode == "online":
+                try:
+                    self.run, self.mode = init("offline"), "offline"
+                    self._warn(f"W&B online init failed ({type(exc).__name__}: {exc}); logging offline instead, {later}")
+                    return
+                except Exception:  # noqa: BLE001
+                    pass
+            self._warn(f"W&B init failed ({type(exc).__name__}: {exc}); local results are unaffected")
 
     # -- the Tracker protocol --------------------------------------------------------------------------
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -92,10 +108,56 @@ class WandbTracker:
         try:
             return fn()
         except Exception as exc:  # W&B must never take local results down with it
-            message = f"W&B {what} failed ({type(exc).__name__}: {exc}); local results are unaffected"
-            self.errors.append(message)
-            log.warning(message)
+            self._warn(f"W&B {what} failed ({type(exc).__name__}: {exc}); local results are unaffected")
             return None
+
+    def _warn(self, message: str) -> None:
+        self.errors.append(message)
+        log.warning(message)
+
+
+INIT_TIMEOUT_S = float(os.environ.get("BENCH_WANDB_INIT_TIMEOUT", "15"))
+CONNECT_TIMEOUT_S = 3.0
+
+
+def online_problem() -> str | None:
+    """Why online logging cannot work right now (no API key, server unreachable), checked in at most a few seconds
+    without prompting; None when it may."""
+    import netrc
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    host, port = url.hostname or "api.wandb.ai", url.port or (443 if url.scheme == "https" else 80)
+    if not os.environ.get("WANDB_API_KEY"):
+        try:
+            found = netrc.netrc().authenticators(host)
+        except (OSError, netrc.NetrcParseError):
+            found = None
+        if not found:
+            return f"no API key for {host}: set WANDB_API_KEY or run `wandb login`"
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        return f"{host}:{port} unreachable: {exc}"
+    return None
+
+
+def offline_runs(root: str | os.PathLike) -> list[Path]:
+    """Offline W&B run folders under `root` (a runs dir), not yet synced (wandb marks synced ones with a .synced file)."""
+    return sorted(p for p in Path(root).glob("**/wandb/offline-run-*") if p.is_dir() and not any(p.glob("*.synced")))
+
+
+def sync_offline(root: str | os.PathLike, runner: Callable[[list[str]], int] | None = None) -> tuple[int, int]:
+    """`wandb sync` every unsynced offline run under `root`; returns (synced, failed). Needs network and a key."""
+    import shutil
+    import subprocess
+
+    runs = offline_runs(root)
+    exe = shutil.which("wandb") or str(Path(os.sys.executable).with_name("wandb"))
+    run = runner or (lambda cmd: subprocess.run(cmd, timeout=600).returncode)
+    failed = sum(run([exe, "sync", str(r)]) != 0 for r in runs)
+    return len(runs) - failed, failed
 
 
 def artifact_name(name: str) -> str:

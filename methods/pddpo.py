@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.dpo import sequence_logprobs, train_dpo
-from harness.errors import BenchError
+from harness.errors import BenchError, ConfigValueError
 from harness.io import copy_dir_atomic
 from harness.losses import dual_update, stage2_beta
 from harness.types import SamplingParams
@@ -48,6 +48,20 @@ class PDDPOConfig:
     max_dual_prompts: int = field(default=0, metadata={"help": "[ours] N^CE: dual prompts used per estimate; 0 = all of the dual fold (data.max_dual_prompts)"})
     estimate_fixed: bool = field(default=True, metadata={"help": "[ours] in fixed-λ mode, still estimate Ĉ/reward/KL once for the trajectory (no λ update)"})
     keep_iterates: bool = field(default=False, metadata={"help": "[ours] keep every π_k folder in the work dir (default: delete superseded ones)"})
+
+    def __post_init__(self) -> None:  # refused at config time: a bad value would otherwise surface after training
+        if self.fixed_lambda is None and self.num_iterations < 1:
+            raise ConfigValueError("num_iterations", f"{self.num_iterations} trains no primal step; use an int >= 1 (or fixed_lambda=λ for one step)")
+        for name in ("eta", "lambda_init", "lambda_min", "max_dual_prompts"):
+            if getattr(self, name) < 0:
+                raise ConfigValueError(name, f"{getattr(self, name)!r} is out of range; use a value >= 0")
+        for name in ("lambda_max", "fixed_lambda", "beta"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigValueError(name, f"{getattr(self, name)!r} is out of range; use a float > 0")
+        if self.warm_start not in ("previous", "pi_r"):
+            raise ConfigValueError("warm_start", f"{self.warm_start!r} is not previous or pi_r")
+        if self.threshold_units is not None and self.threshold_units not in UNITS:
+            raise ConfigValueError("threshold_units", f"{self.threshold_units!r} is not one of {', '.join(UNITS)}")
 
 
 def resolve_constraint(config: Any, ctx: TrainContext) -> tuple[float, str]:

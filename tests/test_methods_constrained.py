@@ -224,7 +224,7 @@ def test_safedpo_margin_sign_matches_the_paper_loss() -> None:
 # -- end to end, through the harness ----------------------------------------------------------------------------------
 
 FAST = ["scoring.reward=length", "scoring.cost=random", "eval.truthfulqa_mc=false", "scoring.win_rate_vs_sft=false",
-        "scoring.bootstrap=20", "data.max_eval_prompts=2", "train.max_steps=1", "data.max_train_pairs=4"]
+        "scoring.bootstrap=100", "data.max_eval_prompts=2", "train.max_steps=1", "data.max_train_pairs=4"]
 
 
 def _stage_records(rec: dict, stage: str) -> list[dict]:

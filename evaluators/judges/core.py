@@ -36,6 +36,7 @@ from evaluators.judges.calibration import binary_report, pairwise_correct, pairw
 from evaluators.judges.features import backbone_fingerprint, surface
 from evaluators.judges.models import Items, LinearJudge, Member, source_weights
 from harness.errors import BenchError
+from harness.io import checked_folder
 
 log = logging.getLogger("bench")
 VERSION = "judges-v1"
@@ -388,7 +389,7 @@ def cached_judge(name: str, cfg: Any = None, settings: JudgeSettings | None = No
     path = cache_dir() / "judges" / f"{name}-{key}"
     if retrain and path.exists():
         shutil.rmtree(path, ignore_errors=True)
-    if not (path / CARD).exists():
+    if not checked_folder(path, f"cached judge '{name}'") or not (path / CARD).exists():  # a damaged one: discarded, retrained
         log.info("training %s (%s) on %d rows -> %s", name, settings.members, len(data["train"]), path)
         judge, card = train_judge(name, settings, data_dir, data)
         card["fingerprint"] = f"{name}:{key}"

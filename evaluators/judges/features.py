@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from harness.errors import BenchError
+from harness.io import init_sqlite_cache
 
 log = logging.getLogger("bench")
 BACKBONES = ("minilm", "smollm2")
@@ -37,10 +38,8 @@ class EmbeddingStore:
             from harness.models import cache_dir
 
             path = cache_dir() / "judges" / "embeddings.sqlite"
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS emb (encoder TEXT, key TEXT, vec BLOB, PRIMARY KEY (encoder, key))")
+        init_sqlite_cache(path, "CREATE TABLE IF NOT EXISTS emb (encoder TEXT, key TEXT, vec BLOB, PRIMARY KEY (encoder, key))", timeout=120)
 
     def _db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=120)

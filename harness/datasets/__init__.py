@@ -31,3 +31,20 @@ def load_eval_prompts(cfg, bundle: DatasetBundle) -> tuple[str, list[EvalPrompt]
         prompts = DATASETS.get(name)(cfg).prompts.get("eval", [])
     n = cfg.data.max_eval_prompts
     return name, (prompts[:n] if n else prompts)
+
+
+def rows_hash(bundle: DatasetBundle, eval_prompts: list[EvalPrompt]) -> str:
+    """sha256 of the rows a run actually uses (every fold's pairs after caps and filters, the dual and evaluation
+    prompts), so two users can tell whether they ran on the same data, whatever the files looked like."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for view, folds in (("reward", bundle.reward_pairs), ("cost", bundle.cost_pairs)):
+        for fold in sorted(folds):
+            for p in folds[fold]:
+                h.update(json.dumps([view, fold, p.prompt, p.chosen, p.rejected, p.chosen_safe, p.rejected_safe]).encode())
+    for fold, prompts in (("dual", bundle.prompts.get("dual", [])), ("eval", eval_prompts)):
+        for e in prompts:
+            h.update(json.dumps([fold, e.prompt, e.category]).encode())
+    return h.hexdigest()

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -58,49 +59,84 @@ def hub_offline() -> bool:
 
 
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row index, record) from .jsonl / .json (a list) / .jsonl.gz / .parquet, with file/row errors."""
+    """(row index, record) from .jsonl / .json (a list) / .jsonl.gz / .parquet, with file/row errors.
+
+    Every way a file can be damaged (bad JSON, non-UTF-8 bytes, a truncated .gz, a corrupt parquet, no rows at all)
+    raises a `DataError` naming the file and, where known, the row."""
+    n = 0
+    for n, (i, rec) in enumerate(_read_records(path), 1):
+        yield i, rec
+    if n == 0:
+        raise DataError("the file holds no rows", file=str(path), fix="fill it or remove it from the data folder")
+
+
+def _read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     name = path.name
     if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow.parquet as pq
 
-        for i, rec in enumerate(pq.read_table(path).to_pylist()):
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises ArrowInvalid/OSError subclasses for damaged files
+            raise DataError(f"not a readable parquet file ({str(exc).splitlines()[0][:80]})", file=str(path),
+                            fix="re-download or re-export it") from None
+        for i, rec in enumerate(table.to_pylist()):
             yield i, rec
         return
     opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8-sig") as fh:
-        if ".jsonl" in name:
-            for i, line in enumerate(fh):
-                if not line.strip():
-                    continue
+    row = 0
+    try:
+        with opener(path, "rb") as fh:
+            if ".jsonl" in name:
+                for row, raw in enumerate(fh):  # bytes, decoded line by line: a bad byte is blamed on its own row
+                    line = raw.decode("utf-8-sig" if row == 0 else "utf-8")
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"invalid JSON ({exc.msg})", file=str(path), row=row, fix="fix or remove the line") from None
+                    if not isinstance(rec, dict):
+                        raise DataError("expected a JSON object", file=str(path), row=row, fix="one JSON object per line")
+                    yield row, rec
+            else:
+                raw = fh.read()
                 try:
-                    rec = json.loads(line)
+                    data = json.loads(raw.decode("utf-8-sig"))
                 except json.JSONDecodeError as exc:
-                    raise DataError(f"invalid JSON ({exc.msg})", file=str(path), row=i, fix="fix or remove the line") from exc
-                if not isinstance(rec, dict):
-                    raise DataError("expected a JSON object", file=str(path), row=i)
-                yield i, rec
-        else:
-            try:
-                data = json.load(fh)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON ({exc.msg} at line {exc.lineno})", file=str(path), fix="fix the file") from exc
-            if not isinstance(data, list):
-                raise DataError("expected a JSON list of objects", file=str(path))
-            for i, rec in enumerate(data):
-                if not isinstance(rec, dict):
-                    raise DataError("expected a JSON object", file=str(path), row=i)
-                yield i, rec
+                    raise DataError(f"invalid JSON ({exc.msg} at line {exc.lineno})", file=str(path), fix="fix the file") from None
+                if not isinstance(data, list):
+                    raise DataError("expected a JSON list of objects", file=str(path), fix="wrap the rows in [...]")
+                for i, rec in enumerate(data):
+                    if not isinstance(rec, dict):
+                        raise DataError("expected a JSON object", file=str(path), row=i, fix="every list item is one row object")
+                    yield i, rec
+    except UnicodeDecodeError as exc:
+        where = f"offset {exc.start} of the line" if ".jsonl" in name else f"byte offset {exc.start}"
+        raise DataError(f"not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at {where})", file=str(path),
+                        row=row if ".jsonl" in name else None, fix="re-encode the file as UTF-8") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"damaged or truncated gzip after row {row} ({exc})", file=str(path), fix="re-download or re-compress it") from None
 
 
 def need(rec: dict[str, Any], field: str, types: type | tuple[type, ...], path: Path, row: int) -> Any:
+    """`rec[field]`, checked against `types` (a bool is never accepted as an int: `true` is not id 1)."""
     if field not in rec:
         raise DataError("missing column", file=str(path), row=row, field=field, fix="every row needs it for this schema")
     value = rec[field]
-    if isinstance(types, tuple) and int in types and isinstance(value, bool) and bool not in types:
-        raise DataError(f"expected {'/'.join(t.__name__ for t in types)}, got {value!r}", file=str(path), row=row, field=field)
-    if not isinstance(value, types):
-        want = "/".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-        raise DataError(f"expected {want}, got {type(value).__name__} {str(value)[:40]!r}", file=str(path), row=row, field=field)
+    want = types if isinstance(types, tuple) else (types,)
+    if (isinstance(value, bool) and bool not in want) or not isinstance(value, want):
+        names = "/".join(t.__name__ for t in want)
+        raise DataError(f"expected {names}, got {type(value).__name__} {str(value)[:40]!r}", file=str(path), row=row, field=field,
+                        fix=f"write a JSON {'true/false' if bool in want else names}")
+    return value
+
+
+def need_text(rec: dict[str, Any], field: str, path: Path, row: int) -> str:
+    """A string field that must hold text (prompts): empty or whitespace-only values are refused."""
+    value = need(rec, field, str, path, row)
+    if not value.strip():
+        raise DataError("empty or whitespace-only text", file=str(path), row=row, field=field, fix="fill it or remove the row")
     return value
 
 

@@ -19,13 +19,13 @@ from typing import Any
 from harness.errors import BenchError, DataError
 from harness.types import DatasetBundle, EvalPrompt, PreferencePair
 
-from .common import cap, dedupe, hub_offline, need, normalize_prompt, read_records, resolve_local, split_pairs
+from .common import cap, dedupe, hub_offline, need, need_text, normalize_prompt, read_records, resolve_local, split_pairs
 
 HUB_ID = "PKU-Alignment/PKU-SafeRLHF"
-# Hub revision. NOT yet pinned to a commit: this machine cannot reach the hub, so the default is the branch "main"
-# (the v1 release). [verify] pin the commit on a networked host with
-# `huggingface_hub.list_repo_commits(HUB_ID, repo_type="dataset")`; `data.revision` overrides it (v0 is the tag "v0").
-HUB_REVISION = "main"
+# Hub revision: the public commit of the v1 release's card, so two users load the same rows. The v0 data is the tag
+# "v0" (`--set data.revision=v0`); `data.revision` overrides either.
+HUB_REVISION = "8b87c3304fe428df5ae84a5a00f9d3ef9e4f135e"
+V0_REVISION = "v0"
 CONFIGS = ("default", "alpaca-7b", "alpaca2-7b", "alpaca3-8b")
 ROW_FIELDS = ("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe", "better_response_id", "safer_response_id")
 
@@ -38,9 +38,15 @@ def _category(rec: dict[str, Any], k: int) -> str | None:
     return None
 
 
-def pairs_from_row(rec: dict[str, Any], where: Path, row: int) -> tuple[PreferencePair, PreferencePair]:
+V1_FIELDS = ("response_0_severity_level", "response_1_severity_level")
+
+
+def pairs_from_row(rec: dict[str, Any], where: Path, row: int, require_v1: bool = False) -> tuple[PreferencePair, PreferencePair]:
     """(reward pair, cost pair) from one v0/v1 row, validated field by field."""
-    prompt = need(rec, "prompt", str, where, row)
+    prompt = need_text(rec, "prompt", where, row)
+    if require_v1 and not all(f in rec for f in V1_FIELDS):
+        raise DataError("a PKU-SafeRLHF v0 row (no severity levels) where the config needs v1 rows", file=str(where), row=row,
+                        field=V1_FIELDS[0], fix="use the v1 files, or --set data.subset=default for v0 data")
     responses = [need(rec, f"response_{k}", str, where, row) for k in (0, 1)]
     safe = [need(rec, f"is_response_{k}_safe", bool, where, row) for k in (0, 1)]
     ids = {}
@@ -60,7 +66,7 @@ def pairs_from_row(rec: dict[str, Any], where: Path, row: int) -> tuple[Preferen
     return view(ids["better_response_id"]), view(ids["safer_response_id"])
 
 
-def read_local(folder: Path, counts: dict[str, Any]) -> tuple[list[PreferencePair], list[PreferencePair]]:
+def read_local(folder: Path, counts: dict[str, Any], require_v1: bool = False) -> tuple[list[PreferencePair], list[PreferencePair]]:
     reward, cost = [], []
     files = sorted(p for p in folder.rglob("*") if p.is_file() and (p.suffix in (".json", ".jsonl", ".parquet") or p.name.endswith(".jsonl.gz")))
     if not files:
@@ -70,14 +76,14 @@ def read_local(folder: Path, counts: dict[str, Any]) -> tuple[list[PreferencePai
         for row, rec in read_records(path):
             n_rows += 1
             if "response_0" in rec or "better_response_id" in rec:
-                r, c = pairs_from_row(rec, path, row)
+                r, c = pairs_from_row(rec, path, row, require_v1)
                 reward.append(r)
                 cost.append(c)
             elif "safe_response" in rec or "unsafe_response" in rec:
-                p, s, u = (need(rec, f, str, path, row) for f in ("prompt", "safe_response", "unsafe_response"))
+                p, s, u = need_text(rec, "prompt", path, row), need(rec, "safe_response", str, path, row), need(rec, "unsafe_response", str, path, row)
                 cost.append(PreferencePair(p, s, u, True, False, source=f"{path.name}:{row}"))
             elif isinstance(rec.get("response"), list):
-                p = need(rec, "prompt", str, path, row)
+                p = need_text(rec, "prompt", path, row)
                 resp = rec["response"]
                 if len(resp) != 2 or not all(isinstance(x, str) for x in resp):
                     raise DataError("expected [safer_response, other_response]", file=str(path), row=row, field="response")
@@ -132,7 +138,8 @@ def load(cfg) -> DatasetBundle:
     counts: dict[str, Any] = {}
     folder = resolve_local(cfg.data.data_dir, "pku_saferlhf", "PKU-SafeRLHF")
     if folder is not None:
-        reward, cost = read_local(folder, counts)
+        # the per-model configs exist only in v1: a v0 file there would silently lack severities and categories
+        reward, cost = read_local(folder, counts, require_v1=cfg.data.subset != "default")
         source = str(folder)
     else:
         revision = cfg.data.revision or HUB_REVISION

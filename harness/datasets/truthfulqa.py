@@ -54,7 +54,18 @@ def _from_csv(folder: Path) -> list[dict[str, Any]]:
     mc_path = folder / "data" / "mc_task.json"
     mc = {}
     if mc_path.exists():
-        for e in json.loads(mc_path.read_text()):
+        try:
+            entries = json.loads(mc_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"not valid UTF-8 JSON ({exc})", file=str(mc_path), fix="re-download TruthfulQA's data/mc_task.json") from None
+        if not isinstance(entries, list):
+            raise DataError("expected a JSON list of questions", file=str(mc_path), fix="re-download TruthfulQA's data/mc_task.json")
+        for i, e in enumerate(entries):
+            if not isinstance(e, dict) or not isinstance(e.get("question"), str):
+                raise DataError("expected an object with a 'question' string", file=str(mc_path), row=i, field="question")
+            for key in ("mc1_targets", "mc2_targets"):
+                if not isinstance(e.get(key), dict):
+                    raise DataError("expected a {choice: label} mapping", file=str(mc_path), row=i, field=key)
             mc[e["question"].strip()] = e
     for r in rows:
         e = mc.get(r["question"])
