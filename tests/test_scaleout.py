@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # Settings that keep a tiny run to seconds; the leaderboard compares reward/cost/unsafe-rate and win rates.
-FAST = ["eval.truthfulqa_mc=false", "scoring.bootstrap=50", "generation.cache=false"]
+FAST = ["eval.truthfulqa_mc=false", "scoring.bootstrap=100", "generation.cache=false"]
 RESOURCE_COLUMNS = {"peak_rss_mb", "peak_cuda_mb", "wall_s"}  # measurements of the process, not results
 
 
