@@ -35,10 +35,12 @@ import torch
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
+from harness.artifacts import lookup, materialise, publish, read_entry
 from harness.errors import BenchError
-from harness.io import TRAIN_RECORD, atomic_path, discard_damaged, save_model_atomic
+from harness.io import TRAIN_RECORD, atomic_path, discard_damaged, save_model_atomic, write_json
 from harness.losses import dpo_loss, sequence_logps
 from harness.models import cache_dir, format_prompt, load_tokenizer, model_fingerprint
+from harness.monitor import note_reuse, phase
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -152,6 +154,7 @@ class BenchDPOTrainer(DPOTrainer):
         if cached is not None:
             self.ref_cache_hits += 1
             log.info("reference log-probs for %s (%d pairs) reused from %s", name, len(dataset), path)
+            note_reuse("ref-logps", pairs=len(dataset), source=str(path))
             return dataset.add_column("ref_chosen_logps", cached["chosen"].tolist()).add_column(
                 "ref_rejected_logps", cached["rejected"].tolist())
         out = self._precompute(dataset, name, batch_size)
@@ -275,12 +278,15 @@ def dpo_config_kwargs(cfg: "RunConfig", beta: float, output_dir: Path, device: s
     )
 
 
-def _train_key(pairs: Sequence["PreferencePair"], margins: Sequence[float] | None, init_id: str | None, ref_id: str | None,
-               beta: float, cfg: "RunConfig", run_name: str) -> str | None:
-    if init_id is None or ref_id is None:  # in-memory models have no stable identity: never reuse
+def train_key(pairs: Sequence["PreferencePair"], margins: Sequence[float] | None, init_id: str | None, ref_id: str | None,
+              beta: float, cfg: "RunConfig") -> str | None:
+    """The content address of a DPO training: initial and reference weights' fingerprints, the exact pairs, the loss
+    (margins, beta), the regime (`cfg.train`, template) and the seed. Never the run or method name: two methods asking
+    for the same training get the same key (harness.artifacts). None for in-memory models (no stable identity)."""
+    if init_id is None or ref_id is None:
         return None
     blob = json.dumps([[(p.prompt, p.chosen, p.rejected) for p in pairs], list(margins) if margins is not None else None,
-                       init_id, ref_id, beta, asdict(cfg.train), cfg.seed, cfg.template, run_name], sort_keys=True, default=str)
+                       init_id, ref_id, beta, asdict(cfg.train), cfg.seed, cfg.template, "dpo-v1"], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -314,23 +320,25 @@ def train_dpo(
     out_dir = Path(out_dir)
     init_id = _identity(init)
     ref_id = init_id if ref is None else _identity(ref)
-    key = _train_key(pairs, margins, init_id, ref_id, beta, cfg, run_name)
-    if resume and key and (out_dir / TRAIN_RECORD).exists() and read_train_record(out_dir).get("key") == key:
-        log.info("%s: reusing finished model at %s", run_name, out_dir)
-        return out_dir
+    key = train_key(pairs, margins, init_id, ref_id, beta, cfg)
+    if resume and key:
+        reused = reuse_training(key, out_dir, run_name)
+        if reused is not None:
+            return reused
 
     from transformers import set_seed
 
     set_seed(cfg.seed)
     start = time.time()
-    tok_source = init if isinstance(init, (str, Path)) else getattr(init.config, "_name_or_path", None)
-    tokenizer = tokenizer or load_tokenizer(tok_source)
-    model = _load(init, device)
-    ref_model = None if ref is None else _load(ref, device)
-    if ref_model is not None:
-        ref_model.eval()
-    dataset = preference_dataset(pairs, tokenizer, cfg, margins)
-    _, dropped = usable_pairs(pairs, margins)
+    with phase(f"{run_name}/load", trim=True):
+        tok_source = init if isinstance(init, (str, Path)) else getattr(init.config, "_name_or_path", None)
+        tokenizer = tokenizer or load_tokenizer(tok_source)
+        model = _load(init, device)
+        ref_model = None if ref is None else _load(ref, device)
+        if ref_model is not None:
+            ref_model.eval()
+        dataset = preference_dataset(pairs, tokenizer, cfg, margins)
+        _, dropped = usable_pairs(pairs, margins)
 
     scratch = out_dir.with_name(f".{out_dir.name}.trainer{os.getpid()}")
     args = dpo_config(cfg, beta, scratch, device)
@@ -339,36 +347,61 @@ def train_dpo(
         from peft import LoraConfig
 
         peft_config = LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
-    trainer = BenchDPOTrainer(
-        model=model, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
-        data_collator=MarginCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length, truncation_mode=args.truncation_mode),
-        ref_cache_dir=ref_cache_dir if ref_cache_dir is not None else cache_dir() / "ref_logps",
-    )
-    # The reference log-probs are columns now: release the reference before training (ecosystem §1.3).
-    if trainer.ref_model is not None:
-        if trainer.ref_model in trainer.accelerator._models:
-            trainer.accelerator._models.remove(trainer.ref_model)
-        trainer.ref_model = None
-    del ref_model
-    big = sum(p.numel() for p in model.parameters()) > 10_000_000  # TRL's patched forward makes models cyclic: gc frees them
-    release_memory(collect=big)
+    with phase(f"{run_name}/trainer_init+ref_logps", trim=True):
+        trainer = BenchDPOTrainer(
+            model=model, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
+            data_collator=MarginCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length, truncation_mode=args.truncation_mode),
+            ref_cache_dir=ref_cache_dir if ref_cache_dir is not None else cache_dir() / "ref_logps",
+        )
+        # The reference log-probs are columns now: release the reference before training (ecosystem §1.3).
+        if trainer.ref_model is not None:
+            if trainer.ref_model in trainer.accelerator._models:
+                trainer.accelerator._models.remove(trainer.ref_model)
+            trainer.ref_model = None
+        del ref_model
+        big = sum(p.numel() for p in model.parameters()) > 10_000_000  # TRL's patched forward makes models cyclic: gc frees them
+        release_memory(collect=big)
 
-    output = trainer.train()
-    trained = trainer.accelerator.unwrap_model(trainer.model)
-    params_trained = sum(p.numel() for p in trained.parameters() if p.requires_grad)  # before a LoRA merge
-    if cfg.train.lora:
-        trained = trained.merge_and_unload()
-    record = {
-        "key": key, "run_name": run_name, "beta": beta, "pairs": len(dataset), "pairs_dropped_identical": dropped,
-        "margins": margins is not None, "init": str(init) if isinstance(init, (str, Path)) else "<in-memory>",
-        "reference": "init" if ref is None else (str(ref) if isinstance(ref, (str, Path)) else "<in-memory>"),
-        "ref_cache_hits": trainer.ref_cache_hits, "train_loss": output.training_loss, "steps": output.global_step, "params_trained": params_trained,
-        "seconds": round(time.time() - start, 2), "log_history": trainer.state.log_history[-50:],
-    }
-    save_model_atomic(trained, tokenizer, out_dir, record)
-    shutil.rmtree(scratch, ignore_errors=True)
-    del trainer, model, trained
-    release_memory(collect=big)
+    with phase(f"{run_name}/train_steps", trim=True):
+        output = trainer.train()
+    with phase(f"{run_name}/merge+save", trim=True):
+        trained = trainer.accelerator.unwrap_model(trainer.model)
+        params_trained = sum(p.numel() for p in trained.parameters() if p.requires_grad)  # before a LoRA merge
+        if cfg.train.lora:
+            trained = trained.merge_and_unload()
+        record = {
+            "key": key, "run_name": run_name, "beta": beta, "pairs": len(dataset), "pairs_dropped_identical": dropped,
+            "margins": margins is not None, "init": str(init) if isinstance(init, (str, Path)) else "<in-memory>",
+            "reference": "init" if ref is None else (str(ref) if isinstance(ref, (str, Path)) else "<in-memory>"),
+            "ref_cache_hits": trainer.ref_cache_hits, "train_loss": output.training_loss, "steps": output.global_step, "params_trained": params_trained,
+            "seconds": round(time.time() - start, 2), "log_history": trainer.state.log_history[-50:], "reused_from": None,
+        }
+        save_model_atomic(trained, tokenizer, out_dir, record)
+        shutil.rmtree(scratch, ignore_errors=True)
+        if key:
+            publish("dpo", key, out_dir, {"run_name": run_name, "seconds": record["seconds"]})
+        del trainer, model, trained
+        release_memory(collect=big)
+    return out_dir
+
+
+def reuse_training(key: str, out_dir: Path, run_name: str) -> Path | None:
+    """`out_dir` filled with the finished training `key`, from `out_dir` itself (resume) or from the shared store
+    (any earlier run or method); None when it was never trained. The reuse is noted in the stage's record."""
+    if (out_dir / TRAIN_RECORD).exists() and read_train_record(out_dir).get("key") == key:
+        log.info("%s: reusing finished model at %s", run_name, out_dir)
+        note_reuse("dpo", name=run_name, key=key, source=str(out_dir), how="resume")
+        return out_dir
+    hit = lookup("dpo", key)
+    if hit is None:
+        return None
+    how = materialise(hit, out_dir)
+    record = read_train_record(out_dir)
+    record.update(run_name=run_name, reused_from=str(hit), trained_as=read_entry(hit).get("run_name"), reuse=how)
+    write_json(out_dir / TRAIN_RECORD, record)
+    log.info("%s: reusing the finished training %s (trained as %s) from %s", run_name, key, record["trained_as"], hit)
+    note_reuse("dpo", name=run_name, key=key, source=str(hit), trained_as=record["trained_as"], how=how,
+               seconds_saved=record.get("seconds"))
     return out_dir
 
 

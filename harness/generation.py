@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from harness.errors import BenchError
 from harness.io import discard_damaged, read_cache_json, write_cache_json
 from harness.models import cache_dir, format_prompt, load_policy, model_fingerprint
+from harness.monitor import note_reuse, phase
 from harness.progress import progress_bar
 from harness.types import SamplingParams
 
@@ -214,7 +215,10 @@ def make_generator(model: Any, tokenizer: Any = None, *, backend: str = "auto", 
 
 
 def cached_generate(gen: Generator, prompts: list[str], params: SamplingParams, use_cache: bool = True) -> tuple[list[str], bool]:
-    """(responses, hit). Only models with an on-disk fingerprint are cached."""
+    """(responses, hit). Keyed by the model's content fingerprint, prompts and sampling parameters only, so every
+    run and method asking for the same generations (PD-DPO's and SACPO's dual steps, SFT baselines) shares one
+    entry. Only models with an on-disk fingerprint are cached; an entry with another key or the wrong length is
+    discarded and regenerated. A hit is noted in the running stage's record."""
     from dataclasses import asdict
 
     key = hashlib.sha256(json.dumps([gen.fingerprint, prompts, asdict(params)], sort_keys=True).encode()).hexdigest()
@@ -223,10 +227,12 @@ def cached_generate(gen: Generator, prompts: list[str], params: SamplingParams, 
     if cacheable:
         entry = read_cache_json(path, key)  # a damaged entry is discarded with a warning and regenerated
         if entry is not None and len(entry["responses"]) == len(prompts):
+            note_reuse("generations", n=len(prompts), source=str(path))
             return entry["responses"], True
         if entry is not None:
             discard_damaged(path, f"{len(entry['responses'])} responses for {len(prompts)} prompts")
-    responses = gen.generate(prompts, params)
+    with phase("generate", trim=True):
+        responses = gen.generate(prompts, params)
     if cacheable:
         write_cache_json(path, key, {"fingerprint": gen.fingerprint, "params": asdict(params), "responses": responses})
     return responses, False

@@ -21,6 +21,13 @@ if SHARED_DATA.exists():
     os.environ.setdefault("BENCH_DATA_DIR", str(SHARED_DATA))
 
 
+@pytest.fixture(autouse=True)
+def _private_training_store(tmp_path, monkeypatch):
+    """Each test gets its own store of finished trainings (harness.artifacts), so a training one test finished is
+    never silently reused by another (or by the next `make test`); model and scorer caches stay shared."""
+    monkeypatch.setenv("BENCH_STORE", str(tmp_path / "trained-store"))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = Path(os.environ.get("BENCH_DATA_DIR", SHARED_DATA))
