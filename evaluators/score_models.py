@@ -512,13 +512,46 @@ def scorer_folds(cfg: "RunConfig", kind: str, bundle: Any = None) -> tuple[Any, 
 _EVAL_ONLY = ("max_eval_pairs", "eval_batch_size")  # settings that do not change the trained weights
 
 
+def _weight_settings(settings: ScoreModelSettings) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(settings).items() if k not in _EVAL_ONLY}
+
+
 def cached_model_dir(cfg: "RunConfig", kind: str, name: str, settings: ScoreModelSettings, bundle: Any, train_pairs: Sequence["PreferencePair"]) -> Path:
     """`cache_dir()/scorers/<name>-<hash>`: the hash covers dataset, data source, the scorer fold's pairs, the
     training settings and the encoder's weights, so any change trains a new model and old ones stay valid."""
     key = json.dumps({"kind": kind, "dataset": cfg.dataset, "source": bundle.source, "pairs": pairs_hash(usable_pairs(train_pairs)),
-                      "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k not in _EVAL_ONLY}, "encoder": model_fingerprint(resolve_encoder(settings.encoder)),
+                      "settings": _weight_settings(settings), "encoder": model_fingerprint(resolve_encoder(settings.encoder)),
                       "losses": "safe-rlhf-v1"}, sort_keys=True)
     return cache_dir() / "scorers" / f"{name}-{cfg.dataset}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def score_model_key(kind: str, pairs: Sequence["PreferencePair"], settings: ScoreModelSettings) -> str:
+    """What decides a score model's weights: kind, the usable pairs, the training settings and the encoder's weights."""
+    blob = json.dumps({"kind": kind, "pairs": pairs_hash(usable_pairs(pairs)), "settings": _weight_settings(settings),
+                       "encoder": model_fingerprint(resolve_encoder(settings.encoder)), "losses": "safe-rlhf-v1"}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def reusable_score_model(kind: str, pairs: Sequence["PreferencePair"], out_dir: str | Path, cfg: "RunConfig",
+                         encoder: str | None = None, name: str | None = None, **kw: Any) -> ScoreModelScorer:
+    """`train_score_model` through the content-addressed store (harness.artifacts): a method's own R/C trained on
+    the same pairs with the same settings (Safe-RLHF and PPO-shaping) is trained once and hard-linked after."""
+    from harness.artifacts import lookup, materialise, publish
+    from harness.monitor import note_reuse
+
+    settings = kw.pop("settings", None) or settings_for(cfg)
+    if encoder:
+        settings = dataclasses.replace(settings, encoder=encoder)
+    key = score_model_key(kind, pairs, settings)
+    hit = lookup("score-model", key)
+    if hit is not None:
+        how = materialise(hit, Path(out_dir))
+        note_reuse("score-model", name=name or Path(out_dir).name, key=key, source=str(hit), how=how)
+        return ScoreModelScorer(Path(out_dir), kind=kind, name=name, device=cfg.device, batch_size=settings.eval_batch_size,
+                                precision=cfg.train.precision)
+    scorer = train_score_model(kind, pairs, out_dir, cfg, settings=settings, name=name, **kw)
+    publish("score-model", key, Path(out_dir), {"name": name})
+    return scorer
 
 
 def cached_score_model(kind: str, cfg: "RunConfig", name: str | None = None, settings: ScoreModelSettings | None = None,

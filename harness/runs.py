@@ -147,9 +147,9 @@ def build_context(cfg: RunConfig, stage_dir: Path, services: Services, policy_pa
             tracker.log_metrics({f"train/{k}": v for k, v in record.items() if isinstance(v, (int, float))})
 
     def train_score_model(kind: str, pairs, name: str, **kw):  # kw: encoder=..., settings=... (evaluators.score_models)
-        from evaluators.score_models import train_score_model as _train
+        from evaluators.score_models import reusable_score_model
 
-        return _train(kind, pairs, stage_dir / "work" / name, cfg, **kw)
+        return reusable_score_model(kind, pairs, stage_dir / "work" / name, cfg, name=name, **kw)
 
     work = stage_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
