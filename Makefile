@@ -12,7 +12,7 @@ export BENCH_DATA_DIR ?= $(DATA)
 METHOD ?= pddpo
 PROFILE ?= cpu
 
-.PHONY: install run test test-fast clean
+.PHONY: install run test test-fast bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# ~15 min on 2 cores: every ratio of docs/benchmarks.md (P1-P6, scaling plot), niced (the machine may be shared)
+bench: install
+	nice -n 10 $(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs wandb

@@ -278,6 +278,23 @@ def dpo_config_kwargs(cfg: "RunConfig", beta: float, output_dir: Path, device: s
     )
 
 
+def dpo_trainer(model: "PreTrainedModel", ref_model: "PreTrainedModel | None", dataset: Any, tokenizer: Any, cfg: "RunConfig",
+                beta: float, output_dir: Path, device: str, ref_cache_dir: Path | None = None) -> BenchDPOTrainer:
+    """The harness's trainer exactly as `train_dpo` builds it (LoRA per `cfg.train`, margin collator, reference
+    log-probs precomputed and cached); `benchmarks/` times this very object against a stock `DPOTrainer`."""
+    args = dpo_config(cfg, beta, output_dir, device)
+    peft_config = None
+    if cfg.train.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+    return BenchDPOTrainer(
+        model=model, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
+        data_collator=MarginCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length, truncation_mode=args.truncation_mode),
+        ref_cache_dir=ref_cache_dir if ref_cache_dir is not None else cache_dir() / "ref_logps",
+    )
+
+
 def train_key(pairs: Sequence["PreferencePair"], margins: Sequence[float] | None, init_id: str | None, ref_id: str | None,
               beta: float, cfg: "RunConfig") -> str | None:
     """The content address of a DPO training: initial and reference weights' fingerprints, the exact pairs, the loss
@@ -341,18 +358,8 @@ def train_dpo(
         _, dropped = usable_pairs(pairs, margins)
 
     scratch = out_dir.with_name(f".{out_dir.name}.trainer{os.getpid()}")
-    args = dpo_config(cfg, beta, scratch, device)
-    peft_config = None
-    if cfg.train.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
     with phase(f"{run_name}/trainer_init+ref_logps", trim=True):
-        trainer = BenchDPOTrainer(
-            model=model, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
-            data_collator=MarginCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length, truncation_mode=args.truncation_mode),
-            ref_cache_dir=ref_cache_dir if ref_cache_dir is not None else cache_dir() / "ref_logps",
-        )
+        trainer = dpo_trainer(model, ref_model, dataset, tokenizer, cfg, beta, scratch, device, ref_cache_dir)
         # The reference log-probs are columns now: release the reference before training (ecosystem §1.3).
         if trainer.ref_model is not None:
             if trainer.ref_model in trainer.accelerator._models:

@@ -1,0 +1,58 @@
+"""Run only the train stage of one method, in this process, and print its stage record as JSON (last line).
+
+    python benchmarks/train_stage.py pddpo --profile cpu --set data.max_train_pairs=16 [--out rec.json]
+
+The record is what a run's `train/done.json` holds: wall time, peak RSS, CUDA peak, per-phase peaks and reuse
+events. `--no-reuse` points the training store at a fresh temporary folder so every model is really trained
+(memory measurements must not be answered from the store). Used by `make bench` (P3) and docs/memory.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("method")
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--no-reuse", action="store_true", help="fresh training store: train everything")
+    ap.add_argument("--out", help="also write the record here")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="bench-train-stage-")
+    if args.no_reuse:
+        os.environ["BENCH_STORE"] = str(Path(tmp) / "store")
+
+    from harness.config import load_config, method_config
+    from harness.datasets import load_bundle
+    from harness.models import resolve_device, resolve_model
+    from harness.monitor import StageMonitor
+    from harness.registries import METHODS
+    from harness.runs import Services, build_context, seed_everything
+
+    cfg = load_config(args.profile, args.overrides, method=args.method, runs_dir=str(Path(tmp) / "runs"))
+    method_cls = METHODS.get(cfg.method)
+    mcfg = method_config(method_cls.config_class, cfg)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    with StageMonitor() as mon:
+        services = Services(cfg, load_bundle(cfg), device)
+        ctx = build_context(cfg, Path(tmp) / "train", services, str(resolve_model(cfg.model)))
+        result = method_cls(mcfg).train(ctx)
+    record = {"method": cfg.method, "profile": cfg.profile, "overrides": args.overrides, **mon.record,
+              "models_trained": result.models_trained}
+    if args.out:
+        Path(args.out).write_text(json.dumps(record, indent=2))
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
