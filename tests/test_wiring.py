@@ -1,0 +1,715 @@
+"""Direction tests for every method's wiring: which data, which reference, which sign, which order.
+
+The pure math is tested elsewhere against hand computations; these tests check how each method plugs it in, on
+hand-built cases where the right answer is known and a swapped argument, a flipped sign or a wrong reference gives
+a different one. Nothing here trains a network: `train_dpo` is replaced by a recorder that only makes the output
+folder, scorers and generators are fakes, and the PPO loop runs on hand-built rollouts (plus one real PPO step on a
+four-token toy policy). Each test names the planted fault it catches (docs/mutation.md lists them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+
+from harness.config import load_config, method_config
+from harness.registries import METHODS
+from harness.types import DatasetBundle, EvalPrompt, PreferencePair
+from methods.base import TrainContext
+
+# -- fakes ----------------------------------------------------------------------------------------------------------
+
+
+class FakeScorer:
+    """Scores a response by `fn(response)`; remembers what it was asked."""
+
+    def __init__(self, kind: str, fn: Callable[[str], float]):
+        self.name = self.fingerprint = f"fake-{kind}"
+        self.kind, self.is_binary, self.fn, self.asked = kind, False, fn, []
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        self.asked.append(list(responses))
+        return [float(self.fn(r)) for r in responses]
+
+
+class FakeGenerator:
+    """`respond(prompt, params) -> str`; fingerprint 'mem-…' so the on-disk generation cache is never used."""
+
+    name = "fake"
+    fingerprint = "mem-fake"
+
+    def __init__(self, respond: Callable[[str, Any], str], model: Any = None):
+        self.respond, self.model = respond, model
+
+    def generate(self, prompts: list[str], params) -> list[str]:
+        return [self.respond(p, params) for p in prompts]
+
+
+class FakeDPO:
+    """Stands in for `harness.dpo.train_dpo`: records each call and makes the output folder (with a marker)."""
+
+    def __init__(self):
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, pairs, *, init, ref, beta, out_dir, cfg, device, margins=None, run_name="", **kw):
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "made_by.txt").write_text(run_name)
+        self.calls.append(dict(pairs=list(pairs), init=init, ref=ref, beta=beta, out=out, margins=margins, run_name=run_name))
+        return out
+
+    @staticmethod
+    def record(path) -> dict[str, Any]:
+        return {"beta": 0.1, "pairs": 1, "train_loss": 0.5, "steps": 1, "init": "x", "reference": "init"}
+
+    def by_name(self, name: str) -> dict[str, Any]:
+        (call,) = [c for c in self.calls if c["run_name"] == name]
+        return call
+
+
+@pytest.fixture()
+def fake_dpo(monkeypatch) -> FakeDPO:
+    """Replace `train_dpo` / `read_train_record` wherever the methods look them up."""
+    import harness.dpo
+    import methods.dpo_helpful
+    import methods.pddpo
+    import methods.pddpo_online
+
+    fake = FakeDPO()
+    for module in (harness.dpo, methods.dpo_helpful, methods.pddpo, methods.pddpo_online):
+        if hasattr(module, "train_dpo"):
+            monkeypatch.setattr(module, "train_dpo", fake)
+        if hasattr(module, "read_train_record"):
+            monkeypatch.setattr(module, "read_train_record", fake.record)
+    return fake
+
+
+def pair(i: int, chosen: str, rejected: str, chosen_safe: bool | None = None, rejected_safe: bool | None = None) -> PreferencePair:
+    return PreferencePair(f"prompt {i}", chosen, rejected, chosen_safe=chosen_safe, rejected_safe=rejected_safe, source=f"hand:{i}")
+
+
+# Responses carry their scores in their text so fake scorers can read them: "r=<reward> c=<cost>".
+def parse(response: str, key: str) -> float:
+    return float(dict(part.split("=") for part in response.split())[key])
+
+
+REWARD = lambda y: parse(y, "r")  # noqa: E731
+COST = lambda y: parse(y, "c")  # noqa: E731
+
+REWARD_PAIRS = [pair(0, "r=2 c=1", "r=1 c=-1", False, True), pair(1, "r=3 c=-1", "r=0 c=1", True, False),
+                pair(2, "r=1 c=-2", "r=0 c=-1", True, True), pair(3, "r=5 c=2", "r=4 c=3", False, False)]
+COST_PAIRS = [pair(10, "r=0 c=-1", "r=1 c=2", True, False), pair(11, "r=1 c=-3", "r=2 c=1", True, False),
+              pair(12, "r=2 c=0", "r=0 c=1", True, False)]
+DUAL = ["dual prompt a", "dual prompt b"]
+
+
+def make_ctx(tmp_path: Path, method: str, overrides: list[str] | None = None, *, reward_pairs=None, cost_pairs=None,
+             dual=None, reward_fn=REWARD, cost_fn=COST, respond=None, score_models=None):
+    cfg = load_config("tiny", overrides, method=method, runs_dir=str(tmp_path / "runs"))
+    bundle = DatasetBundle(
+        name="hand", source="hand-built",
+        reward_pairs={"train": list(REWARD_PAIRS if reward_pairs is None else reward_pairs), "eval": [pair(99, "r=9 c=9", "r=8 c=8")]},
+        cost_pairs={"train": list(COST_PAIRS if cost_pairs is None else cost_pairs), "eval": [pair(98, "r=9 c=9", "r=8 c=8")]},
+        prompts={"dual": [EvalPrompt(p) for p in (DUAL if dual is None else dual)], "eval": [EvalPrompt("eval only")]},
+    )
+    (tmp_path / "work").mkdir(parents=True, exist_ok=True)
+    log: list[dict[str, Any]] = []
+    reward, cost = FakeScorer("reward", reward_fn), FakeScorer("cost", cost_fn)
+    respond = respond or (lambda p, params: "r=0 c=0")
+    ctx = TrainContext(
+        cfg=cfg, data=bundle, policy_path=str(tmp_path / "sft"), out_dir=tmp_path / "model", work_dir=tmp_path / "work",
+        device="cpu", seed=cfg.seed, make_generator=lambda model, tokenizer=None: FakeGenerator(respond),
+        reward_annotator=lambda: reward, cost_annotator=lambda: cost,
+        train_score_model=score_models or (lambda *a, **k: pytest.fail("not used")), log=log.append,
+    )
+    cls = METHODS.get(method)
+    return cls(method_config(cls.config_class, cfg)), ctx, log
+
+
+# -- the context hands out the right folds ------------------------------------------------------------------------
+
+
+def test_context_folds(tmp_path) -> None:
+    _, ctx, _ = make_ctx(tmp_path, "sft")
+    assert ctx.reward_pairs == REWARD_PAIRS and ctx.cost_pairs == COST_PAIRS and ctx.dual_prompts == DUAL
+    empty = TrainContext(**{**ctx.__dict__, "data": DatasetBundle("e", "e")})
+    assert empty.reward_pairs == [] and empty.cost_pairs == [] and empty.dual_prompts == []
+
+
+# -- plain DPO baselines ------------------------------------------------------------------------------------------
+
+
+def test_dpo_helpful_uses_reward_pairs_and_dpo_harmless_cost_pairs(tmp_path, fake_dpo) -> None:
+    """Planted: dpo-helpful on cost pairs, dpo-harmless on reward pairs, a non-SFT reference, the wrong β."""
+    for method, want in (("dpo-helpful", REWARD_PAIRS), ("dpo-harmless", COST_PAIRS)):
+        m, ctx, _ = make_ctx(tmp_path / method, method, ["method.beta=0.3"])
+        res = m.train(ctx)
+        call = fake_dpo.calls[-1]
+        assert call["pairs"] == want and call["init"] == ctx.policy_path and call["ref"] is None and call["beta"] == 0.3
+        assert call["run_name"] == method and res.model_path == str(ctx.out_dir) and res.models_trained == 1
+    m, ctx, _ = make_ctx(tmp_path / "default", "dpo-harmless")
+    m.train(ctx)
+    assert fake_dpo.calls[-1]["beta"] == ctx.cfg.train.beta
+    m, ctx, _ = make_ctx(tmp_path / "none", "dpo-helpful", reward_pairs=[])
+    with pytest.raises(Exception, match="reward preference pairs"):
+        m.train(ctx)
+
+
+# -- SACPO / P-SACPO ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("safety_first", [False, True])
+def test_sacpo_stage_order_temperatures_and_reference(tmp_path, fake_dpo, safety_first: bool) -> None:
+    """Planted: the stage-2 temperature β instead of β/λ; stage 2 from π_ref instead of the stage-1 model; the
+    order flag ignored; reward and cost pairs exchanged."""
+    m, ctx, log = make_ctx(tmp_path, "sacpo", ["method.beta=0.2", "method.lambda_=4.0", f"method.safety_first={str(safety_first).lower()}"])
+    res = m.train(ctx)
+    first, second = fake_dpo.calls
+    helpful, safe = (second, first) if safety_first else (first, second)
+    assert helpful["pairs"] == REWARD_PAIRS and helpful["beta"] == 0.2 and helpful["run_name"] == "sacpo-helpful"
+    assert safe["pairs"] == COST_PAIRS and safe["beta"] == pytest.approx(0.05) and safe["run_name"] == "sacpo-safe"
+    assert first["init"] == ctx.policy_path and first["ref"] is None
+    assert second["init"] == first["out"] and second["ref"] is None  # stage 2 starts from, and references, stage 1
+    assert second["out"] == ctx.out_dir and res.model_path == str(ctx.out_dir)
+    assert res.extra["lambda"] == pytest.approx(4.0) and res.extra["beta_over_lambda"] == pytest.approx(0.05)
+    assert res.extra["order"] == ("safe->helpful" if safety_first else "helpful->safe")
+    assert [r["stage"] for r in log] == (["safe", "helpful"] if safety_first else ["helpful", "safe"])
+    assert [r["step"] for r in log] == [1, 2] and log[1]["beta"] == second["beta"]
+
+
+def test_sacpo_refuses_missing_pairs(tmp_path, fake_dpo) -> None:
+    for kind, kw in (("reward", {"reward_pairs": []}), ("cost", {"cost_pairs": []})):
+        m, ctx, _ = make_ctx(tmp_path / kind, "sacpo", **kw)
+        with pytest.raises(Exception, match=f"no {kind} pairs"):
+            m.train(ctx)
+    assert fake_dpo.calls == []
+
+
+@pytest.mark.parametrize("safety_first", [False, True])
+def test_p_sacpo_merges_stage_one_at_weight_one_minus_q(tmp_path, fake_dpo, monkeypatch, safety_first: bool) -> None:
+    """Planted: merge_models(final, first, …) (the order swap) or q ↔ 1 − q."""
+    import methods.p_sacpo as p_sacpo
+
+    merges = []
+    monkeypatch.setattr(p_sacpo, "merge_models", lambda a, b, q, out_dir, record: merges.append((a, b, q, out_dir, record)) or Path(out_dir))
+    m, ctx, log = make_ctx(tmp_path, "p-sacpo", ["method.q=0.25", f"method.safety_first={str(safety_first).lower()}"])
+    res = m.train(ctx)
+    first, final = fake_dpo.calls
+    ((a, b, q, out_dir, record),) = merges
+    assert (a, b, q, out_dir) == (first["out"], final["out"], 0.25, ctx.out_dir)  # (1 − q)·stage-1 + q·final
+    assert final["out"] == ctx.work_dir / "sacpo_final" and record["merge"]["q"] == 0.25
+    assert res.model_path == str(ctx.out_dir) and res.extra["q"] == 0.25 and log[-1] == {"stage": "merge", "q": 0.25}
+
+
+def test_merge_models_weights_the_first_model_by_one_minus_q(tmp_path, tiny_model_path) -> None:
+    """The real merge on two saved tiny models, B = 3·A: (1 − q)·A + q·B with q = 1/4 is 1.5·A."""
+    from transformers import AutoModelForCausalLM
+
+    from harness.dpo import _save_atomic
+    from harness.models import load_tokenizer
+    from methods.p_sacpo import merge_models
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_path), dtype=torch.float32)
+    a = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    b = {k: v.clone() for k, v in model.state_dict().items()}
+    _save_atomic(model, load_tokenizer(tiny_model_path), tmp_path / "b", {"method": "x"})
+    merge_models(Path(tiny_model_path), tmp_path / "b", 0.25, tmp_path / "m", {"merge": {"q": 0.25}})
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "m"), dtype=torch.float32).state_dict()
+    assert not torch.equal(a["model.embed_tokens.weight"], b["model.embed_tokens.weight"])
+    for key, value in a.items():
+        torch.testing.assert_close(merged[key], 0.75 * value + 0.25 * b[key] if value.is_floating_point() else value, rtol=1e-6, atol=1e-7)
+
+
+# -- SafeDPO ------------------------------------------------------------------------------------------------------
+
+
+def test_safedpo_trains_on_transformed_reward_pairs_with_negative_margins(tmp_path, fake_dpo) -> None:
+    """Planted: the transform applied to cost pairs; margins with a + sign; margins passed when Δ = 0."""
+    m, ctx, log = make_ctx(tmp_path, "safedpo", ["method.delta=2.0", "method.beta=0.3"])
+    res = m.train(ctx)
+    (call,) = fake_dpo.calls
+    # REWARD_PAIRS: 0 swapped (chosen unsafe, rejected safe), 1 kept safe/unsafe, 2 kept both safe, 3 dropped
+    assert [(p.chosen, p.rejected) for p in call["pairs"]] == [("r=1 c=-1", "r=2 c=1"), ("r=3 c=-1", "r=0 c=1"), ("r=1 c=-2", "r=0 c=-1")]
+    assert call["margins"] == [-2.0, -2.0, 0.0] and call["beta"] == 0.3 and call["ref"] is None and call["init"] == ctx.policy_path
+    assert res.extra["transform"] == {"kept_both_safe": 1, "kept_safe_unsafe": 1, "swapped": 1, "dropped_both_unsafe": 1,
+                                      "dropped_unlabelled": 0, "total": 4}
+    assert log[0]["pairs_used"] == 3 and res.models_trained == 1
+    m, ctx, _ = make_ctx(tmp_path / "zero", "safedpo", ["method.delta=0.0"])
+    m.train(ctx)
+    assert fake_dpo.calls[-1]["margins"] is None and fake_dpo.calls[-1]["beta"] == ctx.cfg.train.beta
+    m, ctx, _ = make_ctx(tmp_path / "none", "safedpo", reward_pairs=[REWARD_PAIRS[3]])
+    with pytest.raises(Exception, match="no pair survives"):
+        m.train(ctx)
+
+
+# -- PD-DPO -------------------------------------------------------------------------------------------------------
+
+
+class ScriptedEstimates:
+    """Stands in for `methods.pddpo.dual_estimate`: returns the next scripted Ĉ and records the call."""
+
+    def __init__(self, estimates: list[float]):
+        self.estimates, self.calls = list(estimates), []
+
+    def __call__(self, ctx, policy, reference, units, prompts, temperature=None, same_as_reference=False):
+        self.calls.append(dict(policy=Path(policy), reference=Path(reference), units=units, prompts=list(prompts),
+                               temperature=temperature, same_as_reference=same_as_reference))
+        return {"cost_estimate": self.estimates.pop(0), "unsafe_rate": -1.0, "mean_cost": -1.0, "reward": 0.0, "kl_to_pi_r": 0.0}
+
+
+@pytest.mark.parametrize("units", ["unsafe_rate", "mean_cost"])
+def test_pddpo_dual_raises_lambda_above_b_and_references_pi_r(tmp_path, fake_dpo, monkeypatch, units: str) -> None:
+    """Planted: λ ← λ − η(Ĉ − b); stage-2 reference = the SFT model or π_{k−1}; stage 2 at β·λ; pairs exchanged."""
+    import methods.pddpo as pddpo
+
+    est = ScriptedEstimates([0.7, 0.1, 0.1])
+    monkeypatch.setattr(pddpo, "dual_estimate", est)
+    m, ctx, log = make_ctx(tmp_path, "pddpo", ["method.beta=0.2", "method.lambda_init=1.0", "method.eta=10", "method.num_iterations=3",
+                                               "method.threshold=0.3", f"method.threshold_units={units}", "method.keep_iterates=true"])
+    res = m.train(ctx)
+    stage1, *primal = fake_dpo.calls
+    pi_r = ctx.work_dir / "pi_r_hat"
+    assert stage1["pairs"] == REWARD_PAIRS and stage1["init"] == ctx.policy_path and stage1["ref"] is None and stage1["out"] == pi_r
+    assert stage1["beta"] == 0.2
+    lams = [r["lambda"] for r in res.trajectory]
+    assert lams[0] == 1.0 and lams[1] == pytest.approx(1.0 + 10 * (0.7 - 0.3))  # Ĉ > b: λ rises to 5
+    assert lams[2] == pytest.approx(5.0 + 10 * (0.1 - 0.3))  # Ĉ < b: λ falls to 3
+    assert res.trajectory[-1]["lambda_next"] == pytest.approx(1.0)
+    for k, (call, lam) in enumerate(zip(primal, lams), start=1):
+        assert call["pairs"] == COST_PAIRS and call["ref"] == pi_r and call["beta"] == pytest.approx(0.2 / lam)
+        assert call["init"] == (pi_r if k == 1 else primal[k - 2]["out"])  # warm start from π_{k−1}
+    assert [c["out"] for c in primal] == [ctx.work_dir / "pi_1", ctx.work_dir / "pi_2", ctx.out_dir]
+    assert all(c["reference"] == pi_r and c["units"] == units and c["prompts"] == DUAL for c in est.calls)
+    assert [c["policy"] for c in est.calls] == [c["out"] for c in primal]
+    assert [r["beta_stage2"] for r in res.trajectory] == [pytest.approx(0.2 / lam) for lam in lams]
+    assert res.extra["threshold"] == 0.3 and res.extra["threshold_units"] == units and res.extra["lambda_final"] == pytest.approx(1.0)
+    assert log == res.trajectory and res.model_path == str(ctx.out_dir)
+
+
+def test_pddpo_warm_start_pi_r_and_lambda_zero_guard(tmp_path, fake_dpo, monkeypatch) -> None:
+    """Planted: warm_start ignored; training at λ = 0; the λ = 0 iterate not copied from π_r̂; Λ_max not applied."""
+    import methods.pddpo as pddpo
+
+    monkeypatch.setattr(pddpo, "dual_estimate", ScriptedEstimates([0.0, 0.0, 0.0]))
+    m, ctx, _ = make_ctx(tmp_path, "pddpo", ["method.lambda_init=2.0", "method.eta=10", "method.num_iterations=3", "method.warm_start=pi_r",
+                                             "scoring.threshold=0.1", "scoring.threshold_units=unsafe_rate"])
+    res = m.train(ctx)
+    pi_r = ctx.work_dir / "pi_r_hat"
+    assert [r["lambda"] for r in res.trajectory] == [2.0, pytest.approx(1.0), 0.0]
+    assert [r["trained"] for r in res.trajectory] == [True, True, False] and res.trajectory[2]["beta_stage2"] is None
+    assert [c["init"] for c in fake_dpo.calls[1:]] == [pi_r, pi_r]  # warm_start = pi_r: every primal starts from π_r̂
+    assert (ctx.out_dir / "made_by.txt").read_text() == "pddpo-stage1"  # π_3 = π_r̂, copied into the final folder
+    assert res.extra["threshold"] == 0.1  # falls back to scoring.threshold
+    monkeypatch.setattr(pddpo, "dual_estimate", ScriptedEstimates([1.0, 1.0]))
+    m, ctx, _ = make_ctx(tmp_path / "cap", "pddpo", ["method.lambda_init=1.0", "method.eta=100", "method.lambda_max=7", "method.num_iterations=2"])
+    res = m.train(ctx)
+    assert res.trajectory[1]["lambda"] == 7.0
+
+
+def test_pddpo_fixed_lambda_one_primal_step(tmp_path, fake_dpo, monkeypatch) -> None:
+    import methods.pddpo as pddpo
+
+    est = ScriptedEstimates([0.9])
+    monkeypatch.setattr(pddpo, "dual_estimate", est)
+    m, ctx, _ = make_ctx(tmp_path, "pddpo", ["method.fixed_lambda=5", "method.beta=0.1", "method.num_iterations=3"])
+    res = m.train(ctx)
+    (rec,) = res.trajectory
+    assert len(fake_dpo.calls) == 2 and fake_dpo.calls[1]["beta"] == pytest.approx(0.02) and fake_dpo.calls[1]["out"] == ctx.out_dir
+    assert rec["lambda"] == rec["lambda_next"] == 5.0 and len(est.calls) == 1 and res.extra["mode"] == "fixed_lambda"
+
+
+def test_pddpo_dual_estimate_in_each_unit(tmp_path, monkeypatch) -> None:
+    """Ĉ is the unsafe rate (share with cost > 0) or the mean cost, as configured; KL is log π − log π_r̂.
+    Planted: the two units exchanged, `cost >= 0` as unsafe, KL with the sign flipped, costs from the reward annotator."""
+    import methods.pddpo as pddpo
+
+    costs = {"a": -1.0, "b": 0.0, "c": 2.0, "d": 3.0}
+    _, ctx, _ = make_ctx(tmp_path, "pddpo", respond=lambda p, params: p[-1], cost_fn=lambda y: costs[y], reward_fn=lambda y: 10.0)
+    prompts = ["pa", "pb", "pc", "pd"]
+    for units, want in (("unsafe_rate", 0.5), ("mean_cost", 1.0)):
+        out = pddpo.dual_estimate(ctx, tmp_path / "pi", tmp_path / "ref", units, prompts, same_as_reference=True)
+        assert out["cost_estimate"] == pytest.approx(want) and out["unsafe_rate"] == 0.5 and out["mean_cost"] == 1.0
+        assert out["reward"] == 10.0 and out["kl_to_pi_r"] == 0.0 and out["n_dual"] == 4
+    seen = []
+
+    def logprobs(model, tok, prompts, responses, cfg, device, *a):
+        seen.append(model)
+        return torch.tensor([-1.0, -2.0, -3.0, -4.0]) if Path(str(model)).name == "pi" else torch.tensor([-2.0, -2.0, -2.0, -2.0])
+
+    monkeypatch.setattr(pddpo, "sequence_logprobs", logprobs)
+    out = pddpo.dual_estimate(ctx, tmp_path / "pi", tmp_path / "ref", "unsafe_rate", prompts, temperature=1.0)
+    assert out["kl_to_pi_r"] == pytest.approx(-0.5) and out["kl_estimator"].startswith("sampled")
+    assert seen == [tmp_path / "pi", tmp_path / "ref"]
+    out = pddpo.dual_estimate(ctx, tmp_path / "pi", tmp_path / "ref", "unsafe_rate", prompts, temperature=0.0)
+    assert out["kl_estimator"].startswith("log-ratio on greedy")
+
+
+def test_pddpo_refuses_bad_units_and_empty_dual_fold(tmp_path, fake_dpo) -> None:
+    m, ctx, _ = make_ctx(tmp_path, "pddpo", ["method.threshold_units=rate"])
+    with pytest.raises(Exception, match="threshold_units 'rate'"):
+        m.train(ctx)
+    m, ctx, _ = make_ctx(tmp_path / "d", "pddpo", dual=[])
+    with pytest.raises(Exception, match="dual fold is empty"):
+        m.train(ctx)
+
+
+# -- online PD-DPO ------------------------------------------------------------------------------------------------
+
+
+def test_online_pairs_put_the_cheaper_response_first(tmp_path) -> None:
+    """Planted: cost pairs with the costlier response chosen; reward pairs with the lower reward chosen; safety
+    labels from the wrong response; ties kept."""
+    answers = {  # prompt -> (first draw, second draw)
+        "p0": ("r=1 c=2", "r=3 c=-1"),  # second is better on both
+        "p1": ("r=5 c=-2", "r=0 c=1"),  # first is better on both
+        "p2": ("r=1 c=1", "r=1 c=1"),  # identical: no pair of either kind
+        "p3": ("r=2 c=0", "r=2 c=0.5"),  # reward tie: only a cost pair
+    }
+
+    def respond(prompt, params):
+        return answers[prompt][params.seed % 1000]  # the two draws use seeds seed + 1000k + {0, 1}
+
+    m, ctx, _ = make_ctx(tmp_path, "pddpo-online", ["seed=0"], respond=respond)
+    new_r, new_c = m._sample_pairs(ctx, "policy", list(answers), k=1)
+    assert [(p.prompt, p.chosen, p.rejected) for p in new_r] == [("p0", "r=3 c=-1", "r=1 c=2"), ("p1", "r=5 c=-2", "r=0 c=1")]
+    assert [(p.prompt, p.chosen, p.rejected) for p in new_c] == [("p0", "r=3 c=-1", "r=1 c=2"), ("p1", "r=5 c=-2", "r=0 c=1"),
+                                                                 ("p3", "r=2 c=0", "r=2 c=0.5")]
+    assert [(p.chosen_safe, p.rejected_safe) for p in new_c] == [(True, False), (True, False), (True, False)]
+    assert all(p.source == "online:iter1" for p in new_r + new_c)
+
+
+def test_online_bonus_margin_favours_the_safer_response(tmp_path, fake_dpo, monkeypatch) -> None:
+    """φ(chosen) = 0, φ(rejected) = e₁, α_c = 0: every margin is (b_r(y_u) − b_r(y_s))/λ = α_r/√(κ + n_r)/λ > 0,
+    with n_r the reward pairs folded into Σ_r. Planted: safe/unsafe exchanged, b_r/b_c exchanged, no 1/λ."""
+    import harness.models
+    import methods.pddpo_online as online
+
+    def features(model, tok, prompts, responses, cfg, device):
+        return [torch.zeros(4, dtype=torch.float64) if parse(y, "c") <= -0.5 else torch.eye(4, dtype=torch.float64)[0] for y in responses]
+
+    monkeypatch.setattr(online, "response_features", features)
+    monkeypatch.setattr(harness.models, "load_policy", lambda *a, **k: (SimpleNamespace(config=SimpleNamespace(hidden_size=4)), None))
+    monkeypatch.setattr(online, "dual_estimate", ScriptedEstimates([0.9]))
+    draws = {0: "r=1 c=1", 1: "r=2 c=-1"}  # second draw: safer and more helpful, φ = 0
+    reward_pairs = [pair(0, "r=2 c=-1", "r=1 c=1"), pair(1, "r=3 c=-1", "r=0 c=1")]
+    cost_pairs = [pair(10, "r=0 c=-1", "r=1 c=2")]
+    m, ctx, _ = make_ctx(tmp_path, "pddpo-online", ["method.lambda_init=2.0", "method.alpha_r=0.3", "method.alpha_c=0.0", "method.kappa=1.0",
+                                                    "method.prompts_per_iteration=2", "method.num_iterations=1", "method.beta=0.1", "seed=0"],
+                         reward_pairs=reward_pairs, cost_pairs=cost_pairs, respond=lambda p, params: draws[params.seed % 1000])
+    res = m.train(ctx)
+    stage1, primal = fake_dpo.calls
+    assert stage1["pairs"] == reward_pairs and primal["ref"] == ctx.work_dir / "pi_r_hat" and primal["beta"] == pytest.approx(0.05)
+    (rec,) = res.trajectory
+    assert rec["new_reward_pairs"] == 2 and rec["new_cost_pairs"] == 2 and len(primal["pairs"]) == 3
+    assert all(p.chosen == "r=2 c=-1" for p in primal["pairs"][1:])  # online cost pairs: cheaper first
+    want = 0.3 / math.sqrt(1.0 + 4) / 2.0  # n_r = 2 offline + 2 online reward pairs, λ = 2
+    assert primal["margins"] == pytest.approx([want] * 3, rel=1e-9)
+    assert rec["lambda_next"] == pytest.approx(2.0 + 10.0 * (0.9 - ctx.cfg.scoring.threshold))
+
+
+# -- MoCAN / PeCAN --------------------------------------------------------------------------------------------------
+
+
+def test_mocan_relabel_prefers_safer_when_lambda_is_large_and_helpful_when_zero(tmp_path, fake_dpo) -> None:
+    """s = r + λ·g with g = −cost. Planted: s = r − λ·g, scores of chosen and rejected exchanged, the relabelled
+    pairs not the ones trained on, cost pairs relabelled instead of reward pairs."""
+    m, ctx, log = make_ctx(tmp_path, "mocan", ["method.lambda_=100", "method.utility=score", "method.beta=0.3"])
+    res = m.train(ctx)
+    (call,) = fake_dpo.calls
+    # |Δs| ≥ 100 on every pair: σ is exactly 0 or 1, so the draw cannot matter
+    assert [COST(p.chosen) < COST(p.rejected) for p in call["pairs"]] == [True] * 4
+    assert [p.prompt for p in call["pairs"]] == [p.prompt for p in REWARD_PAIRS]
+    assert call["beta"] == 0.3 and call["ref"] is None and call["init"] == ctx.policy_path
+    assert res.extra["relabel"]["swapped"] == 1 and log[-2]["swap_rate"] == 0.25  # only pair 0 had the costlier response chosen
+    assert Path(res.extra["relabel"]["path"]).parent == ctx.out_dir
+    # λ = 0 and reward gaps of 40: the more helpful response is chosen whatever its cost
+    wide = [pair(i, f"r={40 * (i % 2)} c=5", f"r={40 * (1 - i % 2)} c=-5") for i in range(4)]
+    m, ctx, _ = make_ctx(tmp_path / "zero", "mocan", ["method.lambda_=0", "method.utility=score"], reward_pairs=wide)
+    m.train(ctx)
+    assert [REWARD(p.chosen) for p in fake_dpo.calls[-1]["pairs"]] == [40.0] * 4
+
+
+def test_mocan_indicator_utility_counts_unsafe_responses(tmp_path, fake_dpo) -> None:
+    """utility=auto with unsafe-rate units uses g = −1[cost > 0]: cost 0.1 and 50 are equally unsafe."""
+    pairs = [pair(0, "r=0 c=50", "r=0 c=0.1"), pair(1, "r=0 c=0.1", "r=0 c=-3")]
+    m, ctx, _ = make_ctx(tmp_path, "mocan", ["method.lambda_=100", "scoring.threshold_units=unsafe_rate"], reward_pairs=pairs)
+    res = m.train(ctx)
+    (call,) = fake_dpo.calls
+    assert res.extra["utility"] == "indicator"
+    assert (call["pairs"][1].chosen, call["pairs"][1].rejected) == ("r=0 c=-3", "r=0 c=0.1")  # safe beats unsafe
+    rows = [json.loads(x) for x in Path(res.extra["relabel"]["path"]).read_text().splitlines()]
+    assert rows[0]["p_keep"] == 0.5 and rows[1]["p_keep"] == pytest.approx(0.0, abs=1e-40)  # both unsafe: a coin flip
+
+
+@pytest.mark.parametrize("bound,want", [(0.5, (1 - 0.5 * math.log(3)) / 2), (3.0, 0.0)])
+def test_mocan_dual_direction(tmp_path, fake_dpo, monkeypatch, bound: float, want: float) -> None:
+    """Two reference samples per prompt, safe (r 0, c −1) and unsafe (r 1, c +1), β = 0.5, E[c] ≤ b_c = 0.5. The
+    tilted weights are w_u/w_s = exp((1 − 2λ)/β), and E_λ[c] = w_u − w_s ≤ 0.5 ⇔ w_u ≤ 3/4 ⇔ λ ≥ (1 − β·ln 3)/2; a
+    loose bound gives λ* = 0. Planted: the bound's sign (E[g] ≥ +b_c gives (1 + β·ln 3)/2), reward and utility
+    exchanged, the dual fed costs instead of utilities."""
+    import methods.mocan as mocan
+
+    monkeypatch.setattr(mocan, "sample_reference", lambda ctx, n, k, t, p: (DUAL, [["r=0 c=-1", "r=1 c=1"]] * len(DUAL)))
+    m, ctx, log = make_ctx(tmp_path, "mocan", ["method.beta=0.5", "method.utility=score", f"method.threshold={bound}",
+                                               "method.samples_per_prompt=2", "method.eta=2"])
+    res = m.train(ctx)
+    dual = res.extra["dual"]
+    assert dual["converged"] and res.extra["lambda"] == pytest.approx(want, abs=1e-3)
+    assert dual["dual_prompts"] == 2 and dual["samples_per_prompt"] == 2 and dual["ref_utility_mean"] == 0.0
+    assert log[0]["stage"] == "dual" and log[0]["lambda"] == res.extra["lambda"]
+
+
+class FakeLogProbs:
+    """Stands in for `methods.pecan._log_probs`: per model (by folder name), log-probs of the dual samples and of
+    each training pair's chosen/rejected response, read from the response text ("r=…" for π_r, "c=…" for π_g)."""
+
+    def __init__(self):
+        self.models: list[str] = []
+
+    def __call__(self, path, ctx, prompts, responses, pairs, batch_size):
+        name = Path(str(path)).name
+        self.models.append(name)
+
+        def lp(ys: list[str]) -> torch.Tensor:
+            if name == "pi_r":
+                return torch.tensor([REWARD(y) for y in ys], dtype=torch.float64)
+            if name == "pi_g":
+                return torch.tensor([-COST(y) for y in ys], dtype=torch.float64)  # log π_g/π_ref = safety
+            return torch.zeros(len(ys), dtype=torch.float64)
+
+        return lp(responses), lp([p.chosen for p in pairs]), lp([p.rejected for p in pairs])
+
+
+def test_pecan_scorers_relabel_and_dual_direction(tmp_path, fake_dpo, monkeypatch) -> None:
+    """π_r is trained on reward pairs and π_g on cost pairs; h = log π_· − log π_ref; the relabel score is
+    h_r + λ·h_g. Planted: h_r/h_g exchanged, h = log π_ref − log π_·, the margin's sign, π_r trained on D_c."""
+    import methods.pecan as pecan
+
+    fake = FakeLogProbs()
+    monkeypatch.setattr(pecan, "_log_probs", fake)
+    monkeypatch.setattr(pecan, "sample_reference", lambda ctx, n, k, t, p: (DUAL, [["r=0 c=-1", "r=1 c=1"]] * len(DUAL)))
+    m, ctx, log = make_ctx(tmp_path, "pecan", ["method.lambda_=100", "method.beta=0.2"])
+    res = m.train(ctx)
+    pi_r, pi_g, final = fake_dpo.calls
+    assert (pi_r["run_name"], pi_g["run_name"], final["run_name"]) == ("pecan-pi_r", "pecan-pi_g", "pecan")
+    assert pi_r["pairs"] == REWARD_PAIRS and pi_g["pairs"] == COST_PAIRS
+    assert all(c["init"] == ctx.policy_path and c["ref"] is None and c["beta"] == 0.2 for c in fake_dpo.calls)
+    assert sorted(fake.models) == sorted(["sft", "pi_r", "pi_g"])
+    assert [COST(p.chosen) < COST(p.rejected) for p in final["pairs"]] == [True] * 4  # λ = 100: safety decides
+    assert res.models_trained == 3 and res.extra["lambda"] == 100.0
+    # the dual: h_r = r, h_g = −c on the samples; the required improvement b over π_ref decides λ
+    m, ctx, _ = make_ctx(tmp_path / "dual", "pecan", ["method.beta=0.5", "method.margin=0.1", "method.samples_per_prompt=2"])
+    res = m.train(ctx)
+    lam = res.extra["lambda"]
+    # w_s ∝ e^λ, w_u ∝ e^(1 − λ): E_λ[h_g] − E_ref[h_g] = w_s − w_u = tanh(λ − ½), which must reach b/β = 0.2
+    assert lam == pytest.approx(0.5 + math.atanh(0.2), abs=1e-3) and res.extra["dual"]["converged"]
+    assert res.extra["dual"]["kl_ref_pi_g"] == pytest.approx(0.0)
+
+
+def test_pecan_beta_in_relabel_scales_the_scores(tmp_path, fake_dpo, monkeypatch) -> None:
+    import methods.pecan as pecan
+
+    monkeypatch.setattr(pecan, "_log_probs", FakeLogProbs())
+    pairs = [pair(0, "r=1 c=0", "r=0 c=0")]  # Δh_r = 1, Δh_g = 0
+    for flag, want in ((False, 1 / (1 + math.exp(-1.0))), (True, 1 / (1 + math.exp(-0.25)))):
+        m, ctx, _ = make_ctx(tmp_path / str(flag), "pecan", ["method.lambda_=1", "method.beta=0.25", f"method.beta_in_relabel={flag}"],
+                             reward_pairs=pairs)
+        res = m.train(ctx)
+        row = json.loads(Path(res.extra["relabel"]["path"]).read_text())
+        assert row["p_keep"] == pytest.approx(want, rel=1e-12)
+
+
+# -- Safe-RLHF / PPO reward shaping ---------------------------------------------------------------------------------
+
+
+def rollout(rewards: list[float], costs: list[float], kl: list[float] | None = None, length: int = 3):
+    """A hand-built rollout: B responses of `length` tokens, values 0, per-token log π − log π_ref = kl[b]."""
+    from methods.safe_rlhf import Rollout
+
+    b = len(rewards)
+    kl_t = torch.tensor(kl or [0.0] * b).unsqueeze(-1).expand(b, length)
+    return Rollout(prompts=["p"] * b, responses=["y"] * b, input_ids=torch.zeros(b, 2 + length, dtype=torch.long),
+                   attention_mask=torch.ones(b, 2 + length, dtype=torch.long), position_ids=torch.arange(2 + length).expand(b, -1),
+                   prompt_len=2, mask=torch.ones(b, length, dtype=torch.long), log_probs=kl_t.clone(), ref_log_probs=torch.zeros(b, length),
+                   rewards=torch.tensor(rewards), costs=torch.tensor(costs))
+
+
+def _ppo(method: str, **cfg: Any):
+    cls = METHODS.get(method)
+    m = cls(cls.config_class(**cfg))
+    m.log_lambda = 0.0
+    return m
+
+
+def _advantages(m, ro, penalty: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ro.end_scores = m.stream_scores(ro.rewards, ro.costs)
+    ro.values = {name: torch.zeros_like(ro.log_probs) for name in m.critic_streams}
+    return m.compute_advantages(ro, penalty)
+
+
+def test_safe_rlhf_higher_cost_lowers_and_higher_reward_raises_the_advantage() -> None:
+    """Planted: the reward and cost streams exchanged; A^R + λ·A^C; the cost stream given R."""
+    m = _ppo("safe-rlhf", kl_coef=0.0, gamma=1.0, gae_lambda=1.0)
+    adv, returns = _advantages(m, rollout([1.0, 1.0, 3.0], [0.0, 2.0, 0.0]), penalty=1.0)
+    # γ = λ_GAE = 1, V = 0: every token's advantage is the episode's (R − λ·C)/(1 + λ)
+    torch.testing.assert_close(adv[:, 0], torch.tensor([0.5, -0.5, 1.5]))
+    torch.testing.assert_close(returns["reward"][:, 0], torch.tensor([1.0, 1.0, 3.0]))
+    torch.testing.assert_close(returns["cost"][:, 0], torch.tensor([0.0, 2.0, 0.0]))
+    assert m.critic_streams == ("reward", "cost")
+
+
+def test_safe_rlhf_kl_lowers_the_reward_stream_and_raises_the_cost_stream() -> None:
+    """Net KL weight β for every λ (rl_math.kl_shaped_rewards): planted stream names exchanged in the loop."""
+    m = _ppo("safe-rlhf", kl_coef=0.1, gamma=1.0, gae_lambda=1.0)
+    adv, returns = _advantages(m, rollout([0.0, 0.0], [0.0, 0.0], kl=[0.0, 1.0], length=2), penalty=3.0)
+    torch.testing.assert_close(returns["reward"][1], torch.tensor([-0.2, -0.1]))
+    torch.testing.assert_close(returns["cost"][1], torch.tensor([0.2, 0.1]))
+    torch.testing.assert_close(adv[1], torch.tensor([-0.2, -0.1]))  # (−0.2 − 3·0.2)/4: β per token whatever λ
+    assert adv[0].abs().max() == 0
+
+
+def test_ppo_shaping_pays_r_minus_nu_c_to_one_critic() -> None:
+    """Planted: R + ν·C; a learned λ instead of the fixed ν; λ-mixing with a missing cost stream."""
+    m = _ppo("ppo-shaping", kl_coef=0.0, gamma=1.0, gae_lambda=1.0, cost_coef=0.5)
+    assert m.critic_streams == ("reward",)
+    scores = m.stream_scores(torch.tensor([1.0, 1.0]), torch.tensor([0.0, 2.0]))
+    assert list(scores) == ["reward"] and scores["reward"].tolist() == [1.0, 0.0]
+    adv, _ = _advantages(m, rollout([1.0, 1.0], [0.0, 2.0]), penalty=m.update_penalty(0, 100.0))
+    torch.testing.assert_close(adv[:, 0], torch.tensor([1.0, 0.0]))
+    assert m.update_penalty(5, -100.0) == 0.5 and m.log_lambda == 0.0
+
+
+def test_safe_rlhf_lambda_moves_with_the_cost_window() -> None:
+    """Planted: the update's sign; the delay ignored; the cap ignored."""
+    m = _ppo("safe-rlhf", threshold=0.5, lambda_lr=0.1, lambda_max=5.0, lambda_update_delay_steps=1)
+    assert m.update_penalty(0, 10.0) == 1.0  # step 0 < delay: λ does not move
+    up = m.update_penalty(1, 1.5)
+    assert up == pytest.approx(math.exp(0.1 * 1.0 * 1.0))  # Ĉ − d = 1 > 0: λ rises
+    down = m.update_penalty(2, -0.5)
+    assert down == pytest.approx(math.exp(math.log(up) - 0.1 * up))  # Ĉ − d = −1: λ falls
+    assert m.update_penalty(3, 1e6) == pytest.approx(5.0)
+
+
+class FakeAccelerator:
+    num_processes, process_index, is_main_process = 1, 0, True
+    device = torch.device("cpu")
+
+    def reduce(self, t, how):
+        return t
+
+    def backward(self, loss):
+        loss.backward()
+
+    def clip_grad_norm_(self, params, norm):
+        return torch.nn.utils.clip_grad_norm_(params, norm)
+
+    def unwrap_model(self, m):
+        return m
+
+    def autocast(self):
+        return torch.autocast("cpu", enabled=False)
+
+    def wait_for_everyone(self):
+        pass
+
+
+def test_safe_rlhf_loop_feeds_costs_to_the_dual_and_the_advantage(tmp_path, monkeypatch) -> None:
+    """The loop on scripted rollouts: Ĉ is the window mean of the *costs*, λ is measured before each step, and the
+    advantage handed to the PPO step is (A^R − λA^C)/(1 + λ). Planted: the window fed rewards, penalty from the
+    previous step, advantage computed with λ = 1."""
+    from methods.base import TrainResult
+    from methods.safe_rlhf import SafeRLHF
+
+    batches = [([5.0, 5.0], [1.0, 3.0]), ([5.0, 5.0], [-1.0, -1.0])]
+    seen: list[dict[str, Any]] = []
+
+    class Scripted(SafeRLHF):
+        def setup(self, ctx):
+            self.accelerator, self.device, self.ptx = FakeAccelerator(), torch.device("cpu"), None
+
+        def setup_optimizers(self, total_steps):
+            seen.append({"total_steps": total_steps})
+
+        def train_prompts(self, ctx):
+            return ["a", "b", "c"]
+
+        def rollout(self, prompts):
+            r, c = batches[len([s for s in seen if "adv" in s])]
+            ro = rollout(r, c)
+            ro.end_scores = self.stream_scores(ro.rewards, ro.costs)
+            ro.values = {name: torch.zeros_like(ro.log_probs) for name in self.critic_streams}
+            return ro
+
+        def ppo_step(self, ro, advantage, returns):
+            seen.append({"adv": advantage[:, 0].clone(), "lambda": math.exp(self.log_lambda)})
+            return {"actor_loss": 0.0}
+
+        def save(self, ctx, steps, prompts, peak_rss):
+            return TrainResult(model_path="saved", extra={"steps": steps, "prompts": prompts, "final_lambda": math.exp(self.log_lambda)})
+
+    _, ctx, log = make_ctx(tmp_path, "safe-rlhf")
+    cfg = SafeRLHF.config_class(threshold=0.0, lambda_lr=0.5, lambda_max=None, kl_coef=0.0, gamma=1.0, gae_lambda=1.0,
+                                rollout_batch_size=2, num_rollout_batches=2)
+    res = Scripted(cfg).train(ctx)
+    assert seen[0] == {"total_steps": 2} and res.extra == {"steps": 2, "prompts": 3, "final_lambda": pytest.approx(seen[2]["lambda"])}
+    lam1 = math.exp(0.5 * 1.0 * 2.0)  # window mean of costs [1, 3] = 2 > d = 0: λ rises
+    lam2 = math.exp(math.log(lam1) + 0.5 * lam1 * 0.5)  # window [1, 3, −1, −1]: mean 0.5
+    assert [r["lambda"] for r in log] == [pytest.approx(lam1), pytest.approx(lam2)]
+    assert [r["cost_window_mean"] for r in log] == [2.0, 0.5] and [r["cost_mean"] for r in log] == [2.0, -1.0]
+    torch.testing.assert_close(seen[1]["adv"], (torch.tensor([5.0, 5.0]) - lam1 * torch.tensor([1.0, 3.0])) / (1 + lam1))
+    torch.testing.assert_close(seen[2]["adv"], (torch.tensor([5.0, 5.0]) + lam2) / (1 + lam2))
+    assert [r["step"] for r in log] == [0, 1] and log[0]["reward_mean"] == 5.0 and log[0]["kl"] == 0.0
+
+
+class ToyPolicy(torch.nn.Module):
+    """A causal 'LM' whose next-token logits are one learned vector (same at every position)."""
+
+    def __init__(self, vocab: int = 4):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.zeros(vocab))
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0, use_cache=False):
+        b, t = input_ids.shape
+        return SimpleNamespace(logits=self.logits.expand(b, logits_to_keep or t, -1))
+
+
+class ToyCritic(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.v = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        return self.v.expand(input_ids.shape).float()
+
+
+def test_ppo_step_raises_the_probability_of_positive_advantage_tokens() -> None:
+    """One real clipped-surrogate step: token 1 (advantage +1) gains probability, token 2 (−1) loses; the critic
+    moves toward the returns. Planted: the advantage's sign, the old log-probs taken from the reference."""
+    from methods.safe_rlhf import SafeRLHF, SafeRLHFConfig
+
+    m = SafeRLHF(SafeRLHFConfig(max_grad_norm=0.0))
+    m.accelerator, m.actor, m.critics = FakeAccelerator(), ToyPolicy(), {"reward": ToyCritic()}
+    m.optim = {}
+    for key, model, lr in (("actor", m.actor, 1.0), ("reward", m.critics["reward"], 0.1)):
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        m.optim[key] = (model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0))
+    ro = rollout([0.0, 0.0], [0.0, 0.0], length=1)
+    ro.input_ids = torch.tensor([[0, 0, 1], [0, 0, 2]])
+    ro.log_probs = torch.full((2, 1), math.log(0.25))  # π_old = uniform = the toy policy now
+    ro.ref_log_probs = torch.full((2, 1), -10.0)
+    ro.values = {"reward": torch.zeros(2, 1)}
+    stats = m.ppo_step(ro, torch.tensor([[1.0], [-1.0]]), {"reward": torch.full((2, 1), 2.0)})
+    p = torch.softmax(m.actor.logits.detach(), -1)
+    assert p[1] > 0.25 > p[2] and p[0] == p[3]
+    assert m.critics["reward"].v.item() > 0 and stats["reward_critic_loss"] == pytest.approx(2.0)
+    assert stats["actor_loss"] == pytest.approx(0.0) and stats["advantage_mean"] == 0.0
