@@ -96,15 +96,21 @@ def dual_loop(b: float, lam: float, eta: float, iters: int) -> tuple[float, torc
     return lam, logp, lams
 
 
+# Tolerances: LBFGS on these convex tables reaches TV ~1e-7 and λ within ~1e-6 (relative) of the closed form; the
+# bounds below leave ~100x headroom and still fail on any real bias (a wrong β/λ, reference or pair orientation).
+TV_TOL = 1e-5
+LAMBDA_RTOL = 1e-4
+
+
 def test_stage1_recovers_reward_optimum() -> None:
-    assert tv(stage1().exp(), closed_form(0.0)) < 1e-3
+    assert tv(stage1().exp(), closed_form(0.0)) < TV_TOL
 
 
 @pytest.mark.parametrize("lam", [0.5, 2.0, 5.0])
 def test_stage2_at_fixed_lambda_matches_closed_form(lam: float) -> None:
     rhat = stage1()
     pi = stage2(rhat, lam, init=rhat).exp()
-    assert tv(pi, closed_form(lam)) < 0.02
+    assert tv(pi, closed_form(lam)) < TV_TOL
     # and it is not trivially π_r̂: the cost term moved it
     assert tv(pi, rhat.exp()) > 0.05
 
@@ -114,9 +120,10 @@ def test_dual_loop_finds_lambda_star() -> None:
     assert lam_star > 0.5  # the constraint binds
     lam, logp, lams = dual_loop(B, lam=0.2, eta=3.0, iters=30)
     pi, opt = logp.exp(), closed_form(lam_star)
-    assert abs(lam - lam_star) <= 0.05 * lam_star, (lam, lam_star, lams)
-    assert expected(pi, C) <= B + 0.01
-    assert abs(expected(pi, R) - expected(opt, R)) <= 0.01
+    assert abs(lam - lam_star) <= LAMBDA_RTOL * lam_star, (lam, lam_star, lams)
+    assert tv(pi, opt) < TV_TOL
+    assert abs(expected(pi, C) - B) < 1e-5  # the constraint is active at λ* > 0: E[c] = b
+    assert abs(expected(pi, R) - expected(opt, R)) < 1e-5
     assert lams[1] > lams[0]  # constraint violated at the start: λ rises
 
 
@@ -125,4 +132,4 @@ def test_dual_loop_projects_to_zero_when_slack() -> None:
     assert lambda_star(slack) == 0.0
     lam, logp, _ = dual_loop(slack, lam=1.0, eta=3.0, iters=10)
     assert lam == 0.0
-    assert tv(logp.exp(), closed_form(0.0)) < 1e-3  # λ = 0 -> π_k = π_r̂ without training
+    assert tv(logp.exp(), closed_form(0.0)) < TV_TOL  # λ = 0 -> π_k = π_r̂ without training

@@ -439,3 +439,39 @@ def test_suite_argument_errors(tmp_path: Path, profile: Path, monkeypatch) -> No
     assert isinstance(out.exception, BenchError)  # refused before anything ran
     assert calls == []
     assert lb_cli.parse_methods("all") == METHODS.names()
+
+
+# -- tie-breaks ---------------------------------------------------------------------------------------------------
+
+def test_ties_break_on_the_constraint_metric_then_the_method_name(tmp_path: Path) -> None:
+    """Same tier and reward: the lower constraint metric ranks first; same metric too: the method name decides.
+    The store is filled in an order that differs from the expected ranking, so insertion order cannot pass."""
+    d = tmp_path / "runs"
+    for name, reward, unsafe in (("zeta", 0.5, 0.05), ("beta", 0.5, 0.05), ("alpha", 0.5, 0.10), ("gamma", 0.7, 0.15),
+                                 ("delta", 0.5, 0.02)):
+        add_run(d, make_record(name, reward=reward, cost=0.0, unsafe=unsafe, half_width=0.02, threshold=0.2))
+    (table,) = build_leaderboard(d).tables
+    assert [r["constraint"] for r in table.rows] == ["holds"] * 5
+    assert [r["method"] for r in table.rows] == ["gamma", "delta", "beta", "zeta", "alpha"]
+    assert [r["rank"] for r in table.rows] == [1, 2, 3, 4, 5]
+
+
+def test_sort_key_tiers_and_missing_values() -> None:
+    from leaderboards.table import sort_key
+
+    def row(method: str, constraint: str, reward: float | None, unsafe: float | None) -> dict:
+        return {"method": method, "constraint": constraint, "reward_mean": None if reward is None else est(reward),
+                "unsafe_rate": None if unsafe is None else est(unsafe)}
+
+    rows = [row("a", "violated", 9.0, 0.5), row("b", "n/a", 9.0, None), row("c", "mean-only", 0.1, 0.19),
+            row("d", "holds", None, 0.0), row("e", "holds", -1.0, 0.1), row("f", "mean-only", 0.1, 0.18)]
+    ranked = sorted(rows, key=lambda r: sort_key(r, "unsafe_rate"))
+    # tiers first (holds, mean-only, violated, n/a); a missing reward sorts after every real one in its tier
+    assert [r["method"] for r in ranked] == ["e", "d", "f", "c", "a", "b"]
+
+
+def test_constraint_status_at_the_boundary() -> None:
+    assert constraint_status({"value": 0.1, "ci_low": 0.0, "ci_high": 0.2}, 0.2) == "holds"  # ci_high = b holds
+    assert constraint_status({"value": 0.2, "ci_low": 0.1, "ci_high": 0.3}, 0.2) == "mean-only"  # mean = b
+    assert constraint_status({"value": 0.2, "ci_low": None, "ci_high": None}, 0.2) == "mean-only"
+    assert constraint_status({"value": 0.21, "ci_low": None, "ci_high": None}, 0.2) == "violated"

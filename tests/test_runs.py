@@ -159,3 +159,99 @@ def test_lora_run_records_the_adapter_parameters_it_trained(tiny_cfg, tiny_model
     adapters = lora_trainable_params(tiny_model_path, 4, 8)
     assert rec["stages"]["train"]["params_trained"] == adapters * rec["train"]["models_trained"] == adapters
     assert adapters < count_parameters(load_policy(tiny_model_path)[0])["total"]
+
+
+class CopySFT:
+    """An aligned model that is an exact copy of the SFT model (a new folder): its win rates vs SFT must be
+    exactly one half. `kill_in_train` makes the next call die half way (after the copy, before returning)."""
+
+    name = "sft-copy"
+    config_class = _CountingConfig
+    calls = 0
+    kill_in_train = False
+
+    def __init__(self, config):
+        self.config = config
+
+    def train(self, ctx):
+        import shutil
+
+        CopySFT.calls += 1
+        shutil.copytree(ctx.policy_path, ctx.out_dir)
+        if CopySFT.kill_in_train:
+            CopySFT.kill_in_train = False
+            raise KeyboardInterrupt  # the process is killed while training
+        return TrainResult(model_path=str(ctx.out_dir), models_trained=0, networks_held=["policy"])
+
+
+if "sft-copy" not in METHODS:
+    METHODS.register("sft-copy", CopySFT, builtin=False)
+
+
+def test_cli_resume_after_kills_in_train_generate_and_score(tmp_path, data_dir, monkeypatch):
+    """`bench run` killed in train, then `--resume` killed in generate, then in score, then finished: each resume
+    re-runs exactly the unfinished stages (their notes say so, finished markers are untouched) and the final record
+    of the SFT copy has win rates vs SFT of exactly 0.5 (every prompt a tie) and only diagonal transitions."""
+    runner = CliRunner()
+    d = tmp_path / "runs"
+    args = ["run", "--method", "sft-copy", "--profile", "tiny", "--runs-dir", str(d), "--data-dir", str(data_dir),
+            "--set", "scoring.reward=random", "--set", "scoring.cost=random", "--set", "eval.truthfulqa_mc=false"]
+    real_finish = runs.Stage.finish
+    kill_at: dict[str, str | None] = {"stage": None}
+
+    def finish(self, info):
+        if self.name == kill_at["stage"]:
+            raise KeyboardInterrupt  # killed at the end of this stage's work, before its marker
+        return real_finish(self, info)
+
+    monkeypatch.setattr(runs.Stage, "finish", finish)
+
+    def status() -> str:
+        (row,) = list_runs(d)
+        return row["status"]
+
+    def notes(output: str) -> dict[str, str]:  # the CLI's stage notes ("  train    skipped (done)")
+        import re
+
+        return dict(re.findall(r"\b(train|generate|score|metrics) +(running|skipped \(done\))", output))
+
+    CopySFT.calls, CopySFT.kill_in_train = 0, True
+    first = runner.invoke(app, args)
+    assert first.exit_code != 0 and status() == "interrupted" and CopySFT.calls == 1
+    (rid,) = [p.name for p in d.iterdir() if p.is_dir()]
+    run_dir = d / rid
+    assert not (run_dir / "train" / "done.json").exists()
+    resume = ["run", "--resume", rid, "--runs-dir", str(d)]
+
+    kill_at["stage"] = "generate"
+    second = runner.invoke(app, resume)
+    assert second.exit_code != 0 and status() == "interrupted"
+    assert notes(second.output) == {"train": "running", "generate": "running"} and CopySFT.calls == 2
+    train_marker = (run_dir / "train" / "done.json").read_text()
+    assert not (run_dir / "generate" / "done.json").exists()
+
+    kill_at["stage"] = "score"
+    third = runner.invoke(app, resume)
+    assert third.exit_code != 0 and status() == "interrupted"
+    assert notes(third.output) == {"train": "skipped (done)", "generate": "running", "score": "running"}, third.output
+    generate_marker = (run_dir / "generate" / "done.json").read_text()
+
+    kill_at["stage"] = None
+    last = runner.invoke(app, resume)
+    assert last.exit_code == 0, last.output
+    assert notes(last.output) == {"train": "skipped (done)", "generate": "skipped (done)", "score": "running", "metrics": "running"}
+    assert status() == "finished" and CopySFT.calls == 2
+    assert (run_dir / "train" / "done.json").read_text() == train_marker
+    assert (run_dir / "generate" / "done.json").read_text() == generate_marker
+
+    record = json.loads((run_dir / "results.json").read_text())
+    win = record["results"]["safety"]["win_rate_vs_sft"]
+    n = record["results"]["safety"]["n_prompts"]
+    assert n == 4 and win["n"] == n
+    for key in ("reward", "cost"):
+        assert win[key] == {"value": 0.5, "ci_low": 0.5, "ci_high": 0.5}
+    t = win["transitions"]
+    assert t["safe->unsafe"] == t["unsafe->safe"] == 0 and t["safe->safe"] + t["unsafe->unsafe"] == n
+    assert win["better_and_safe"] == 0
+    again = runner.invoke(app, resume)
+    assert again.exit_code == 0 and "finished earlier (cached)" in again.output
