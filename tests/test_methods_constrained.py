@@ -304,7 +304,9 @@ def test_mocan_end_to_end_dual_relabel_dpo(tiny_cfg, monkeypatch) -> None:
     rec = runs.run(tiny_cfg("mocan", FAST + ["method.samples_per_prompt=3", "method.utility=score", "method.threshold=0.0"]))
     (dual,) = _stage_records(rec, "dual")
     assert dual["dual_prompts"] == 4 and dual["samples_per_prompt"] == 3
-    assert isinstance(dual["converged"], bool) and dual["iterations"] >= 1 and math.isfinite(dual["lambda"]) and dual["lambda"] >= 0
+    traj = rec["train"]["extra"]["dual"]["lambda_trajectory"]  # λ_0 … λ_T of the final attempt, λ = its last iterate
+    assert isinstance(dual["converged"], bool) and math.isfinite(dual["lambda"]) and len(traj) == dual["iterations"] + 1
+    assert dual["lambda"] == traj[-1] == rec["train"]["extra"]["lambda"] and traj[0] == 1.0
     (relabel_rec,) = _stage_records(rec, "relabel")
     (call,) = calls
     assert call["ref"] is None and call["init"] == call["record"]["init"] and call["n_pairs"] == relabel_rec["pairs"] == 4
@@ -334,7 +336,9 @@ def test_pecan_end_to_end_three_models(tiny_cfg, monkeypatch) -> None:
     assert all(c["ref"] is None and c["record"]["reference"] == "init" for c in calls)
     assert calls[0]["init"] == calls[1]["init"] == calls[2]["init"]  # all three start from π_ref
     (dual,) = _stage_records(rec, "dual")
-    assert isinstance(dual["converged"], bool) and math.isfinite(dual["lambda"]) and dual["lambda"] >= 0
+    traj = rec["train"]["extra"]["dual"]["lambda_trajectory"]  # λ_0 … λ_T of the final attempt, λ = its last iterate
+    assert isinstance(dual["converged"], bool) and math.isfinite(dual["lambda"]) and len(traj) == dual["iterations"] + 1
+    assert dual["lambda"] == traj[-1] == rec["train"]["extra"]["lambda"] and traj[0] == 1.0
     assert math.isfinite(dual["kl_ref_pi_g"]) and dual["dual_prompts"] == 4
     assert rec["train"]["extra"]["beta_in_relabel"] is True
     rows = [json.loads(line) for line in Path(rec["train"]["extra"]["relabel"]["path"]).read_text().splitlines()]

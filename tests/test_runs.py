@@ -54,7 +54,7 @@ def test_sft_tiny_run_writes_record_and_store(tiny_cfg):
     assert s["n_prompts"] == len(gens)
     for k in ("reward_mean", "cost_mean", "unsafe_rate"):
         assert s[k]["ci_low"] <= s[k]["value"] <= s[k]["ci_high"]
-    assert rec["schema_version"] == "1.0" and rec["stages"]["train"]["wall_s"] >= 0
+    assert rec["schema_version"] == "1.0" and isinstance(rec["stages"]["train"]["wall_s"], float)
     assert rec["stages"]["generate"]["peak_rss_mb"] > 0
     assert "mc1" in rec["results"]["truthfulqa"]
     saved = json.loads((run_dir / "metrics/items.json").read_text())  # per-item values of every declared metric

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from harness.config import load_config, method_config
+from harness.errors import BenchError
 from harness.registries import METHODS
 from harness.types import DatasetBundle, EvalPrompt, PreferencePair
 from methods.base import TrainContext
@@ -158,7 +159,7 @@ def test_dpo_helpful_uses_reward_pairs_and_dpo_harmless_cost_pairs(tmp_path, fak
     m.train(ctx)
     assert fake_dpo.calls[-1]["beta"] == ctx.cfg.train.beta
     m, ctx, _ = make_ctx(tmp_path / "none", "dpo-helpful", reward_pairs=[])
-    with pytest.raises(Exception, match="reward preference pairs"):
+    with pytest.raises(BenchError, match="reward preference pairs"):
         m.train(ctx)
 
 
@@ -187,7 +188,7 @@ def test_sacpo_stage_order_temperatures_and_reference(tmp_path, fake_dpo, safety
 def test_sacpo_refuses_missing_pairs(tmp_path, fake_dpo) -> None:
     for kind, kw in (("reward", {"reward_pairs": []}), ("cost", {"cost_pairs": []})):
         m, ctx, _ = make_ctx(tmp_path / kind, "sacpo", **kw)
-        with pytest.raises(Exception, match=f"no {kind} pairs"):
+        with pytest.raises(BenchError, match=f"no {kind} pairs"):
             m.train(ctx)
     assert fake_dpo.calls == []
 
@@ -248,7 +249,7 @@ def test_safedpo_trains_on_transformed_reward_pairs_with_negative_margins(tmp_pa
     m.train(ctx)
     assert fake_dpo.calls[-1]["margins"] is None and fake_dpo.calls[-1]["beta"] == ctx.cfg.train.beta
     m, ctx, _ = make_ctx(tmp_path / "none", "safedpo", reward_pairs=[REWARD_PAIRS[3]])
-    with pytest.raises(Exception, match="no pair survives"):
+    with pytest.raises(BenchError, match="no pair survives"):
         m.train(ctx)
 
 
@@ -356,10 +357,10 @@ def test_pddpo_dual_estimate_in_each_unit(tmp_path, monkeypatch) -> None:
 
 def test_pddpo_refuses_bad_units_and_empty_dual_fold(tmp_path, fake_dpo) -> None:
     m, ctx, _ = make_ctx(tmp_path, "pddpo", ["method.threshold_units=rate"])
-    with pytest.raises(Exception, match="threshold_units 'rate'"):
+    with pytest.raises(BenchError, match="threshold_units 'rate'"):
         m.train(ctx)
     m, ctx, _ = make_ctx(tmp_path / "d", "pddpo", dual=[])
-    with pytest.raises(Exception, match="dual fold is empty"):
+    with pytest.raises(BenchError, match="dual fold is empty"):
         m.train(ctx)
 
 
@@ -713,3 +714,103 @@ def test_ppo_step_raises_the_probability_of_positive_advantage_tokens() -> None:
     assert p[1] > 0.25 > p[2] and p[0] == p[3]
     assert m.critics["reward"].v.item() > 0 and stats["reward_critic_loss"] == pytest.approx(2.0)
     assert stats["actor_loss"] == pytest.approx(0.0) and stats["advantage_mean"] == 0.0
+
+
+def test_safe_rlhf_prompts_batches_and_ptx_rows(tmp_path) -> None:
+    """Unique train prompts of both pair kinds, this rank's share; batches reshuffle per pass and repeat prompts
+    only when there are fewer than a batch; PTX rows are validated."""
+    from harness.errors import DataError
+    from methods.safe_rlhf import SafeRLHF, SafeRLHFConfig, load_ptx, prompt_batches
+
+    m = SafeRLHF(SafeRLHFConfig())
+    m.accelerator = FakeAccelerator()
+    _, ctx, _ = make_ctx(tmp_path, "safe-rlhf", reward_pairs=REWARD_PAIRS + REWARD_PAIRS[:1])
+    everything = [p.prompt for p in REWARD_PAIRS] + [p.prompt for p in COST_PAIRS]
+    assert m.train_prompts(ctx) == everything
+    m.accelerator = SimpleNamespace(num_processes=2, process_index=1)
+    assert m.train_prompts(ctx) == everything[1::2]
+
+    batches = list(prompt_batches(["a", "b", "c", "d"], 2, 4, seed=0))
+    assert [len(b) for b in batches] == [2, 2, 2, 2]
+    assert sorted(batches[0] + batches[1]) == sorted(batches[2] + batches[3]) == ["a", "b", "c", "d"]  # one pass each
+    assert batches == list(prompt_batches(["a", "b", "c", "d"], 2, 4, seed=0))
+    assert batches != list(prompt_batches(["a", "b", "c", "d"], 2, 4, seed=1))
+    (small,) = prompt_batches(["x", "y"], 5, 1, seed=0)
+    assert len(small) == 5 and set(small) == {"x", "y"}
+
+    good = tmp_path / "ptx.jsonl"
+    good.write_text('{"prompt": "p", "response": "r"}\n\n{"prompt": "q", "response": "s"}\n')
+    assert load_ptx(str(good)) == [("p", "r"), ("q", "s")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p"}\n')
+    with pytest.raises(DataError, match="string fields"):
+        load_ptx(str(bad))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match="no rows"):
+        load_ptx(str(empty))
+
+
+class FakeBackbone(torch.nn.Module):
+    def __init__(self, vocab: int = 5, hidden: int = 3):
+        super().__init__()
+        self.config = SimpleNamespace(hidden_size=hidden)
+        self.emb = torch.nn.Embedding(vocab, hidden)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False):
+        return SimpleNamespace(last_hidden_state=self.emb(input_ids))
+
+
+def test_critic_is_a_copy_of_the_score_model_read_at_every_position(tmp_path, monkeypatch) -> None:
+    """A causal score model on the actor's vocabulary becomes the critic (same backbone weights and head, V at
+    every position, trainable); anything else falls back to the SFT backbone with a zero head."""
+    from methods.safe_rlhf import SafeRLHF, SafeRLHFConfig, ValueModel
+
+    torch.manual_seed(0)
+    score_model = SimpleNamespace(base_model=FakeBackbone(), score=torch.nn.Linear(3, 1))
+    tok = SimpleNamespace(get_vocab=lambda: {"a": 0, "b": 1})
+    m = SafeRLHF(SafeRLHFConfig())
+    m.tokenizer = tok
+    critic = m.make_critic(SimpleNamespace(model=score_model, tokenizer=tok), "sft")
+    assert m.critic_init.startswith("copy of the score model")
+    ids = torch.tensor([[1, 2, 3]])
+    want = score_model.score(score_model.base_model.emb(ids)).squeeze(-1)
+    torch.testing.assert_close(critic(ids, torch.ones_like(ids), torch.arange(3)[None]), want)
+    assert critic.backbone is not score_model.base_model and all(p.requires_grad for p in critic.parameters())
+    with torch.no_grad():
+        critic.head.weight.add_(1.0)
+    assert not torch.equal(critic.head.weight, score_model.score.weight)  # a copy, not the frozen scorer itself
+
+    fallback = []
+    monkeypatch.setattr(ValueModel, "from_policy", classmethod(lambda cls, path: fallback.append(path) or cls(FakeBackbone())))
+    other_vocab = SimpleNamespace(get_vocab=lambda: {"z": 0})
+    for scorer in (SimpleNamespace(model=score_model, tokenizer=other_vocab), SimpleNamespace(model=None, tokenizer=None)):
+        critic = m.make_critic(scorer, "sft-path")
+        assert m.critic_init.startswith("SFT policy backbone")
+        assert critic.head.weight.abs().sum() == 0 and critic.head.bias.abs().sum() == 0
+    assert fallback == ["sft-path", "sft-path"]
+
+
+def test_can_reference_samples_come_from_the_sft_policy_on_dual_prompts(tmp_path) -> None:
+    """K samples per held-out dual prompt from π_ref at the configured temperature and seed, regrouped per prompt.
+    Planted: samples from eval prompts, regrouping with the wrong stride, the generator pointed at another model."""
+    from methods.mocan import sample_reference
+
+    asked = []
+
+    def respond(prompt, params):
+        asked.append((prompt, params.temperature, params.top_p, params.seed))
+        return f"{prompt} #{sum(1 for a in asked if a[0] == prompt)}"
+
+    _, ctx, _ = make_ctx(tmp_path, "mocan", dual=["d1", "d2", "d3"], respond=respond)
+    made = []
+    gen_factory = ctx.make_generator
+    ctx.make_generator = lambda model, tokenizer=None: made.append(model) or gen_factory(model)
+    prompts, samples = sample_reference(ctx, 2, 3, 0.7, 0.9)
+    assert prompts == ["d1", "d2"] and made == [ctx.policy_path]
+    assert samples == [["d1 #1", "d1 #2", "d1 #3"], ["d2 #1", "d2 #2", "d2 #3"]]
+    assert {a[1:] for a in asked} == {(0.7, 0.9, ctx.seed)}
+    assert sample_reference(ctx, 0, 1, 1.0, 1.0)[0] == ["d1", "d2", "d3"]  # 0 = every dual prompt
+    _, empty, _ = make_ctx(tmp_path / "e", "mocan", dual=[])
+    with pytest.raises(BenchError, match="'dual' fold is empty"):
+        sample_reference(empty, 0, 2, 1.0, 1.0)
