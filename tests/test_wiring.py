@@ -213,7 +213,7 @@ def test_merge_models_weights_the_first_model_by_one_minus_q(tmp_path, tiny_mode
     """The real merge on two saved tiny models, B = 3·A: (1 − q)·A + q·B with q = 1/4 is 1.5·A."""
     from transformers import AutoModelForCausalLM
 
-    from harness.dpo import _save_atomic
+    from harness.io import save_model_atomic
     from harness.models import load_tokenizer
     from methods.p_sacpo import merge_models
 
@@ -223,7 +223,7 @@ def test_merge_models_weights_the_first_model_by_one_minus_q(tmp_path, tiny_mode
         for p in model.parameters():
             p.mul_(3.0)
     b = {k: v.clone() for k, v in model.state_dict().items()}
-    _save_atomic(model, load_tokenizer(tiny_model_path), tmp_path / "b", {"method": "x"})
+    save_model_atomic(model, load_tokenizer(tiny_model_path), tmp_path / "b", {"method": "x"})
     merge_models(Path(tiny_model_path), tmp_path / "b", 0.25, tmp_path / "m", {"merge": {"q": 0.25}})
     merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "m"), dtype=torch.float32).state_dict()
     assert not torch.equal(a["model.embed_tokens.weight"], b["model.embed_tokens.weight"])
