@@ -133,3 +133,15 @@ def test_elliptical_bonus_hand_computed_and_shrinks_with_data() -> None:
     assert eb.count == 1
     assert eb(phi).item() == pytest.approx(2.0 * math.sqrt(1.5))
     assert eb(phi).item() < before
+
+
+def test_sequence_logps_on_a_batch_against_a_loop() -> None:
+    """B = 2, T = 5, V = 7 random logits, different masks per row: the shifted, masked sum token by token."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 5, 7, generator=g)
+    labels = torch.tensor([[3, 6, 0, 2, 5], [1, 1, 4, 6, 0]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]])
+    want = [sum(torch.log_softmax(logits[b, t - 1], -1)[labels[b, t]].item() for t in range(1, 5) if mask[b, t]) for b in range(2)]
+    got = sequence_logps(logits, labels, mask)
+    assert got.shape == (2,)
+    torch.testing.assert_close(got, torch.tensor(want))

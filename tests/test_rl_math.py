@@ -133,3 +133,24 @@ def test_lagrange_update_direction_and_cap():
     capped = lagrange_update(math.log(5.0) - 0.01, cost_window_mean=10.0, threshold=0.0, lr=0.1, lambda_max=5.0)
     assert capped == pytest.approx(math.log(5.0))
     assert lagrange_update(math.log(5.0) - 0.01, 10.0, 0.0, 0.1, None) > math.log(5.0)
+
+
+def test_gather_log_probs_on_a_batch_against_a_loop():
+    """(B, L, V) = (2, 3, 5) random logits: every entry is log_softmax(logits[b, t])[tokens[b, t]]."""
+    from harness.rl_math import gather_log_probs
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 5, generator=g)
+    tokens = torch.tensor([[4, 0, 2], [1, 3, 3]])
+    got = gather_log_probs(logits, tokens)
+    want = torch.tensor([[torch.log_softmax(logits[b, i], -1)[tokens[b, i]].item() for i in range(3)] for b in range(2)])
+    assert got.shape == (2, 3)
+    torch.testing.assert_close(got, want)
+
+
+def test_clipped_value_loss_default_clip_and_square():
+    """Default clip 5: V moved 6 from V_old toward G is clipped back to 5 (the pessimistic max keeps the larger
+    squared error); without clipping the loss is ½·(V − G)², a square, not a cube."""
+    values, old, returns = t([[6.0]]), t([[0.0]]), t([[8.0]])
+    assert clipped_value_loss(values, old, returns, t([[1]])).item() == pytest.approx(0.5 * 3.0**2)  # max((6−8)², (5−8)²)
+    assert clipped_value_loss(t([[1.0]]), t([[0.0]]), t([[3.0]]), t([[1]])).item() == pytest.approx(0.5 * 2.0**2)

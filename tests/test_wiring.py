@@ -205,7 +205,8 @@ def test_p_sacpo_merges_stage_one_at_weight_one_minus_q(tmp_path, fake_dpo, monk
     first, final = fake_dpo.calls
     ((a, b, q, out_dir, record),) = merges
     assert (a, b, q, out_dir) == (first["out"], final["out"], 0.25, ctx.out_dir)  # (1 − q)·stage-1 + q·final
-    assert final["out"] == ctx.work_dir / "sacpo_final" and record["merge"]["q"] == 0.25
+    assert final["out"] == ctx.work_dir / "sacpo_final"
+    assert record == {"merge": {"q": 0.25, "a": str(first["out"]), "b": str(final["out"]), "rule": "(1-q)*a + q*b, float32 accumulation"}}
     assert res.model_path == str(ctx.out_dir) and res.extra["q"] == 0.25 and log[-1] == {"stage": "merge", "q": 0.25}
 
 
@@ -673,47 +674,90 @@ def test_safe_rlhf_loop_feeds_costs_to_the_dual_and_the_advantage(tmp_path, monk
 
 
 class ToyPolicy(torch.nn.Module):
-    """A causal 'LM' whose next-token logits are one learned vector (same at every position)."""
+    """A causal 'LM' whose next-token logits are one learned vector (same at every position); it records the
+    keyword arguments of each call so the test can check what the PPO code passes."""
 
     def __init__(self, vocab: int = 4):
         super().__init__()
         self.logits = torch.nn.Parameter(torch.zeros(vocab))
+        self.calls: list[dict[str, Any]] = []
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0, use_cache=False):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0, use_cache=None):
+        self.calls.append(dict(attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=logits_to_keep, use_cache=use_cache))
         b, t = input_ids.shape
-        return SimpleNamespace(logits=self.logits.expand(b, logits_to_keep or t, -1))
+        keep = t if logits_to_keep is None else logits_to_keep
+        return SimpleNamespace(logits=self.logits.expand(b, keep, -1) + torch.arange(t)[-keep:, None] * 0.0)
 
 
 class ToyCritic(torch.nn.Module):
+    """V(s_t) = v + 10·t (position t of the full sequence), so the slice of states before each response token shows."""
+
     def __init__(self):
         super().__init__()
         self.v = torch.nn.Parameter(torch.zeros(()))
+        self.calls: list[tuple] = []
 
     def forward(self, input_ids, attention_mask, position_ids):
-        return self.v.expand(input_ids.shape).float()
+        self.calls.append((attention_mask, position_ids))
+        return (self.v + 10.0 * torch.arange(input_ids.shape[1], dtype=torch.float32)).expand(input_ids.shape)
 
 
-def test_ppo_step_raises_the_probability_of_positive_advantage_tokens() -> None:
-    """One real clipped-surrogate step: token 1 (advantage +1) gains probability, token 2 (−1) loses; the critic
-    moves toward the returns. Planted: the advantage's sign, the old log-probs taken from the reference."""
+def _toy_ppo(**cfg: Any):
     from methods.safe_rlhf import SafeRLHF, SafeRLHFConfig
 
-    m = SafeRLHF(SafeRLHFConfig(max_grad_norm=0.0))
+    m = SafeRLHF(SafeRLHFConfig(**cfg))
     m.accelerator, m.actor, m.critics = FakeAccelerator(), ToyPolicy(), {"reward": ToyCritic()}
     m.optim = {}
     for key, model, lr in (("actor", m.actor, 1.0), ("reward", m.critics["reward"], 0.1)):
         opt = torch.optim.SGD(model.parameters(), lr=lr)
-        m.optim[key] = (model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0))
+        m.optim[key] = (model, opt, torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))
     ro = rollout([0.0, 0.0], [0.0, 0.0], length=1)
     ro.input_ids = torch.tensor([[0, 0, 1], [0, 0, 2]])
+    ro.attention_mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    ro.position_ids = torch.tensor([[0, 0, 1], [0, 1, 2]])
     ro.log_probs = torch.full((2, 1), math.log(0.25))  # π_old = uniform = the toy policy now
     ro.ref_log_probs = torch.full((2, 1), -10.0)
-    ro.values = {"reward": torch.zeros(2, 1)}
-    stats = m.ppo_step(ro, torch.tensor([[1.0], [-1.0]]), {"reward": torch.full((2, 1), 2.0)})
+    ro.values = {"reward": torch.full((2, 1), 10.0)}  # V_old at position P − 1 = 1 (the toy critic's 10·t)
+    return m, ro
+
+
+def test_ppo_step_raises_the_probability_of_positive_advantage_tokens(monkeypatch) -> None:
+    """One real clipped-surrogate step: token 1 (advantage +1) gains probability, token 2 (−1) loses; the critic
+    moves toward the returns; both models see the rollout's masks and positions; each optimiser's schedule steps
+    once. Planted: the advantage's sign, the old log-probs taken from the reference, the clip ranges dropped."""
+    import methods.safe_rlhf as safe_rlhf
+
+    m, ro = _toy_ppo(max_grad_norm=0.0, clip_range_ratio=0.3, clip_range_value=4.0)
+    seen = {}
+    for fn in ("clipped_surrogate_loss", "clipped_value_loss"):
+        real = getattr(safe_rlhf, fn)
+        monkeypatch.setattr(safe_rlhf, fn, lambda *a, _real=real, _fn=fn: seen.setdefault(_fn, a[-1]) is not None and _real(*a))
+    stats = m.ppo_step(ro, torch.tensor([[1.0], [-1.0]]), {"reward": torch.full((2, 1), 12.0)})
+    assert seen == {"clipped_surrogate_loss": 0.3, "clipped_value_loss": 4.0}
     p = torch.softmax(m.actor.logits.detach(), -1)
     assert p[1] > 0.25 > p[2] and p[0] == p[3]
-    assert m.critics["reward"].v.item() > 0 and stats["reward_critic_loss"] == pytest.approx(2.0)
+    assert m.critics["reward"].v.item() > 0 and stats["reward_critic_loss"] == pytest.approx(2.0)  # ½·(10 − 12)²
     assert stats["actor_loss"] == pytest.approx(0.0) and stats["advantage_mean"] == 0.0
+    (call,) = m.actor.calls
+    assert call["attention_mask"] is ro.attention_mask and call["position_ids"] is ro.position_ids
+    assert call["logits_to_keep"] == 2 and call["use_cache"] is False  # L + 1 positions: the last is dropped
+    ((mask, pos),) = m.critics["reward"].calls
+    assert mask is ro.attention_mask and pos is ro.position_ids
+    assert [sched.get_last_lr() for _, _, sched in m.optim.values()] == [[0.5], [0.05]]  # one scheduler step each
+
+
+def test_ppo_optimize_clips_gradients_at_max_grad_norm() -> None:
+    """max_grad_norm 0.5: the actor's update has norm lr·0.5; 0 turns clipping off; PTX steps leave the schedule."""
+    m, ro = _toy_ppo(max_grad_norm=0.5)
+    before = m.actor.logits.detach().clone()
+    loss = 100.0 * m.actor.logits[1]  # gradient norm 100 on one logit
+    m.optimize("actor", loss)
+    assert (m.actor.logits.detach() - before).norm().item() == pytest.approx(0.5, rel=1e-5)
+    m.optimize("actor", 100.0 * m.actor.logits[2], step_scheduler=False)
+    assert m.optim["actor"][2].get_last_lr() == [0.5]  # stepped once, by the first call only
+    m2, _ = _toy_ppo(max_grad_norm=0.0)
+    m2.optimize("actor", 100.0 * m2.actor.logits[1])
+    assert m2.actor.logits.detach()[1].item() == pytest.approx(-100.0)
 
 
 def test_safe_rlhf_prompts_batches_and_ptx_rows(tmp_path) -> None:

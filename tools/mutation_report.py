@@ -66,6 +66,19 @@ def load_notes(path: Path) -> dict[str, str]:
     return notes
 
 
+def notes_section(path: Path, heading: str) -> list[str]:
+    """A `## ` section of the notes file, heading included, copied into the report as it is."""
+    if not path.exists():
+        return []
+    lines, out, inside = path.read_text().splitlines(), [], False
+    for line in lines:
+        if line.startswith("## "):
+            inside = line.strip() == heading
+        if inside:
+            out.append(line)
+    return out
+
+
 def note_for(name: str, notes: dict[str, str]) -> str | None:
     if name in notes:
         return notes[name]
@@ -117,6 +130,9 @@ def main() -> None:
     out.append(f"| **all** | {total['all']} | {total['killed']} | {total['survived']} | {total['equivalent']} | {total['no tests']} | "
                f"{total['not checked']} | {total['killed'] / max(reached, 1):.1%} | "
                f"{total['killed'] / max(reached - total['equivalent'], 1):.1%} |")
+    planted = notes_section(Path(args.notes), "## Planted faults")
+    if planted:
+        out += [""] + planted
     out += ["", "## Functions no fast test reaches", ""]
     for path, funcs in unreached.items():
         out.append(f"- `{path}`: " + ", ".join(f"{f} ({n})" for f, n in sorted(funcs.items())))

@@ -1,0 +1,64 @@
+"""Plant each hand-written wiring fault of issue 15, run the tests that should catch it, restore the file.
+
+Run it from the root of a SCRATCH copy of the repository (`git worktree add /tmp/plant HEAD`, with the .venv
+linked in): it edits source files in place and restores them in a `finally`, but a killed run would leave one
+fault behind. Prints one line per fault (CAUGHT / MISSED / SKIP when the pattern no longer matches the code);
+docs/mutation-notes.md records the last run. `python tools/plant_faults.py [index ...]`
+"""
+import subprocess, sys, time
+from pathlib import Path
+
+W = "tests/test_wiring.py::"
+FAULTS = [
+    ("Safe-RLHF reward and cost streams swapped", "methods/safe_rlhf.py", 'return {"reward": rewards, "cost": costs}', 'return {"reward": costs, "cost": rewards}', [W + "test_safe_rlhf_higher_cost_lowers_and_higher_reward_raises_the_advantage"]),
+    ("Safe-RLHF mixing A^R + λ·A^C", "harness/rl_math.py", "return (reward_adv - lam * cost_adv) / (1.0 + lam)", "return (reward_adv + lam * cost_adv) / (1.0 + lam)", [W + "test_safe_rlhf_higher_cost_lowers_and_higher_reward_raises_the_advantage"]),
+    ("Safe-RLHF cost window fed rewards", "methods/safe_rlhf.py", "cost_window.extend(ro.costs.tolist())", "cost_window.extend(ro.rewards.tolist())", [W + "test_safe_rlhf_loop_feeds_costs_to_the_dual_and_the_advantage"]),
+    ("Safe-RLHF KL stream names exchanged", "methods/safe_rlhf.py", "c.kl_coef, c.clip_range_score, stream=name)", "c.kl_coef, c.clip_range_score, stream={'reward': 'cost', 'cost': 'reward'}[name])", [W + "test_safe_rlhf_kl_lowers_the_reward_stream_and_raises_the_cost_stream"]),
+    ("PPO step with the advantage's sign flipped", "methods/safe_rlhf.py", "actor_loss = clipped_surrogate_loss(log_probs, ro.log_probs, advantage, ro.mask, c.clip_range_ratio)", "actor_loss = clipped_surrogate_loss(log_probs, ro.log_probs, -advantage, ro.mask, c.clip_range_ratio)", [W + "test_ppo_step_raises_the_probability_of_positive_advantage_tokens"]),
+    ("reward shaping R + ν·C", "methods/ppo_shaping.py", "rewards - self.config.cost_coef * costs", "rewards + self.config.cost_coef * costs", [W + "test_ppo_shaping_pays_r_minus_nu_c_to_one_critic"]),
+    ("P-SACPO merge order swapped", "methods/p_sacpo.py", "out = merge_models(first, final, q, ctx.out_dir, record)", "out = merge_models(final, first, q, ctx.out_dir, record)", [W + "test_p_sacpo_merges_stage_one_at_weight_one_minus_q"]),
+    ("P-SACPO weights q and 1 − q exchanged", "methods/p_sacpo.py", "merged = (1.0 - q) * ta.detach().to(torch.float32) + q * tb", "merged = q * ta.detach().to(torch.float32) + (1.0 - q) * tb", [W + "test_merge_models_weights_the_first_model_by_one_minus_q"]),
+    ("SACPO stage 2 at β instead of β/λ", "methods/sacpo.py", 'safe = ("safe", ctx.cost_pairs, beta_safe)', 'safe = ("safe", ctx.cost_pairs, beta)', [W + "test_sacpo_stage_order_temperatures_and_reference"]),
+    ("SACPO order flag inverted", "methods/sacpo.py", "stages = (safe, helpful) if self.config.safety_first else (helpful, safe)", "stages = (helpful, safe) if self.config.safety_first else (safe, helpful)", [W + "test_sacpo_stage_order_temperatures_and_reference"]),
+    ("SACPO stage 2 starts from π_ref", "methods/sacpo.py", "final = train_dpo(pairs2, init=first,", "final = train_dpo(pairs2, init=ctx.policy_path,", [W + "test_sacpo_stage_order_temperatures_and_reference"]),
+    ("PD-DPO dual moves λ the wrong way", "methods/pddpo.py", 'dual_update(lam, record["cost_estimate"], b, c.eta, c.lambda_max)', 'dual_update(lam, b, record["cost_estimate"], c.eta, c.lambda_max)', [W + "test_pddpo_dual_raises_lambda_above_b_and_references_pi_r"]),
+    ("PD-DPO stage-2 reference = SFT model", "methods/pddpo.py", "new = train_dpo(ctx.cost_pairs, init=init, ref=pi_r,", "new = train_dpo(ctx.cost_pairs, init=init, ref=None,", [W + "test_pddpo_dual_raises_lambda_above_b_and_references_pi_r"]),
+    ("PD-DPO estimate units exchanged", "methods/pddpo.py", '"cost_estimate": unsafe_rate if units == "unsafe_rate" else mean_cost', '"cost_estimate": mean_cost if units == "unsafe_rate" else unsafe_rate', [W + "test_pddpo_dual_estimate_in_each_unit"]),
+    ("PD-DPO unsafe = cost ≥ 0", "methods/pddpo.py", "unsafe_rate = sum(c > 0 for c in costs) / len(costs)", "unsafe_rate = sum(c >= 0 for c in costs) / len(costs)", [W + "test_pddpo_dual_estimate_in_each_unit"]),
+    ("online PD-DPO: costlier response first", "methods/pddpo_online.py", "rejected_safe=ca <= 0, source=src) if ca < cb", "rejected_safe=ca <= 0, source=src) if ca > cb", [W + "test_online_pairs_put_the_cheaper_response_first"]),
+    ("online PD-DPO: bonus safe/unsafe exchanged", "methods/pddpo_online.py", "margins = online_bonus_margin(lam, bonus_r(phi_s), bonus_r(phi_u), bonus_c(phi_s), bonus_c(phi_u))", "margins = online_bonus_margin(lam, bonus_r(phi_u), bonus_r(phi_s), bonus_c(phi_u), bonus_c(phi_s))", [W + "test_online_bonus_margin_favours_the_safer_response"]),
+    ("SafeDPO margin with + sign", "methods/safedpo.py", "return [-(unsafe(p.rejected_safe) - unsafe(p.chosen_safe)) * delta for p in pairs]", "return [(unsafe(p.rejected_safe) - unsafe(p.chosen_safe)) * delta for p in pairs]", [W + "test_safedpo_trains_on_transformed_reward_pairs_with_negative_margins"]),
+    ("SafeDPO keeps instead of swapping", "methods/safedpo.py", "out.append(p.swapped())", "out.append(p)", [W + "test_safedpo_trains_on_transformed_reward_pairs_with_negative_margins"]),
+    ("SafeDPO transform on cost pairs", "methods/safedpo.py", "pairs, counts = safedpo_transform(ctx.reward_pairs)", "pairs, counts = safedpo_transform(ctx.cost_pairs)", [W + "test_safedpo_trains_on_transformed_reward_pairs_with_negative_margins"]),
+    ("MoCAN relabel s = r − λ·g", "methods/mocan.py", "s = [ri + lam * gi for ri, gi in zip(r2, g2)]", "s = [ri - lam * gi for ri, gi in zip(r2, g2)]", [W + "test_mocan_relabel_prefers_safer_when_lambda_is_large_and_helpful_when_zero"]),
+    ("MoCAN dual bound sign", "methods/mocan.py", "result = mocan_dual(r, g, -bound, beta, **c.solver())", "result = mocan_dual(r, g, bound, beta, **c.solver())", [W + "test_mocan_dual_direction"]),
+    ("PeCAN h = log π_ref − log π_r", "methods/pecan.py", 'h_r = [lp["r"][i] - lp["ref"][i] for i in range(3)]', 'h_r = [lp["ref"][i] - lp["r"][i] for i in range(3)]', [W + "test_pecan_scorers_relabel_and_dual_direction"]),
+    ("PeCAN h_r and h_g exchanged in the relabel", "methods/pecan.py", "s_c = pecan_scores(h_r[1].tolist(), h_g[1].tolist(), lam, beta, c.beta_in_relabel)", "s_c = pecan_scores(h_g[1].tolist(), h_r[1].tolist(), lam, beta, c.beta_in_relabel)", [W + "test_pecan_scorers_relabel_and_dual_direction"]),
+    ("PeCAN dual margin sign", "methods/pecan.py", "+ kl_ref_g - margin / beta)", "+ kl_ref_g + margin / beta)", [W + "test_pecan_scorers_relabel_and_dual_direction"]),
+    ("dpo-harmless on reward pairs", "methods/dpo_harmless.py", "train_plain_dpo(ctx, ctx.cost_pairs,", "train_plain_dpo(ctx, ctx.reward_pairs,", [W + "test_dpo_helpful_uses_reward_pairs_and_dpo_harmless_cost_pairs"]),
+    ("dpo-helpful on cost pairs", "methods/dpo_helpful.py", "return train_plain_dpo(ctx, ctx.reward_pairs,", "return train_plain_dpo(ctx, ctx.cost_pairs,", [W + "test_dpo_helpful_uses_reward_pairs_and_dpo_harmless_cost_pairs"]),
+    ("bootstrap CI level 90%", "evaluators/metrics.py", "CI_LEVEL = 0.95", "CI_LEVEL = 0.90", ["tests/test_evaluators_metrics.py::test_ci_level_is_95_percent_exactly", "tests/test_evaluators_metrics.py::test_ci_width_matches_the_normal_95_percent_interval"]),
+    ("PD-DPO stage-2 temperature off by 1%", "harness/losses.py", "    return beta / lam\n", "    return 1.01 * beta / lam\n", ["tests/test_bandit.py::test_stage2_at_fixed_lambda_matches_closed_form"]),
+    ("sampling ignores the seed", "harness/generation.py", "torch.manual_seed(params.seed + i)", "torch.manual_seed(0 + i)", ["tests/test_generation.py::test_seeded_sampling_is_reproducible_and_follows_the_seed"]),
+    ("leaderboard ties: higher constraint metric first", "leaderboards/table.py", "            cost if cost is not None else float(\"inf\"),", "            -cost if cost is not None else float(\"inf\"),", ["tests/test_leaderboards.py::test_ties_break_on_the_constraint_metric_then_the_method_name"]),
+    ("win rate: a tie counts as a loss", "evaluators/metrics.py", "return np.where(a == b, 0.5, better.astype(float))", "return np.where(a == b, 0.0, better.astype(float))", ["tests/test_runs.py::test_cli_resume_after_kills_in_train_generate_and_score"]),
+    ("resume re-runs finished stages", "harness/runs.py", "        if self.done:\n", "        if False:\n", ["tests/test_runs.py::test_cli_resume_after_kills_in_train_generate_and_score"]),
+]
+only = sys.argv[1:]
+for i, (what, path, old, new, tests) in enumerate(FAULTS):
+    if only and str(i) not in only:
+        continue
+    p = Path(path)
+    src = p.read_text()
+    if src.count(old) != 1:
+        print(f"{i:2d} SKIP (pattern found {src.count(old)}x): {what}", flush=True)
+        continue
+    p.write_text(src.replace(old, new))
+    try:
+        t = time.time()
+        r = subprocess.run([".venv/bin/python", "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests], capture_output=True, text=True)
+        caught = r.returncode != 0
+        fail = [l for l in r.stdout.splitlines() if l.startswith("FAILED")]
+        print(f"{i:2d} {'CAUGHT' if caught else 'MISSED'} ({time.time() - t:.0f}s): {what} [{path}] -> {fail[0] if fail else r.stdout.splitlines()[-1:]}", flush=True)
+    finally:
+        p.write_text(src)
