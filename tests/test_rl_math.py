@@ -154,3 +154,9 @@ def test_clipped_value_loss_default_clip_and_square():
     values, old, returns = t([[6.0]]), t([[0.0]]), t([[8.0]])
     assert clipped_value_loss(values, old, returns, t([[1]])).item() == pytest.approx(0.5 * 3.0**2)  # max((6−8)², (5−8)²)
     assert clipped_value_loss(t([[1.0]]), t([[0.0]]), t([[3.0]]), t([[1]])).item() == pytest.approx(0.5 * 2.0**2)
+
+
+def test_clipped_surrogate_default_clip_is_0_2():
+    """ρ = e^0.5 ≈ 1.65 with A = +1: the pessimistic loss uses the clipped ratio 1.2 (default ε = 0.2)."""
+    loss = clipped_surrogate_loss(t([[0.5]]), t([[0.0]]), t([[1.0]]), t([[1]]))
+    assert loss.item() == pytest.approx(-1.2)

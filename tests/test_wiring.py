@@ -207,7 +207,18 @@ def test_p_sacpo_merges_stage_one_at_weight_one_minus_q(tmp_path, fake_dpo, monk
     assert (a, b, q, out_dir) == (first["out"], final["out"], 0.25, ctx.out_dir)  # (1 − q)·stage-1 + q·final
     assert final["out"] == ctx.work_dir / "sacpo_final"
     assert record == {"merge": {"q": 0.25, "a": str(first["out"]), "b": str(final["out"]), "rule": "(1-q)*a + q*b, float32 accumulation"}}
-    assert res.model_path == str(ctx.out_dir) and res.extra["q"] == 0.25 and log[-1] == {"stage": "merge", "q": 0.25}
+    assert res.model_path == str(ctx.out_dir) and log[-1] == {"stage": "merge", "q": 0.25}
+    assert res.models_trained == 2 and res.networks_held == ["policy", "reference"]
+    assert res.extra["q"] == 0.25 and res.extra["lambda"] == pytest.approx(0.1 / 0.01) and "stage2" in res.extra
+
+
+def test_p_sacpo_accepts_q_in_the_closed_unit_interval() -> None:
+    from methods.p_sacpo import PSACPO, PSACPOConfig
+
+    assert PSACPO(PSACPOConfig(q=0.0)).config.q == 0.0 and PSACPO(PSACPOConfig(q=1.0)).config.q == 1.0
+    for q in (-0.1, 1.1):
+        with pytest.raises(BenchError, match=rf"methods.p-sacpo.q must be in \[0, 1\] \(got {q}\)"):
+            PSACPO(PSACPOConfig(q=q))
 
 
 def test_merge_models_weights_the_first_model_by_one_minus_q(tmp_path, tiny_model_path) -> None:
@@ -245,7 +256,9 @@ def test_safedpo_trains_on_transformed_reward_pairs_with_negative_margins(tmp_pa
     assert call["margins"] == [-2.0, -2.0, 0.0] and call["beta"] == 0.3 and call["ref"] is None and call["init"] == ctx.policy_path
     assert res.extra["transform"] == {"kept_both_safe": 1, "kept_safe_unsafe": 1, "swapped": 1, "dropped_both_unsafe": 1,
                                       "dropped_unlabelled": 0, "total": 4}
-    assert log[0]["pairs_used"] == 3 and res.models_trained == 1
+    assert log[0] == {"stage": "transform", **res.extra["transform"], "pairs_used": 3} and res.models_trained == 1
+    assert log[1] == {"stage": "dpo", "train_loss": 0.5, "steps": 1, "pairs": 1} and res.networks_held == ["policy", "reference"]
+    assert res.extra["beta"] == 0.3 and res.extra["delta"] == 2.0
     m, ctx, _ = make_ctx(tmp_path / "zero", "safedpo", ["method.delta=0.0"])
     m.train(ctx)
     assert fake_dpo.calls[-1]["margins"] is None and fake_dpo.calls[-1]["beta"] == ctx.cfg.train.beta
@@ -331,29 +344,52 @@ def test_pddpo_fixed_lambda_one_primal_step(tmp_path, fake_dpo, monkeypatch) -> 
 
 
 def test_pddpo_dual_estimate_in_each_unit(tmp_path, monkeypatch) -> None:
-    """Ĉ is the unsafe rate (share with cost > 0) or the mean cost, as configured; KL is log π − log π_r̂.
-    Planted: the two units exchanged, `cost >= 0` as unsafe, KL with the sign flipped, costs from the reward annotator."""
+    """Ĉ is the unsafe rate (share with cost > 0) or the mean cost, as configured, on fresh samples of the policy
+    under the run's generation settings; KL is log π − log π_r̂ on those samples, with the generator's own weights.
+    Planted: the two units exchanged, `cost >= 0` as unsafe, KL with the sign flipped, the generator built for
+    another model, sampling settings dropped."""
     import methods.pddpo as pddpo
+    from harness.types import SamplingParams
 
-    costs = {"a": -1.0, "b": 0.0, "c": 2.0, "d": 3.0}
-    _, ctx, _ = make_ctx(tmp_path, "pddpo", respond=lambda p, params: p[-1], cost_fn=lambda y: costs[y], reward_fn=lambda y: 10.0)
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    costs = {"a": -1.0, "b": 0.0, "c": 0.5, "d": 3.0}
+    params_seen, made = [], []
+    weights, tokenizer = object(), object()
+    _, ctx, _ = make_ctx(tmp_path, "pddpo", ["seed=3", "generation.top_p=0.9", "generation.max_new_tokens=5", "generation.temperature=0.5"],
+                         cost_fn=lambda y: costs[y], reward_fn=lambda y: 10.0)
+
+    class Gen(FakeGenerator):
+        fingerprint = "disk-policy"  # cacheable: a second estimate of the same policy reuses the samples
+
+        def __init__(self):
+            super().__init__(lambda p, params: params_seen.append(params) or p[-1], model=weights)
+            self.tokenizer = tokenizer
+
+    ctx.make_generator = lambda model, tokenizer=None: made.append(model) or Gen()
     prompts = ["pa", "pb", "pc", "pd"]
-    for units, want in (("unsafe_rate", 0.5), ("mean_cost", 1.0)):
+    for units, want in (("unsafe_rate", 0.5), ("mean_cost", 0.625)):
         out = pddpo.dual_estimate(ctx, tmp_path / "pi", tmp_path / "ref", units, prompts, same_as_reference=True)
-        assert out["cost_estimate"] == pytest.approx(want) and out["unsafe_rate"] == 0.5 and out["mean_cost"] == 1.0
+        assert out["cost_estimate"] == pytest.approx(want) and out["unsafe_rate"] == 0.5 and out["mean_cost"] == 0.625
         assert out["reward"] == 10.0 and out["kl_to_pi_r"] == 0.0 and out["n_dual"] == 4
+    assert made == [tmp_path / "pi"] * 2 and len(params_seen) == 4  # the second estimate hit the generation cache
+    assert set(params_seen) == {SamplingParams(max_new_tokens=5, temperature=0.5, top_p=0.9, seed=3)}
+    cost = ctx.cost_annotator()
+    assert cost.asked[-1] == ["a", "b", "c", "d"]
     seen = []
 
-    def logprobs(model, tok, prompts, responses, cfg, device, *a):
-        seen.append(model)
-        return torch.tensor([-1.0, -2.0, -3.0, -4.0]) if Path(str(model)).name == "pi" else torch.tensor([-2.0, -2.0, -2.0, -2.0])
+    def logprobs(model, tok, prompts_, responses, cfg, device, *a):
+        seen.append((model, tok, list(prompts_), list(responses), cfg, device))
+        return torch.tensor([-1.0, -2.0, -3.0, -4.0]) if model is weights else torch.tensor([-2.0, -2.0, -2.0, -2.0])
 
     monkeypatch.setattr(pddpo, "sequence_logprobs", logprobs)
     out = pddpo.dual_estimate(ctx, tmp_path / "pi", tmp_path / "ref", "unsafe_rate", prompts, temperature=1.0)
-    assert out["kl_to_pi_r"] == pytest.approx(-0.5) and out["kl_estimator"].startswith("sampled")
-    assert seen == [tmp_path / "pi", tmp_path / "ref"]
-    out = pddpo.dual_estimate(ctx, tmp_path / "pi", tmp_path / "ref", "unsafe_rate", prompts, temperature=0.0)
-    assert out["kl_estimator"].startswith("log-ratio on greedy")
+    assert out["kl_to_pi_r"] == pytest.approx(-0.5) and out["kl_estimator"].startswith("log-ratio")  # top_p 0.9: not unbiased
+    assert seen == [(weights, tokenizer, prompts, ["a", "b", "c", "d"], ctx.cfg, ctx.device),
+                    (tmp_path / "ref", None, prompts, ["a", "b", "c", "d"], ctx.cfg, ctx.device)]
+    assert params_seen[-1].temperature == 1.0  # the explicit temperature wins over generation.temperature
+    ctx.cfg.generation.top_p = 1.0
+    out = pddpo.dual_estimate(ctx, tmp_path / "pi", tmp_path / "ref", "unsafe_rate", prompts, temperature=1.0)
+    assert out["kl_estimator"].startswith("sampled")
 
 
 def test_pddpo_refuses_bad_units_and_empty_dual_fold(tmp_path, fake_dpo) -> None:
