@@ -5,7 +5,8 @@ linked in): it edits source files in place and restores them in a `finally`, but
 fault behind. Prints one line per fault (CAUGHT / MISSED / SKIP when the pattern no longer matches the code);
 docs/mutation-notes.md records the last run. `python tools/plant_faults.py [index ...]`
 """
-import subprocess, sys, time
+import sys
+import time
 from pathlib import Path
 
 W = "tests/test_wiring.py::"
@@ -44,21 +45,48 @@ FAULTS = [
     ("win rate: a tie counts as a loss", "evaluators/metrics.py", "return np.where(a == b, 0.5, better.astype(float))", "return np.where(a == b, 0.0, better.astype(float))", ["tests/test_runs.py::test_cli_resume_after_kills_in_train_generate_and_score"]),
     ("resume re-runs finished stages", "harness/runs.py", "        if self.done:\n", "        if False:\n", ["tests/test_runs.py::test_cli_resume_after_kills_in_train_generate_and_score"]),
 ]
-only = sys.argv[1:]
-for i, (what, path, old, new, tests) in enumerate(FAULTS):
-    if only and str(i) not in only:
-        continue
-    p = Path(path)
-    src = p.read_text()
-    if src.count(old) != 1:
-        print(f"{i:2d} SKIP (pattern found {src.count(old)}x): {what}", flush=True)
-        continue
-    p.write_text(src.replace(old, new))
-    try:
-        t = time.time()
-        r = subprocess.run([".venv/bin/python", "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests], capture_output=True, text=True)
-        caught = r.returncode != 0
-        fail = [l for l in r.stdout.splitlines() if l.startswith("FAILED")]
-        print(f"{i:2d} {'CAUGHT' if caught else 'MISSED'} ({time.time() - t:.0f}s): {what} [{path}] -> {fail[0] if fail else r.stdout.splitlines()[-1:]}", flush=True)
-    finally:
-        p.write_text(src)
+def _purge_project_modules(root: Path) -> None:
+    """Forget every module loaded from this tree (and the test modules), so the next pytest run imports the
+    planted source; torch, transformers and TRL stay loaded, which is what makes one process per fault unnecessary."""
+    for name, mod in list(sys.modules.items()):
+        f = getattr(mod, "__file__", None) or ""
+        if name == "__main__":
+            continue
+        ours = f.startswith(str(root)) and not f.startswith(str(root / ".venv"))
+        if ours or name.startswith(("test_", "conftest", "results_fixtures", "bench_plugin")):
+            del sys.modules[name]
+
+
+def main() -> None:
+    import pytest
+
+    sys.dont_write_bytecode = True  # a planted and a restored file can share size and mtime second: never cache bytecode
+
+    root = Path.cwd().resolve()
+    sys.path.insert(0, str(root))  # import the (planted) packages of this tree, not the editable install
+    only = sys.argv[1:]
+    for i, (what, path, old, new, tests) in enumerate(FAULTS):
+        if only and str(i) not in only:
+            continue
+        p = Path(path)
+        src = p.read_text()
+        if src.count(old) != 1:
+            print(f"{i:2d} SKIP (pattern found {src.count(old)}x): {what}", flush=True)
+            continue
+        p.write_text(src.replace(old, new))
+        try:
+            _purge_project_modules(root)
+            t = time.time()
+            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts=", *tests])
+            import methods
+
+            assert Path(methods.__file__).resolve().is_relative_to(root), f"methods imported from {methods.__file__}"
+            verdict = "CAUGHT" if code == 1 else "MISSED" if code == 0 else f"ERROR (pytest exit {int(code)})"
+            print(f"@@ {i:2d} {verdict} ({time.time() - t:.0f}s): {what} [{path}] by {', '.join(x.split('::')[-1] for x in tests)}", flush=True)
+        finally:
+            p.write_text(src)
+    _purge_project_modules(root)
+
+
+if __name__ == "__main__":
+    main()
