@@ -145,3 +145,25 @@ def test_sequence_logps_on_a_batch_against_a_loop() -> None:
     got = sequence_logps(logits, labels, mask)
     assert got.shape == (2,)
     torch.testing.assert_close(got, torch.tensor(want))
+
+
+def test_elliptical_bonus_folds_in_pair_differences() -> None:
+    """Σ = κI + Σ (φ_a − φ_b)(φ_a − φ_b)ᵀ: a pair of identical responses adds nothing, a pair differing by e₁ shrinks
+    the bonus along e₁ only; `count` counts every folded pair."""
+    from harness.losses import EllipticalBonus
+
+    bonus = EllipticalBonus(3, kappa=2.0, alpha=1.0)
+    same = torch.tensor([[1.0, 1.0, 0.0]])
+    bonus.add_pairs(same, same)
+    torch.testing.assert_close(bonus.inv, torch.eye(3, dtype=torch.float64) / 2.0)
+    bonus.add_pairs(torch.tensor([[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]))
+    assert bonus.count == 3
+    e = torch.eye(3, dtype=torch.float64)
+    torch.testing.assert_close(bonus(e), torch.tensor([1 / math.sqrt(2.0 + 2.0), 1 / math.sqrt(2.0), 1 / math.sqrt(2.0)], dtype=torch.float64))
+
+
+def test_online_bonus_margin_accepts_any_positive_lambda() -> None:
+    one = torch.tensor([1.0])
+    assert online_bonus_margin(0.5, 0 * one, one, 0 * one, one).item() == pytest.approx((1.0 + 0.5) / 0.5)
+    with pytest.raises(ValueError, match=r"O-PD-DPO bonus margin needs λ > 0 \(got 0.0\)"):
+        online_bonus_margin(0.0, one, one, one, one)

@@ -894,3 +894,52 @@ def test_can_reference_samples_come_from_the_sft_policy_on_dual_prompts(tmp_path
     _, empty, _ = make_ctx(tmp_path / "e", "mocan", dual=[])
     with pytest.raises(BenchError, match="'dual' fold is empty"):
         sample_reference(empty, 0, 2, 1.0, 1.0)
+
+
+def test_online_pddpo_two_iterations_records_and_lambda_zero_guard(tmp_path, fake_dpo, monkeypatch) -> None:
+    """Iteration 1 trains against π_r̂ from π_r̂; Ĉ = 0 < b drives λ to 0, so iteration 2 samples from π_1, skips
+    training and copies π_r̂ into the final folder (π_1 is deleted). Records, result and sampling settings."""
+    import harness.models
+    import methods.pddpo_online as online
+    from harness.types import SamplingParams
+
+    loaded = []
+    monkeypatch.setattr(online, "response_features", lambda model, tok, prompts, responses, cfg, device: [torch.ones(2)] * len(responses))
+    monkeypatch.setattr(harness.models, "load_policy", lambda *a: loaded.append(a) or (SimpleNamespace(config=SimpleNamespace(hidden_size=2)), None))
+    monkeypatch.setattr(online, "dual_estimate", ScriptedEstimates([0.0, 0.0]))
+    draws, models = {0: "r=1 c=1", 1: "r=2 c=-1"}, []
+    params = []
+    m, ctx, log = make_ctx(tmp_path, "pddpo-online", ["seed=0", "method.lambda_init=1.0", "method.eta=10", "method.num_iterations=2",
+                                                      "method.prompts_per_iteration=1", "method.sample_temperature=0.9", "generation.top_p=0.8",
+                                                      "scoring.threshold=0.2"],
+                           respond=lambda p, ps: params.append(ps) or draws[ps.seed % 1000])
+    factory = ctx.make_generator
+    ctx.make_generator = lambda model, tokenizer=None: models.append(model) or factory(model)
+    res = m.train(ctx)
+    pi_r, pi_1 = ctx.work_dir / "pi_r_hat", ctx.work_dir / "pi_1"
+    stage1, primal = fake_dpo.calls
+    assert (stage1["run_name"], primal["run_name"]) == ("pddpo-online-stage1", "pddpo-online-primal-1")
+    assert primal["init"] == pi_r and primal["ref"] == pi_r and primal["out"] == pi_1 and primal["beta"] == pytest.approx(0.1)
+    assert models == [pi_r, pi_1] and not pi_1.exists()  # π_2 samples from π_1; the superseded iterate is deleted
+    assert (ctx.out_dir / "made_by.txt").read_text() == "pddpo-online-stage1"  # λ = 0: π_2 = π_r̂
+    assert loaded == [(ctx.policy_path, ctx.device, "fp32")]
+    assert {(p.temperature, p.top_p, p.max_new_tokens) for p in params} == {(0.9, 0.8, ctx.cfg.generation.max_new_tokens)}
+    assert sorted({p.seed for p in params}) == [1000, 1001, 2000, 2001]
+    first, second = res.trajectory
+    assert log == res.trajectory and first["iteration"] == 1 and second["iteration"] == 2
+    assert (first["lambda"], first["lambda_next"], second["lambda"], second["lambda_next"]) == (1.0, 0.0, 0.0, 0.0)
+    assert (first["trained"], second["trained"]) == (True, False) and second["beta_stage2"] is None
+    assert first["beta_stage2"] == pytest.approx(0.1) and first["bonus_margin_mean"] == 0.0 and second["bonus_margin_mean"] is None
+    assert (first["new_reward_pairs"], first["new_cost_pairs"], first["reward_pairs"], first["cost_pairs"]) == (1, 1, 5, 4)
+    assert (second["reward_pairs"], second["cost_pairs"], first["threshold"]) == (6, 5, 0.2)
+    assert res.model_path == str(ctx.out_dir) and res.models_trained == 2
+    assert "frozen SFT feature model (φ for the elliptical bonuses)" in res.networks_held
+    assert {k: res.extra[k] for k in ("mode", "beta", "threshold", "threshold_units", "lambda_final", "iterations")} == {
+        "mode": "online", "beta": 0.1, "threshold": 0.2, "threshold_units": "unsafe_rate", "lambda_final": 0.0, "iterations": 2}
+    assert "RECONSTRUCTION" in res.extra["loss"] and "[ours]" in res.extra["provenance"]
+    for bad in ("method.sample_temperature=0", "method.warm_start=other"):
+        with pytest.raises(BenchError, match="sample_temperature > 0|warm_start 'other'"):
+            make_ctx(tmp_path / bad.split("=")[-1], "pddpo-online", [bad])
+    m, ctx, _ = make_ctx(tmp_path / "nocost", "pddpo-online", cost_pairs=[])
+    with pytest.raises(BenchError, match="offline reward and cost pairs"):
+        m.train(ctx)

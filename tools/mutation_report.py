@@ -118,6 +118,9 @@ def main() -> None:
            "survivors live in [mutation-notes.md](mutation-notes.md) and are merged in here.", ""]
     if args.runtime:
         out += [args.runtime, ""]
+    if total["not checked"]:
+        out += [f"**Incomplete run: {total['not checked']} of {total['all']} mutants were not checked** (the run was stopped "
+                "or is still going); the shares below cover the checked ones only.", ""]
     out += ["Killed = a fast test failed (or timed out) with the mutant in place. Reached = mutants in functions that",
             "at least one fast test calls; `no tests` = functions only the slow end-to-end tests reach (real model",
             "loading, generation, training), left to `make test`. Share = killed / reached; non-equivalent share =",
