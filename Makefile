@@ -13,7 +13,6 @@ METHOD ?= pddpo
 PROFILE ?= cpu
 
 .PHONY: install run test test-fast bench mutation clean
->>>>>>> 60ddf6e (make mutation (mutmut 3, dev extra) with a report generator; pinned CI level, tightened bandit tolerances, seeds that differ, leaderboard tie-breaks, CLI --resume after kills in train/generate/score with an SFT copy's win rates of exactly 0.5)
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
