@@ -218,7 +218,7 @@ def test_cli_resume_after_kills_in_train_generate_and_score(tmp_path, data_dir, 
     CopySFT.calls, CopySFT.kill_in_train = 0, True
     first = runner.invoke(app, args)
     assert first.exit_code != 0 and status() == "interrupted" and CopySFT.calls == 1
-    (rid,) = [p.name for p in d.iterdir() if p.is_dir()]
+    rid = list_runs(d)[0]["run_id"]
     run_dir = d / rid
     assert not (run_dir / "train" / "done.json").exists()
     resume = ["run", "--resume", rid, "--runs-dir", str(d)]
