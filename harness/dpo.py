@@ -15,12 +15,15 @@ A thin wrapper over TRL 1.16's `DPOTrainer` (docs/ecosystem.md §1.2-1.4):
   bonus): the subclass carries a `margin` column through TRL's column filter and collator and computes the loss
   with `harness.losses.dpo_loss`. Without margins the stock TRL loss runs.
 - **Output.** The trained (LoRA-merged) model and tokenizer are written atomically to `out_dir` with a
-  `bench_train.json` record; a finished `out_dir` with the same inputs is reused (resume).
+  `bench_train.json` record (`harness.io.save_model_atomic`); a finished `out_dir` with the same inputs is reused
+  (resume).
+
+Log-probs and features outside training (`sequence_logprobs`, `policy_logps`, `response_features`) live in
+`harness/logprobs.py`, tokenised the same way; they are re-exported here for old imports.
 """
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
@@ -38,9 +41,10 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from harness.artifacts import lookup, materialise, publish, read_entry
 from harness.errors import BenchError
 from harness.io import TRAIN_RECORD, atomic_path, discard_damaged, save_model_atomic, write_json
-from harness.losses import dpo_loss, sequence_logps
-from harness.models import cache_dir, format_prompt, load_tokenizer, model_fingerprint
+from harness.losses import dpo_loss
+from harness.models import cache_dir, load_causal_lm, load_tokenizer, model_fingerprint, prompt_text, release_memory
 from harness.monitor import note_reuse, phase
+from harness.logprobs import policy_logps, response_features, sequence_logprobs  # noqa: F401  (re-exported: old import path)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -52,20 +56,6 @@ log = logging.getLogger("bench")
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
-
-
-def prompt_text(tokenizer: "PreTrainedTokenizerBase", prompt: str, cfg: "RunConfig") -> str:
-    """The formatted prompt the policy sees, with the *user* text cut (keeping its end) so the formatted prompt
-    fits `cfg.train.max_prompt_length` tokens. TRL 1.16 has no `max_prompt_length`, so the harness does it."""
-    text = format_prompt(tokenizer, prompt, cfg.template)
-    limit = cfg.train.max_prompt_length
-    if not limit:
-        return text
-    excess = len(tokenizer(text, add_special_tokens=False)["input_ids"]) - limit
-    if excess <= 0:
-        return text
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return format_prompt(tokenizer, tokenizer.decode(ids[min(excess, len(ids)) :]), cfg.template)
 
 
 def usable_pairs(pairs: Sequence["PreferencePair"], margins: Sequence[float] | None = None) -> tuple[list[int], int]:
@@ -215,32 +205,11 @@ class BenchDPOTrainer(DPOTrainer):
 # -- the wrapper --------------------------------------------------------------------------------------------------
 
 
-def release_memory(collect: bool = False) -> None:
-    """Free dropped models between stages. A full `gc.collect` (needed for the trainer's reference cycles) costs
-    ~0.5 s with datasets loaded, so on CPU it runs only when asked (real-size models), always on GPU."""
-    if collect or torch.cuda.is_available():
-        gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def _identity(model: Any) -> str | None:
     """A stable identity for resume keys: the fingerprint of a saved folder; None for in-memory models."""
     if isinstance(model, (str, Path)) and Path(str(model)).exists():
         return model_fingerprint(model)
     return None
-
-
-def _load(model: Any, device: str) -> "PreTrainedModel":
-    """float32 master weights (bf16 autocast on GPU comes from the trainer config)."""
-    from transformers import AutoModelForCausalLM
-
-    if not isinstance(model, (str, Path)):
-        return model
-    try:
-        return AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
-    except OSError as exc:
-        raise BenchError(f"train_dpo: cannot load model '{model}': {str(exc).splitlines()[0]}") from exc
 
 
 def dpo_config(cfg: "RunConfig", beta: float, output_dir: Path, device: str) -> DPOConfig:
@@ -350,8 +319,8 @@ def train_dpo(
     with phase(f"{run_name}/load", trim=True):
         tok_source = init if isinstance(init, (str, Path)) else getattr(init.config, "_name_or_path", None)
         tokenizer = tokenizer or load_tokenizer(tok_source)
-        model = _load(init, device)
-        ref_model = None if ref is None else _load(ref, device)
+        model = load_causal_lm(init, device)
+        ref_model = None if ref is None else load_causal_lm(ref, device)
         if ref_model is not None:
             ref_model.eval()
         dataset = preference_dataset(pairs, tokenizer, cfg, margins)
@@ -410,96 +379,3 @@ def reuse_training(key: str, out_dir: Path, run_name: str) -> Path | None:
     note_reuse("dpo", name=run_name, key=key, source=str(hit), trained_as=record["trained_as"], how=how,
                seconds_saved=record.get("seconds"))
     return out_dir
-
-
-# -- log-probs outside training -----------------------------------------------------------------------------------
-
-
-def _completion_ids(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, completion ids) exactly as TRL 1.16 tokenises a non-conversational pair: EOS appended, the
-    completion starting where the tokenised prompt and prompt+completion diverge."""
-    eos = tokenizer.eos_token
-    if not completion.endswith(eos):
-        completion = completion + eos
-    p = tokenizer(prompt)["input_ids"]
-    full = tokenizer(prompt + completion)["input_ids"]
-    n = 0
-    while n < min(len(p), len(full)) and p[n] == full[n]:
-        n += 1
-    return full[:n], full[n:]
-
-
-def _loaded(model_or_path: Any, tokenizer: Any, device: str | None) -> tuple[Any, Any, bool]:
-    """(model, tokenizer, owned): load a saved folder onto `device`, or use an in-memory model as it is."""
-    if isinstance(model_or_path, (str, Path)):
-        model = _load(model_or_path, device or "cpu").to(device or "cpu")
-        return model, tokenizer or load_tokenizer(model_or_path), True
-    return model_or_path, tokenizer or load_tokenizer(model_or_path.config._name_or_path), False
-
-
-def _scoring_batches(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], cfg: "RunConfig", batch_size: int,
-                     device: Any):
-    """Right-padded (input_ids, attention_mask, completion_mask) batches, formatted and truncated as `train_dpo`
-    does (TRL tokenisation, keep_start truncation at train.max_length)."""
-    limit = cfg.train.max_length
-    for i in range(0, len(prompts), batch_size):
-        ids, masks = [], []
-        for prompt, response in zip(prompts[i : i + batch_size], responses[i : i + batch_size]):
-            p, c = _completion_ids(tokenizer, prompt_text(tokenizer, prompt, cfg), response)
-            ids.append((p + c)[:limit])
-            masks.append(([0] * len(p) + [1] * len(c))[:limit])
-        width = max(len(x) for x in ids)
-        pad = tokenizer.pad_token_id
-        yield (torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device),
-               torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device),
-               torch.tensor([m + [0] * (width - len(m)) for m in masks], device=device))
-
-
-@torch.no_grad()
-def sequence_logprobs(model_or_path: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], cfg: "RunConfig",
-                      device: str | None = None, batch_size: int | None = None) -> torch.Tensor:
-    """log π(y|x) summed over response tokens (EOS included) for raw prompts, formatted and truncated exactly as
-    `train_dpo` does; float32 on CPU. Used for KL(π_k‖π_r̂) estimates and PeCAN's log-ratios."""
-    model, tokenizer, owned = _loaded(model_or_path, tokenizer, device)
-    was_training = model.training
-    model.eval()
-    out = [sequence_logps(model(input_ids=ids, attention_mask=attn, use_cache=False).logits, ids, mask).float().cpu()
-           for ids, attn, mask in _scoring_batches(tokenizer, prompts, responses, cfg, batch_size or 2 * cfg.train.batch_size,
-                                                   next(model.parameters()).device)]
-    model.train(was_training)
-    if owned:
-        del model
-        release_memory()
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-@torch.no_grad()
-def response_features(model_or_path: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], cfg: "RunConfig",
-                      device: str | None = None, batch_size: int | None = None) -> torch.Tensor:
-    """φ(x, y): the final hidden state mean-pooled over the (prompt + response) tokens, L2-normalised so the ridge
-    κ and bonus scale α do not depend on the model's activation scale [ours]. (N, hidden) float32 on CPU."""
-    model, tokenizer, owned = _loaded(model_or_path, tokenizer, device)
-    model.eval()
-    out = []
-    for ids, attn, _ in _scoring_batches(tokenizer, prompts, responses, cfg, batch_size or 2 * cfg.train.batch_size,
-                                         next(model.parameters()).device):
-        hidden = model(input_ids=ids, attention_mask=attn, output_hidden_states=True, use_cache=False).hidden_states[-1].float()
-        pooled = (hidden * attn.unsqueeze(-1)).sum(1) / attn.sum(1, keepdim=True)
-        out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu())
-    if owned:
-        del model
-        release_memory()
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-def policy_logps(model_or_path: Any, tokenizer: Any, pairs: Sequence["PreferencePair"], cfg: "RunConfig",
-                 device: str | None = None, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log π(chosen|x), log π(rejected|x)) per pair, tokenised as `train_dpo` tokenises them (all pairs, in order)."""
-    model, tokenizer, owned = _loaded(model_or_path, tokenizer, device)
-    prompts = [p.prompt for p in pairs]
-    chosen = sequence_logprobs(model, tokenizer, prompts, [p.chosen for p in pairs], cfg, device, batch_size)
-    rejected = sequence_logprobs(model, tokenizer, prompts, [p.rejected for p in pairs], cfg, device, batch_size)
-    if owned:
-        del model
-        release_memory()
-    return chosen, rejected

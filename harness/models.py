@@ -11,10 +11,13 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import BenchError
 from harness.io import MANIFEST, checked_folder, save_model_atomic, write_json
+
+if TYPE_CHECKING:
+    from harness.config import RunConfig
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 BEAVER_TEMPLATE = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
@@ -166,6 +169,48 @@ def format_prompt(tokenizer: Any, prompt: str, template: str = "chat") -> str:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
     return BEAVER_TEMPLATE.format(prompt=prompt)
+
+
+
+def prompt_text(tokenizer: Any, prompt: str, cfg: "RunConfig") -> str:
+    """The formatted prompt the policy sees, with the *user* text cut (keeping its end) so the formatted prompt
+    fits `cfg.train.max_prompt_length` tokens. TRL 1.16 has no `max_prompt_length`, so the harness does it."""
+    text = format_prompt(tokenizer, prompt, cfg.template)
+    limit = cfg.train.max_prompt_length
+    if not limit:
+        return text
+    excess = len(tokenizer(text, add_special_tokens=False)["input_ids"]) - limit
+    if excess <= 0:
+        return text
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return format_prompt(tokenizer, tokenizer.decode(ids[min(excess, len(ids)) :]), cfg.template)
+
+
+def load_causal_lm(model: Any, device: str = "cpu") -> Any:
+    """A saved folder as float32 master weights for training or exact log-probs (bf16 autocast on GPU comes from the
+    trainer config); an in-memory model is returned as it is. (`device` is where the caller will put it.)"""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if not isinstance(model, (str, Path)):
+        return model
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
+    except OSError as exc:
+        raise BenchError(f"cannot load model '{model}': {str(exc).splitlines()[0]}") from exc
+
+
+def release_memory(collect: bool = False) -> None:
+    """Free dropped models between stages. A full `gc.collect` (needed for the trainer's reference cycles) costs
+    ~0.5 s with datasets loaded, so on CPU it runs only when asked (real-size models), always on GPU."""
+    import gc
+
+    import torch
+
+    if collect or torch.cuda.is_available():
+        gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # Metadata written beside weights (score-model cards, training records): not part of a model's identity.

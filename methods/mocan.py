@@ -12,96 +12,38 @@ then runs a single DPO toward `π*_{λ*} ∝ π_ref·exp((r + λ*·g)/β)`, `g =
    and copied into the saved model folder, which outlives the run's scratch space.
 
 The harness uses one annotator pair for the dual and the relabelling (upstream: Beaver v1.0 vs v3.0 [verify]).
-The dual solver, the reference sampler and the relabelling are shared with PeCAN (`methods/pecan.py`).
+The dual solver, the reference sampler and the relabelling are shared with PeCAN: `harness/can_dual.py`.
 Upstream reference (read, not vendored): `shuoli90/CAN@68a922c`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import shutil
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
+from harness.can_dual import (  # noqa: F401  (DualResult ... write_jsonl: re-exported, their old home)
+    CANDualConfig,
+    DualResult,
+    keep_with_model,
+    projected_gradient_descent,
+    relabel,
+    resolve_lambda,
+    sample_reference,
+    score_matrix,
+    write_jsonl,
+)
 from harness.errors import BenchError
 from methods.base import TrainContext, TrainResult
-
-if TYPE_CHECKING:
-    from harness.types import PreferencePair
 
 log = logging.getLogger("bench")
 
 
-# -- the dual solver (shared with PeCAN) ----------------------------------------------------------------------------
-
-
-@dataclass
-class DualResult:
-    """Outcome of projected gradient descent on a 1-D convex dual."""
-
-    lam: float  # λ* when converged; otherwise the last iterate of the final attempt
-    converged: bool
-    iterations: int  # iterations of the final attempt
-    total_iterations: int  # over all attempts
-    attempts: int  # 1 + number of restarts with a halved step
-    eta: float  # step size of the final attempt
-    grad: float  # dual gradient at the last iterate
-    trajectory: list[float] = field(default_factory=list)  # λ iterates of the final attempt (λ_0 first)
-
-    def summary(self) -> dict[str, Any]:
-        """The scalar fields, for `ctx.log` and the results record."""
-        return {k: v for k, v in asdict(self).items() if k != "trajectory"}
-
-
-def projected_gradient_descent(
-    grad: Callable[[float], float],
-    *,
-    lambda_init: float = 1.0,
-    eta: float = 2.0,
-    tol: float = 1e-5,
-    window: int = 5,
-    max_iters: int = 200,
-    min_iters: int = 10,
-    max_attempts: int = 5,
-) -> DualResult:
-    """Minimise a convex D over λ ≥ 0 given D': `λ ← max(0, λ − η·D'(λ))` (CAN's dual solver, methods.md §5.1).
-
-    Converged once the last `window` iterates all lie within `tol` of the current one (and at least `min_iters`
-    steps were taken). Otherwise restart from `lambda_init` with η halved, at most `max_attempts` attempts in all
-    (η, η/2, η/4, ...); after that the dual has no finite minimiser on these samples (b is infeasible) and the
-    result says `converged=False`. Upstream halves cumulatively (η, η/2, η/8, ...); we halve once per restart.
-    """
-    if eta <= 0 or tol <= 0 or window < 1 or max_iters < 1 or max_attempts < 1:
-        raise ValueError("projected_gradient_descent needs eta > 0, tol > 0, window >= 1, max_iters >= 1, max_attempts >= 1")
-    total = 0
-    lam, g, step, traj, it = float(lambda_init), float("nan"), eta, [float(lambda_init)], 0
-    for attempt in range(1, max_attempts + 1):
-        step = eta / 2 ** (attempt - 1)
-        lam, traj = max(0.0, float(lambda_init)), [max(0.0, float(lambda_init))]
-        for it in range(1, max_iters + 1):
-            g = float(grad(lam))
-            if not math.isfinite(g):
-                break
-            lam = max(0.0, lam - step * g)
-            traj.append(lam)
-            total += 1
-            if it >= min_iters and len(traj) >= window and max(abs(lam - x) for x in traj[-window:]) < tol:
-                return DualResult(lam, True, it, total, attempt, step, g, traj)
-    return DualResult(lam, False, it, total, max_attempts, step, g, traj)
-
-
-def score_matrix(x: Any, name: str) -> torch.Tensor:
-    """(N prompts, K samples) float64 tensor, refusing anything else (a flat list here is a caller bug)."""
-    t = torch.as_tensor(np.asarray(x, dtype=np.float64))
-    if t.ndim != 2 or t.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty (prompts, samples) matrix, got shape {tuple(t.shape)}")
-    return t
+# -- MoCAN's dual (the solver, relabelling and sampler are harness/can_dual.py) ------------------------------------
 
 
 def mocan_dual_value(lam: float, r: Any, g: Any, b: float, beta: float) -> float:
@@ -133,110 +75,6 @@ def mocan_dual(r: Any, g: Any, b: float, beta: float, **solver: Any) -> DualResu
     if r.shape != g.shape:
         raise ValueError(f"r and g must have the same shape, got {tuple(r.shape)} and {tuple(g.shape)}")
     return projected_gradient_descent(lambda lam: mocan_dual_grad(lam, r, g, b, beta), **solver)
-
-
-# -- relabelling (shared with PeCAN) --------------------------------------------------------------------------------
-
-
-def relabel(
-    pairs: Sequence["PreferencePair"], score_chosen: Sequence[float], score_rejected: Sequence[float], seed: int
-) -> tuple[list["PreferencePair"], list[dict[str, Any]]]:
-    """One Bernoulli draw per pair: keep the orientation with probability `σ(s_chosen − s_rejected)`, else swap.
-
-    The incoming chosen/rejected orientation carries no information here (the draw is symmetric in the two
-    responses); it only names them. Returns the relabelled pairs and one JSON-able row per pair (scores, the
-    probability, the uniform draw and whether the pair was swapped), so the dataset can be stored and audited.
-    """
-    n = len(pairs)
-    if len(score_chosen) != n or len(score_rejected) != n:
-        raise ValueError(f"relabel: {n} pairs but {len(score_chosen)}/{len(score_rejected)} scores")
-    diff = torch.tensor(score_chosen, dtype=torch.float64) - torch.tensor(score_rejected, dtype=torch.float64)
-    p_keep = torch.sigmoid(diff).tolist()
-    u = np.random.default_rng(seed).random(n)  # exactly one draw per pair, in pair order
-    out, rows = [], []
-    for pair, s_c, s_r, p, draw in zip(pairs, score_chosen, score_rejected, p_keep, u):
-        swap = not bool(draw < p)
-        new = pair.swapped() if swap else pair
-        out.append(new)
-        rows.append({"prompt": new.prompt, "chosen": new.chosen, "rejected": new.rejected, "swapped": swap,
-                     "p_keep": p, "u": float(draw), "score_original_chosen": float(s_c),
-                     "score_original_rejected": float(s_r), "source": pair.source})
-    return out, rows
-
-
-def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
-
-
-def keep_with_model(path: Path, model_dir: Path) -> Path:
-    """Copy a training-data record into the saved model folder: the harness deletes `work_dir` after training."""
-    return Path(shutil.copy2(path, Path(model_dir) / path.name))
-
-
-# -- shared configuration and plumbing for MoCAN / PeCAN -----------------------------------------------------------
-
-
-@dataclass
-class CANDualConfig:
-    """Settings shared by MoCAN and PeCAN: reference sampling, the dual solver, the relabelling draw."""
-
-    num_prompts: int = 0  # N dual prompts from the held-out `dual` fold; 0 = all (capped by data.max_dual_prompts) [ours; paper ≈1,000-1,600]
-    samples_per_prompt: int = 8  # K responses per prompt from π_ref [ours: CPU-sized; paper ≥ 128]
-    temperature: float = 1.0  # sampling temperature for the π_ref samples (must be > 0) [ours; verify upstream's]
-    top_p: float = 1.0  # nucleus sampling for the π_ref samples [ours]
-    lambda_init: float = 1.0  # λ_0 [code]
-    eta: float = 2.0  # projected-GD step size η [code: lr=2]
-    tol: float = 1e-5  # convergence: last `window` iterates within tol [code]
-    window: int = 5  # iterates the tolerance is checked over [code]
-    max_iters: int = 200  # iterations per attempt [code: 200; paper 100-200]
-    min_iters: int = 10  # no convergence check before this many iterations [code]
-    max_attempts: int = 5  # attempts in all, η halved on each restart [code]; then b is declared infeasible
-    on_infeasible: str = "last"  # no finite λ*: "last" = use the final iterate (large λ: safety dominates) | "raise" [ours]
-    lambda_: float | None = None  # fixed λ: skip sampling and the dual (upstream runs are labelled by λ) [code]
-    relabel_seed: int | None = None  # seed of the one Bernoulli draw per pair; None = the run seed [ours]
-
-    def validate(self) -> None:
-        if self.on_infeasible not in ("last", "raise"):
-            raise BenchError(f"on_infeasible must be 'last' or 'raise' (got {self.on_infeasible!r})")
-        if self.lambda_ is not None and self.lambda_ < 0:
-            raise BenchError(f"lambda_ must be >= 0 (got {self.lambda_})")
-        if self.lambda_ is None and (self.samples_per_prompt < 1 or not self.temperature > 0):
-            raise BenchError("the dual needs samples_per_prompt >= 1 and temperature > 0 (distinct samples from π_ref)")
-
-    def solver(self) -> dict[str, Any]:
-        return dict(lambda_init=self.lambda_init, eta=self.eta, tol=self.tol, window=self.window, max_iters=self.max_iters,
-                    min_iters=self.min_iters, max_attempts=self.max_attempts)
-
-
-def sample_reference(ctx: TrainContext, num_prompts: int, k: int, temperature: float, top_p: float) -> tuple[list[str], list[list[str]]]:
-    """K sampled responses from π_ref (the SFT policy) for each held-out dual prompt: (prompts, responses[N][K])."""
-    from harness.generation import cached_generate, close_generator
-    from harness.types import SamplingParams
-
-    prompts = ctx.dual_prompts[: num_prompts or None]
-    if not prompts:
-        raise BenchError("the dual needs held-out prompts, but the dataset's 'dual' fold is empty (raise data.max_dual_prompts)")
-    params = SamplingParams(max_new_tokens=ctx.cfg.generation.max_new_tokens, temperature=temperature, top_p=top_p, seed=ctx.seed)
-    gen = ctx.make_generator(ctx.policy_path)
-    flat, _ = cached_generate(gen, [p for p in prompts for _ in range(k)], params, ctx.cfg.generation.cache)
-    close_generator(gen)  # before the annotators score: vLLM and a scorer never share the GPU
-    return prompts, [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
-
-
-def resolve_lambda(result: DualResult, cfg: CANDualConfig, what: str) -> float:
-    """λ to train with: λ* if the dual converged; else the last iterate or an error, per `on_infeasible`."""
-    if result.converged:
-        return result.lam
-    msg = (f"{what}: the dual did not converge after {result.attempts} attempts (last λ = {result.lam:.4g}, gradient "
-           f"{result.grad:.4g}): the constraint is likely infeasible on these samples")
-    if cfg.on_infeasible == "raise":
-        raise BenchError(msg + " (loosen the bound, add samples, or set on_infeasible=last / lambda_)")
-    log.warning("%s; training with the last iterate", msg)
-    return result.lam
 
 
 # -- MoCAN ------------------------------------------------------------------------------------------------------------

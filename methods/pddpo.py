@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.dpo import sequence_logprobs, train_dpo
+from harness.dpo import train_dpo
 from harness.errors import BenchError, ConfigValueError
 from harness.io import copy_dir_atomic
+from harness.logprobs import sequence_logprobs
 from harness.losses import dual_update, stage2_beta
 from harness.types import SamplingParams
 from methods.base import TrainContext, TrainResult

@@ -23,9 +23,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.dpo import response_features, train_dpo
+from harness.dpo import train_dpo
 from harness.errors import BenchError
 from harness.generation import close_generator
+from harness.logprobs import response_features
 from harness.losses import EllipticalBonus, dual_update, online_bonus_margin, stage2_beta
 from harness.types import PreferencePair, SamplingParams
 from methods.base import TrainContext, TrainResult

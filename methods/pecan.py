@@ -25,7 +25,7 @@ import torch
 
 from harness.errors import BenchError
 from methods.base import TrainContext, TrainResult
-from methods.mocan import (
+from harness.can_dual import (
     CANDualConfig,
     DualResult,
     keep_with_model,
@@ -86,7 +86,7 @@ class PeCANConfig(CANDualConfig):
 def _log_probs(path: str | Path, ctx: TrainContext, prompts: list[str], responses: list[str], pairs: Sequence[Any],
                batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(samples, pairs' chosen, pairs' rejected) summed response log-probs under one model, loaded once, float32."""
-    from harness.dpo import policy_logps, sequence_logprobs
+    from harness.logprobs import policy_logps, sequence_logprobs
     from harness.models import load_policy
 
     model, tok = load_policy(Path(path), ctx.device, "fp32")  # log-ratios are differences of long sums: keep fp32

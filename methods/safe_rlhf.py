@@ -13,7 +13,10 @@ evaluation scorers), and a reward critic and a cost critic (per-token value head
     4. PPO step     clipped surrogate on the actor, clipped value loss on each critic
     5. log          ctx.log({step, lambda, cost_window_mean, reward_mean, kl, actor_loss, ...})
 
-and finally the actor is saved to `ctx.out_dir`. The math lives in `harness/rl_math.py` (unit-tested).
+and finally the actor is saved to `ctx.out_dir`. The math lives in `harness/rl_math.py` (unit-tested); the networks,
+rollouts and batching shared with `ppo_shaping` in `harness/ppo.py`. Why this file is ~390 lines, over the ~300 of
+docs/style.md: the loop is one class whose five steps and setup are the hooks `PPOShaping` overrides, and
+splitting it further would scatter one algorithm across files.
 `methods/ppo_shaping.py` runs this same loop with a fixed ν and one critic.
 
 Upstream (read, not copied): PKU-Alignment/safe-rlhf@82743cc `safe_rlhf/algorithms/ppo_lag/trainer.py`,
@@ -32,21 +35,27 @@ Upstream (read, not copied): PKU-Alignment/safe-rlhf@82743cc `safe_rlhf/algorith
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 import math
-import random
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
-import psutil
 import torch
 from torch import nn
 
-from harness.errors import BenchError, DataError
+from harness.errors import BenchError
+from harness.ppo import (  # noqa: F401  (Rollout ... ValueModel: re-exported, their old home)
+    Rollout,
+    ValueModel,
+    critic_values,
+    load_ptx,
+    n_params,
+    prompt_batches,
+    response_log_probs,
+    rss_mb,
+)
 from harness.rl_math import (
     clipped_surrogate_loss,
     clipped_value_loss,
@@ -111,107 +120,6 @@ class SafeRLHFConfig:
     ptx_coef: float = field(default=16.0, metadata={"help": "PTX loss weight, a separate actor step per RL step"})
 
 
-# -- networks -------------------------------------------------------------------------------------------------------
-
-
-class ValueModel(nn.Module):
-    """A causal backbone with a linear `hidden → 1` head at every position: Safe-RLHF's score-model shape, used as
-    a critic. Built from a trained score model (upstream) or from the SFT backbone with a zero head (V = 0 at first)."""
-
-    def __init__(self, backbone: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(backbone.config.hidden_size, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
-
-    @classmethod
-    def from_policy(cls, path: str | Path) -> "ValueModel":
-        from transformers import AutoModel
-
-        return cls(AutoModel.from_pretrained(str(path), dtype=torch.float32))  # the LM without its LM head
-
-    @classmethod
-    def from_score_model(cls, model: nn.Module) -> "ValueModel":
-        """A trainable copy of a decoder score model (`base_model` + `score` head), read at every position."""
-        critic = cls(copy.deepcopy(model.base_model))
-        with torch.no_grad():
-            critic.head.weight.copy_(model.score.weight)
-            if model.score.bias is not None:
-                critic.head.bias.copy_(model.score.bias)
-        return critic.float().requires_grad_(True)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).last_hidden_state
-        return self.head(hidden).squeeze(-1).float()  # (B, T)
-
-
-@dataclass
-class Rollout:
-    """One batch of sampled responses and everything PPO needs from rollout time (all tensors detached)."""
-
-    prompts: list[str]
-    responses: list[str]
-    input_ids: torch.Tensor  # (B, P + L): left-padded prompt, then the response (padding after EOS)
-    attention_mask: torch.Tensor
-    position_ids: torch.Tensor
-    prompt_len: int  # P
-    mask: torch.Tensor  # (B, L): 1 on response tokens up to and including EOS
-    log_probs: torch.Tensor  # (B, L): log π_old(a_t|s_t), the actor at rollout time
-    ref_log_probs: torch.Tensor  # (B, L)
-    rewards: torch.Tensor  # (B,): R(x, y)
-    costs: torch.Tensor  # (B,): C(x, y), raw (no KL)
-    end_scores: dict[str, torch.Tensor] = field(default_factory=dict)  # per critic stream
-    values: dict[str, torch.Tensor] = field(default_factory=dict)  # per critic: V_old(s_t), (B, L)
-
-
-def response_log_probs(model: nn.Module, ro: Rollout) -> torch.Tensor:
-    """(B, L) log-probs of the response tokens; only the last L+1 positions' logits are materialised."""
-    length = ro.mask.shape[1]
-    logits = model(input_ids=ro.input_ids, attention_mask=ro.attention_mask, position_ids=ro.position_ids,
-                   logits_to_keep=length + 1, use_cache=False).logits[:, :-1]
-    return gather_log_probs(logits, ro.input_ids[:, ro.prompt_len :])
-
-
-def critic_values(critic: nn.Module, ro: Rollout) -> torch.Tensor:
-    """(B, L) values V(s_t) of the states before each response token (positions P−1 … P+L−2)."""
-    return critic(ro.input_ids, ro.attention_mask, ro.position_ids)[:, ro.prompt_len - 1 : -1]
-
-
-def prompt_batches(prompts: list[str], batch_size: int, num_batches: int, seed: int) -> Iterator[list[str]]:
-    """`num_batches` batches, reshuffling at every pass over the prompts (upstream: a shuffled dataloader)."""
-    rng, order = random.Random(seed), []
-    for _ in range(num_batches):
-        while len(order) < batch_size:  # fewer prompts than a batch: a batch may repeat a prompt
-            perm = list(prompts)
-            rng.shuffle(perm)
-            order.extend(perm)
-        yield order[:batch_size]
-        del order[:batch_size]
-
-
-def _rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def load_ptx(path: str) -> list[tuple[str, str]]:
-    """PTX examples from a JSONL file of {"prompt": ..., "response": ...} rows."""
-    rows = []
-    for i, line in enumerate(Path(path).read_text().splitlines()):
-        if line.strip():
-            row = json.loads(line)
-            if not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
-                raise DataError("PTX rows need string fields 'prompt' and 'response'", file=path, row=i)
-            rows.append((row["prompt"], row["response"]))
-    if not rows:
-        raise DataError("the PTX file has no rows", file=path, fix="set methods.<method>.ptx_data='' to turn PTX off")
-    return rows
-
-
 # -- the method -----------------------------------------------------------------------------------------------------
 
 
@@ -238,7 +146,7 @@ class SafeRLHF:
                                                 else max(1, math.ceil(epochs * len(prompts) / batch_size)))
         self.setup_optimizers(num_batches * c.update_iters)
         cost_window: deque[float] = deque(maxlen=c.episode_cost_window)
-        peak_rss, step = _rss_mb(), 0
+        peak_rss, step = rss_mb(), 0
         for batch_idx, batch in enumerate(prompt_batches(prompts, batch_size, num_batches, ctx.seed)):
             # 1. rollout (one seed per batch and rank: reproducible sampling)
             torch.manual_seed(ctx.seed * 100_003 + batch_idx * self.accelerator.num_processes + self.accelerator.process_index)
@@ -254,11 +162,11 @@ class SafeRLHF:
                 if self.ptx is not None:
                     stats["ptx_loss"] = self.ptx_step(batch_size)
                 # 5. log
-                peak_rss = max(peak_rss, _rss_mb())
+                peak_rss = max(peak_rss, rss_mb())
                 record = {"step": step, "lambda": penalty, "cost_window_mean": window_mean,
                           "reward_mean": ro.rewards.mean().item(), "cost_mean": ro.costs.mean().item(),
                           "kl": ((ro.log_probs - ro.ref_log_probs) * ro.mask).sum(-1).mean().item(),  # per response
-                          "response_length": ro.mask.sum(-1).float().mean().item(), **stats, "rss_mb": round(_rss_mb(), 1)}
+                          "response_length": ro.mask.sum(-1).float().mean().item(), **stats, "rss_mb": round(rss_mb(), 1)}
                 ctx.log(record)
                 log.info("%s step %d/%d: lambda %.3f, cost window %.3f, reward %.3f, kl %.4f, actor loss %.4f", self.name, step + 1,
                          num_batches * c.update_iters, penalty, window_mean, record["reward_mean"], record["kl"], record["actor_loss"])
@@ -347,7 +255,7 @@ class SafeRLHF:
     @torch.no_grad()
     def rollout(self, prompts: list[str]) -> Rollout:
         """Sample one response per prompt, score it with R and C, and record π_old, π_ref and V_old per token."""
-        from harness.dpo import prompt_text
+        from harness.models import prompt_text
 
         tok = self.tokenizer
         enc = tok([prompt_text(tok, p, self.cfg) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
@@ -433,7 +341,7 @@ class SafeRLHF:
     def ptx_step(self, batch_size: int) -> float:
         """Supervised NLL on the response tokens of the next PTX examples, × ptx_coef, as its own actor step
         (upstream's order). The learning-rate schedule advances with RL steps only."""
-        from harness.dpo import prompt_text
+        from harness.models import prompt_text
 
         tok = self.tokenizer
         rows = [self.ptx[(self.ptx_cursor + i) % len(self.ptx)] for i in range(batch_size)]
@@ -465,13 +373,13 @@ class SafeRLHF:
         actor = self.accelerator.unwrap_model(self.actor)
         critics = [self.accelerator.unwrap_model(v) for v in self.critics.values()]
         score_models = [m for m in (getattr(s, "model", None) for s in (self.reward_model, self.cost_model)) if isinstance(m, nn.Module)]
-        trained = sum(map(_n_params, [actor, *critics, *score_models])) if len(score_models) == 2 else None
+        trained = sum(map(n_params, [actor, *critics, *score_models])) if len(score_models) == 2 else None
         extra = {
             "steps": steps, "train_prompts": prompts,
             "final_lambda": math.exp(self.log_lambda) if "cost" in self.critic_streams else None,
             "peak_rss_mb": round(peak_rss, 1),
             "cuda_max_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
-            "params_trained": trained, "params_held": trained + _n_params(self.reference) if trained else None,
+            "params_trained": trained, "params_held": trained + n_params(self.reference) if trained else None,
             "critic_init": self.critic_init, "score_backbone": self.config.score_backbone, "ptx": self.ptx is not None,
         }
         if self.accelerator.is_main_process:

@@ -14,11 +14,11 @@ from harness.dpo import (
     BenchDPOTrainer,
     MarginCollator,
     dpo_config,
-    policy_logps,
     preference_dataset,
     read_train_record,
     train_dpo,
 )
+from harness.logprobs import policy_logps
 from harness.losses import dpo_loss, sequence_logps
 from harness.models import load_tokenizer, lora_trainable_params
 from harness.types import PreferencePair
