@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from harness.dpo import read_train_record, train_dpo
-from harness.errors import BenchError
 from methods.base import TrainContext, TrainResult
 
 
@@ -21,9 +20,7 @@ class DPOHelpfulConfig:
 
 def train_plain_dpo(ctx: TrainContext, pairs: list, beta: float | None, label: str, kind: str) -> TrainResult:
     """One DPO run from the SFT policy against itself as the frozen reference; shared by the two plain baselines."""
-    if not pairs:
-        raise BenchError(f"{label} needs {kind} preference pairs in the train fold, but dataset '{ctx.cfg.dataset}' "
-                         "provides none (check data.max_train_pairs)")
+    ctx.require_pairs(label, kind)
     out = train_dpo(pairs, init=ctx.policy_path, ref=None, beta=beta or ctx.cfg.train.beta, out_dir=ctx.out_dir,
                     cfg=ctx.cfg, device=ctx.device, run_name=label)
     record = read_train_record(out)

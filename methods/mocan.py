@@ -143,9 +143,8 @@ class MoCAN:
             extra["dual"] = {**result.summary(), **ref_stats, "lambda_trajectory": result.trajectory}
 
         # 2. primal: relabel the training pairs by σ(s_a − s_b), s = r + λ·g, with one draw each
+        ctx.require_pairs(self.name, "reward")
         pairs = ctx.reward_pairs
-        if not pairs:
-            raise BenchError("MoCAN needs reward pairs in the train fold, but there are none")
         prompts2 = [p.prompt for p in pairs] * 2
         responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
         r2 = reward.score(prompts2, responses)

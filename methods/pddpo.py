@@ -140,9 +140,7 @@ class PDDPO:
 
     def train(self, ctx: TrainContext) -> TrainResult:
         c, cfg = self.config, ctx.cfg
-        if not ctx.reward_pairs or not ctx.cost_pairs:
-            raise BenchError(f"pddpo needs reward and cost pairs in the train fold; dataset '{cfg.dataset}' gave "
-                             f"{len(ctx.reward_pairs)} reward and {len(ctx.cost_pairs)} cost pairs")
+        ctx.require_pairs(self.name, "reward", "cost")
         beta = c.beta or cfg.train.beta
         b, units = resolve_constraint(c, ctx)
         fixed = c.fixed_lambda is not None

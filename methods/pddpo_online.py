@@ -53,9 +53,7 @@ class OnlinePDDPO(PDDPO):
 
     def train(self, ctx: TrainContext) -> TrainResult:
         c, cfg = self.config, ctx.cfg
-        if not ctx.reward_pairs or not ctx.cost_pairs:
-            raise BenchError(f"pddpo-online needs offline reward and cost pairs to start from; dataset '{cfg.dataset}' gave "
-                             f"{len(ctx.reward_pairs)} reward and {len(ctx.cost_pairs)} cost pairs")
+        ctx.require_pairs(self.name, "reward", "cost")  # offline pairs to start from
         beta = c.beta or cfg.train.beta
         b, units = resolve_constraint(c, ctx)
         prompts = dual_prompts(ctx, c.max_dual_prompts)

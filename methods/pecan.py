@@ -114,9 +114,8 @@ class PeCAN:
 
         c, cfg = self.config, ctx.cfg
         beta = c.beta if c.beta is not None else cfg.train.beta
+        ctx.require_pairs(self.name, "reward", "cost")
         pairs = ctx.reward_pairs
-        if not pairs or not ctx.cost_pairs:
-            raise BenchError("PeCAN needs reward and cost pairs in the train fold")
         extra: dict[str, Any] = {"beta": beta, "margin": c.margin, "beta_in_relabel": c.beta_in_relabel}
 
         # 1. pre-alignment: the two implicit scorers, same β, both from π_ref

@@ -62,9 +62,7 @@ class SACPO:
         helpful = ("helpful", ctx.reward_pairs, beta)
         safe = ("safe", ctx.cost_pairs, beta_safe)
         stages = (safe, helpful) if self.config.safety_first else (helpful, safe)
-        for label, pairs, _ in stages:
-            if not pairs:
-                raise BenchError(f"SACPO: no {'reward' if label == 'helpful' else 'cost'} pairs in the train fold")
+        ctx.require_pairs("SACPO", "reward", "cost")
 
         (name1, pairs1, beta1), (name2, pairs2, beta2) = stages
         first = train_dpo(pairs1, init=ctx.policy_path, ref=None, beta=beta1, out_dir=ctx.work_dir / f"sacpo_{name1}", cfg=ctx.cfg,

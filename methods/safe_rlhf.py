@@ -45,7 +45,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from harness.errors import BenchError
 from harness.ppo import (  # noqa: F401  (Rollout ... ValueModel: re-exported, their old home)
     Rollout,
     ValueModel,
@@ -184,9 +183,7 @@ class SafeRLHF:
 
         c, cfg = self.config, ctx.cfg
         self.cfg = cfg
-        if not ctx.reward_pairs or not ctx.cost_pairs:
-            raise BenchError(f"{self.name} trains its own reward and cost models and needs both kinds of train pairs; dataset "
-                             f"'{cfg.dataset}' gives {len(ctx.reward_pairs)} reward and {len(ctx.cost_pairs)} cost pairs")
+        ctx.require_pairs(self.name, "reward", "cost")  # it trains its own reward and cost models
         # R and C first (upstream: separate runs before PPO), on this method's train split; never the evaluation scorers
         encoder = ctx.policy_path if c.score_backbone == "policy" else c.score_backbone
         self.reward_model = ctx.train_score_model("reward", ctx.reward_pairs, "reward_model", encoder=encoder)

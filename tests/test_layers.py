@@ -156,3 +156,22 @@ def test_contracts_live_in_the_harness_and_are_re_exported():
 
     assert methods.base.TrainContext is harness.api.TrainContext and methods.base.is_method is harness.api.is_method
     assert evaluators.base.Scorer is harness.api.Scorer and evaluators.base.is_scorer_factory is harness.api.is_scorer_factory
+
+
+def test_require_pairs_names_the_method_counts_and_fix():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from harness.api import TrainContext
+    from harness.errors import BenchError
+    from harness.types import DatasetBundle, PreferencePair
+
+    pair = PreferencePair("p", "a", "b")
+    bundle = DatasetBundle("d", "src", reward_pairs={"train": [pair, pair]}, cost_pairs={"train": []})
+    ctx = TrainContext(cfg=SimpleNamespace(dataset="toy"), data=bundle, policy_path="", out_dir=None, work_dir=None, device="cpu",
+                       seed=0, make_generator=None, reward_annotator=None, cost_annotator=None, train_score_model=None)
+    ctx.require_pairs("dpo-helpful", "reward")  # present: no error
+    with pytest.raises(BenchError, match=r"pddpo needs reward and cost preference pairs in the train fold; dataset 'toy' gave "
+                                         r"2 reward and 0 cost pairs \(check data.max_train_pairs"):
+        ctx.require_pairs("pddpo", "reward", "cost")
