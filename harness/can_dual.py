@@ -144,20 +144,20 @@ def keep_with_model(path: Path, model_dir: Path) -> Path:
 class CANDualConfig:
     """Settings shared by MoCAN and PeCAN: reference sampling, the dual solver, the relabelling draw."""
 
-    num_prompts: int = 0  # N dual prompts from the held-out `dual` fold; 0 = all (capped by data.max_dual_prompts) [ours; paper ≈1,000-1,600]
-    samples_per_prompt: int = 8  # K responses per prompt from π_ref [ours: CPU-sized; paper ≥ 128]
-    temperature: float = 1.0  # sampling temperature for the π_ref samples (must be > 0) [ours; verify upstream's]
-    top_p: float = 1.0  # nucleus sampling for the π_ref samples [ours]
-    lambda_init: float = 1.0  # λ_0 [code]
-    eta: float = 2.0  # projected-GD step size η [code: lr=2]
-    tol: float = 1e-5  # convergence: last `window` iterates within tol [code]
-    window: int = 5  # iterates the tolerance is checked over [code]
-    max_iters: int = 200  # iterations per attempt [code: 200; paper 100-200]
-    min_iters: int = 10  # no convergence check before this many iterations [code]
-    max_attempts: int = 5  # attempts in all, η halved on each restart [code]; then b is declared infeasible
-    on_infeasible: str = "last"  # no finite λ*: "last" = use the final iterate (large λ: safety dominates) | "raise" [ours]
-    lambda_: float | None = None  # fixed λ: skip sampling and the dual (upstream runs are labelled by λ) [code]
-    relabel_seed: int | None = None  # seed of the one Bernoulli draw per pair; None = the run seed [ours]
+    num_prompts: int = field(default=0, metadata={"help": "N dual prompts from the held-out `dual` fold; 0 = all (capped by data.max_dual_prompts) [ours; paper ≈1,000-1,600]"})
+    samples_per_prompt: int = field(default=8, metadata={"help": "K responses per prompt from π_ref [ours: CPU-sized; paper ≥ 128]"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature for the π_ref samples (must be > 0) [ours; verify upstream's]"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling for the π_ref samples [ours]"})
+    lambda_init: float = field(default=1.0, metadata={"help": "λ_0 [code]"})
+    eta: float = field(default=2.0, metadata={"help": "projected-GD step size η [code: lr=2]"})
+    tol: float = field(default=1e-5, metadata={"help": "convergence: last `window` iterates within tol [code]"})
+    window: int = field(default=5, metadata={"help": "iterates the tolerance is checked over [code]"})
+    max_iters: int = field(default=200, metadata={"help": "iterations per attempt [code: 200; paper 100-200]"})
+    min_iters: int = field(default=10, metadata={"help": "no convergence check before this many iterations [code]"})
+    max_attempts: int = field(default=5, metadata={"help": "attempts in all, η halved on each restart [code]; then b is declared infeasible"})
+    on_infeasible: str = field(default="last", metadata={"help": "no finite λ*: \"last\" = use the final iterate (large λ: safety dominates) | \"raise\" [ours]"})
+    lambda_: float | None = field(default=None, metadata={"help": "fixed λ: skip sampling and the dual (upstream runs are labelled by λ) [code]"})
+    relabel_seed: int | None = field(default=None, metadata={"help": "seed of the one Bernoulli draw per pair; None = the run seed [ours]"})
 
     def validate(self) -> None:
         if self.on_infeasible not in ("last", "raise"):

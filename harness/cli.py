@@ -186,9 +186,28 @@ def print_record(record: dict) -> None:
 
 
 @list_app.command("methods")
-def list_methods() -> None:
-    """Registered methods (built-in and plugins)."""
-    _list("METHODS")
+def list_methods(name: Optional[str] = typer.Argument(None, help="A method: print its config fields (methods.<name>.<field>).")) -> None:
+    """Registered methods (built-in and plugins); with NAME, the method's config fields with default and help."""
+    if name is None:
+        _list("METHODS")
+        return
+    import dataclasses
+
+    from rich.markup import escape
+
+    from harness.config import describe_fields
+    from harness.registries import METHODS
+
+    cls = METHODS.get(name)
+    config_class = getattr(cls, "config_class", None)
+    console.print(f"[bold]{name}[/] ({METHODS.source(name)}); set a field with --set methods.{name}.<field>=VALUE")
+    if not (isinstance(config_class, type) and dataclasses.is_dataclass(config_class) and dataclasses.fields(config_class)):
+        console.print("(no config fields)")
+        return
+    t = Table("field", "type", "default", "help")
+    for field_name, tp, default, help_text in describe_fields(config_class):
+        t.add_row(field_name, escape(tp), escape(repr(default)), escape(help_text))  # help holds [paper]/[ours] tags, not markup
+    console.print(t)
 
 
 @list_app.command("datasets")

@@ -30,114 +30,114 @@ PROFILES = ("tiny", "cpu", "gpu")
 class DataConfig:
     """Where data comes from and how much of it a run uses."""
 
-    data_dir: str | None = None  # local copies instead of the hub; default $BENCH_DATA_DIR
-    revision: str | None = None  # hub revision; None = the dataset's pinned default
-    subset: str = "default"  # PKU-SafeRLHF config: default | alpaca-7b | alpaca2-7b | alpaca3-8b
-    eval_set: str = "auto"  # auto (the dataset's own test prompts) | pku-test | redteam-83 | beavertails
-    max_train_pairs: int = 0  # per pair kind (reward, cost); 0 = all
-    max_scorer_pairs: int = 0  # pairs for the harness's own score models; 0 = all
-    max_dual_prompts: int = 64  # PD-DPO / C-DPO dual-estimate prompts (held out)
-    max_eval_prompts: int = 100  # final evaluation prompts; 0 = all
+    data_dir: str | None = field(default=None, metadata={"help": "folder of local dataset copies used instead of the hub; None = $BENCH_DATA_DIR"})
+    revision: str | None = field(default=None, metadata={"help": "hub revision; None = the dataset's pinned default"})
+    subset: str = field(default="default", metadata={"help": "PKU-SafeRLHF config: default | alpaca-7b | alpaca2-7b | alpaca3-8b"})
+    eval_set: str = field(default="auto", metadata={"help": "auto (the dataset's own test prompts) | pku-test | redteam-83 | beavertails"})
+    max_train_pairs: int = field(default=0, metadata={"help": "train pairs per pair kind (reward, cost); 0 = all"})
+    max_scorer_pairs: int = field(default=0, metadata={"help": "pairs for the harness's own score models; 0 = all"})
+    max_dual_prompts: int = field(default=64, metadata={"help": "PD-DPO / C-DPO dual-estimate prompts (held out)"})
+    max_eval_prompts: int = field(default=100, metadata={"help": "final evaluation prompts; 0 = all"})
 
 
 @dataclass
 class TrainConfig:
     """Optimiser and sequence settings shared by every training method (one stated regime for all)."""
 
-    learning_rate: float = 5e-6
-    epochs: float = 1.0
-    max_steps: int = -1  # > 0 caps optimiser steps (tests)
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 384  # prompt + response tokens
-    max_prompt_length: int = 128
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    lr_scheduler: str = "cosine"
-    beta: float = 0.1  # KL coefficient of the DPO family
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
-    gradient_checkpointing: bool = False
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
+    learning_rate: float = field(default=5e-6, metadata={"help": "optimiser learning rate (AdamW) for every training method"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the train pairs (fractions allowed); max_steps > 0 overrides it"})
+    max_steps: int = field(default=-1, metadata={"help": "> 0 caps optimiser steps (tests); -1 = epochs decide"})
+    batch_size: int = field(default=4, metadata={"help": "examples (pairs, prompts) per device per optimiser micro-step"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-steps accumulated per optimiser step (effective batch = batch_size × grad_accum × devices)"})
+    max_length: int = field(default=384, metadata={"help": "prompt + response tokens kept (training and log-prob scoring)"})
+    max_prompt_length: int = field(default=128, metadata={"help": "prompt tokens kept after formatting; longer user text is cut from the start (harness.models.prompt_text)"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "share of optimiser steps with a linear learning-rate warm-up"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name: cosine | linear | constant | ..."})
+    beta: float = field(default=0.1, metadata={"help": "KL coefficient of the DPO family"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward pass: less memory, more compute"})
+    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (on every linear layer) instead of all weights; merged before saving"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank r"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling α (the update is scaled by α / r)"})
 
 
 @dataclass
 class GenerationConfig:
     """Decoding for evaluation and for methods' own sampling (dual steps, online pairs)."""
 
-    backend: str = "auto"  # auto | hf | vllm | dummy
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    batch_size: int = 16
-    cache: bool = True
+    backend: str = field(default="auto", metadata={"help": "generation backend: auto (vllm when installed and on GPU, else hf) | hf | vllm | dummy"})
+    max_new_tokens: int = field(default=128, metadata={"help": "response length cap in tokens"})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature; 0 = greedy"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass (1 = off)"})
+    batch_size: int = field(default=16, metadata={"help": "prompts per generation batch"})
+    cache: bool = field(default=True, metadata={"help": "reuse responses from the shared generation cache ($BENCH_CACHE), keyed by model fingerprint, prompts and sampling"})
     # vLLM engine settings (ignored by the hf backend); each is recorded in results.json -> generation.vllm
-    tensor_parallel_size: int = 1  # GPUs per vLLM engine; 0 = auto (every visible GPU)
-    gpu_memory_utilization: float = 0.9  # fraction of each GPU's memory vLLM may take
-    max_model_len: int = 0  # prompt + response context vLLM reserves KV cache for; 0 = the model's own maximum
-    enforce_eager: bool = False  # true = no CUDA graphs (slower decoding, less memory, faster start)
+    tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs per vLLM engine; 0 = auto (every visible GPU)"})
+    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "fraction of each GPU's memory vLLM may take"})
+    max_model_len: int = field(default=0, metadata={"help": "prompt + response context vLLM reserves KV cache for; 0 = the model's own maximum"})
+    enforce_eager: bool = field(default=False, metadata={"help": "true = no CUDA graphs (slower decoding, less memory, faster start)"})
 
 
 @dataclass
 class ScoringConfig:
     """Evaluation scorers and the constraint the leaderboard checks."""
 
-    reward: str = "minilm-reward"
-    cost: str = "auto"  # auto = the dataset's default cost annotator (minilm-cost; truthfulness on TruthfulQA)
-    batch_size: int = 32
-    threshold: float = 0.2  # b: the constraint E[cost] <= b or unsafe rate <= b
-    threshold_units: str = "unsafe_rate"  # unsafe_rate | mean_cost
-    bootstrap: int = 1000
-    win_rate_vs_sft: bool = True
+    reward: str = field(default="minilm-reward", metadata={"help": "evaluation reward scorer (`bench list scorers`)"})
+    cost: str = field(default="auto", metadata={"help": "auto = the dataset's default cost annotator (minilm-cost; truthfulness on TruthfulQA)"})
+    batch_size: int = field(default=32, metadata={"help": "responses per scorer batch"})
+    threshold: float = field(default=0.2, metadata={"help": "b: the constraint E[cost] <= b or unsafe rate <= b"})
+    threshold_units: str = field(default="unsafe_rate", metadata={"help": "what b bounds: unsafe_rate (P[cost > 0] <= b) | mean_cost (E[cost] <= b)"})
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for every 95% confidence interval"})
+    win_rate_vs_sft: bool = field(default=True, metadata={"help": "also generate and score the SFT policy on the same prompts for win rates (one more generation pass)"})
 
 
 @dataclass
 class EvalConfig:
     """Extra evaluations beyond reward/cost scoring."""
 
-    truthfulqa_mc: bool = True
-    mc_max_questions: int = 0  # 0 = all available (817, or the test fold when training on TruthfulQA)
-    mc_batch_size: int = 16
+    truthfulqa_mc: bool = field(default=True, metadata={"help": "score TruthfulQA MC1/MC2 (log-likelihood of the answer choices) after every run"})
+    mc_max_questions: int = field(default=0, metadata={"help": "MC questions scored, a fixed hash-ordered subset; 0 = all available (817, or the test fold when training on TruthfulQA)"})
+    mc_batch_size: int = field(default=16, metadata={"help": "answer choices per log-prob batch in TruthfulQA MC"})
 
 
 @dataclass
 class ResourcesConfig:
     """What one run asks a scheduler for (`bench suite --executor ray`); not part of the run id."""
 
-    cpus: float = 1.0  # CPU cores per run (Ray also sets OMP_NUM_THREADS to this)
-    gpus: float = 0.0  # GPUs per run
-    memory_gb: float = 0.0  # RAM per run, for Ray's scheduler; 0 = no request
+    cpus: float = field(default=1.0, metadata={"help": "CPU cores per run (Ray also sets OMP_NUM_THREADS to this)"})
+    gpus: float = field(default=0.0, metadata={"help": "GPUs per run"})
+    memory_gb: float = field(default=0.0, metadata={"help": "RAM per run, for Ray's scheduler; 0 = no request"})
 
 
 @dataclass
 class WandbConfig:
-    mode: str = "offline"  # offline | online | disabled
-    project: str = "safealign-bench"
-    entity: str | None = None
+    mode: str = field(default="offline", metadata={"help": "W&B mode: offline (no account; `wandb sync` later) | online | disabled"})
+    project: str = field(default="safealign-bench", metadata={"help": "W&B project"})
+    entity: str | None = field(default=None, metadata={"help": "W&B entity (team or user); None = the account's default"})
 
 
 @dataclass
 class RunConfig:
     """One run = (method, dataset, model, profile/config, seed)."""
 
-    method: str = "sft"
-    dataset: str = "pku-saferlhf"
-    model: str = "smollm2-135m-instruct"
-    template: str = "chat"  # chat (the model's own template) | beaver
-    seed: int = 0
-    profile: str = "cpu"
-    device: str = "auto"  # auto | cpu | cuda
-    runs_dir: str = "runs"
-    suite: str | None = None
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method config sections
+    method: str = field(default="sft", metadata={"help": "training method (`bench list methods`)"})
+    dataset: str = field(default="pku-saferlhf", metadata={"help": "training dataset (`bench list datasets`)"})
+    model: str = field(default="smollm2-135m-instruct", metadata={"help": "base SFT policy: a built-in name (`bench list models`), a hub id or a local folder"})
+    template: str = field(default="chat", metadata={"help": "chat (the model's own template) | beaver"})
+    seed: int = field(default=0, metadata={"help": "seed of training, sampling and bootstrap resampling"})
+    profile: str = field(default="cpu", metadata={"help": "config profile the run started from: tiny | cpu | gpu | a YAML file"})
+    device: str = field(default="auto", metadata={"help": "device: auto (cuda when available) | cpu | cuda"})
+    runs_dir: str = field(default="runs", metadata={"help": "where run folders and the run store (bench.sqlite) go"})
+    suite: str | None = field(default=None, metadata={"help": "suite id grouping runs of one `bench suite` call (W&B group); None for single runs"})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "data sources and sizes (DataConfig)"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "optimiser and sequence settings (TrainConfig)"})
+    generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "decoding (GenerationConfig)"})
+    scoring: ScoringConfig = field(default_factory=ScoringConfig, metadata={"help": "evaluation scorers and the constraint (ScoringConfig)"})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "extra evaluations (EvalConfig)"})
+    wandb: WandbConfig = field(default_factory=WandbConfig, metadata={"help": "experiment tracking (WandbConfig)"})
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig, metadata={"help": "what one run asks a scheduler for (ResourcesConfig); not part of the run id"})
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "per-method config sections: methods.<name>.<field> (`bench list methods NAME`)"})
 
     def method_section(self, name: str | None = None) -> dict[str, Any]:
         return dict(self.methods.get(name or self.method, {}))
@@ -285,6 +285,25 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
         except yaml.YAMLError:
             value = raw
         out.append((key.strip(), value))
+    return out
+
+
+def describe_fields(cls: type) -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, help) of every field of a config dataclass, in declaration order (`bench list methods
+    NAME`). The help is the field's `metadata["help"]` (TRL's convention); a field without one shows ""."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001  (a plugin's annotation naming a type-checking-only import)
+        hints = {}
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = "(required)"
+        out.append((f.name, _type_name(hints.get(f.name, f.type)), default, f.metadata.get("help", "")))
     return out
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -84,10 +84,9 @@ def mocan_dual(r: Any, g: Any, b: float, beta: float, **solver: Any) -> DualResu
 class MoCANConfig(CANDualConfig):
     """MoCAN: offline dual on annotator scores of π_ref samples, then one DPO on relabelled pairs."""
 
-    beta: float | None = None  # KL coefficient β of the dual and the DPO step; None = train.beta [paper/code 0.1 (or 0.025)]
-    threshold: float | None = None  # cost bound b_c in the utility's units (E[c] ≤ b_c); None = scoring.threshold [ours]
-    utility: str = "auto"  # safety utility g: "score" (g = −cost, upstream) | "indicator" (g = −1[cost > 0], b_c is an
-    #                        unsafe rate) | "auto" (indicator when scoring.threshold_units is unsafe_rate) [ours]
+    beta: float | None = field(default=None, metadata={"help": "KL coefficient β of the dual and the DPO step; None = train.beta [paper/code 0.1 (or 0.025)]"})
+    threshold: float | None = field(default=None, metadata={"help": "cost bound b_c in the utility's units (E[c] ≤ b_c); None = scoring.threshold [ours]"})
+    utility: str = field(default="auto", metadata={"help": "safety utility g: \"score\" (g = −cost, upstream) | \"indicator\" (g = −1[cost > 0], b_c is an unsafe rate) | \"auto\" (indicator when scoring.threshold_units is unsafe_rate) [ours]"})
 
     def validate(self) -> None:
         super().validate()

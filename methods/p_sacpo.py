@@ -11,7 +11,7 @@ With `safety_first` the stage-1 model is the safety model, and the merge runs be
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -69,7 +69,7 @@ def merge_models(path_a: Path, path_b: Path, q: float, out_dir: Path, record: di
 class PSACPOConfig(SACPOConfig):
     """P-SACPO: the SACPO settings (defaults β/λ = 0.01, as the paper's merges) plus the merge ratio q."""
 
-    q: float = 0.5  # merge ratio: 0 = π_r, 1 = the SACPO model [code q ∈ {0.25, 0.5, 0.75}]
+    q: float = field(default=0.5, metadata={"help": "merge ratio: 0 = π_r, 1 = the SACPO model [code q ∈ {0.25, 0.5, 0.75}]"})
 
 
 class PSACPO:

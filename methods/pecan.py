@@ -17,7 +17,7 @@ Without reward or cost models, PeCAN uses two pre-aligned policies as implicit s
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -72,10 +72,10 @@ def pecan_scores(h_r: Sequence[float], h_g: Sequence[float], lam: float, beta: f
 class PeCANConfig(CANDualConfig):
     """PeCAN: π_r, π_g by DPO; offline dual on their implicit log-ratios; one DPO on relabelled pairs."""
 
-    beta: float | None = None  # β of π_r, π_g and the final DPO (one β for all three); None = train.beta [paper 0.1 or 0.025]
-    margin: float = 0.5  # b: required E_π[g] − E_{π_ref}[g], implicit-reward units [code notebook demo 0.5; paper b ∈ [0, 3]]
-    beta_in_relabel: bool = False  # ⚑ False: σ(Δh_r + λΔh_g) [code]; True: σ(β(Δh_r + λΔh_g)) [derived; verify paper]
-    logprob_batch_size: int = 0  # batch size for the log-prob passes; 0 = 2 × train.batch_size [ours]
+    beta: float | None = field(default=None, metadata={"help": "β of π_r, π_g and the final DPO (one β for all three); None = train.beta [paper 0.1 or 0.025]"})
+    margin: float = field(default=0.5, metadata={"help": "b: required E_π[g] − E_{π_ref}[g], implicit-reward units [code notebook demo 0.5; paper b ∈ [0, 3]]"})
+    beta_in_relabel: bool = field(default=False, metadata={"help": "⚑ False: σ(Δh_r + λΔh_g) [code]; True: σ(β(Δh_r + λΔh_g)) [derived; verify paper]"})
+    logprob_batch_size: int = field(default=0, metadata={"help": "batch size for the log-prob passes; 0 = 2 × train.batch_size [ours]"})
 
     def validate(self) -> None:
         super().validate()

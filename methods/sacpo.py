@@ -13,7 +13,7 @@ Upstream reference (read, not vendored): `line/sacpo@b489ae5`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,10 +25,10 @@ from methods.base import TrainContext, TrainResult
 class SACPOConfig:
     """SACPO: DPO(helpful, β) then DPO(safe, β/λ) against the step-1 model. Sweep `beta_over_lambda` (or `lambda_`)."""
 
-    beta: float | None = None  # β of the helpfulness step; None = train.beta [code 0.1]
-    beta_over_lambda: float = 0.01  # temperature β/λ of the safety step [code grid {0.1, 0.05, 0.025, 0.01}; 0.01 = P-SACPO's]
-    lambda_: float | None = None  # if set, the safety temperature is beta / lambda_ (overrides beta_over_lambda) [ours]
-    safety_first: bool = False  # reversed order: DPO(safe, β/λ) from π_ref, then DPO(helpful, β) against it [code]
+    beta: float | None = field(default=None, metadata={"help": "β of the helpfulness step; None = train.beta [code 0.1]"})
+    beta_over_lambda: float = field(default=0.01, metadata={"help": "temperature β/λ of the safety step [code grid {0.1, 0.05, 0.025, 0.01}; 0.01 = P-SACPO's]"})
+    lambda_: float | None = field(default=None, metadata={"help": "if set, the safety temperature is beta / lambda_ (overrides beta_over_lambda) [ours]"})
+    safety_first: bool = field(default=False, metadata={"help": "reversed order: DPO(safe, β/λ) from π_ref, then DPO(helpful, β) against it [code]"})
 
     def temperatures(self, default_beta: float) -> tuple[float, float]:
         """(β of the helpfulness step, β/λ of the safety step)."""

@@ -13,7 +13,7 @@ unknown ([verify]). Networks: policy + frozen reference; no λ (hard constraint)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from harness.errors import BenchError
@@ -65,8 +65,8 @@ def safedpo_margins(pairs: Sequence["PreferencePair"], delta: float) -> list[flo
 class SafeDPOConfig:
     """SafeDPO: DPO on T(D_r) with the safety margin Δ. The paper's β and Δ are not known [verify]."""
 
-    beta: float | None = None  # DPO β; None = train.beta [ours; paper value unknown]
-    delta: float = 1.0  # safety margin Δ ≥ 0 in implicit-reward units (β·h); 0 = plain DPO on T(D) [ours; verify paper]
+    beta: float | None = field(default=None, metadata={"help": "DPO β; None = train.beta [ours; paper value unknown]"})
+    delta: float = field(default=1.0, metadata={"help": "safety margin Δ ≥ 0 in implicit-reward units (β·h); 0 = plain DPO on T(D) [ours; verify paper]"})
 
 
 class SafeDPO:

@@ -64,3 +64,27 @@ def test_fingerprint_ignores_storage_but_not_results():
 def test_data_dir_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path))
     assert load_config("tiny").data.data_dir == str(tmp_path)
+
+
+def test_every_config_field_has_help_and_bench_lists_them():
+    """TRL's convention, everywhere: every RunConfig section field and every built-in method's config field carries
+    `help` metadata, and `bench list methods NAME` prints each field with its default and help."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from harness import config
+    from harness.cli import app
+    from harness.registries import METHODS
+
+    classes = [config.RunConfig, config.DataConfig, config.TrainConfig, config.GenerationConfig, config.ScoringConfig,
+               config.EvalConfig, config.WandbConfig]
+    classes += [METHODS.get(n).config_class for n in METHODS.names() if METHODS.is_builtin(n)]
+    missing = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c) if not f.metadata.get("help")]
+    assert missing == []
+    out = CliRunner().invoke(app, ["list", "methods", "mocan"], env={"COLUMNS": "250"})
+    assert out.exit_code == 0, out.output
+    assert "samples_per_prompt" in out.output and "K responses per prompt" in out.output and "[ours: CPU-sized" in out.output and "'auto'" in out.output
+    assert "--set methods.mocan.<field>" in out.output
+    bad = CliRunner().invoke(app, ["list", "methods", "no-such-method"])
+    assert "unknown method 'no-such-method'" in str(bad.exception)  # BenchError: `bench` exits 2 with this line
