@@ -78,7 +78,7 @@ def test_every_config_field_has_help_and_bench_lists_them():
     from harness.registries import METHODS
 
     classes = [config.RunConfig, config.DataConfig, config.TrainConfig, config.GenerationConfig, config.ScoringConfig,
-               config.EvalConfig, config.WandbConfig]
+               config.EvalConfig, config.WandbConfig, config.ResourcesConfig]
     classes += [METHODS.get(n).config_class for n in METHODS.names() if METHODS.is_builtin(n)]
     missing = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c) if not f.metadata.get("help")]
     assert missing == []
