@@ -105,6 +105,8 @@ def step_fn(trainer: Any, batch: dict[str, Any]) -> Callable[[], float]:
     """One forward + backward of `trainer` on `batch` (what differs between trainers; the optimiser step is the
     same AdamW on the same LoRA parameters), gradients cleared after. Returns the loss."""
 
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); training_step reads it
+
     def step() -> float:
         loss = trainer.training_step(trainer.model, dict(batch))
         trainer.model.zero_grad(set_to_none=True)

@@ -42,6 +42,7 @@ def main() -> None:
     cfg = cfg_for(a.seq_len, a.batch)
     trainer = harness_trainer(cfg, long_pairs(a.batch, load_tokenizer(policy_path()), a.seq_len))
     batch = first_batch(trainer)
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); training_step reads it
     out = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         def step() -> float:
