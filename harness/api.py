@@ -71,16 +71,18 @@ class TrainContext:
     def dual_prompts(self) -> list[str]:
         return [p.prompt for p in self.data.prompts.get("dual", [])]
 
-    def require_pairs(self, who: str, *kinds: str) -> None:
+    def require_pairs(self, who: str, *kinds: str, what: str = "") -> None:
         """Refuse to train without the train-fold pairs a method needs (`kinds`: "reward", "cost"), in one message
-        that names the method, the counts and the fix."""
+        that names the method, what is missing, the counts and the fix. `what` qualifies the pairs ("offline")."""
         from harness.errors import BenchError
 
         have = {"reward": self.reward_pairs, "cost": self.cost_pairs}
-        if any(not have[k] for k in kinds):
+        missing = [k for k in kinds if not have[k]]
+        if missing:
             counts = " and ".join(f"{len(have[k])} {k}" for k in kinds)
-            raise BenchError(f"{who} needs {' and '.join(kinds)} preference pairs in the train fold; dataset '{self.cfg.dataset}' "
-                             f"gave {counts} pairs (check data.max_train_pairs; `bench data` shows the folds)")
+            raise BenchError(f"{who} needs {what + ' ' if what else ''}{' and '.join(kinds)} pairs in the train fold, but there are "
+                             f"no {' and no '.join(missing)} pairs: dataset '{self.cfg.dataset}' gave {counts} preference pairs "
+                             "(check data.max_train_pairs; `bench data` shows the folds)")
 
 
 @runtime_checkable

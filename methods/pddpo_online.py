@@ -53,7 +53,7 @@ class OnlinePDDPO(PDDPO):
 
     def train(self, ctx: TrainContext) -> TrainResult:
         c, cfg = self.config, ctx.cfg
-        ctx.require_pairs(self.name, "reward", "cost")  # offline pairs to start from
+        ctx.require_pairs(self.name, "reward", "cost", what="offline")  # to start from
         beta = c.beta or cfg.train.beta
         b, units = resolve_constraint(c, ctx)
         prompts = dual_prompts(ctx, c.max_dual_prompts)

@@ -172,6 +172,8 @@ def test_require_pairs_names_the_method_counts_and_fix():
     ctx = TrainContext(cfg=SimpleNamespace(dataset="toy"), data=bundle, policy_path="", out_dir=None, work_dir=None, device="cpu",
                        seed=0, make_generator=None, reward_annotator=None, cost_annotator=None, train_score_model=None)
     ctx.require_pairs("dpo-helpful", "reward")  # present: no error
-    with pytest.raises(BenchError, match=r"pddpo needs reward and cost preference pairs in the train fold; dataset 'toy' gave "
-                                         r"2 reward and 0 cost pairs \(check data.max_train_pairs"):
+    with pytest.raises(BenchError, match=r"pddpo needs reward and cost pairs in the train fold, but there are no cost pairs: "
+                                         r"dataset 'toy' gave 2 reward and 0 cost preference pairs \(check data.max_train_pairs"):
         ctx.require_pairs("pddpo", "reward", "cost")
+    with pytest.raises(BenchError, match="pddpo-online needs offline reward and cost pairs"):
+        ctx.require_pairs("pddpo-online", "reward", "cost", what="offline")
