@@ -37,12 +37,15 @@ SUITE = ["suite", "--methods", "sft,dpo-helpful", "--profile", "tiny", "--seeds"
          "--set", "generation.backend=dummy", "--set", "scoring.reward=length", "--set", "scoring.cost=random",
          "--set", "eval.truthfulqa_mc=false"]
 VOLATILE = {"wall_s", "peak_rss_mb", "cuda_max_allocated_mb", "date", "created", "updated", "runs_dir", "files", "git_hash",
-            "cache_hit", "ref_cache_hits"}  # timings, memory, dates, paths; whether a cache served a stage (not a result)
+            "cache_hit", "ref_cache_hits", "reused", "reused_from", "trained_as", "reuse"}
+# timings, memory, dates, paths; whether a cache or the training store served a stage (how a result was obtained,
+# not what it is: the weight files themselves are still compared byte for byte)
 TEMP = re.compile(r"\.tmp|write-probe")
 
 
 def bench(runs_dir: Path, cache: Path, log) -> subprocess.Popen:
     env = {**os.environ, "BENCH_CACHE": str(cache), "WANDB_MODE": "disabled", "BENCH_QUIET": "1"}
+    env.pop("BENCH_STORE", None)  # the training store lives in this trial's private cache (tests set BENCH_STORE)
     return subprocess.Popen([sys.executable, "-m", "harness.cli", "-q", *SUITE, "--runs-dir", str(runs_dir)], cwd=REPO, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
