@@ -83,9 +83,9 @@ def run(
     if launcher == "accelerate" and os.environ.get("ACCELERATE_PROCESS_ID") is None and "LOCAL_RANK" not in os.environ:
         command = accelerate_command(accelerate_config, num_processes, sys.argv[1:])
         if not resume:  # a DeepSpeed preset that disagrees with the run config fails here, not after the launch
-            from harness.scaleout import check_preset
+            from harness.scaleout import check_preset, preset_path
 
-            check_preset(command[3], _config(profile or "cpu", overrides, method=method or "sft", model=model, seed=seed))
+            check_preset(preset_path(accelerate_config), _config(profile or "cpu", overrides, method=method or "sft", model=model, seed=seed))
         os.execvp(command[0], command)
     fields = {"method": method, "dataset": dataset, "model": model, "seed": seed, "data.data_dir": str(data_dir) if data_dir else None,
               "generation.backend": backend}
@@ -135,7 +135,8 @@ def resume_config(runs_dir: Path, rid: str, profile: str | None, overrides: list
 
 
 def accelerate_command(config: str, num_processes: int, argv: list[str]) -> list[str]:
-    """`accelerate launch --config_file <packaged preset> --num_processes N -m harness.cli <argv>` (launcher stripped)."""
+    """`accelerate launch --config_file <packaged preset> --num_processes N -m harness.cli <argv>` (launcher stripped),
+    run as `python -m accelerate.commands.launch` with this interpreter, so it works without an activated venv."""
     from harness.scaleout import preset_path
 
     path = preset_path(config)
@@ -150,7 +151,7 @@ def accelerate_command(config: str, num_processes: int, argv: list[str]) -> list
         if a.startswith(("--launcher=", "--accelerate-config=", "--num-processes=")):
             continue
         rest.append(a)
-    return ["accelerate", "launch", "--config_file", str(path), "--num_processes", str(num_processes), "-m", "harness.cli", *rest]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(path), "--num_processes", str(num_processes), "-m", "harness.cli", *rest]
 
 
 def print_record(record: dict) -> None:

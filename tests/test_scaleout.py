@@ -191,8 +191,8 @@ def test_accelerate_command_defaults_to_ddp() -> None:
     from harness.cli import accelerate_command
 
     cmd = accelerate_command("ddp", 2, ["run", "--launcher", "accelerate", "--num-processes", "2", "--profile", "tiny"])
-    assert cmd[:3] == ["accelerate", "launch", "--config_file"] and cmd[3].endswith("configs/accelerate/ddp.yaml")
-    assert cmd[4:] == ["--num_processes", "2", "-m", "harness.cli", "run", "--profile", "tiny"]
+    assert cmd[:4] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file"] and cmd[4].endswith("configs/accelerate/ddp.yaml")
+    assert cmd[5:] == ["--num_processes", "2", "-m", "harness.cli", "run", "--profile", "tiny"]
 
 
 # -- DeepSpeed presets ------------------------------------------------------------------------------------------------
