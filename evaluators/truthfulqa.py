@@ -23,7 +23,7 @@ import copy
 import hashlib
 import math
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from evaluators.metrics import bootstrap_ci, compute_group
 from harness.errors import BenchError
 from harness.losses import sequence_logps
 from harness.progress import progress_bar
+
+if TYPE_CHECKING:
+    from harness.config import RunConfig
 
 # lm-evaluation-harness lm_eval/tasks/truthfulqa/truthfulqa_mc1.yaml (`prompt_qa`), from the TruthfulQA paper
 QA_PRIMER = (
@@ -170,6 +173,24 @@ def mc_scores(mc1_logprobs: Sequence[float], mc1_labels: Sequence[int], mc2_logp
     mc2 = float(np.exp(true2 - m).sum() / np.exp(both - m).sum())
     return {"mc1": float(best > max(false1)), "mc2": mc2, "mc3": float(np.mean(true2 > false2.max())),
             "lprob_max": float(true2.max()), "lprob_diff": float(true2.max() - false2.max())}
+
+
+def select_mc_questions(cfg: "RunConfig") -> tuple[list[dict[str, Any]], str]:
+    """The questions a run's MC1/MC2 is reported on, and the split's name (evaluation policy, in one place):
+    all questions with MC targets, except on TruthfulQA runs, where only the eval fold (never a question used for
+    training or dual estimates); `eval.mc_max_questions` keeps a fixed, category-mixed subset, ordered by question
+    hash, not file order."""
+    from harness.datasets.truthfulqa import load_questions
+
+    questions = load_questions(cfg.data.data_dir, cfg.data.revision if cfg.dataset == "truthfulqa" else None)
+    split = "all"
+    if cfg.dataset == "truthfulqa":
+        questions, split = [q for q in questions if q["fold"] == "eval"], "test"
+    questions = [q for q in questions if q.get("mc1_targets")]
+    if cfg.eval.mc_max_questions:
+        questions = sorted(questions, key=lambda q: hashlib.sha1(q["question"].encode()).hexdigest())[: cfg.eval.mc_max_questions]
+        split += f"-subset{len(questions)}"
+    return questions, split
 
 
 def mc_metrics(model: Any, tokenizer: Any, questions: Sequence[dict[str, Any]], batch_size: int = 16, n_boot: int = 1000, seed: int = 0,

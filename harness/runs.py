@@ -9,13 +9,13 @@ finished stages; killing the process loses only the stage in progress. The resul
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import logging
 import os
 import platform
 import random
 import shutil
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -346,10 +346,6 @@ def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None, plan
 
 def _execute(cfg: RunConfig, plan: Plan, rid: str, run_dir: Path, note: Callable[[str, str], None]) -> dict[str, Any]:
     """The four stages, under the run lock. Finished stages are skipped; the record is written last."""
-    from evaluators.metrics import higher_is_better
-    from harness.datasets import rows_hash
-    from harness.models import model_fingerprint
-
     results_path = run_dir / "results.json"
     method_cls, mcfg, device, bundle, eval_set, prompts, policy_path = (
         plan.method_cls, plan.method_config, plan.device, plan.bundle, plan.eval_set, plan.prompts, plan.policy_path)
@@ -361,101 +357,32 @@ def _execute(cfg: RunConfig, plan: Plan, rid: str, run_dir: Path, note: Callable
         if created:  # never leave a half-made run folder behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    store_kw = dict(method=cfg.method, dataset=cfg.dataset, model=cfg.model, profile=cfg.profile, seed=cfg.seed, suite=cfg.suite)
+    store_kw = store_keys(cfg)
     upsert_run(cfg.runs_dir, rid, status="running", **store_kw)
 
     seed_everything(cfg.seed)
     services = Services(cfg, bundle, device)
     tracker = make_tracker(cfg, rid)
-    stages: dict[str, Any] = {}
     try:
-        # 1. train: the method turns the SFT policy into the aligned one ----------------------------
-        def train_stage(stage_dir: Path) -> tuple[dict, dict]:
-            trajectory: list[dict[str, Any]] = []
-            ctx = build_context(cfg, stage_dir, services, policy_path, tracker, trajectory)
-            result = method_cls(mcfg).train(ctx)
-            result.trajectory = result.trajectory or trajectory
-            if result.model_path is None or not str(result.model_path).startswith(str(stage_dir / "work")):
-                shutil.rmtree(stage_dir / "work", ignore_errors=True)  # scratch models; the final one is in model/
-            return {}, {"result": asdict(result), "method_config": asdict(mcfg)}
-
-        train = Stage(run_dir, "train").run(note, train_stage)
-        stages["train"] = {k: v for k, v in train.items() if k not in ("result", "method_config")}
+        # 1. train: the method turns the SFT policy into the aligned one
+        train = Stage(run_dir, "train").run(note, partial(train_stage, services, method_cls, mcfg, policy_path, tracker))
         model_path = train["result"]["model_path"] or policy_path
-
-        # 2. generate: responses to the evaluation prompts ----------------------------------------------
-        params = services.sampling()
-
-        def generate_stage(stage_dir: Path) -> tuple[dict, dict]:
-            responses, gen = services.generate_then_release(Path(model_path), [p.prompt for p in prompts], params)
-            rows = [{"prompt": p.prompt, "category": p.category, "response": r} for p, r in zip(prompts, responses)]
-            return {"generations.json": rows}, {
-                "cache_hit": gen.cache_hit, "backend": gen.name, "backend_reason": getattr(gen, "backend_reason", ""),
-                "model_fingerprint": model_fingerprint(model_path), "params_policy": gen.params_policy}
-
-        gen_info = stages["generate"] = Stage(run_dir, "generate").run(note, generate_stage)
+        # 2. generate: responses to the evaluation prompts (needs the trained model)
+        gen_info = Stage(run_dir, "generate").run(note, partial(generate_stage, services, prompts, model_path))
         rows = read_json(run_dir / "generate" / "generations.json")
-
-        # 3. score: reward and cost of every response -------------------------------------------------
-        def score_stage(stage_dir: Path) -> tuple[dict, dict]:
-            ps, rs = [r["prompt"] for r in rows], [r["response"] for r in rows]
-            rew, cost = services.scorer("reward"), services.scorer("cost")
-            return {"scores.json": {"reward": rew.score(ps, rs), "cost": cost.score(ps, rs)}}, {
-                "reward": {"name": services.scorer_name("reward"), "fingerprint": rew.fingerprint},
-                "cost": {"name": services.scorer_name("cost"), "fingerprint": cost.fingerprint, "is_binary": cost.is_binary}}
-
-        score_info = Stage(run_dir, "score").run(note, score_stage)
-        stages["score"] = {k: v for k, v in score_info.items() if k not in ("reward", "cost")}
+        # 3. score: reward and cost of every response
+        score_info = Stage(run_dir, "score").run(note, partial(score_stage, services, rows))
         scores = read_json(run_dir / "score" / "scores.json")
-
-        # 4. metrics: CIs, win rates vs SFT, TruthfulQA ------------------------------------------------
-        def metrics_stage(stage_dir: Path) -> tuple[dict, dict]:
-            from evaluators.metrics import save_items
-
-            values: dict[str, list[float]] = {}
-            keys: dict[str, str] = {}
-            metrics = compute_metrics(cfg, bundle, services, rows, scores, score_info, policy_path, model_path, values, keys)
-            save_items(stage_dir, values, keys)  # per-item values: the leaderboard's seeds x prompts intervals
-            return {"metrics.json": metrics}, {}
-
-        stages["metrics"] = Stage(run_dir, "metrics").run(note, metrics_stage)
+        # 4. metrics: CIs, win rates vs SFT, TruthfulQA (needs the scores and both models)
+        metrics_info = Stage(run_dir, "metrics").run(note, partial(metrics_stage, services, rows, scores, score_info, policy_path, model_path))
         metrics = read_json(run_dir / "metrics" / "metrics.json")
 
-        params_policy = gen_info.get("params_policy")
-        result = train["result"]
-        extra = result.get("extra", {})
-        params_trained = extra.get("params_trained")  # the PPO loop counts its own networks
-        if params_trained is None:  # DPO-family methods: one policy fine-tune per model trained
-            per_model = params_policy or 0
-            if cfg.train.lora and result["models_trained"]:
-                try:
-                    from harness.models import lora_trainable_params
-
-                    per_model = lora_trainable_params(policy_path, cfg.train.lora_r, cfg.train.lora_alpha)
-                except Exception as exc:  # a bookkeeping count must never cost a finished run its record
-                    log.warning("could not count LoRA parameters (%s); recording none", exc)
-                    per_model = None
-            params_trained = per_model * result["models_trained"] if per_model is not None else None
-        stages["train"]["params_trained"] = params_trained
-        stages["train"]["params_held"] = extra.get("params_held")
-        record = {
-            "schema_version": RESULTS_SCHEMA_VERSION, "run_id": rid, **store_kw,
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "git_hash": git_hash(),
-            "config": cfg.to_dict(), "results": metrics,
-            "higher_is_better": higher_is_better(),
-            "train": {k: result.get(k) for k in ("models_trained", "networks_held", "trajectory", "extra")} | {"method_config": train.get("method_config")},
-            "stages": stages,
-            "generation": {**asdict(params), "backend": gen_info["backend"], "backend_reason": gen_info["backend_reason"], "template": cfg.template,
-                           "eval_set": eval_set, "n_prompts": len(rows), "vllm": services.vllm_settings()},
-            "scorers": {"reward": score_info["reward"], "cost": score_info["cost"]},
-            "data": {"source": bundle.source, "rows_sha256": rows_hash(bundle, prompts), "counts": bundle.counts, "notes": bundle.notes},
-            "versions": versions(),
-            "env": {"device": device, "precision": cfg.train.precision, "num_threads": _num_threads(), "platform": platform.platform()},
-            "distributed": distributed_record(cfg),
-        }
+        record = results_record(cfg, rid, train=train, gen_info=gen_info, score_info=score_info, metrics_info=metrics_info,
+                                metrics=metrics, params=services.sampling(), eval_set=eval_set, n_prompts=len(rows),
+                                bundle=bundle, prompts=prompts, device=device, policy_path=policy_path, vllm=services.vllm_settings())
         write_json(results_path, record)
         upsert_run(cfg.runs_dir, rid, status="finished", stage="metrics", results=record, **store_kw)
-        _log_to_tracker(tracker, record)
+        log_results(tracker, record)
         note("all", "finished")
         return record
     except BaseException as exc:
@@ -467,6 +394,109 @@ def _execute(cfg: RunConfig, plan: Plan, rid: str, run_dir: Path, note: Callable
             tracker.finish()
         except Exception as exc:  # noqa: BLE001
             log.warning("tracker finish failed: %s", exc)
+
+
+def store_keys(cfg: RunConfig) -> dict[str, Any]:
+    """The run store's index columns (and the record's first fields)."""
+    return dict(method=cfg.method, dataset=cfg.dataset, model=cfg.model, profile=cfg.profile, seed=cfg.seed, suite=cfg.suite)
+
+
+# -- the four stages: each `stage(..., stage_dir) -> (artifacts, info)`, run by `Stage.run` ---------------------------
+
+def train_stage(services: Services, method_cls: type, mcfg: Any, policy_path: str, tracker, stage_dir: Path) -> tuple[dict, dict]:
+    """1. The method trains; its final model is in `stage_dir/model` (or it returns `model_path=None`: the SFT policy)."""
+    trajectory: list[dict[str, Any]] = []
+    ctx = build_context(services.cfg, stage_dir, services, policy_path, tracker, trajectory)
+    result = method_cls(mcfg).train(ctx)
+    result.trajectory = result.trajectory or trajectory
+    if result.model_path is None or not str(result.model_path).startswith(str(stage_dir / "work")):
+        shutil.rmtree(stage_dir / "work", ignore_errors=True)  # scratch models; the final one is in model/
+    return {}, {"result": asdict(result), "method_config": asdict(mcfg)}
+
+
+def generate_stage(services: Services, prompts, model_path: str, stage_dir: Path) -> tuple[dict, dict]:
+    """2. Responses of the trained model to the evaluation prompts (through the shared generation cache)."""
+    from harness.models import model_fingerprint
+
+    responses, gen = services.generate_then_release(Path(model_path), [p.prompt for p in prompts], services.sampling())
+    rows = [{"prompt": p.prompt, "category": p.category, "response": r} for p, r in zip(prompts, responses)]
+    return {"generations.json": rows}, {
+        "cache_hit": gen.cache_hit, "backend": gen.name, "backend_reason": getattr(gen, "backend_reason", ""),
+        "model_fingerprint": model_fingerprint(model_path), "params_policy": gen.params_policy}
+
+
+def score_stage(services: Services, rows: list[dict[str, Any]], stage_dir: Path) -> tuple[dict, dict]:
+    """3. Reward and cost of every response, with the scorers' names and fingerprints."""
+    ps, rs = [r["prompt"] for r in rows], [r["response"] for r in rows]
+    rew, cost = services.scorer("reward"), services.scorer("cost")
+    return {"scores.json": {"reward": rew.score(ps, rs), "cost": cost.score(ps, rs)}}, {
+        "reward": {"name": services.scorer_name("reward"), "fingerprint": rew.fingerprint},
+        "cost": {"name": services.scorer_name("cost"), "fingerprint": cost.fingerprint, "is_binary": cost.is_binary}}
+
+
+def metrics_stage(services: Services, rows, scores, score_info, policy_path: str, model_path: str, stage_dir: Path) -> tuple[dict, dict]:
+    """4. The metrics block, and the declared metrics' per-item values (the leaderboard's seeds x prompts intervals)."""
+    from evaluators.metrics import save_items
+
+    values: dict[str, list[float]] = {}
+    keys: dict[str, str] = {}
+    metrics = compute_metrics(services.cfg, services.bundle, services, rows, scores, score_info, policy_path, model_path, values, keys)
+    save_items(stage_dir, values, keys)
+    return {"metrics.json": metrics}, {}
+
+
+# -- the record ---------------------------------------------------------------------------------------------------------
+
+def count_params_trained(cfg: RunConfig, result: dict[str, Any], params_policy: int | None, policy_path: str) -> int | None:
+    """Parameters optimised in training: the method's own count (the PPO loop counts its networks), else one policy
+    fine-tune per model trained (LoRA: the adapters only)."""
+    params_trained = result.get("extra", {}).get("params_trained")
+    if params_trained is not None:
+        return params_trained
+    per_model = params_policy or 0
+    if cfg.train.lora and result["models_trained"]:
+        try:
+            from harness.models import lora_trainable_params
+
+            per_model = lora_trainable_params(policy_path, cfg.train.lora_r, cfg.train.lora_alpha)
+        except Exception as exc:  # a bookkeeping count must never cost a finished run its record
+            log.warning("could not count LoRA parameters (%s); recording none", exc)
+            per_model = None
+    return per_model * result["models_trained"] if per_model is not None else None
+
+
+def results_record(cfg: RunConfig, rid: str, *, train: dict[str, Any], gen_info: dict[str, Any], score_info: dict[str, Any],
+                   metrics_info: dict[str, Any], metrics: dict[str, Any], params: SamplingParams, eval_set: str, n_prompts: int,
+                   bundle, prompts, device: str, policy_path: str, vllm: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The results record (docs/results-schema.md) from the stages' done-markers and the metrics block."""
+    from evaluators.metrics import higher_is_better
+    from harness.datasets import rows_hash
+
+    result = train["result"]
+    extra = result.get("extra", {})
+    stages: dict[str, Any] = {
+        "train": {k: v for k, v in train.items() if k not in ("result", "method_config")},
+        "generate": gen_info,
+        "score": {k: v for k, v in score_info.items() if k not in ("reward", "cost")},
+        "metrics": metrics_info,
+    }
+    stages["train"]["params_trained"] = count_params_trained(cfg, result, gen_info.get("params_policy"), policy_path)
+    stages["train"]["params_held"] = extra.get("params_held")
+    return {
+        "schema_version": RESULTS_SCHEMA_VERSION, "run_id": rid, **store_keys(cfg),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "git_hash": git_hash(),
+        "config": cfg.to_dict(), "results": metrics,
+        "higher_is_better": higher_is_better(),
+        "train": {k: result.get(k) for k in ("models_trained", "networks_held", "trajectory", "extra")} | {"method_config": train.get("method_config")},
+        "stages": stages,
+        "generation": {**asdict(params), "backend": gen_info["backend"], "backend_reason": gen_info["backend_reason"], "template": cfg.template,
+                       "eval_set": eval_set, "n_prompts": n_prompts, "vllm": vllm},
+        "scorers": {"reward": score_info["reward"], "cost": score_info["cost"]},
+        "data": {"source": bundle.source, "rows_sha256": rows_hash(bundle, prompts), "counts": bundle.counts, "notes": bundle.notes},
+        "versions": versions(),
+        "env": {"device": device, "precision": cfg.train.precision, "num_threads": _num_threads(), "platform": platform.platform()},
+        "distributed": distributed_record(cfg),
+    }
 
 
 def _num_threads() -> int:
@@ -502,18 +532,10 @@ def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, sc
         out["truthfulness"] = {"true_rate": bootstrap_ci([1.0 - c for c in scores["cost"]], cfg.scoring.bootstrap, cfg.seed), "n": len(rows),
                                "judge": "truthfulness (ROUGE-L + MiniLM similarity to references; non-standard)"}
     if cfg.eval.truthfulqa_mc:
-        from evaluators.truthfulqa import mc_metrics
-        from harness.datasets.truthfulqa import load_questions
+        from evaluators.truthfulqa import mc_metrics, select_mc_questions
         from harness.models import load_policy
 
-        questions = load_questions(cfg.data.data_dir, cfg.data.revision if cfg.dataset == "truthfulqa" else None)
-        split = "all"
-        if cfg.dataset == "truthfulqa":  # never report on questions used for training or dual estimates
-            questions, split = [q for q in questions if q["fold"] == "eval"], "test"
-        questions = [q for q in questions if q.get("mc1_targets")]
-        if cfg.eval.mc_max_questions:  # a fixed, category-mixed subset: ordered by question hash, not file order
-            questions = sorted(questions, key=lambda q: hashlib.sha1(q["question"].encode()).hexdigest())[: cfg.eval.mc_max_questions]
-            split += f"-subset{len(questions)}"
+        questions, split = select_mc_questions(cfg)
         model, tok = load_policy(Path(model_path), services.device, cfg.train.precision)
         mc = mc_metrics(model, tok, questions, batch_size=cfg.eval.mc_batch_size, n_boot=cfg.scoring.bootstrap, seed=cfg.seed, items=items)
         keys["truthfulqa"] = keys_hash([q["question"] for q in questions if q.get("mc1_targets") and q.get("mc2_targets")])
@@ -523,20 +545,12 @@ def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, sc
     return out
 
 
-def _log_to_tracker(tracker, record: dict[str, Any]) -> None:
-    """Mirror the record to the tracker; failures are warnings (the local record is already written)."""
+def log_results(tracker, record: dict[str, Any]) -> None:
+    """Mirror the record to the tracker (its `log_results`, e.g. leaderboards.wandb_tracker); failures are warnings:
+    the local record is already written."""
     try:
-        from evaluators.metrics import tracker_values
-
-        flat = tracker_values(record)  # every declared metric (evaluators.metrics.METRICS)
-        for stage, info in record["stages"].items():
-            flat.update({f"stages/{stage}/{k}": v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        tracker.log_metrics(flat)
-        for k, v in flat.items():
-            tracker.set_summary(k, v)
-        traj = record["train"].get("trajectory") or []
-        if traj:
-            cols = sorted({k for t in traj for k in t})
-            tracker.log_table("train/trajectory", cols, [[t.get(c) for c in cols] for t in traj])
+        log_fn = getattr(tracker, "log_results", None)
+        if log_fn is not None:
+            log_fn(record)
     except Exception as exc:  # noqa: BLE001
         log.warning("could not log results to the tracker: %s", exc)

@@ -20,6 +20,8 @@ class Tracker(Protocol):
 
     def finish(self) -> None: ...
 
+    # optional: `log_results(record)` mirrors a finished run's results record (harness.runs calls it when present)
+
 
 class MemoryTracker:
     """Keeps everything in memory: the `none`/test tracker."""
@@ -29,6 +31,7 @@ class MemoryTracker:
         self.tables: dict[str, tuple[list[str], list[list[Any]]]] = {}
         self.summary: dict[str, Any] = {}
         self.artifacts: list[tuple[str, str, str]] = []
+        self.results: list[dict[str, Any]] = []
         self.finished = False
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -42,6 +45,9 @@ class MemoryTracker:
 
     def log_artifact(self, name: str, path: str, type: str = "eval_results") -> None:
         self.artifacts.append((name, path, type))
+
+    def log_results(self, record: dict[str, Any]) -> None:
+        self.results.append(record)
 
     def finish(self) -> None:
         self.finished = True

@@ -99,6 +99,19 @@ class WandbTracker:
         self._call("finish", lambda run: run.finish())
         self.run = None
 
+    # -- the harness's results record ---------------------------------------------------------------------
+    def log_results(self, record: dict[str, Any]) -> None:
+        """Mirror a finished run's record: every declared metric as `eval/<name>` (evaluators.metrics.METRICS) and
+        each stage's numbers as `stages/<stage>/<key>`, logged and set as summary; the trajectory as a table."""
+        flat = results_values(record)
+        self.log_metrics(flat)
+        for k, v in flat.items():
+            self.set_summary(k, v)
+        traj = record.get("train", {}).get("trajectory") or []
+        if traj:
+            cols = sorted({k for t in traj for k in t})
+            self.log_table("train/trajectory", cols, [[t.get(c) for c in cols] for t in traj])
+
     # -- failure handling --------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[Any], Any]) -> None:
         if self.run is not None:
@@ -158,6 +171,16 @@ def sync_offline(root: str | os.PathLike, runner: Callable[[list[str]], int] | N
     run = runner or (lambda cmd: subprocess.run(cmd, timeout=600).returncode)
     failed = sum(run([exe, "sync", str(r)]) != 0 for r in runs)
     return len(runs) - failed, failed
+
+
+def results_values(record: dict[str, Any]) -> dict[str, float]:
+    """The flat numbers of a results record a tracker logs: `eval/<metric>` and `stages/<stage>/<key>`."""
+    from evaluators.metrics import tracker_values
+
+    flat = tracker_values(record)
+    for stage, info in (record.get("stages") or {}).items():
+        flat.update({f"stages/{stage}/{k}": v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return flat
 
 
 def artifact_name(name: str) -> str:

@@ -147,6 +147,8 @@ def test_layers_import_one_way():
                 continue
             bad.append(f"{mod} -> {target}" + (" (module level)" if top else " (in a function)"))
     assert bad == []
+    # the pipeline reaches the tracker through the TRACKERS registry, never by importing leaderboards
+    assert not [t for t in import_graph()["harness.runs"] if t.startswith("leaderboards")]
 
 
 def test_contracts_live_in_the_harness_and_are_re_exported():

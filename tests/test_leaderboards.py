@@ -315,6 +315,18 @@ def test_tracker_summary_and_artifact_offline(wandb_offline: Path, tmp_path: Pat
     assert tracker.errors == [] and tracker.run is None
 
 
+def test_tracker_logs_a_results_record_from_the_declarations(wandb_offline: Path) -> None:
+    """The run's record reaches W&B through the tracker's own `log_results` (harness.runs never imports leaderboards)."""
+    record = make_record("pddpo", reward=0.25, trajectory=[{"iteration": 1, "lambda": 2.0}])
+    tracker = WandbTracker(run_name="r", dir=wandb_offline)
+    tracker.log_results(record)
+    summary = tracker.run.summary
+    assert summary["eval/reward_mean"] == 0.25 and summary["eval/win_reward"] == 0.6 and summary["eval/mc2"] == 0.4
+    assert summary["stages/train/wall_s"] == 10.0 and "eval/response_length" not in summary.keys()  # undeclared: not logged
+    tracker.finish()
+    assert tracker.errors == []
+
+
 def test_wandb_failure_never_loses_local_results(runs: Path, wandb_offline: Path, monkeypatch) -> None:
     import wandb
 
