@@ -51,13 +51,13 @@ def _margin(model, tok, pairs, max_length: int) -> float:
 def test_train_cost_model_changes_scores_saves_and_loads(cache, tiny_cfg, tmp_path):
     import torch
 
-    from evaluators.score_models import ScoreModelScorer, _load_encoder, settings_for, train_score_model
+    from evaluators.score_models import ScoreModelScorer, load_encoder, settings_for, train_score_model
 
     cfg = tiny_cfg()
     settings = settings_for(cfg, max_steps=4, batch_size=3, learning_rate=2e-3)
     pairs = _pairs()
     torch.manual_seed(settings.seed)  # the initial head train_score_model starts from
-    untrained, tok, _ = _load_encoder(settings.encoder, "cpu")
+    untrained, tok, _ = load_encoder(settings.encoder, "cpu")
     before = _margin(untrained, tok, pairs, settings.max_length)
 
     scorer = train_score_model("cost", pairs, tmp_path / "cm", cfg, eval_pairs=pairs, settings=settings, data_source="unit-test")
@@ -80,14 +80,14 @@ def test_trainer_loss_is_safe_rlhf_cost_loss(tiny_cfg, tmp_path):
     import torch
 
     from evaluators.losses import cost_model_loss
-    from evaluators.score_models import ScoreModelTrainer, SignCollator, _dataset, _load_encoder, reward_config, settings_for
+    from evaluators.score_models import ScoreModelTrainer, SignCollator, load_encoder, reward_config, reward_dataset, settings_for
 
     cfg = tiny_cfg()
     settings = settings_for(cfg)
-    model, tok, _ = _load_encoder(settings.encoder, "cpu")
+    model, tok, _ = load_encoder(settings.encoder, "cpu")
     pairs = _pairs(3)
     pairs[2] = PreferencePair(pairs[2].prompt, SAFE, UNSAFE, None, None)  # unknown labels: no sign term
-    ds = _dataset(pairs, tok, 48)
+    ds = reward_dataset(pairs, tok, 48)
     trainer = ScoreModelTrainer(model=model, args=reward_config(settings, tmp_path / "t", "cpu"), train_dataset=ds, processing_class=tok,
                                 data_collator=SignCollator(pad_token_id=tok.pad_token_id), kind="cost", mu=0.001)
     batch = SignCollator(pad_token_id=tok.pad_token_id)([ds[i] for i in range(3)])
@@ -101,7 +101,7 @@ def test_trainer_loss_is_safe_rlhf_cost_loss(tiny_cfg, tmp_path):
 
 
 def test_cached_factory_trains_once_and_reuses(cache, tiny_cfg, monkeypatch):
-    import evaluators.score_models as sm
+    import evaluators.score_models.cache as sm  # cached_score_model calls train_score_model from here
     from harness.registries import SCORERS
 
     cfg = tiny_cfg(overrides=["data.max_scorer_pairs=6"])
