@@ -25,3 +25,23 @@ def load_redteam(cfg) -> DatasetBundle:
 
 def load_beavertails(cfg) -> DatasetBundle:
     return _load(cfg, "beavertails", ("beavertails_evaluation",), "BeaverTails-Evaluation.json", "PKU-Alignment/BeaverTails-Evaluation")
+
+
+def load_xstest_safe(cfg) -> list[EvalPrompt]:
+    """XSTest v2's 250 safe prompts (over-refusal; category = XSTest type), as a fixed hashed subset of
+    `data.max_refusal_prompts` when that is > 0. Methods, annotators and the methods' folds never see XSTest."""
+    import csv
+    import hashlib
+
+    folder = resolve_local(cfg.data.data_dir, "xstest")
+    path = folder / "xstest_prompts.csv" if folder is not None else None
+    if path is None or not path.exists():
+        raise BenchError("the over-refusal rate reads XSTest from local copies: pass --data-dir with xstest/xstest_prompts.csv "
+                         "(hub: paul-rottger/exaggerated-safety), or skip it with --set scoring.judges.refusal=none")
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("label") == "safe"]
+    prompts = [EvalPrompt(r["prompt"], r["type"], {"id": r["id"]}) for r in rows]
+    n = cfg.data.max_refusal_prompts
+    if n:  # a category-mixed subset, stable across runs: ordered by prompt hash, not file order (file order is by type)
+        prompts = sorted(prompts, key=lambda p: hashlib.sha1(p.prompt.encode()).hexdigest())[:n]
+    return prompts
