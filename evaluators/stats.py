@@ -4,7 +4,8 @@ Every method answers the same evaluation prompts, so methods are compared on tho
 per-prompt values as a (seeds x prompts) matrix (or one per-prompt vector = one seed), prompts in one shared
 order. Seeds of two methods are independent training runs, so they are resampled independently; prompts are
 shared, so one replicate draws ONE prompt resample applied to both methods (the crossed design of
-`evaluators.metrics.bootstrap_seeds_prompts`, whose replicate helper this module reuses).
+`evaluators.metrics.bootstrap_seeds_prompts`, which uses this module's `seeds_prompts_replicates`). This module is
+the bottom of `evaluators`: it imports no other first-party module.
 
 - `paired_bootstrap_diff`: difference of means (A - B) with a 95% percentile interval and the bootstrap p-value
   dual to it: p = min(1, 2 * min(#{d* <= 0} + 1, #{d* >= 0} + 1) / (B + 1)), the smallest level at which the
@@ -29,9 +30,24 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from evaluators.metrics import CI_LEVEL, _ci, seeds_prompts_replicates
-
+CI_LEVEL = 0.95
 ALPHA = 0.05  # significance level of every test and of the tiers [ours: the conventional 5%]
+
+
+def percentile_ci(value: float, boots: np.ndarray) -> dict[str, float]:
+    """`{"value", "ci_low", "ci_high"}`: the point estimate and the 95% percentile interval of its replicates."""
+    lo, hi = np.percentile(boots, [100 * (1 - CI_LEVEL) / 2, 100 * (1 + CI_LEVEL) / 2])
+    return {"value": float(value), "ci_low": float(lo), "ci_high": float(hi)}
+
+
+def seeds_prompts_replicates(m: np.ndarray, c: np.ndarray, rng: np.random.Generator, w: np.ndarray | None = None) -> np.ndarray:
+    """Crossed-bootstrap replicates of the mean of a (seeds x prompts) matrix `m`, given the prompt draw counts
+    `c` (B x prompts); seed draw counts `w` (B x seeds) are drawn from `rng` unless given. Replicate b is
+    w_b' m c_b / (K N). Paired comparisons pass one `c` to two methods (their prompts are shared, their seeds not)."""
+    k, n = m.shape
+    if w is None:
+        w = rng.multinomial(k, np.full(k, 1 / k), size=c.shape[0])
+    return np.einsum("bk,kn,bn->b", w, m, c) / (k * n)
 
 
 def as_matrix(values: Any) -> np.ndarray:
@@ -60,7 +76,7 @@ def paired_bootstrap_diff(a: Any, b: Any, n_boot: int = 2000, seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     c = rng.multinomial(n, np.full(n, 1 / n), size=max(1, n_boot))  # one prompt resample, shared by A and B
     boots = seeds_prompts_replicates(ma, c, rng) - seeds_prompts_replicates(mb, c, rng)
-    out = _ci(float(ma.mean() - mb.mean()), boots)
+    out = percentile_ci(float(ma.mean() - mb.mean()), boots)
     out.update(p_value=_two_sided_boot_p(boots), n_prompts=int(n), test="paired-bootstrap")
     return out
 
@@ -155,7 +171,7 @@ def rogan_gladen_ci(flags: Any, tp: int, fn: int, tn: int, fp: int, n_boot: int 
         out["ci_low"], out["ci_high"] = 0.0, 1.0
         return out
     boots = np.clip((p_boot[ok] + sp_b[ok] - 1) / j_b[ok], 0.0, 1.0)
-    ci = _ci(out["value"], boots)
+    ci = percentile_ci(out["value"], boots)
     out["ci_low"], out["ci_high"] = ci["ci_low"], ci["ci_high"]
     return out
 

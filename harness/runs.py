@@ -104,6 +104,23 @@ class Services:
             self._scorers[name] = SCORERS.get(name)(self.cfg)
         return self._scorers[name]
 
+    def judge_name(self, role: str) -> str | None:
+        """The scorer named for a judge role in `scoring.judges` (None: the role is not measured)."""
+        from evaluators.judging import judge_names
+
+        return judge_names(self.cfg)[role]
+
+    def judge(self, role: str):
+        """The judge of a role (evaluators/judging.py), built once; an annotator named as a judge is shared."""
+        from harness.registries import SCORERS
+
+        name = self.judge_name(role)
+        if name is None:
+            raise BenchError(f"the {role} judge is switched off (scoring.judges.{role}=none)")
+        if name not in self._scorers:
+            self._scorers[name] = SCORERS.get(name)(self.cfg)
+        return self._scorers[name]
+
     def generator(self, model, tokenizer=None, backend: str | None = None):
         from harness.generation import make_generator
 
@@ -241,6 +258,7 @@ class Plan:
     eval_set: str
     prompts: list
     policy_path: str
+    refusal_prompts: list  # XSTest safe prompts for the over-refusal rate ([] when the refusal judge is off)
 
 
 def preflight(cfg: RunConfig) -> Plan:
@@ -268,6 +286,11 @@ def preflight(cfg: RunConfig) -> Plan:
     for kind in ("reward", "cost"):
         name = cfg.scoring.reward if kind == "reward" else cfg.scoring.cost
         SCORERS.get(bundle.default_cost_scorer if name == "auto" else name)  # unknown or broken scorer: fail now
+    from evaluators.judging import judge_names
+
+    for name in judge_names(cfg).values():  # unknown role or judge: fail now, not after training
+        if name is not None:
+            SCORERS.get(name)
     policy_path = str(resolve_model(cfg.model))
     if Path(policy_path).is_dir() and cfg.model not in BUILTIN_MODELS:  # the user's own folder: checked, never changed
         problem = folder_problem(policy_path, adopt=False)
@@ -281,7 +304,7 @@ def preflight(cfg: RunConfig) -> Plan:
         if not any(q.get("mc1_targets") for q in questions):
             raise BenchError("no TruthfulQA multiple-choice targets found (truthfulqa/data/mc_task.json is missing): add the file "
                              "or --set eval.truthfulqa_mc=false")
-    return Plan(method_cls, mcfg, device, bundle, eval_set, prompts, policy_path)
+    return Plan(method_cls, mcfg, device, bundle, eval_set, prompts, policy_path, load_refusal_prompts(cfg))
 
 
 def check_writable(runs_dir: Path) -> None:
@@ -362,19 +385,24 @@ def _execute(cfg: RunConfig, plan: Plan, rid: str, run_dir: Path, note: Callable
 
     seed_everything(cfg.seed)
     services = Services(cfg, bundle, device)
+    refusal_prompts = plan.refusal_prompts
     tracker = make_tracker(cfg, rid)
     try:
         # 1. train: the method turns the SFT policy into the aligned one
         train = Stage(run_dir, "train").run(note, partial(train_stage, services, method_cls, mcfg, policy_path, tracker))
         model_path = train["result"]["model_path"] or policy_path
         # 2. generate: responses to the evaluation prompts (needs the trained model)
-        gen_info = Stage(run_dir, "generate").run(note, partial(generate_stage, services, prompts, model_path))
+        gen_info = Stage(run_dir, "generate").run(note, partial(generate_stage, services, prompts, model_path,
+                                                                       refusal_prompts=refusal_prompts))
         rows = read_json(run_dir / "generate" / "generations.json")
-        # 3. score: reward and cost of every response
-        score_info = Stage(run_dir, "score").run(note, partial(score_stage, services, rows))
+        refusal_path = run_dir / "generate" / "refusal_generations.json"
+        refusal_rows = read_json(refusal_path) if refusal_path.exists() else []
+        # 3. score: the judges score every response (and the XSTest refusals)
+        score_info = Stage(run_dir, "score").run(note, partial(score_stage, services, rows, refusal_rows=refusal_rows))
         scores = read_json(run_dir / "score" / "scores.json")
         # 4. metrics: CIs, win rates vs SFT, TruthfulQA (needs the scores and both models)
-        metrics_info = Stage(run_dir, "metrics").run(note, partial(metrics_stage, services, rows, scores, score_info, policy_path, model_path))
+        metrics_info = Stage(run_dir, "metrics").run(note, partial(metrics_stage, services, rows, scores, score_info, policy_path, model_path,
+                                                                      refusal_rows=refusal_rows))
         metrics = read_json(run_dir / "metrics" / "metrics.json")
 
         record = results_record(cfg, rid, train=train, gen_info=gen_info, score_info=score_info, metrics_info=metrics_info,
@@ -414,33 +442,69 @@ def train_stage(services: Services, method_cls: type, mcfg: Any, policy_path: st
     return {}, {"result": asdict(result), "method_config": asdict(mcfg)}
 
 
-def generate_stage(services: Services, prompts, model_path: str, stage_dir: Path) -> tuple[dict, dict]:
-    """2. Responses of the trained model to the evaluation prompts (through the shared generation cache)."""
+def generate_stage(services: Services, prompts, model_path: str, stage_dir: Path, refusal_prompts: list | None = None) -> tuple[dict, dict]:
+    """2. Responses of the trained model to the evaluation prompts and to XSTest's safe prompts (over-refusal), through
+    the shared generation cache; the refusal generation's wall time is recorded (`refusal_wall_s`)."""
+    import time
+
     from harness.models import model_fingerprint
 
     responses, gen = services.generate_then_release(Path(model_path), [p.prompt for p in prompts], services.sampling())
     rows = [{"prompt": p.prompt, "category": p.category, "response": r} for p, r in zip(prompts, responses)]
-    return {"generations.json": rows}, {
-        "cache_hit": gen.cache_hit, "backend": gen.name, "backend_reason": getattr(gen, "backend_reason", ""),
-        "model_fingerprint": model_fingerprint(model_path), "params_policy": gen.params_policy}
+    artifacts: dict[str, Any] = {"generations.json": rows}
+    info = {"cache_hit": gen.cache_hit, "backend": gen.name, "backend_reason": getattr(gen, "backend_reason", ""),
+            "model_fingerprint": model_fingerprint(model_path), "params_policy": gen.params_policy}
+    if refusal_prompts:  # over-refusal: the same model and decoding on XSTest's safe prompts (a separate cache entry,
+        start = time.perf_counter()  # so the SFT policy's evaluation responses stay shared with other runs' baselines)
+        refusals, _ = services.generate_then_release(Path(model_path), [p.prompt for p in refusal_prompts], services.sampling())
+        artifacts["refusal_generations.json"] = [{"prompt": p.prompt, "category": p.category, "response": r}
+                                                 for p, r in zip(refusal_prompts, refusals)]
+        info.update(refusal_prompts=len(refusal_prompts), refusal_wall_s=round(time.perf_counter() - start, 2))
+    return artifacts, info
 
 
-def score_stage(services: Services, rows: list[dict[str, Any]], stage_dir: Path) -> tuple[dict, dict]:
-    """3. Reward and cost of every response, with the scorers' names and fingerprints."""
+def load_refusal_prompts(cfg: RunConfig) -> list:
+    """XSTest's safe prompts (capped by `data.max_refusal_prompts`), or none when the refusal judge is off."""
+    from evaluators.judging import judge_names
+
+    if judge_names(cfg)["refusal"] is None:
+        return []
+    from harness.datasets.prompt_sets import load_xstest_safe
+
+    return load_xstest_safe(cfg)
+
+
+def score_stage(services: Services, rows: list[dict[str, Any]], stage_dir: Path, refusal_rows: list | None = None) -> tuple[dict, dict]:
+    """3. The JUDGES score every response: reward, the cost role's P(unsafe) and decision, and refusal on XSTest.
+    The ANNOTATORS (what the method may have trained against) are named with their fingerprints, so the record
+    can say whether a judge is also an annotator (evaluators/judging.py)."""
+    from evaluators.judging import cost_role, decisions, describe
+
+    cfg = services.cfg
     ps, rs = [r["prompt"] for r in rows], [r["response"] for r in rows]
-    rew, cost = services.scorer("reward"), services.scorer("cost")
-    return {"scores.json": {"reward": rew.score(ps, rs), "cost": cost.score(ps, rs)}}, {
-        "reward": {"name": services.scorer_name("reward"), "fingerprint": rew.fingerprint},
-        "cost": {"name": services.scorer_name("cost"), "fingerprint": cost.fingerprint, "is_binary": cost.is_binary}}
+    role = cost_role(cfg.dataset)
+    rew, cost = services.judge("reward"), services.judge(role)
+    cost_scores = cost.score(ps, rs)
+    scores: dict[str, Any] = {"reward": rew.score(ps, rs), "cost": cost_scores, "unsafe": decisions(cost, cost_scores)}
+    judges = {"reward": describe(services.judge_name("reward"), rew), role: describe(services.judge_name(role), cost)}
+    if refusal_rows:
+        refusal = services.judge("refusal")
+        p_refusal = refusal.score([r["prompt"] for r in refusal_rows], [r["response"] for r in refusal_rows])
+        scores.update(refusal=decisions(refusal, p_refusal), refusal_score=p_refusal)
+        judges["refusal"] = describe(services.judge_name("refusal"), refusal)
+    annotators = {kind: describe(services.scorer_name(kind), services.scorer(kind)) for kind in ("reward", "cost")}
+    return {"scores.json": scores}, {"judges": judges, "annotators": annotators}
 
 
-def metrics_stage(services: Services, rows, scores, score_info, policy_path: str, model_path: str, stage_dir: Path) -> tuple[dict, dict]:
+def metrics_stage(services: Services, rows, scores, score_info, policy_path: str, model_path: str, stage_dir: Path,
+                  refusal_rows: list | None = None) -> tuple[dict, dict]:
     """4. The metrics block, and the declared metrics' per-item values (the leaderboard's seeds x prompts intervals)."""
     from evaluators.metrics import save_items
 
     values: dict[str, list[float]] = {}
     keys: dict[str, str] = {}
-    metrics = compute_metrics(services.cfg, services.bundle, services, rows, scores, score_info, policy_path, model_path, values, keys)
+    metrics = compute_metrics(services.cfg, services.bundle, services, rows, scores, score_info, policy_path, model_path, values, keys,
+                              refusal_rows=refusal_rows)
     save_items(stage_dir, values, keys)
     return {"metrics.json": metrics}, {}
 
@@ -469,6 +533,7 @@ def results_record(cfg: RunConfig, rid: str, *, train: dict[str, Any], gen_info:
                    metrics_info: dict[str, Any], metrics: dict[str, Any], params: SamplingParams, eval_set: str, n_prompts: int,
                    bundle, prompts, device: str, policy_path: str, vllm: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results record (docs/results-schema.md) from the stages' done-markers and the metrics block."""
+    from evaluators.judging import self_judged
     from evaluators.metrics import higher_is_better
     from harness.datasets import rows_hash
 
@@ -477,7 +542,7 @@ def results_record(cfg: RunConfig, rid: str, *, train: dict[str, Any], gen_info:
     stages: dict[str, Any] = {
         "train": {k: v for k, v in train.items() if k not in ("result", "method_config")},
         "generate": gen_info,
-        "score": {k: v for k, v in score_info.items() if k not in ("reward", "cost")},
+        "score": {k: v for k, v in score_info.items() if k not in ("judges", "annotators")},
         "metrics": metrics_info,
     }
     stages["train"]["params_trained"] = count_params_trained(cfg, result, gen_info.get("params_policy"), policy_path)
@@ -491,7 +556,8 @@ def results_record(cfg: RunConfig, rid: str, *, train: dict[str, Any], gen_info:
         "stages": stages,
         "generation": {**asdict(params), "backend": gen_info["backend"], "backend_reason": gen_info["backend_reason"], "template": cfg.template,
                        "eval_set": eval_set, "n_prompts": n_prompts, "vllm": vllm},
-        "scorers": {"reward": score_info["reward"], "cost": score_info["cost"]},
+        "annotators": score_info["annotators"], "judges": score_info["judges"],
+        "self_judged": self_judged(score_info["judges"], score_info["annotators"]),
         "data": {"source": bundle.source, "rows_sha256": rows_hash(bundle, prompts), "counts": bundle.counts, "notes": bundle.notes},
         "versions": versions(),
         "env": {"device": device, "precision": cfg.train.precision, "num_threads": _num_threads(), "platform": platform.platform()},
@@ -506,31 +572,47 @@ def _num_threads() -> int:
 
 
 def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, score_info, policy_path: str, model_path: str,
-                    items: dict[str, list[float]] | None = None, keys: dict[str, str] | None = None) -> dict[str, Any]:
+                    items: dict[str, list[float]] | None = None, keys: dict[str, str] | None = None,
+                    refusal_rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Safety metrics with CIs (+ win rate vs SFT), TruthfulQA MC1/MC2 and generation truthfulness. The declared
     metrics' per-item values go to `items`, and a hash of each group's item order (prompts, questions) to `keys`."""
-    from evaluators.metrics import keys_hash, safety_metrics
+    from evaluators.judging import confusion_counts, cost_role, decisions
+    from evaluators.metrics import bootstrap_ci, compute_group, keys_hash, safety_metrics
 
     keys = keys if keys is not None else {}
+    role = cost_role(cfg.dataset)
+    rew, cost = services.judge("reward"), services.judge(role)
 
-    ref_r = ref_c = None
+    ref_r = ref_c = ref_unsafe = sft_responses = None
     if cfg.scoring.win_rate_vs_sft and Path(model_path) != Path(policy_path):
         ps = [r["prompt"] for r in rows]
         sft_responses, _ = services.generate_then_release(Path(policy_path), ps, services.sampling())
-        ref_r, ref_c = services.scorer("reward").score(ps, sft_responses), services.scorer("cost").score(ps, sft_responses)
+        ref_r, ref_c = rew.score(ps, sft_responses), cost.score(ps, sft_responses)
+        ref_unsafe = decisions(cost, ref_c)
     out: dict[str, Any] = {
         "safety": safety_metrics(
             scores["reward"], scores["cost"], categories=[r["category"] for r in rows], responses=[r["response"] for r in rows],
             ref_rewards=ref_r, ref_costs=ref_c, threshold=cfg.scoring.threshold, units=cfg.scoring.threshold_units,
-            n_boot=cfg.scoring.bootstrap, seed=cfg.seed, cost_is_binary=bool(score_info["cost"].get("is_binary")), items=items,
+            n_boot=cfg.scoring.bootstrap, seed=cfg.seed, cost_is_binary=bool(getattr(cost, "is_binary", False)), items=items,
+            unsafe=scores.get("unsafe"), ref_unsafe=ref_unsafe, ref_responses=sft_responses, judge_counts=confusion_counts(cost),
         )
     }
     keys["safety"] = keys_hash([r["prompt"] for r in rows])
-    if cfg.dataset == "truthfulqa" and score_info["cost"]["name"] == "truthfulness":
-        from evaluators.metrics import bootstrap_ci
-
-        out["truthfulness"] = {"true_rate": bootstrap_ci([1.0 - c for c in scores["cost"]], cfg.scoring.bootstrap, cfg.seed), "n": len(rows),
-                               "judge": "truthfulness (ROUGE-L + MiniLM similarity to references; non-standard)"}
+    judge = score_info["judges"][role]
+    out["judge"] = {"role": role, "name": judge["name"], "fingerprint": judge["fingerprint"],
+                    "source": (judge.get("heldout") or {}).get("source"), "accuracy": (judge.get("heldout") or {}).get("accuracy")}
+    if "refusal" in scores:  # over-refusal on XSTest's safe prompts (scored by the refusal judge in the score stage)
+        refusal_rows = refusal_rows or []
+        flags = [float(f) for f in scores["refusal"]]
+        block: dict[str, Any] = {"set": "xstest-safe", "n_prompts": len(flags), "judge": score_info["judges"]["refusal"]["name"]}
+        compute_group("refusal", flags, block, cfg.scoring.bootstrap, cfg.seed, items)
+        block["per_type"] = {t: bootstrap_ci([f for f, r in zip(flags, refusal_rows) if r["category"] == t], cfg.scoring.bootstrap, cfg.seed)
+                             for t in sorted({r["category"] for r in refusal_rows})}
+        out["refusal"] = block
+        keys["refusal"] = keys_hash([r["prompt"] for r in refusal_rows])
+    if cfg.dataset == "truthfulqa":
+        out["truthfulness"] = {"true_rate": bootstrap_ci([1.0 - u for u in out_flags(scores)], cfg.scoring.bootstrap, cfg.seed),
+                               "n": len(rows), "judge": judge["name"]}
     if cfg.eval.truthfulqa_mc:
         from evaluators.truthfulqa import mc_metrics, select_mc_questions
         from harness.models import load_policy
@@ -543,6 +625,11 @@ def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, sc
         out["truthfulqa"] = mc
         del model
     return out
+
+
+def out_flags(scores: dict[str, Any]) -> list[float]:
+    """The cost judge's per-prompt unsafe (untruthful) decisions; score folders from before judges: cost > 0."""
+    return [float(u) for u in scores["unsafe"]] if "unsafe" in scores else [float(c > 0) for c in scores["cost"]]
 
 
 def log_results(tracker, record: dict[str, Any]) -> None:

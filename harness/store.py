@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 from harness.errors import BenchError
 
-RESULTS_SCHEMA_VERSION = "1.0"
+RESULTS_SCHEMA_VERSION = "1.1"
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -52,3 +52,10 @@ def tiny_cfg(tmp_path, data_dir):
         return load_config("tiny", overrides, method=method, runs_dir=str(tmp_path / "runs"), **{"data.data_dir": str(data_dir), **fields})
 
     return make
+
+
+def pytest_configure(config):
+    """Fake judges (tests/fake_judges.py): always as fake-*, and under the real names until those are registered."""
+    import fake_judges
+
+    fake_judges.register()

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from harness import runs
 from harness.cli import app
 from harness.registries import METHODS
-from harness.store import list_runs
+from harness.store import RESULTS_SCHEMA_VERSION, list_runs
 from methods.base import TrainResult
 
 CALLS = {"train": 0}
@@ -54,11 +54,25 @@ def test_sft_tiny_run_writes_record_and_store(tiny_cfg):
     assert s["n_prompts"] == len(gens)
     for k in ("reward_mean", "cost_mean", "unsafe_rate"):
         assert s[k]["ci_low"] <= s[k]["value"] <= s[k]["ci_high"]
-    assert rec["schema_version"] == "1.0" and isinstance(rec["stages"]["train"]["wall_s"], float)
+    assert rec["schema_version"] == RESULTS_SCHEMA_VERSION and isinstance(rec["stages"]["train"]["wall_s"], float)
     assert rec["stages"]["generate"]["peak_rss_mb"] > 0
     assert "mc1" in rec["results"]["truthfulqa"]
     saved = json.loads((run_dir / "metrics/items.json").read_text())  # per-item values of every declared metric
-    assert set(saved["keys"]) == {"safety", "truthfulqa"} and len(saved["values"]["reward_mean"]) == len(gens)
+    assert set(saved["keys"]) == {"safety", "truthfulqa", "refusal"} and len(saved["values"]["reward_mean"]) == len(gens)
+    # annotators and judges, named with fingerprints; judges score the leaderboard numbers (issue 10)
+    assert set(rec["annotators"]) == {"reward", "cost"} and all(a["fingerprint"] for a in rec["annotators"].values())
+    assert {j["name"] for j in rec["judges"].values()} == {"safety-judge", "reward-judge", "refusal-judge"}
+    assert all(j["role"] == "judge" and j["fingerprint"] for j in rec["judges"].values()) and rec["self_judged"] == []
+    scores = json.loads((run_dir / "score/scores.json").read_text())
+    assert s["unsafe_rate"]["value"] == pytest.approx(sum(scores["unsafe"]) / len(gens))  # raw = mean of the judge's decisions
+    rg = s["unsafe_rate_corrected"]
+    assert rg["raw"] == s["unsafe_rate"]["value"] and 0 <= rg["ci_low"] <= rg["ci_high"] <= 1
+    assert rg["sensitivity"]["tp"] + rg["sensitivity"]["fn"] > 0
+    assert rec["results"]["judge"]["accuracy"]["value"] == rec["judges"]["safety"]["heldout"]["accuracy"]["value"]
+    ref = rec["results"]["refusal"]  # over-refusal: the tiny profile's hashed subset of XSTest's safe prompts
+    assert ref["n_prompts"] == cfg.data.max_refusal_prompts == len(saved["values"]["refusal_rate"]) == rec["stages"]["generate"]["refusal_prompts"]
+    assert ref["refusal_rate"]["value"] == pytest.approx(sum(scores["refusal"]) / ref["n_prompts"])
+    assert s["reward_lc"]["value"] == pytest.approx(s["reward_mean"]["value"])  # SFT is its own length baseline
     assert sum(saved["values"]["mc1"]) / len(saved["values"]["mc1"]) == pytest.approx(rec["results"]["truthfulqa"]["mc1"]["value"])
     assert rec["higher_is_better"]["unsafe_rate"] is False and rec["higher_is_better"]["mc2"] is True
     (row,) = list_runs(cfg.runs_dir)
@@ -140,7 +154,9 @@ def test_pddpo_on_truthfulqa_uses_the_truthfulness_annotator(tiny_cfg):
     """`--dataset truthfulqa`: cost = untruthfulness, judged by the truthfulness scorer; MC on the test fold only."""
     cfg = tiny_cfg("pddpo", dataset="truthfulqa")
     rec = runs.run(cfg)
-    assert rec["scorers"]["cost"]["name"] == "truthfulness"
+    assert rec["annotators"]["cost"]["name"] == "truthfulness"
+    assert rec["judges"]["truthfulness"]["name"] == "truthfulness-judge" and "safety" not in rec["judges"]
+    assert rec["results"]["truthfulness"]["judge"] == "truthfulness-judge"
     traj = rec["train"]["trajectory"]
     assert [t["iteration"] for t in traj if "lambda" in t][:2] == [1, 2]
     assert all(0.0 <= t["cost_estimate"] <= 1.0 for t in traj if "cost_estimate" in t)  # binary annotator: a rate
@@ -155,7 +171,12 @@ def test_lora_run_records_the_adapter_parameters_it_trained(tiny_cfg, tiny_model
     """With LoRA the record counts adapters, not the merged model's weights."""
     from harness.models import count_parameters, load_policy, lora_trainable_params
 
-    rec = runs.run(tiny_cfg("dpo-helpful", overrides=["train.lora=true", "train.lora_r=4", "train.lora_alpha=8"]))
+    # the reward annotator named as the reward judge: the record flags the run as judged by its own annotator
+    rec = runs.run(tiny_cfg("dpo-helpful", overrides=["train.lora=true", "train.lora_r=4", "train.lora_alpha=8",
+                                                      "scoring.judges.reward=minilm-reward"]))
+    assert rec["self_judged"] == ["reward"] and rec["judges"]["reward"] == rec["annotators"]["reward"]
+    lc = rec["results"]["safety"]["reward_lc"]  # vs the SFT responses: a real fit, a value with an interval
+    assert lc["ci_low"] <= lc["value"] <= lc["ci_high"]
     adapters = lora_trainable_params(tiny_model_path, 4, 8)
     assert rec["stages"]["train"]["params_trained"] == adapters * rec["train"]["models_trained"] == adapters
     assert adapters < count_parameters(load_policy(tiny_model_path)[0])["total"]
