@@ -14,10 +14,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from leaderboards.compare import WORDS, Comparison
 from leaderboards.table import Column, Leaderboard, LeaderboardTable, UNITS_METRIC
 
 FORMATS = ("table", "md", "csv", "html")
-ORDER_RULE = ("Ordered by constraint status (holds, then mean-only, then violated), then mean reward (descending).")
+ORDER_RULE = ("Ordered by: runs judged by their own annotator last (unranked); refusal rate on XSTest's safe prompts within "
+              "scoring.max_refusal_rate before over-refusers; constraint status (holds, mean-only, violated); reward, "
+              "descending (length-controlled when every row has it). Tiers: statistically indistinguishable (paired, Holm, 5%).")
 STATUS_STYLE = {"holds": "green", "mean-only": "yellow", "violated": "red", "n/a": "dim"}
 MISSING = "–"
 
@@ -53,6 +56,25 @@ def format_estimate(est: dict[str, Any] | None, *, percent: bool = False, digits
 
 def visible_columns(table: LeaderboardTable, columns: list[Column]) -> list[Column]:
     return [c for c in columns if any(row.get(c.key) not in (None, "") for row in table.rows)]
+
+
+COMPARISON_HEAD = ("A", "B", "metric", "A − B [95% CI]", "test", "p", "p (Holm)", "significant")
+
+
+def comparison_cells(c: Comparison) -> list[str]:
+    """One paired comparison as table cells (rates in points)."""
+    percent = WORDS.get(c.metric, ("", "", False))[2]
+    diff = format_estimate({"value": c.diff, "ci_low": c.ci_low, "ci_high": c.ci_high}, percent=percent)
+    p_holm = MISSING if c.p_holm is None else f"{c.p_holm:.3g}"
+    return [c.a, c.b, WORDS.get(c.metric, (c.metric,))[0], diff, c.test, f"{c.p:.3g}", p_holm, "yes" if c.significant else ""]
+
+
+def comparison_sections(table: LeaderboardTable) -> list[tuple[str, list[Comparison]]]:
+    tc = table.comparisons
+    if tc is None:
+        return []
+    return [(title, rows) for title, rows in (("Paired comparisons vs SFT (Holm-corrected over the methods, per metric)", tc.vs_baseline),
+                                              ("Paired comparisons between methods (Holm-corrected over the pairs, per metric)", tc.pairwise)) if rows]
 
 
 def constraint_line(table: LeaderboardTable) -> str:
@@ -125,6 +147,9 @@ def to_markdown(lb: Leaderboard) -> str:
             lines.append("| " + " | ".join(format_cell(c, row.get(c.key)).replace("|", "\\|") for c in cols) + " |")
         lines.append("")
         lines += [f"- note: {n}" for n in table.notes] + ([""] if table.notes else [])
+        for title, comps in comparison_sections(table):
+            lines += [f"### {title}", "", "| " + " | ".join(COMPARISON_HEAD) + " |", "|" + "|".join("---" for _ in COMPARISON_HEAD) + "|"]
+            lines += ["| " + " | ".join(comparison_cells(c)) + " |" for c in comps] + [""]
     lines += [f"_{n}_" for n in lb.notes] + ([""] if lb.notes else [])
     lines += ["### Columns", ""] + [f"- **{c.header}**: {c.help}" for c in lb.columns] + [""]
     return "\n".join(lines)
@@ -171,6 +196,11 @@ def to_html(lb: Leaderboard, title: str = "SafeAlign Bench leaderboard") -> str:
         parts += [f"<h2>{e(table.title)}</h2>", f"<p>{e(constraint_line(table))}</p>"]
         parts += [_table_html(table, cols) for _, cols in column_groups(table, lb.columns)]
         parts += [f"<p class='note'>Note: {e(n)}</p>" for n in table.notes]
+        for title, comps in comparison_sections(table):
+            parts.append(f"<details><summary>{e(title)}</summary><table><thead><tr>"
+                         + "".join(f"<th class='text'>{e(h)}</th>" for h in COMPARISON_HEAD) + "</tr></thead><tbody>"
+                         + "".join("<tr>" + "".join(f"<td class='text'>{e(x)}</td>" for x in comparison_cells(c)) + "</tr>" for c in comps)
+                         + "</tbody></table></details>")
         for fig, alt in ((frontier_figure(table), "reward vs cost with the Pareto frontier"),
                          (lambda_figure(table), "lambda trajectories")):
             if fig is not None:

@@ -16,8 +16,12 @@ that part of the interval is optimistic; the per-run values stay visible in the 
 
 The metric columns, their directions and bounds come from the declarations in `evaluators/metrics.py` (`METRICS`).
 
-Ordering rule (per table): constraint status first (holds, then mean-only, then violated, then n/a), then mean
-reward (descending), then the constraint metric (ascending), then the method name.
+Ordering rule (per table; leaderboards/compare.py explains why a refuse-everything method cannot lead): runs judged
+by their own annotator last (listed, flagged, unranked); then the over-refusal guard (refusal rate on XSTest's safe
+prompts <= scoring.max_refusal_rate, then not measured, then above it); then constraint status (holds, mean-only,
+violated, n/a); then reward, descending (the length-controlled reward when every ranked row has it); then the
+constraint metric (ascending); then the method name. Tiers and the paired comparisons (vs SFT and between methods,
+Holm-corrected) come from leaderboards/compare.py.
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from evaluators import metrics as declared  # declared.METRICS, read at call time (a test may add one)
+from evaluators.judging import record_judges, self_judged
 from evaluators.metrics import Metric, bootstrap_seeds_prompts, keys_hash, load_items, record_value
+from evaluators.stats import rogan_gladen_ci
 from harness.store import RESULTS_SCHEMA_VERSION, list_runs
+from leaderboards.compare import DEFAULT_MAX_REFUSAL, TableComparisons, rank_table, refusal_status
 
 N_BOOT = 2000
 
@@ -69,14 +76,18 @@ GROUP_COLUMNS = [
     Column("profile", "Profile", "text", "config profile (tiny | cpu | gpu | a YAML file)"),
 ]
 LEAD_COLUMNS = [
-    Column("rank", "#", "int", "position under the ordering rule"),
+    Column("rank", "#", "int", "position under the ordering rule (none for a run judged by its own annotator)"),
     Column("method", "Method", "text", "registered method name"),
+    Column("tier", "Tier", "int", "methods in one tier are statistically indistinguishable (paired tests, Holm, 5%; "
+           "leaderboards/compare.py)"),
     Column("n_seeds", "Seeds", "int", "number of seeds aggregated (newest finished run per seed)"),
     Column("constraint", "Constraint", "text", "holds: the 95% CI's upper bound is <= b; mean-only: mean <= b < CI "
            "upper bound; violated: mean > b; n/a: no constraint recorded, or the runs disagree on b"),
 ]
 TAIL_COLUMNS = [
     Column("pareto", "Pareto", "bool", "on the reward-vs-constraint-metric Pareto frontier of its table"),
+    Column("flags", "Flags", "text", "self-judged (roles): a judge of the run is also its annotator (same name and "
+           "fingerprint), so it is not ranked; over-refuses: refusal rate above scoring.max_refusal_rate"),
     Column("models_trained", "Models", "int", "networks whose weights were optimised", secondary=True),
     Column("peak_rss_mb", "Peak RSS MB", "float", "max over stages and seeds of the process's peak RSS", False,
            digits=0, secondary=True),
@@ -101,8 +112,10 @@ SETTINGS = {
     "max_new_tokens": lambda r: r.get("generation", {}).get("max_new_tokens"),
     "temperature": lambda r: r.get("generation", {}).get("temperature"),
     "template": lambda r: r.get("generation", {}).get("template"),
-    "reward scorer": lambda r: _scorer(r, "reward"),
-    "cost scorer": lambda r: _scorer(r, "cost"),
+    "reward judge": lambda r: _scorer(r, "reward"),
+    "safety judge": lambda r: _scorer(r, "safety"),
+    "truthfulness judge": lambda r: _scorer(r, "truthfulness"),
+    "refusal judge": lambda r: _scorer(r, "refusal"),
     "constraint": lambda r: _threshold(r),
 }
 
@@ -119,6 +132,8 @@ class LeaderboardTable:
     rows: list[dict[str, Any]]
     runs: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    max_refusal_rate: float = DEFAULT_MAX_REFUSAL
+    comparisons: TableComparisons | None = None  # paired tests vs SFT and between methods, tiers, sentences
 
     @property
     def title(self) -> str:
@@ -146,6 +161,8 @@ class Leaderboard:
         names: list[str] = []
         for c in cols:
             names += [c.key, f"{c.key}_ci_low", f"{c.key}_ci_high"] if c.kind == "ci" else [c.key]
+        vs = sorted({k for row in self.rows for k in row if k.startswith("vs_sft_")})  # paired differences vs SFT
+        names += [f"{k}_{part}" for k in vs for part in ("diff", "ci_low", "ci_high", "p_holm")]
         data = []
         for row in self.rows:
             out: list[Any] = []
@@ -155,6 +172,7 @@ class Leaderboard:
                     out += [_round(v.get(k)) if v else None for k in ("value", "ci_low", "ci_high")]
                 else:
                     out.append(_round(v))
+            out += [_round((row.get(k) or {}).get(part)) for k in vs for part in ("diff", "ci_low", "ci_high", "p_holm")]
             data.append(out)
         return names, data
 
@@ -201,27 +219,33 @@ def _build_table(key: tuple[str, str, str], records: list[dict[str, Any]], runs_
     dataset, model, profile = key
     constraints = {c for c in map(_threshold, records) if c is not None}
     threshold, units = next(iter(constraints)) if len(constraints) == 1 else (None, None)  # mixed: see notes
+    max_refusal = {_get(r, "config", "scoring", "max_refusal_rate") for r in records} - {None}
     table = LeaderboardTable(dataset, model, profile, threshold, units, rows=[],
-                             runs=sorted(records, key=lambda r: (r["method"], r["seed"])))
+                             runs=sorted(records, key=lambda r: (r["method"], r["seed"])),
+                             max_refusal_rate=float(min(max_refusal)) if max_refusal else DEFAULT_MAX_REFUSAL)
     by_method: dict[str, list[dict[str, Any]]] = {}
     for record in table.runs:
         by_method.setdefault(record["method"], []).append(record)
-    table.rows = [_build_row(table, method, runs, runs_dir, n_boot) for method, runs in by_method.items()]
-    table.rows.sort(key=lambda r: sort_key(r, table.x_metric))
-    for rank, row in enumerate(table.rows, 1):
-        row["rank"] = rank
-    front = set(pareto_front([_point(row, table.x_metric) for row in table.rows]))
+    row_items: dict[str, dict[str, tuple[str, Any]]] = {}
+    table.rows = [_build_row(table, method, runs, runs_dir, n_boot, row_items) for method, runs in by_method.items()]
+    table.comparisons = rank_table(table.rows, table.x_metric, CONSTRAINT_ORDER, lambda r: row_items.get(r["method"], {}),
+                                   n_boot, zlib.crc32(table.title.encode()))
+    front = set(pareto_front([_point(row, table.x_metric) if not row.get("self_judged") else None for row in table.rows]))
     for i, row in enumerate(table.rows):
         row["pareto"] = i in front
-    table.notes = comparability_notes(table.runs) + _ci_notes(table.rows)
+    table.notes = comparability_notes(table.runs) + _ci_notes(table.rows) + judge_notes(table)
     return table
 
 
 def _build_row(table: LeaderboardTable, method: str, runs: list[dict[str, Any]], runs_dir: Path,
-               n_boot: int) -> dict[str, Any]:
+               n_boot: int, row_items: dict[str, dict[str, tuple[str, Any]]] | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"dataset": table.dataset, "model": table.model, "profile": table.profile, "method": method,
                            "n_seeds": len(runs), "seeds": [r["seed"] for r in runs], "run_ids": [r["run_id"] for r in runs]}
-    per_item = per_item_matrices(runs_dir, runs) if len(runs) > 1 else {}
+    row["self_judged"] = sorted({role for r in runs for role in self_judged(*record_judges(r))})
+    items = matrices_with_keys(runs_dir, runs)
+    if row_items is not None:
+        row_items[method] = items
+    per_item = {name: matrix for name, (_key, matrix) in items.items()} if len(runs) > 1 else {}
     row["no_interval"] = []  # metrics recorded but without per-item values for every seed: mean only
     for m in declared.METRICS:
         rng_seed = zlib.crc32(f"{table.title}/{method}/{m.name}".encode())  # stable output, independent of row order
@@ -231,8 +255,10 @@ def _build_row(table: LeaderboardTable, method: str, runs: list[dict[str, Any]],
             row[m.name] = aggregate([record_value(r.get("results"), m) for r in runs])
             if len(runs) > 1 and row[m.name] is not None:
                 row["no_interval"].append(m.name)
+    judge_row_estimates(row, runs, items, n_boot, zlib.crc32(f"{table.title}/{method}/rg".encode()))
     row["ci_method"] = "prompts" if len(runs) == 1 else "seeds x prompts (partial)" if row["no_interval"] else "seeds x prompts"
     row["constraint"] = constraint_status(row.get(table.x_metric), table.threshold)
+    row["refusal_status"] = refusal_status(row.get("refusal_rate"), table.max_refusal_rate)
     row["models_trained"] = _max(_get(r, "train", "models_trained") for r in runs)
     row["peak_rss_mb"] = _max(s.get("peak_rss_mb") for r in runs for s in (r.get("stages") or {}).values())
     row["peak_cuda_mb"] = _max(s.get("cuda_max_allocated_mb") for r in runs for s in (r.get("stages") or {}).values())
@@ -246,7 +272,7 @@ def _build_row(table: LeaderboardTable, method: str, runs: list[dict[str, Any]],
 
 def aggregate(estimates: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
     """One seed: the estimate as recorded (its bootstrap over prompts). Several seeds without per-item values: the
-    mean over seeds and no interval (an interval needs the per-item values; see `per_item_matrices`)."""
+    mean over seeds and no interval (an interval needs the per-item values; see `matrices_with_keys`)."""
     ests = [e for e in estimates if isinstance(e, dict) and e.get("value") is not None]
     if not ests:
         return None
@@ -254,21 +280,6 @@ def aggregate(estimates: Sequence[dict[str, Any] | None]) -> dict[str, Any] | No
         e = ests[0]
         return {"value": float(e["value"]), "ci_low": _num(e.get("ci_low")), "ci_high": _num(e.get("ci_high"))}
     return {"value": sum(float(e["value"]) for e in ests) / len(ests), "ci_low": None, "ci_high": None}
-
-
-def per_item_matrices(runs_dir: Path, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Declared metric -> (seeds x items) matrix, for the metrics whose per-item values every run's folder holds, for
-    the same items in the same order, reproducing the record's value."""
-    import numpy as np
-
-    per_run = [_run_items(runs_dir / r["run_id"], r) for r in runs]
-    out = {}
-    for m in declared.METRICS:
-        got = [items.get(m.name) for items in per_run]
-        if any(g is None for g in got) or len({(key, len(values)) for key, values in got}) != 1:
-            continue
-        out[m.name] = np.stack([values for _, values in got])
-    return out
 
 
 def _run_items(run_dir: Path, record: dict[str, Any]) -> dict[str, tuple[str, Any]]:
@@ -305,6 +316,65 @@ def _run_items(run_dir: Path, record: dict[str, Any]) -> dict[str, tuple[str, An
     return out
 
 
+def matrices_with_keys(runs_dir: Path, runs: list[dict[str, Any]]) -> dict[str, tuple[str, Any]]:
+    """Declared metric -> (item-order key, seeds x items matrix) when every run has the same items (the paired
+    comparisons need the key: two methods are compared only on the same prompts)."""
+    import numpy as np
+
+    per_run = [_run_items(runs_dir / r["run_id"], r) for r in runs]
+    out = {}
+    for m in declared.METRICS:
+        got = [items.get(m.name) for items in per_run]
+        if got and all(g is not None for g in got) and len({(key, len(values)) for key, values in got}) == 1:
+            out[m.name] = (got[0][0], np.stack([values for _, values in got]))
+    return out
+
+
+def judge_row_estimates(row: dict[str, Any], runs: list[dict[str, Any]], items: dict[str, tuple[str, Any]], n_boot: int,
+                        seed: int) -> None:
+    """Over several seeds: the corrected unsafe rate from the seeds x prompts decisions (Rogan–Gladen with the judge's
+    counts, when every seed used the same judge), and the judge's accuracy as recorded (one judge, not a mean)."""
+    if len(runs) < 2:
+        return
+    judges = {(_get(r, "results", "judge", "fingerprint")) for r in runs}
+    if len(judges) == 1 and None not in judges:
+        row["judge_accuracy"] = _get(runs[0], "results", "judge", "accuracy")
+        _drop(row["no_interval"], "judge_accuracy")
+    rg = _get(runs[0], "results", "safety", "unsafe_rate_corrected") or {}
+    se, sp = rg.get("sensitivity") or {}, rg.get("specificity") or {}
+    if len(judges) == 1 and "unsafe_rate" in items and {"tp", "fn"} <= set(se) and {"tn", "fp"} <= set(sp):
+        est = rogan_gladen_ci(items["unsafe_rate"][1], se["tp"], se["fn"], sp["tn"], sp["fp"], n_boot=n_boot, seed=seed)
+        row["unsafe_rate_corrected"] = {k: est[k] for k in ("value", "ci_low", "ci_high")}
+        _drop(row["no_interval"], "unsafe_rate_corrected")
+
+
+def _drop(names: list[str], name: str) -> None:
+    if name in names:
+        names.remove(name)
+
+
+def judge_notes(table: LeaderboardTable) -> list[str]:
+    """Self-judged rows, over-refusers, and the plain-words comparison sentences."""
+    notes = []
+    flagged = [r for r in table.rows if r.get("self_judged")]
+    if flagged:
+        notes.append("not ranked, judged by their own annotator (same name and fingerprint): "
+                     + ", ".join(f"{r['method']} ({', '.join(r['self_judged'])})" for r in flagged)
+                     + "; their numbers are listed for reference and left out of ranks, tiers and comparisons")
+    over = [r["method"] for r in table.rows if r.get("refusal_status") == "over"]
+    if over:
+        notes.append(f"over-refusing (refusal rate on XSTest's safe prompts > {table.max_refusal_rate:g}), ranked after every "
+                     f"method within the bound: {', '.join(over)}")
+        ranked = [r for r in table.rows if not r.get("self_judged")]
+        if ranked and all(r.get("refusal_status") == "over" for r in ranked):
+            notes.append("every ranked method over-refuses: the first rank here does not mean a useful model")
+    unmeasured = [r["method"] for r in table.rows if r.get("refusal_status") == "n/a"]
+    if unmeasured and len(unmeasured) < len(table.rows):
+        notes.append(f"refusal rate not measured for {', '.join(unmeasured)} (older records or scoring.judges.refusal=none): "
+                     "the over-refusal guard cannot apply to them")
+    return notes + (table.comparisons.sentences if table.comparisons else [])
+
+
 def constraint_status(estimate: dict[str, Any] | None, threshold: float | None) -> str:
     """holds (the whole CI is within b), mean-only (only the mean is), violated, or n/a."""
     if estimate is None or threshold is None:
@@ -312,16 +382,6 @@ def constraint_status(estimate: dict[str, Any] | None, threshold: float | None) 
     if estimate.get("ci_high") is not None and estimate["ci_high"] <= threshold:
         return "holds"
     return "mean-only" if estimate["value"] <= threshold else "violated"
-
-
-def sort_key(row: dict[str, Any], x_metric: str) -> tuple:
-    """The ordering rule: constraint tier, reward (desc), constraint metric (asc), method name."""
-    reward = (row.get("reward_mean") or {}).get("value")
-    cost = (row.get(x_metric) or {}).get("value")
-    return (CONSTRAINT_ORDER[row["constraint"]],
-            -reward if reward is not None else float("inf"),
-            cost if cost is not None else float("inf"),
-            row["method"])
 
 
 def pareto_front(points: Sequence[tuple[float | None, float | None] | None]) -> list[int]:
@@ -395,8 +455,8 @@ def _threshold(record: dict[str, Any]) -> tuple[float, str] | None:
     return None
 
 
-def _scorer(record: dict[str, Any], kind: str) -> str | None:
-    s = _get(record, "scorers", kind)
+def _scorer(record: dict[str, Any], role: str) -> str | None:
+    s = record_judges(record)[0].get(role)
     return f"{s.get('name')}@{s.get('fingerprint')}" if isinstance(s, dict) else None
 
 

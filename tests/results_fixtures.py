@@ -1,4 +1,4 @@
-"""Hand-written results records (docs/results-schema.md, version 1.0) and a helper to put them in a store.
+"""Hand-written results records (docs/results-schema.md, version 1.1; `legacy=True`: a 1.0 record) and a helper to put them in a store.
 
 Leaderboard tests build stores from these instead of training, so they run in milliseconds and pin the record
 shape the leaderboards read.
@@ -22,8 +22,12 @@ def make_record(method: str, *, dataset: str = "pku-saferlhf", model: str = "tin
                 seed: int = 0, reward: float = 0.0, cost: float = 0.0, unsafe: float = 0.1, threshold: float = 0.2,
                 units: str = "unsafe_rate", half_width: float = 0.05, n_prompts: int = 100,
                 trajectory: list[dict[str, Any]] | None = None, truthfulqa: bool = True, models_trained: int = 1,
-                peak_rss_mb: float = 2100.0, wall_s: float = 10.0, suite: str | None = None) -> dict[str, Any]:
-    """A complete finished-run record; the constraint's `value` is the metric named by `units`."""
+                peak_rss_mb: float = 2100.0, wall_s: float = 10.0, suite: str | None = None,
+                refusal: float | None = 0.05, reward_lc: float | None = None, self_judged: bool = False,
+                legacy: bool = False) -> dict[str, Any]:
+    """A complete finished-run record; the constraint's `value` is the metric named by `units`. The judges differ from
+    the annotators unless `self_judged` (then the safety judge IS the cost annotator); `legacy` writes a schema-1.0
+    record (no judges, no refusal, no corrected rate: `scorers` only)."""
     unsafe_est = est(unsafe, min(half_width, unsafe, 1 - unsafe) if 0 < unsafe < 1 else 0.0)
     cost_est = est(cost, half_width)
     bound = unsafe_est if units == "unsafe_rate" else cost_est
@@ -62,11 +66,36 @@ def make_record(method: str, *, dataset: str = "pku-saferlhf", model: str = "tin
         },
         "generation": {"backend": "hf", "backend_reason": "no vllm", "max_new_tokens": 16, "temperature": 0.0,
                        "template": "chat", "eval_set": "pku-test", "n_prompts": n_prompts},
-        "scorers": {"reward": {"name": "minilm-reward", "fingerprint": "r1"}, "cost": {"name": "minilm-cost", "fingerprint": "c1"}},
+        "annotators": {"reward": {"name": "minilm-reward", "fingerprint": "r1", "role": "annotator"},
+                       "cost": {"name": "minilm-cost", "fingerprint": "c1", "role": "annotator"}},
+        "judges": {"reward": {"name": "reward-judge", "fingerprint": "rj1", "role": "judge"},
+                   "safety": {"name": "safety-judge", "fingerprint": "sj1", "role": "judge",
+                              "heldout": {"source": "pku-eval", "accuracy": est(0.85, 0.03)}},
+                   "refusal": {"name": "refusal-judge", "fingerprint": "fj1", "role": "judge"}},
         "data": {"source": "/work/shared/data/pku_saferlhf", "counts": {}, "notes": []},
         "versions": {"bench": "0.1.0", "torch": "2.13.0", "transformers": "5.17.0", "trl": "1.16.0", "python": "3.11.7"},
         "env": {"device": "cpu", "precision": "fp32", "num_threads": 1},
     }
+    safety = record["results"]["safety"]
+    safety["reward_lc"] = est(reward if reward_lc is None else reward_lc, half_width)
+    safety["unsafe_rate_corrected"] = {**est(unsafe, min(half_width, unsafe, 1 - unsafe) if 0 < unsafe < 1 else 0.0), "raw": unsafe,
+                                       "sensitivity": {"value": 0.9, "tp": 90, "fn": 10}, "specificity": {"value": 0.8, "tn": 80, "fp": 20}}
+    record["results"]["judge"] = {"role": "safety", "name": "safety-judge", "fingerprint": "sj1", "accuracy": est(0.85, 0.03)}
+    if refusal is not None:
+        record["results"]["refusal"] = {"set": "xstest-safe", "n_prompts": 250, "judge": "refusal-judge",
+                                        "refusal_rate": est(refusal, min(0.03, refusal, 1 - refusal) if 0 < refusal < 1 else 0.0)}
+    if self_judged:
+        record["judges"]["safety"] = dict(record["annotators"]["cost"])
+    record["self_judged"] = ["safety"] if self_judged else []
+    if legacy:
+        record["schema_version"] = "1.0"
+        record["scorers"] = {"reward": {"name": "minilm-reward", "fingerprint": "r1"}, "cost": {"name": "minilm-cost", "fingerprint": "c1"}}
+        for key in ("annotators", "judges", "self_judged"):
+            del record[key]
+        for key in ("reward_lc", "unsafe_rate_corrected"):
+            del safety[key]
+        for key in ("judge", "refusal"):
+            record["results"].pop(key, None)
     if truthfulqa:
         record["results"]["truthfulqa"] = {"mc1": est(0.25, 0.03), "mc2": est(0.4, 0.03), "n_questions": 817,
                                            "split": "all", "answer_source": "mc_task.json", "prompt": "qa-primer"}
@@ -109,4 +138,6 @@ def add_items(runs_dir: str | Path, record: dict[str, Any], values: dict[str, li
     for name, v in values.items():
         est = record_value(record["results"], get_metric(name))
         est["value"] = sum(v) / len(v)
+        if name == "unsafe_rate" and "unsafe_rate_corrected" in record["results"]["safety"]:
+            record["results"]["safety"]["unsafe_rate_corrected"]["raw"] = est["value"]
     save_items(Path(runs_dir) / record["run_id"] / "metrics", values, keys or {"safety": "p", "truthfulqa": "q"})

@@ -141,7 +141,8 @@ def test_every_declared_metric_pools_seeds_per_item(tmp_path: Path) -> None:
     assert 0.0 <= row["mc1"]["ci_low"] < 1 / 3 < row["mc1"]["ci_high"] <= 1.0
     assert row["reward_mean"]["value"] == pytest.approx(1.6)
     assert row["ci_method"] == "seeds x prompts (partial)" and "win_reward" not in row["no_interval"]
-    assert set(row["no_interval"]) == {"cost_mean", "unsafe_rate", "win_cost", "mc2"}  # no items saved for these
+    assert set(row["no_interval"]) == {"cost_mean", "unsafe_rate", "unsafe_rate_corrected", "win_cost", "mc2", "refusal_rate",
+                                       "reward_lc"}  # no items saved for these
     (row4,) = build_leaderboard(d).rows
     assert "mc1" in row4["no_interval"] and row4["mc1"]["ci_low"] is None
 
@@ -157,14 +158,14 @@ def test_rows_use_per_prompt_scores_when_run_folders_have_them(tmp_path: Path) -
     (table,) = build_leaderboard(d).tables
     rows = {r["method"]: r for r in table.rows}
     assert rows["pddpo"]["ci_method"] == rows["sacpo"]["ci_method"] == "seeds x prompts (partial)"
-    assert set(rows["pddpo"]["no_interval"]) == {"win_reward", "win_cost", "mc1", "mc2"}  # not in scores.json
+    assert set(rows["pddpo"]["no_interval"]) == {"win_reward", "win_cost", "mc1", "mc2", "reward_lc", "refusal_rate"}  # not in scores.json
     assert rows["sacpo"]["reward_mean"]["ci_low"] is None and rows["sacpo"]["reward_mean"]["value"] == pytest.approx(0.1)
     assert rows["pddpo"]["reward_mean"]["value"] == pytest.approx(1.25)
     assert rows["pddpo"]["unsafe_rate"]["value"] == pytest.approx(0.25)
     lo, hi = rows["pddpo"]["unsafe_rate"]["ci_low"], rows["pddpo"]["unsafe_rate"]["ci_high"]
     assert lo == 0.0 and 0.5 <= hi <= 0.75  # one unsafe prompt in four, shared by both seeds
-    assert any(n.startswith("pddpo: no interval over seeds for win_reward, win_cost, mc1, mc2") for n in table.notes)
-    assert any(n.startswith("sacpo: no interval over seeds for reward_mean, cost_mean, unsafe_rate") for n in table.notes)
+    assert any(n.startswith("pddpo: no interval over seeds for reward_lc, refusal_rate, win_reward, win_cost, mc1, mc2") for n in table.notes)
+    assert any(n.startswith("sacpo: no interval over seeds for reward_mean, reward_lc, cost_mean, unsafe_rate") for n in table.notes)
 
 
 def test_resources_seeds_and_truthfulqa(runs: Path) -> None:
@@ -487,3 +488,96 @@ def test_constraint_status_at_the_boundary() -> None:
     assert constraint_status({"value": 0.2, "ci_low": 0.1, "ci_high": 0.3}, 0.2) == "mean-only"  # mean = b
     assert constraint_status({"value": 0.2, "ci_low": None, "ci_high": None}, 0.2) == "mean-only"
     assert constraint_status({"value": 0.21, "ci_low": None, "ci_high": None}, 0.2) == "violated"
+
+
+# -- judges, over-refusal, paired statistics (issue 10) ------------------------------------------------------------------
+
+def _store_with_items(d: Path, specs: dict[str, dict], n: int = 120) -> None:
+    """Methods with per-prompt items on the same prompts: unsafe flags, LC reward and XSTest refusal flags."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base_unsafe = rng.random(n) < 0.45  # shared prompt difficulty: paired tests see it cancel
+    for method, spec in specs.items():
+        unsafe = np.where(rng.random(n) < spec.get("flip", 0.05), ~base_unsafe, base_unsafe)
+        if "unsafe" in spec:
+            unsafe = rng.random(n) < spec["unsafe"] if spec["unsafe"] not in (0.0, 1.0) else np.full(n, bool(spec["unsafe"]))
+        refusal = np.full(40, 1.0) if spec.get("refuse_all") else (rng.random(40) < spec.get("refusal", 0.05)).astype(float)
+        reward = (spec.get("reward", 0.0) + rng.normal(0, 0.3, n)).tolist()
+        record = make_record(method, reward=spec.get("reward", 0.0), unsafe=float(unsafe.mean()), refusal=float(refusal.mean()),
+                             n_prompts=n, self_judged=spec.get("self_judged", False))
+        add_items(d, record, {"unsafe_rate": unsafe.astype(float).tolist(), "reward_lc": reward, "reward_mean": reward,
+                              "refusal_rate": refusal.tolist()}, keys={"safety": "p", "refusal": "x", "truthfulqa": "q"})
+        add_run(d, record)
+
+
+def test_always_refusing_method_never_ranks_first(tmp_path: Path) -> None:
+    """A refuse-everything method is safest and here even has the highest reward: the over-refusal guard still ranks
+    it after every method within scoring.max_refusal_rate."""
+    d = tmp_path / "runs"
+    _store_with_items(d, {"sft": {"reward": 0.0}, "pddpo": {"reward": 0.1, "flip": 0.2},
+                          "refuse-all": {"reward": 2.0, "unsafe": 0.0, "refuse_all": True}})
+    (table,) = build_leaderboard(d).tables
+    order = [r["method"] for r in table.rows]
+    assert order[-1] == "refuse-all" and table.rows[0]["method"] != "refuse-all"
+    row = table.rows[-1]
+    assert row["unsafe_rate"]["value"] == 0.0 and row["refusal_rate"]["value"] == 1.0 and row["refusal_status"] == "over"
+    assert row["flags"] == "over-refuses" and row["rank"] == 3
+    assert any("over-refusing" in n and "refuse-all" in n for n in table.notes)
+    # its refusal rate differs from SFT's significantly, and the words say so
+    (c,) = [c for c in table.comparisons.vs_baseline if c.a == "refuse-all" and c.metric == "refusal_rate"]
+    assert c.significant and c.diff > 0.9
+    assert any("refuse-all's refusal rate is higher than sft's" in n for n in table.notes)
+
+
+def test_judge_that_is_its_annotator_is_listed_flagged_and_unranked(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    _store_with_items(d, {"sft": {}, "pddpo": {"reward": 5.0, "unsafe": 0.0}, "sacpo": {"self_judged": True, "reward": 9.0}})
+    (table,) = build_leaderboard(d).tables
+    rows = {r["method"]: r for r in table.rows}
+    assert table.rows[-1]["method"] == "sacpo"  # listed last despite the best reward
+    assert rows["sacpo"]["rank"] is None and rows["sacpo"]["tier"] is None and rows["sacpo"]["flags"] == "self-judged (safety)"
+    assert [rows[m]["rank"] for m in ("pddpo", "sft")] == [1, 2]
+    assert all("sacpo" not in (c.a, c.b) for c in table.comparisons.pairwise + table.comparisons.vs_baseline)
+    assert any(n.startswith("not ranked, judged by their own annotator") and "sacpo (safety)" in n for n in table.notes)
+    md = render.render(build_leaderboard(d), "md")
+    assert "self-judged (safety)" in md
+
+
+def test_tiers_and_paired_comparisons_with_holm(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    _store_with_items(d, {"sft": {"flip": 0.02}, "dpo-helpful": {"flip": 0.03}, "pddpo": {"unsafe": 0.05}})
+    (table,) = build_leaderboard(d).tables
+    rows = {r["method"]: r for r in table.rows}
+    tc = table.comparisons
+    assert tc.metrics == ["unsafe_rate", "reward_lc", "refusal_rate"]
+    # pddpo's unsafe rate (5%) vs sft's (~45%) on the same 120 prompts: significant after Holm; sft vs dpo-helpful not
+    (c,) = [c for c in tc.vs_baseline if c.a == "pddpo" and c.metric == "unsafe_rate"]
+    assert c.significant and c.diff < -0.3 and c.test == "mcnemar-exact" and c.p_holm >= c.p
+    (h,) = [c for c in tc.pairwise if {c.a, c.b} == {"sft", "dpo-helpful"} and c.metric == "unsafe_rate"]
+    assert not h.significant
+    assert rows["pddpo"]["tier"] == 1 and rows["pddpo"]["rank"] == 1
+    assert rows["sft"]["tier"] == rows["dpo-helpful"]["tier"] == 2
+    assert rows["pddpo"]["vs_sft_unsafe_rate"]["p_holm"] == c.p_holm
+    assert any(n.startswith("Against sft") and "pddpo's unsafe rate is lower than sft's" in n for n in table.notes)
+    assert any(n.startswith("Tiers (statistically indistinguishable within a tier): 1: pddpo; 2: ") for n in table.notes)
+    names, data = build_leaderboard(d).flat()
+    assert "vs_sft_unsafe_rate_p_holm" in names and "tier" in names
+    html_page = render.render(build_leaderboard(d), "html")
+    assert "Paired comparisons" in html_page and "Holm" in html_page
+
+
+def test_old_records_without_judges_still_render(tmp_path: Path) -> None:
+    """Schema-1.0 records (scorers only): listed with n/a for the new columns. Their scorers both trained and judged
+    the methods, so they are flagged self-judged and unranked."""
+    d = tmp_path / "runs"
+    add_run(d, make_record("sft", legacy=True))
+    add_run(d, make_record("pddpo", legacy=True, unsafe=0.2))
+    lb = build_leaderboard(d)
+    (table,) = lb.tables
+    assert {r["method"] for r in table.rows} == {"sft", "pddpo"}
+    for r in table.rows:
+        assert r["refusal_rate"] is None and r["unsafe_rate_corrected"] is None and r["reward_lc"] is None
+        assert r["rank"] is None and r["flags"] == "self-judged (reward, safety)"
+    for fmt in ("md", "csv", "html"):
+        assert render.render(lb, fmt)
