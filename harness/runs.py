@@ -533,7 +533,7 @@ def results_record(cfg: RunConfig, rid: str, *, train: dict[str, Any], gen_info:
                    metrics_info: dict[str, Any], metrics: dict[str, Any], params: SamplingParams, eval_set: str, n_prompts: int,
                    bundle, prompts, device: str, policy_path: str, vllm: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results record (docs/results-schema.md) from the stages' done-markers and the metrics block."""
-    from evaluators.judging import self_judged
+    from evaluators.judging import cost_role, self_judged
     from evaluators.metrics import higher_is_better
     from harness.datasets import rows_hash
 
@@ -558,6 +558,8 @@ def results_record(cfg: RunConfig, rid: str, *, train: dict[str, Any], gen_info:
                        "eval_set": eval_set, "n_prompts": n_prompts, "vllm": vllm},
         "annotators": score_info["annotators"], "judges": score_info["judges"],
         "self_judged": self_judged(score_info["judges"], score_info["annotators"]),
+        # schema 1.0's field, kept: what scored results.safety (now the reward judge and the cost role's judge)
+        "scorers": {"reward": score_info["judges"]["reward"], "cost": score_info["judges"][cost_role(cfg.dataset)]},
         "data": {"source": bundle.source, "rows_sha256": rows_hash(bundle, prompts), "counts": bundle.counts, "notes": bundle.notes},
         "versions": versions(),
         "env": {"device": device, "precision": cfg.train.precision, "num_threads": _num_threads(), "platform": platform.platform()},

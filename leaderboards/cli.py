@@ -17,6 +17,10 @@ import typer
 from harness.errors import BenchError
 
 WANDB_MODES = ("offline", "online", "disabled")
+# Seeds of `bench suite` when --seeds is not given: three, so the leaderboard's intervals and paired tests carry the
+# seed-to-seed variation (README "Reading the results"); the tiny test profile keeps one.
+DEFAULT_SEEDS = "0,1,2"
+PROFILE_SEEDS = {"tiny": "0"}
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +41,7 @@ def suite(
     methods: str = typer.Option(..., "--methods", help="Comma-separated method names, or 'all' for every registered method."),
     dataset: str = typer.Option("pku-saferlhf", "--dataset", help="Dataset every run trains and evaluates on."),
     profile: str = typer.Option("cpu", "--profile", help="Config profile: tiny | cpu | gpu | a YAML file."),
-    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds, e.g. 0,1,2."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (default: 0,1,2; the tiny profile: 0)."),
     model: Optional[str] = typer.Option(None, "--model", help="Base model (default: the profile's)."),
     overrides: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable), applied to every run."),
     wandb: Optional[str] = typer.Option(None, "--wandb", help="offline | online | disabled (default: the profile's wandb.mode)."),
@@ -67,7 +71,7 @@ def suite(
     if address and executor != "ray":
         raise BenchError("--address needs --executor ray")
     names = parse_methods(methods)
-    seed_list = parse_seeds(seeds)
+    seed_list = parse_seeds(seeds if seeds is not None else PROFILE_SEEDS.get(Path(profile).stem, DEFAULT_SEEDS))
     _check_mode(wandb)
     suite_id = suite_id or default_suite_id(dataset, profile, model, names, seed_list, overrides)
     extra = {"wandb.mode": wandb} if wandb else {}

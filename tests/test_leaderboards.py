@@ -581,3 +581,13 @@ def test_old_records_without_judges_still_render(tmp_path: Path) -> None:
         assert r["rank"] is None and r["flags"] == "self-judged (reward, safety)"
     for fmt in ("md", "csv", "html"):
         assert render.render(lb, fmt)
+
+
+def test_suite_defaults_to_three_seeds_except_on_tiny(tmp_path: Path, monkeypatch) -> None:
+    seen = []
+    monkeypatch.setattr(lb_cli, "execute_run", lambda cfg: seen.append((cfg.profile, cfg.seed)) or {})
+    for profile in ("cpu", "tiny"):
+        out = CliRunner().invoke(app(), ["suite", "--methods", "sft", "--profile", profile, "--runs-dir", str(tmp_path / "runs"),
+                                         "--wandb", "disabled"])
+        assert out.exit_code == 0, out.output
+    assert seen == [("cpu", 0), ("cpu", 1), ("cpu", 2), ("tiny", 0)]
