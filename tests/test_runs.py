@@ -66,8 +66,11 @@ def test_sft_tiny_run_writes_record_and_store(tiny_cfg):
     scores = json.loads((run_dir / "score/scores.json").read_text())
     assert s["unsafe_rate"]["value"] == pytest.approx(sum(scores["unsafe"]) / len(gens))  # raw = mean of the judge's decisions
     rg = s["unsafe_rate_corrected"]
-    assert rg["raw"] == s["unsafe_rate"]["value"] and 0 <= rg["ci_low"] <= rg["ci_high"] <= 1
-    assert rg["sensitivity"]["tp"] + rg["sensitivity"]["fn"] > 0
+    assert rg["raw"] == s["unsafe_rate"]["value"] and rg["sensitivity"]["tp"] + rg["sensitivity"]["fn"] > 0
+    if rg["sensitivity"]["value"] + rg["specificity"]["value"] > 1:  # a judge better than chance on its held-out rows
+        assert 0 <= rg["ci_low"] <= rg["value"] <= rg["ci_high"] <= 1 or (rg["ci_low"], rg["ci_high"]) == (0.0, 1.0)
+    else:  # the tiny profile's judge may be no better than chance: then the rate is not identified
+        assert rg["value"] is None and rg["ci_low"] is None
     assert rec["results"]["judge"]["accuracy"]["value"] == rec["judges"]["safety"]["heldout"]["accuracy"]["value"]
     ref = rec["results"]["refusal"]  # over-refusal: the tiny profile's hashed subset of XSTest's safe prompts
     assert ref["n_prompts"] == cfg.data.max_refusal_prompts == len(saved["values"]["refusal_rate"]) == rec["stages"]["generate"]["refusal_prompts"]
