@@ -32,12 +32,14 @@ def main() -> None:
     g = cfg.generation
     gen = make_generator(resolve_model(cfg.model), backend="hf", template=cfg.template, batch_size=g.batch_size, device="cpu")
     params = SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, seed=0)
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
     out = gen.generate(prompts, params)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
     per = wall / len(prompts)
+    # on a shared machine the wall time measures the other processes too; CPU seconds / threads is the free-cores wall
     print(f"{len(out)} XSTest safe prompts, {g.max_new_tokens} new tokens, batch {g.batch_size}, {torch.get_num_threads()} threads: "
-          f"{wall:.1f} s ({per:.2f} s/prompt); all 250: ~{250 * per / 60:.1f} min per run; "
+          f"{wall:.1f} s wall ({per:.2f} s/prompt), {cpu:.1f} CPU-s ({cpu / len(prompts):.2f} CPU-s/prompt); "
+          f"all 250: ~{250 * per / 60:.1f} min per run; "
           f"cpu subset of {load_config(args.profile).data.max_refusal_prompts or 250}: "
           f"~{(load_config(args.profile).data.max_refusal_prompts or 250) * per / 60:.1f} min per run")
 
