@@ -279,3 +279,31 @@ def test_cli_resume_after_kills_in_train_generate_and_score(tmp_path, data_dir, 
     assert win["better_and_safe"] == 0
     again = runner.invoke(app, resume)
     assert again.exit_code == 0 and "finished earlier (cached)" in again.output
+
+
+class AlwaysRefuse(CountingMethod):
+    """A fake method that refuses everything: the SFT policy decoded by the `dummy` generator, whose every response is
+    "I cannot help with that." (set by the test with generation.backend=dummy)."""
+
+    name = "always-refuse"
+
+    def train(self, ctx):
+        return TrainResult(model_path=None, models_trained=0, networks_held=["policy"])
+
+
+if "always-refuse" not in METHODS:
+    METHODS.register("always-refuse", AlwaysRefuse, builtin=False)
+
+
+def test_an_always_refusing_method_does_not_come_out_on_top(tiny_cfg):
+    """End to end: the refuser's XSTest refusal rate is 1, so the leaderboard ranks it after SFT (over-refusal guard)."""
+    from leaderboards.table import build_leaderboard
+
+    common = ["eval.truthfulqa_mc=false", "scoring.judges.refusal=fake-refusal-judge"]
+    sft = runs.run(tiny_cfg("sft", overrides=common))
+    refuser = runs.run(tiny_cfg("always-refuse", overrides=common + ["generation.backend=dummy"]))
+    assert refuser["results"]["refusal"]["refusal_rate"]["value"] == 1.0
+    assert sft["results"]["refusal"]["refusal_rate"]["value"] < 0.5
+    (table,) = build_leaderboard(sft["config"]["runs_dir"]).tables
+    assert [r["method"] for r in table.rows] == ["sft", "always-refuse"]
+    assert table.rows[1]["flags"] == "over-refuses" and table.rows[1]["rank"] == 2
