@@ -163,10 +163,14 @@ def print_record(record: dict) -> None:
 
     def row(name: str, m: dict | None) -> None:
         if isinstance(m, dict) and "value" in m:
-            t.add_row(name, f"{m['value']:.3f}", f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
+            value = "n/a" if m["value"] is None else f"{m['value']:.3f}"
+            ci = "" if m.get("ci_low") is None or m.get("ci_high") is None else f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+            t.add_row(name, value, ci)
 
-    for k in ("reward_mean", "cost_mean", "unsafe_rate"):
+    for k in ("reward_mean", "reward_lc", "cost_mean", "unsafe_rate", "unsafe_rate_corrected"):
         row(k, s.get(k))
+    row("refusal rate (XSTest safe)", (record["results"].get("refusal") or {}).get("refusal_rate"))
+    row("judge accuracy (held-out)", (record["results"].get("judge") or {}).get("accuracy"))
     wr = s.get("win_rate_vs_sft") or {}
     row("win rate vs SFT (reward)", wr.get("reward"))
     row("win rate vs SFT (cost)", wr.get("cost"))
@@ -181,6 +185,12 @@ def print_record(record: dict) -> None:
     traj = record["train"].get("trajectory") or []
     if traj and any("lambda" in r for r in traj):
         console.print("lambda trajectory: " + ", ".join(f"{r['lambda']:.3g}" for r in traj if "lambda" in r))
+    judges = record.get("judges") or {}
+    if judges:
+        console.print("judges: " + ", ".join(f"{role}={j['name']}" for role, j in judges.items())
+                      + "; annotators: " + ", ".join(f"{k}={a['name']}" for k, a in (record.get("annotators") or {}).items()))
+    if record.get("self_judged"):
+        console.print(f"[yellow]note:[/] judged by its own annotator ({', '.join(record['self_judged'])}): the leaderboard lists it unranked")
     for n in record["data"].get("notes", []):
         console.print(f"[yellow]note:[/] {n}")
     console.print(f"results: {Path(record['config']['runs_dir']) / record['run_id'] / 'results.json'}")
