@@ -517,7 +517,7 @@ def test_always_refusing_method_never_ranks_first(tmp_path: Path) -> None:
     d = tmp_path / "runs"
     _store_with_items(d, {"sft": {"reward": 0.0}, "pddpo": {"reward": 0.1, "flip": 0.2},
                           "refuse-all": {"reward": 2.0, "unsafe": 0.0, "refuse_all": True}})
-    (table,) = build_leaderboard(d).tables
+    (table,) = build_leaderboard(d, n_boot=500).tables
     order = [r["method"] for r in table.rows]
     assert order[-1] == "refuse-all" and table.rows[0]["method"] != "refuse-all"
     row = table.rows[-1]
@@ -533,21 +533,22 @@ def test_always_refusing_method_never_ranks_first(tmp_path: Path) -> None:
 def test_judge_that_is_its_annotator_is_listed_flagged_and_unranked(tmp_path: Path) -> None:
     d = tmp_path / "runs"
     _store_with_items(d, {"sft": {}, "pddpo": {"reward": 5.0, "unsafe": 0.0}, "sacpo": {"self_judged": True, "reward": 9.0}})
-    (table,) = build_leaderboard(d).tables
+    lb = build_leaderboard(d, n_boot=500)
+    (table,) = lb.tables
     rows = {r["method"]: r for r in table.rows}
     assert table.rows[-1]["method"] == "sacpo"  # listed last despite the best reward
     assert rows["sacpo"]["rank"] is None and rows["sacpo"]["tier"] is None and rows["sacpo"]["flags"] == "self-judged (safety)"
     assert [rows[m]["rank"] for m in ("pddpo", "sft")] == [1, 2]
     assert all("sacpo" not in (c.a, c.b) for c in table.comparisons.pairwise + table.comparisons.vs_baseline)
     assert any(n.startswith("not ranked, judged by their own annotator") and "sacpo (safety)" in n for n in table.notes)
-    md = render.render(build_leaderboard(d), "md")
-    assert "self-judged (safety)" in md
+    assert "self-judged (safety)" in render.render(lb, "md")
 
 
 def test_tiers_and_paired_comparisons_with_holm(tmp_path: Path) -> None:
     d = tmp_path / "runs"
     _store_with_items(d, {"sft": {"flip": 0.02}, "dpo-helpful": {"flip": 0.03}, "pddpo": {"unsafe": 0.05}})
-    (table,) = build_leaderboard(d).tables
+    lb = build_leaderboard(d, n_boot=500)
+    (table,) = lb.tables
     rows = {r["method"]: r for r in table.rows}
     tc = table.comparisons
     assert tc.metrics == ["unsafe_rate", "reward_lc", "refusal_rate"]
@@ -561,9 +562,9 @@ def test_tiers_and_paired_comparisons_with_holm(tmp_path: Path) -> None:
     assert rows["pddpo"]["vs_sft_unsafe_rate"]["p_holm"] == c.p_holm
     assert any(n.startswith("Against sft") and "pddpo's unsafe rate is lower than sft's" in n for n in table.notes)
     assert any(n.startswith("Tiers (statistically indistinguishable within a tier): 1: pddpo; 2: ") for n in table.notes)
-    names, data = build_leaderboard(d).flat()
+    names, data = lb.flat()
     assert "vs_sft_unsafe_rate_p_holm" in names and "tier" in names
-    html_page = render.render(build_leaderboard(d), "html")
+    html_page = render.render(lb, "html")
     assert "Paired comparisons" in html_page and "Holm" in html_page
 
 
