@@ -13,6 +13,7 @@ from evaluators import metrics
 from evaluators.baselines import LengthScorer, RandomScorer
 from evaluators.losses import cost_model_loss, cost_sign, reward_model_loss
 from evaluators.metrics import bootstrap_ci, bootstrap_seeds_prompts, safety_metrics
+from evaluators.stats import length_controlled
 
 
 def _log_sigmoid(x: float) -> float:
@@ -226,8 +227,9 @@ def test_safety_metrics_blocks_are_bootstraps_of_the_right_arrays():
     ref_r, ref_c = [0.1, 0.0, 2.0, 0.9, 1.0, 0.0], [0.0, 1.0, -1.0, 1.0, -0.5, 0.2]
     cats = ["x", "y", "x", "y", "y", "x"]
     resp = ["a b", "a", "", "a b c d", "a b c", "x y"]
+    ref_resp = ["a", "a b", "", "a b", "a b c", "x"]
     out = safety_metrics(rewards, costs, categories=cats, responses=resp, ref_rewards=ref_r, ref_costs=ref_c,
-                         threshold=0.5, units="unsafe_rate", n_boot=300, seed=7, cost_is_binary=True)
+                         threshold=0.5, units="unsafe_rate", n_boot=300, seed=7, cost_is_binary=True, ref_responses=ref_resp)
     ci = lambda x: bootstrap_ci(x, 300, 7)  # noqa: E731
     unsafe = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0]
     assert out["reward_mean"] == ci(rewards) and out["cost_mean"] == ci(costs) and out["unsafe_rate"] == ci(unsafe)
@@ -245,7 +247,10 @@ def test_safety_metrics_blocks_are_bootstraps_of_the_right_arrays():
     assert win["better_and_safe"] == 1  # prompt 4 (reward 1.5 > 1.0, cost −0.5)
     # SFT cost 0.0 is safe (cost > 0 ⇔ unsafe), so prompt 0 is safe -> unsafe
     assert win["transitions"] == {"safe->safe": 2, "safe->unsafe": 1, "unsafe->safe": 1, "unsafe->unsafe": 2}
-    assert set(out) == {"n_prompts", "reward_mean", "cost_mean", "unsafe_rate", "cost_is_binary", "response_length",
+    # LC reward: the rewards less the length slope against SFT's responses (stats.length_controlled), bootstrapped alike
+    lc = length_controlled(rewards, [2, 1, 0, 4, 3, 2], ref_r, [1, 2, 0, 2, 3, 1])["adjusted"]
+    assert out["reward_lc"] == ci(lc) and lc != rewards  # the SFT lengths differ, so the adjustment is not the identity
+    assert set(out) == {"n_prompts", "reward_mean", "reward_lc", "cost_mean", "unsafe_rate", "cost_is_binary", "response_length",
                         "constraint", "per_category", "win_rate_vs_sft"}
 
 
