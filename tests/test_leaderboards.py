@@ -469,18 +469,22 @@ def test_ties_break_on_the_constraint_metric_then_the_method_name(tmp_path: Path
     assert [r["rank"] for r in table.rows] == [1, 2, 3, 4, 5]
 
 
-def test_sort_key_tiers_and_missing_values() -> None:
-    from leaderboards.table import sort_key
+def test_order_key_tiers_and_missing_values() -> None:
+    from leaderboards.compare import order_key
+    from leaderboards.table import CONSTRAINT_ORDER
 
-    def row(method: str, constraint: str, reward: float | None, unsafe: float | None) -> dict:
+    def row(method: str, constraint: str, reward: float | None, unsafe: float | None, refusal: str = "ok",
+            self_judged: list | None = None) -> dict:
         return {"method": method, "constraint": constraint, "reward_mean": None if reward is None else est(reward),
-                "unsafe_rate": None if unsafe is None else est(unsafe)}
+                "unsafe_rate": None if unsafe is None else est(unsafe), "refusal_status": refusal, "self_judged": self_judged}
 
     rows = [row("a", "violated", 9.0, 0.5), row("b", "n/a", 9.0, None), row("c", "mean-only", 0.1, 0.19),
-            row("d", "holds", None, 0.0), row("e", "holds", -1.0, 0.1), row("f", "mean-only", 0.1, 0.18)]
-    ranked = sorted(rows, key=lambda r: sort_key(r, "unsafe_rate"))
-    # tiers first (holds, mean-only, violated, n/a); a missing reward sorts after every real one in its tier
-    assert [r["method"] for r in ranked] == ["e", "d", "f", "c", "a", "b"]
+            row("d", "holds", None, 0.0), row("e", "holds", -1.0, 0.1), row("f", "mean-only", 0.1, 0.18),
+            row("g", "holds", 50.0, 0.0, refusal="over"), row("h", "holds", 60.0, 0.0, self_judged=["safety"])]
+    ranked = sorted(rows, key=lambda r: order_key(r, "unsafe_rate", CONSTRAINT_ORDER))
+    # self-judged last; over-refusers after every method within the refusal bound; then constraint tiers (holds,
+    # mean-only, violated, n/a); a missing reward sorts after every real one in its tier
+    assert [r["method"] for r in ranked] == ["e", "d", "f", "c", "a", "b", "g", "h"]
 
 
 def test_constraint_status_at_the_boundary() -> None:

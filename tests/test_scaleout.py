@@ -280,23 +280,28 @@ def test_generation_is_freed_before_scoring(tiny_cfg, monkeypatch) -> None:
             events.append("close")
 
     monkeypatch.setattr(generation, "make_generator", lambda *a, **kw: Tracked(*a))
-    plain = runs.Services.scorer
+    def logging_scores(getter):  # annotators (Services.scorer) and judges (Services.judge) alike
+        def get(self, kind):
+            s = getter(self, kind)
+            if not getattr(s, "_logged", False):
+                score = s.score
 
-    def scorer(self, kind):
-        s = plain(self, kind)
-        score = s.score
+                def logged(*a, **kw):
+                    events.append("score")
+                    return score(*a, **kw)
 
-        def logged(*a, **kw):
-            events.append("score")
-            return score(*a, **kw)
+                s.score, s._logged = logged, True
+            return s
 
-        s.score = logged
-        return s
+        return get
 
-    monkeypatch.setattr(runs.Services, "scorer", scorer)
+    monkeypatch.setattr(runs.Services, "scorer", logging_scores(runs.Services.scorer))
+    monkeypatch.setattr(runs.Services, "judge", logging_scores(runs.Services.judge))
     cfg = tiny_cfg("dpo-harmless", FAST + ["train.max_steps=1", "generation.max_model_len=512", "generation.enforce_eager=true"])
     record = runs.run(cfg)
-    assert events.count("open") == 2  # the policy, then the SFT reference for win rates
+    # the policy on the eval prompts, the policy on XSTest's safe prompts (over-refusal), the SFT reference (win rates)
+    assert events.count("open") == 3 and record["stages"]["generate"]["refusal_prompts"] > 0
+    assert "score" in events
     open_now = 0
     for e in events:
         open_now += {"open": 1, "close": -1}.get(e, 0)
