@@ -261,9 +261,52 @@ def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         else:
             kwargs[key] = coerce(value, tp, f"{prefix}{key}")
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
     except ConfigValueError as exc:  # a config's own __post_init__ check, named with its full dotted key
         raise BenchError(f"config key '{prefix}{exc.field}': {exc.problem} (--set {prefix}{exc.field}=...)") from None
+    for f in dataclasses.fields(cls):  # declared ranges (field metadata "range"), checked before any work
+        spec = f.metadata.get("range")
+        value = getattr(obj, f.name)
+        if spec and value is not None and not in_range(value, spec):
+            raise BenchError(f"config key '{prefix}{f.name}': {value!r} is out of range; use {describe_range(spec)} "
+                             f"(--set {prefix}{f.name}=...)")
+    return obj
+
+
+# -- declared value ranges ------------------------------------------------------------------------------------------
+# A config field declares what it accepts in its metadata, beside its help: `metadata={"help": ..., "range": ">0"}`.
+# Specs: ">0", ">=0", "<=1", an interval "[0,1)" / "(0,1]" / "[0,inf)", or choices "in:previous|pi_r". None (where a
+# field allows it) always passes: it means "use the default". `build_dataclass` checks every declared range.
+
+def _bound(text: str) -> float:
+    return float(text.strip().replace("inf", "Infinity"))
+
+
+def in_range(value: Any, spec: str) -> bool:
+    """Whether `value` satisfies the range spec (see above)."""
+    spec = spec.strip()
+    if spec.startswith("in:"):
+        return str(value) in spec[3:].split("|")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    for op, test in ((">=", lambda a, b: a >= b), ("<=", lambda a, b: a <= b), (">", lambda a, b: a > b), ("<", lambda a, b: a < b)):
+        if spec.startswith(op):
+            return test(value, _bound(spec[len(op):]))
+    if spec[0] in "[(" and spec[-1] in "])" and "," in spec:
+        lo, hi = (_bound(x) for x in spec[1:-1].split(","))
+        return (value >= lo if spec[0] == "[" else value > lo) and (value <= hi if spec[-1] == "]" else value < hi)
+    raise ValueError(f"bad range spec {spec!r}")
+
+
+def describe_range(spec: str) -> str:
+    """The range spec in words, for error messages and `bench list methods NAME`."""
+    spec = spec.strip()
+    if spec.startswith("in:"):
+        return "one of " + ", ".join(spec[3:].split("|"))
+    for op, words in ((">=", "a value >= "), ("<=", "a value <= "), (">", "a value > "), ("<", "a value < ")):
+        if spec.startswith(op):
+            return words + spec[len(op):].strip()
+    return f"a value in {spec}"
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -299,7 +342,8 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
 
 def describe_fields(cls: type) -> list[tuple[str, str, Any, str]]:
     """(name, type, default, help) of every field of a config dataclass, in declaration order (`bench list methods
-    NAME`). The help is the field's `metadata["help"]` (TRL's convention); a field without one shows ""."""
+    NAME`). The help is the field's `metadata["help"]` (TRL's convention; a field without one shows ""), followed by
+    its declared range when it has one."""
     try:
         hints = typing.get_type_hints(cls)
     except Exception:  # noqa: BLE001  (a plugin's annotation naming a type-checking-only import)
@@ -312,7 +356,10 @@ def describe_fields(cls: type) -> list[tuple[str, str, Any, str]]:
             default = f.default_factory()  # type: ignore[misc]
         else:
             default = "(required)"
-        out.append((f.name, _type_name(hints.get(f.name, f.type)), default, f.metadata.get("help", "")))
+        help_text = f.metadata.get("help", "")
+        if f.metadata.get("range"):
+            help_text += f" (accepts {describe_range(f.metadata['range'])})"
+        out.append((f.name, _type_name(hints.get(f.name, f.type)), default, help_text))
     return out
 
 

@@ -14,7 +14,7 @@ from methods.dpo_helpful import train_plain_dpo
 
 @dataclass
 class DPOHarmlessConfig:
-    beta: float | None = field(default=None, metadata={"help": "KL coefficient; None = train.beta"})
+    beta: float | None = field(default=None, metadata={"range": ">0", "help": "KL coefficient; None = train.beta"})
 
 
 class DPOHarmless:

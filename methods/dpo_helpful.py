@@ -15,7 +15,7 @@ from methods.base import TrainContext, TrainResult
 
 @dataclass
 class DPOHelpfulConfig:
-    beta: float | None = field(default=None, metadata={"help": "KL coefficient; None = train.beta (0.1, safe-rlhf's and SACPO's value)"})
+    beta: float | None = field(default=None, metadata={"range": ">0", "help": "KL coefficient; None = train.beta (0.1, safe-rlhf's and SACPO's value)"})
 
 
 def train_plain_dpo(ctx: TrainContext, pairs: list, beta: float | None, label: str, kind: str) -> TrainResult:

@@ -37,7 +37,6 @@ from harness.can_dual import (  # noqa: F401  (DualResult ... write_jsonl: re-ex
     score_matrix,
     write_jsonl,
 )
-from harness.errors import BenchError
 from methods.base import TrainContext, TrainResult
 
 log = logging.getLogger("bench")
@@ -84,16 +83,12 @@ def mocan_dual(r: Any, g: Any, b: float, beta: float, **solver: Any) -> DualResu
 class MoCANConfig(CANDualConfig):
     """MoCAN: offline dual on annotator scores of π_ref samples, then one DPO on relabelled pairs."""
 
-    beta: float | None = field(default=None, metadata={"help": "KL coefficient β of the dual and the DPO step; None = train.beta [paper/code 0.1 (or 0.025)]"})
+    beta: float | None = field(default=None, metadata={"range": ">0", "help": "KL coefficient β of the dual and the DPO step; None = train.beta [paper/code 0.1 (or 0.025)]"})
     threshold: float | None = field(default=None, metadata={"help": "cost bound b_c in the utility's units (E[c] ≤ b_c); None = scoring.threshold [ours]"})
-    utility: str = field(default="auto", metadata={"help": "safety utility g: \"score\" (g = −cost, upstream) | \"indicator\" (g = −1[cost > 0], b_c is an unsafe rate) | \"auto\" (indicator when scoring.threshold_units is unsafe_rate) [ours]"})
+    utility: str = field(default="auto", metadata={"range": "in:score|indicator|auto", "help": "safety utility g: \"score\" (g = −cost, upstream) | \"indicator\" (g = −1[cost > 0], b_c is an unsafe rate) | \"auto\" (indicator when scoring.threshold_units is unsafe_rate) [ours]"})
 
     def validate(self) -> None:
-        super().validate()
-        if self.utility not in ("auto", "score", "indicator"):
-            raise BenchError(f"utility must be auto, score or indicator (got {self.utility!r})")
-        if self.beta is not None and not self.beta > 0:
-            raise BenchError(f"beta must be > 0 (got {self.beta})")
+        super().validate()  # utility and beta: their "range" metadata, checked when the config is built
 
 
 def safety_utility(costs: Sequence[float], utility: str) -> list[float]:

@@ -35,34 +35,24 @@ UNITS = ("unsafe_rate", "mean_cost")
 
 @dataclass
 class PDDPOConfig:
-    beta: float | None = field(default=None, metadata={"help": "[ours] stage-1 KL coefficient β (stage 2 uses β/λ_k); None = train.beta (0.1, SACPO's value; the paper's is unknown)"})
-    fixed_lambda: float | None = field(default=None, metadata={"help": "[paper v1] a float = one primal step at this λ, no dual update (v1 used 5); None = the primal-dual loop"})
-    lambda_init: float = field(default=1.0, metadata={"help": "[ours] λ_1 of the dual loop (paper: unknown)"})
-    num_iterations: int = field(default=3, metadata={"help": "[ours] K primal-dual iterations (paper: unknown; 3-5 suggested)"})
-    eta: float = field(default=10.0, metadata={"help": "[ours] dual step size η; ~10-20 moves λ by O(1) when Ĉ is a rate"})
-    lambda_max: float = field(default=20.0, metadata={"help": "[ours] projection cap Λ_max (guards β/λ collapse, methods.md §2.10.6)"})
-    lambda_min: float = field(default=0.0, metadata={"help": "[ours] λ_k <= this -> π_k = π_r̂ without training (the λ = 0 guard: β/λ is infinite)"})
+    beta: float | None = field(default=None, metadata={"range": ">0", "help": "[ours] stage-1 KL coefficient β (stage 2 uses β/λ_k); None = train.beta (0.1, SACPO's value; the paper's is unknown)"})
+    fixed_lambda: float | None = field(default=None, metadata={"range": ">0", "help": "[paper v1] a float = one primal step at this λ, no dual update (v1 used 5); None = the primal-dual loop"})
+    lambda_init: float = field(default=1.0, metadata={"range": ">=0", "help": "[ours] λ_1 of the dual loop (paper: unknown)"})
+    num_iterations: int = field(default=3, metadata={"range": ">=0", "help": "[ours] K primal-dual iterations (paper: unknown; 3-5 suggested)"})
+    eta: float = field(default=10.0, metadata={"range": ">=0", "help": "[ours] dual step size η; ~10-20 moves λ by O(1) when Ĉ is a rate"})
+    lambda_max: float = field(default=20.0, metadata={"range": ">0", "help": "[ours] projection cap Λ_max (guards β/λ collapse, methods.md §2.10.6)"})
+    lambda_min: float = field(default=0.0, metadata={"range": ">=0", "help": "[ours] λ_k <= this -> π_k = π_r̂ without training (the λ = 0 guard: β/λ is infinite)"})
     threshold: float | None = field(default=None, metadata={"help": "[ours] constraint b in the estimator's units; None = scoring.threshold"})
-    threshold_units: str | None = field(default=None, metadata={"help": "[ours] unsafe_rate (fraction with cost > 0) | mean_cost (raw mean); None = scoring.threshold_units"})
-    warm_start: str = field(default="previous", metadata={"help": "[ours] primal init: previous (π_{k-1}) | pi_r (π_r̂); the reference is π_r̂ either way"})
-    dual_temperature: float | None = field(default=None, metadata={"help": "[ours] sampling temperature for Ĉ; None = generation.temperature (0 = greedy)"})
-    max_dual_prompts: int = field(default=0, metadata={"help": "[ours] N^CE: dual prompts used per estimate; 0 = all of the dual fold (data.max_dual_prompts)"})
+    threshold_units: str | None = field(default=None, metadata={"range": "in:unsafe_rate|mean_cost", "help": "[ours] unsafe_rate (fraction with cost > 0) | mean_cost (raw mean); None = scoring.threshold_units"})
+    warm_start: str = field(default="previous", metadata={"range": "in:previous|pi_r", "help": "[ours] primal init: previous (π_{k-1}) | pi_r (π_r̂); the reference is π_r̂ either way"})
+    dual_temperature: float | None = field(default=None, metadata={"range": ">=0", "help": "[ours] sampling temperature for Ĉ; None = generation.temperature (0 = greedy)"})
+    max_dual_prompts: int = field(default=0, metadata={"range": ">=0", "help": "[ours] N^CE: dual prompts used per estimate; 0 = all of the dual fold (data.max_dual_prompts)"})
     estimate_fixed: bool = field(default=True, metadata={"help": "[ours] in fixed-λ mode, still estimate Ĉ/reward/KL once for the trajectory (no λ update)"})
     keep_iterates: bool = field(default=False, metadata={"help": "[ours] keep every π_k folder in the work dir (default: delete superseded ones)"})
 
-    def __post_init__(self) -> None:  # refused at config time: a bad value would otherwise surface after training
+    def __post_init__(self) -> None:  # refused at config time (single-field ranges: the "range" metadata above)
         if self.fixed_lambda is None and self.num_iterations < 1:
             raise ConfigValueError("num_iterations", f"{self.num_iterations} trains no primal step; use an int >= 1 (or fixed_lambda=λ for one step)")
-        for name in ("eta", "lambda_init", "lambda_min", "max_dual_prompts"):
-            if getattr(self, name) < 0:
-                raise ConfigValueError(name, f"{getattr(self, name)!r} is out of range; use a value >= 0")
-        for name in ("lambda_max", "fixed_lambda", "beta"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ConfigValueError(name, f"{getattr(self, name)!r} is out of range; use a float > 0")
-        if self.warm_start not in ("previous", "pi_r"):
-            raise ConfigValueError("warm_start", f"{self.warm_start!r} is not previous or pi_r")
-        if self.threshold_units is not None and self.threshold_units not in UNITS:
-            raise ConfigValueError("threshold_units", f"{self.threshold_units!r} is not one of {', '.join(UNITS)}")
 
 
 def resolve_constraint(config: Any, ctx: TrainContext) -> tuple[float, str]:

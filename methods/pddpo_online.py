@@ -35,11 +35,11 @@ from methods.pddpo import PDDPO, PDDPOConfig, copy_model, dual_estimate, dual_pr
 
 @dataclass
 class OnlinePDDPOConfig(PDDPOConfig):
-    prompts_per_iteration: int = field(default=8, metadata={"help": "[ours] train prompts sampled per iteration (2 responses each)"})
-    sample_temperature: float = field(default=0.7, metadata={"help": "[ours] temperature of the two online samples (> 0, so they differ)"})
-    alpha_r: float = field(default=0.1, metadata={"help": "[ours] reward bonus scale α_r (RECONSTRUCTION)"})
-    alpha_c: float = field(default=0.1, metadata={"help": "[ours] cost bonus scale α_c (RECONSTRUCTION)"})
-    kappa: float = field(default=1.0, metadata={"help": "[ours] ridge κ > 0 of Σ_r, Σ_c (features are unit-norm)"})
+    prompts_per_iteration: int = field(default=8, metadata={"range": ">0", "help": "[ours] train prompts sampled per iteration (2 responses each)"})
+    sample_temperature: float = field(default=0.7, metadata={"range": ">0", "help": "[ours] temperature of the two online samples (> 0, so they differ)"})
+    alpha_r: float = field(default=0.1, metadata={"range": ">=0", "help": "[ours] reward bonus scale α_r (RECONSTRUCTION)"})
+    alpha_c: float = field(default=0.1, metadata={"range": ">=0", "help": "[ours] cost bonus scale α_c (RECONSTRUCTION)"})
+    kappa: float = field(default=1.0, metadata={"range": ">0", "help": "[ours] ridge κ > 0 of Σ_r, Σ_c (features are unit-norm)"})
 
 
 class OnlinePDDPO(PDDPO):

@@ -65,8 +65,8 @@ def safedpo_margins(pairs: Sequence["PreferencePair"], delta: float) -> list[flo
 class SafeDPOConfig:
     """SafeDPO: DPO on T(D_r) with the safety margin Δ. The paper's β and Δ are not known [verify]."""
 
-    beta: float | None = field(default=None, metadata={"help": "DPO β; None = train.beta [ours; paper value unknown]"})
-    delta: float = field(default=1.0, metadata={"help": "safety margin Δ ≥ 0 in implicit-reward units (β·h); 0 = plain DPO on T(D) [ours; verify paper]"})
+    beta: float | None = field(default=None, metadata={"range": ">0", "help": "DPO β; None = train.beta [ours; paper value unknown]"})
+    delta: float = field(default=1.0, metadata={"range": ">=0", "help": "safety margin Δ ≥ 0 in implicit-reward units (β·h); 0 = plain DPO on T(D) [ours; verify paper]"})
 
 
 class SafeDPO:
@@ -75,11 +75,7 @@ class SafeDPO:
     name: ClassVar[str] = "safedpo"
     config_class: ClassVar[type] = SafeDPOConfig
 
-    def __init__(self, config: SafeDPOConfig):
-        if config.delta < 0:
-            raise BenchError(f"methods.safedpo.delta must be >= 0 (got {config.delta})")
-        if config.beta is not None and not config.beta > 0:
-            raise BenchError(f"methods.safedpo.beta must be > 0 (got {config.beta})")
+    def __init__(self, config: SafeDPOConfig):  # delta and beta: their "range" metadata, checked when the config is built
         self.config = config
 
     def train(self, ctx: TrainContext) -> TrainResult:

@@ -88,3 +88,56 @@ def test_every_config_field_has_help_and_bench_lists_them():
     assert "--set methods.mocan.<field>" in out.output
     bad = CliRunner().invoke(app, ["list", "methods", "no-such-method"])
     assert "unknown method 'no-such-method'" in str(bad.exception)  # BenchError: `bench` exits 2 with this line
+
+
+@pytest.mark.parametrize("spec, inside, outside", [
+    (">0", [1e-9, 3], [0, -1.0]),
+    (">=0", [0, 0.0, 7], [-1e-9]),
+    ("<=1", [1, -5], [1.0000001]),
+    ("<2", [1.999], [2]),
+    ("[0,1)", [0, 0.5], [1, -0.1]),
+    ("(0,1]", [1, 1e-6], [0, 1.5]),
+    ("[0,inf)", [0, 1e12], [-1]),
+    ("in:previous|pi_r", ["previous", "pi_r"], ["pi", "", 0]),
+])
+def test_range_specs_at_their_boundaries(spec, inside, outside):
+    from harness.config import in_range
+
+    assert all(in_range(v, spec) for v in inside), spec
+    assert not any(in_range(v, spec) for v in outside), spec
+
+
+def test_range_words_and_bad_specs():
+    from harness.config import describe_range, in_range
+
+    assert describe_range(">=0") == "a value >= 0" and describe_range("(0,1]") == "a value in (0,1]"
+    assert describe_range("in:a|b") == "one of a, b"
+    assert not in_range(True, ">0")  # a bool is not a number here, whatever Python's int says
+    with pytest.raises(ValueError, match="bad range spec"):
+        in_range(1, "positive")
+
+
+def test_declared_ranges_are_valid_and_refused_at_config_time():
+    """Every declared range parses and admits its field's default; a value outside it is refused when the config is
+    built (before any work), naming the key, the value and what is accepted."""
+    import dataclasses
+
+    from harness.config import in_range
+    from harness.registries import METHODS
+
+    declared = 0
+    for name in METHODS.names():
+        for f in dataclasses.fields(METHODS.get(name).config_class):
+            spec = f.metadata.get("range")
+            if spec:
+                declared += 1
+                default = f.default if f.default is not dataclasses.MISSING else None
+                assert default is None or in_range(default, spec), f"{name}.{f.name}"
+    assert declared >= 20
+    cls = METHODS.get("safedpo").config_class
+    with pytest.raises(BenchError, match=r"config key 'methods.safedpo.delta': -0.5 is out of range; use a value >= 0 "
+                                         r"\(--set methods.safedpo.delta=...\)"):
+        method_config(cls, load_config("tiny", ["method.delta=-0.5"], method="safedpo"))
+    assert method_config(cls, load_config("tiny", ["method.delta=0"], method="safedpo")).delta == 0  # the boundary is in
+    with pytest.raises(BenchError, match="'methods.mocan.utility': 'sign' is out of range; use one of score, indicator, auto"):
+        method_config(METHODS.get("mocan").config_class, load_config("tiny", ["method.utility=sign"], method="mocan"))

@@ -393,7 +393,7 @@ def test_pddpo_dual_estimate_in_each_unit(tmp_path, monkeypatch) -> None:
 
 
 def test_pddpo_refuses_bad_units_and_empty_dual_fold(tmp_path, fake_dpo) -> None:
-    with pytest.raises(BenchError, match="'rate' is not one of unsafe_rate, mean_cost"):  # refused with the config
+    with pytest.raises(BenchError, match="threshold_units': 'rate' is out of range; use one of unsafe_rate, mean_cost"):  # refused with the config
         make_ctx(tmp_path, "pddpo", ["method.threshold_units=rate"])
     m, ctx, _ = make_ctx(tmp_path / "d", "pddpo", dual=[])
     with pytest.raises(BenchError, match="dual fold is empty"):
@@ -937,7 +937,7 @@ def test_online_pddpo_two_iterations_records_and_lambda_zero_guard(tmp_path, fak
         "mode": "online", "beta": 0.1, "threshold": 0.2, "threshold_units": "unsafe_rate", "lambda_final": 0.0, "iterations": 2}
     assert "RECONSTRUCTION" in res.extra["loss"] and "[ours]" in res.extra["provenance"]
     for bad in ("method.sample_temperature=0", "method.warm_start=other"):
-        with pytest.raises(BenchError, match="sample_temperature > 0|'other' is not previous or pi_r"):
+        with pytest.raises(BenchError, match="(sample_temperature': 0.0|warm_start': 'other') is out of range; use (a value > 0|one of previous, pi_r)"):
             make_ctx(tmp_path / bad.split("=")[-1], "pddpo-online", [bad])
     m, ctx, _ = make_ctx(tmp_path / "nocost", "pddpo-online", cost_pairs=[])
     with pytest.raises(BenchError, match="offline reward and cost pairs"):
