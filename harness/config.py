@@ -262,14 +262,9 @@ def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
             kwargs[key] = coerce(value, tp, f"{prefix}{key}")
     try:
         obj = cls(**kwargs)
+        check_ranges(obj)  # declared ranges (field metadata "range"), also of configs that are not RangeChecked
     except ConfigValueError as exc:  # a config's own __post_init__ check, named with its full dotted key
         raise BenchError(f"config key '{prefix}{exc.field}': {exc.problem} (--set {prefix}{exc.field}=...)") from None
-    for f in dataclasses.fields(cls):  # declared ranges (field metadata "range"), checked before any work
-        spec = f.metadata.get("range")
-        value = getattr(obj, f.name)
-        if spec and value is not None and not in_range(value, spec):
-            raise BenchError(f"config key '{prefix}{f.name}': {value!r} is out of range; use {describe_range(spec)} "
-                             f"(--set {prefix}{f.name}=...)")
     return obj
 
 
@@ -296,6 +291,23 @@ def in_range(value: Any, spec: str) -> bool:
         lo, hi = (_bound(x) for x in spec[1:-1].split(","))
         return (value >= lo if spec[0] == "[" else value > lo) and (value <= hi if spec[-1] == "]" else value < hi)
     raise ValueError(f"bad range spec {spec!r}")
+
+
+def check_ranges(config: Any) -> None:
+    """Raise `ConfigValueError` for the first field of a config dataclass outside its declared range."""
+    for f in dataclasses.fields(config):
+        spec = f.metadata.get("range")
+        value = getattr(config, f.name)
+        if spec and value is not None and not in_range(value, spec):
+            raise ConfigValueError(f.name, f"{value!r} is out of range; use {describe_range(spec)}")
+
+
+class RangeChecked:
+    """Mixin for config dataclasses: their declared ranges are checked on construction too (plugins and tests that
+    build a config directly), not only when `build_dataclass` builds it from a profile."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 def describe_range(spec: str) -> str:

@@ -8,12 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from harness.config import RangeChecked
 from methods.base import TrainContext, TrainResult
 from methods.dpo_helpful import train_plain_dpo
 
 
 @dataclass
-class DPOHarmlessConfig:
+class DPOHarmlessConfig(RangeChecked):
     beta: float | None = field(default=None, metadata={"range": ">0", "help": "KL coefficient; None = train.beta"})
 
 

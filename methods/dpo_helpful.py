@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from harness.config import RangeChecked
 from harness.dpo import read_train_record, train_dpo
 from methods.base import TrainContext, TrainResult
 
 
 @dataclass
-class DPOHelpfulConfig:
+class DPOHelpfulConfig(RangeChecked):
     beta: float | None = field(default=None, metadata={"range": ">0", "help": "KL coefficient; None = train.beta (0.1, safe-rlhf's and SACPO's value)"})
 
 

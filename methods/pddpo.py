@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.config import RangeChecked
 from harness.dpo import train_dpo
 from harness.errors import BenchError, ConfigValueError
 from harness.io import copy_dir_atomic
@@ -34,7 +35,7 @@ UNITS = ("unsafe_rate", "mean_cost")
 
 
 @dataclass
-class PDDPOConfig:
+class PDDPOConfig(RangeChecked):
     beta: float | None = field(default=None, metadata={"range": ">0", "help": "[ours] stage-1 KL coefficient β (stage 2 uses β/λ_k); None = train.beta (0.1, SACPO's value; the paper's is unknown)"})
     fixed_lambda: float | None = field(default=None, metadata={"range": ">0", "help": "[paper v1] a float = one primal step at this λ, no dual update (v1 used 5); None = the primal-dual loop"})
     lambda_init: float = field(default=1.0, metadata={"range": ">=0", "help": "[ours] λ_1 of the dual loop (paper: unknown)"})
@@ -51,6 +52,7 @@ class PDDPOConfig:
     keep_iterates: bool = field(default=False, metadata={"help": "[ours] keep every π_k folder in the work dir (default: delete superseded ones)"})
 
     def __post_init__(self) -> None:  # refused at config time (single-field ranges: the "range" metadata above)
+        super().__post_init__()
         if self.fixed_lambda is None and self.num_iterations < 1:
             raise ConfigValueError("num_iterations", f"{self.num_iterations} trains no primal step; use an int >= 1 (or fixed_lambda=λ for one step)")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+from harness.config import RangeChecked
 from harness.errors import BenchError
 from methods.base import TrainContext, TrainResult
 
@@ -62,7 +63,7 @@ def safedpo_margins(pairs: Sequence["PreferencePair"], delta: float) -> list[flo
 
 
 @dataclass
-class SafeDPOConfig:
+class SafeDPOConfig(RangeChecked):
     """SafeDPO: DPO on T(D_r) with the safety margin Δ. The paper's β and Δ are not known [verify]."""
 
     beta: float | None = field(default=None, metadata={"range": ">0", "help": "DPO β; None = train.beta [ours; paper value unknown]"})
