@@ -596,3 +596,24 @@ def test_suite_defaults_to_three_seeds_except_on_tiny(tmp_path: Path, monkeypatc
                                          "--wandb", "disabled"])
         assert out.exit_code == 0, out.output
     assert seen == [("cpu", 0), ("cpu", 1), ("cpu", 2), ("tiny", 0)]
+
+
+def test_readme_results_block_is_replaced_from_the_leaderboard_export(tmp_path: Path) -> None:
+    """scripts/readme_results.py pastes the leaderboard's markdown between the README markers and nothing else:
+    the text around them is kept byte for byte; a README without exactly one block is refused with exit 2."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_results", Path(__file__).resolve().parents[1] / "scripts" / "readme_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\nbefore\n{mod.BEGIN}\nold table\n{mod.END}\nafter\n")
+    board = tmp_path / "leaderboard-cpu.md"
+    board.write_text("| method | tier |\n|---|---|\n| pddpo | 1 |\n\nTiers: 1: pddpo\n")
+    assert mod.main([str(board), "--seeds", "0,1,2", "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Title\nbefore\n" + mod.BEGIN + "\n_Generated ") and text.endswith(mod.END + "\nafter\n")
+    assert "old table" not in text and "| pddpo | 1 |\n\nTiers: 1: pddpo\n" + mod.END in text and "(seeds 0,1,2)" in text
+    readme.write_text("no markers\n")
+    assert mod.main([str(board), "--readme", str(readme)]) == 2 and readme.read_text() == "no markers\n"
+    assert mod.main([str(tmp_path / "missing.md"), "--readme", str(readme)]) == 2
