@@ -3,6 +3,11 @@
 a rollout, the prompt batcher and the PTX loader. The PPO math itself (GAE, clipped losses, the Lagrange update)
 is `harness/rl_math.py`.
 
+PPO at a practical size (`ppo_size="lora"`, docs/memory.md): the actor is the SFT model with LoRA adapters
+(`lora_actor`); the reference is that same model with its adapters disabled (`SharedReference`: the SFT weights
+exactly, no second copy); each critic that starts from the SFT backbone is another LoRA adapter on the actor's
+frozen base weights plus its own value head (`AdapterValueModel`), so one set of base weights serves four networks.
+
 Upstream (read, not copied): PKU-Alignment/safe-rlhf@82743cc `safe_rlhf/trainers/rl_trainer.py`,
 `safe_rlhf/models/score_model`.
 """
@@ -14,7 +19,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import psutil
 import torch
@@ -23,7 +28,9 @@ from torch import nn
 from harness.errors import DataError
 from harness.rl_math import gather_log_probs
 
-__all__ = ["Rollout", "ValueModel", "critic_values", "load_ptx", "n_params", "prompt_batches", "response_log_probs", "rss_mb"]
+__all__ = ["ACTOR_ADAPTER", "AdapterValueModel", "Rollout", "SharedReference", "ValueModel", "adapter_parameters", "critic_values",
+           "held_params", "load_ptx", "lora_actor", "merge_lora_actor", "lora_config", "n_params", "prompt_batches", "response_log_probs", "rss_mb",
+           "trainable_parameters"]
 
 
 # -- networks and rollouts -------------------------------------------------------------------------------------------------------
@@ -56,9 +63,125 @@ class ValueModel(nn.Module):
                 critic.head.bias.copy_(model.score.bias)
         return critic.float().requires_grad_(True)
 
+    def add_lora(self, r: int, alpha: int) -> "ValueModel":
+        """Freeze the backbone and train LoRA adapters on its linear layers instead (the head stays trainable)."""
+        from peft import get_peft_model
+
+        self.backbone = get_peft_model(self.backbone, lora_config(r, alpha))
+        self.head.requires_grad_(True)
+        return self
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).last_hidden_state
         return self.head(hidden).squeeze(-1).float()  # (B, T)
+
+
+# -- PPO at a practical size: LoRA adapters on one set of shared base weights ----------------------------------------
+
+ACTOR_ADAPTER = "default"  # peft's name for a model's first adapter
+
+
+def lora_config(r: int, alpha: int, target_modules: Any = "all-linear") -> Any:
+    """LoRA on every linear layer, without dropout: the PPO ratio π_θ/π_old must be exactly 1 before the first update
+    (the rollout runs in eval mode, the update in train mode)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=target_modules, bias="none")
+
+
+def lora_actor(model: nn.Module, r: int, alpha: int) -> Any:
+    """The SFT model with trainable LoRA adapters (the base frozen). A forward pre-hook on the causal LM makes the
+    actor's adapter the active one whenever the actor runs (forward, `generate`): the critics' adapters live on the
+    same base weights and switch it while they run (`AdapterValueModel`)."""
+    from peft import get_peft_model
+
+    actor = get_peft_model(model, lora_config(r, alpha))
+
+    def activate(module: nn.Module, args: Any) -> None:
+        if actor.active_adapter != ACTOR_ADAPTER:
+            actor.set_adapter(ACTOR_ADAPTER)
+
+    actor.bench_adapter_hook = actor.get_base_model().register_forward_pre_hook(activate)  # removed by `merge_lora_actor`
+    return actor
+
+
+def merge_lora_actor(actor: Any) -> nn.Module:
+    """The trained actor as a plain model: the critics' adapters deleted, the actor's merged into the base weights."""
+    actor.set_adapter(ACTOR_ADAPTER)
+    for name in [n for n in actor.peft_config if n != ACTOR_ADAPTER]:
+        actor.delete_adapter(name)
+    actor.bench_adapter_hook.remove()
+    return actor.merge_and_unload()
+
+
+def adapter_parameters(peft_model: nn.Module, adapter: str) -> list[nn.Parameter]:
+    """The parameters of one named adapter (`...lora_A.<adapter>.weight`), whatever is active now."""
+    return [p for name, p in peft_model.named_parameters() if f".{adapter}." in name]
+
+
+class SharedReference(nn.Module):
+    """π_ref as the LoRA actor with its adapters disabled (peft's `disable_adapter()`): the frozen base weights are
+    the SFT weights, so this is the SFT model exactly, with no second copy. Holds no parameters of its own."""
+
+    def __init__(self, actor: nn.Module):
+        super().__init__()
+        self._actor = [actor]  # a list, not a submodule: the weights are the actor's
+
+    def forward(self, **kwargs: Any) -> Any:
+        actor = self._actor[0]
+        with actor.disable_adapter():
+            return actor(**kwargs)
+
+
+class AdapterValueModel(nn.Module):
+    """A critic on the LoRA actor's frozen base weights: its own LoRA adapter (named after its stream) on the same
+    linear layers as the actor's, and a zero-initialised linear value head, so V = 0 at first, as
+    `ValueModel.from_policy` (the SFT backbone with a zero head), without a copy of the backbone.
+
+    Running it makes its adapter the active one and leaves it so, so that a gradient-checkpointed backward pass
+    recomputes with the same adapter; the actor's forward hook (`lora_actor`) switches back."""
+
+    def __init__(self, actor: nn.Module, adapter: str, r: int, alpha: int):
+        super().__init__()
+        targets = actor.peft_config[ACTOR_ADAPTER].target_modules  # "all-linear" as resolved for the actor
+        actor.add_adapter(adapter, lora_config(r, alpha, target_modules=sorted(targets)))
+        self._actor = [actor]  # a list, not a submodule: the base weights and the other adapters are the actor's
+        self.adapter = adapter
+        self.head = nn.Linear(actor.get_base_model().config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [*adapter_parameters(self._actor[0], self.adapter), *self.head.parameters()]
+
+    def train(self, mode: bool = True) -> "AdapterValueModel":
+        super().train(mode)
+        self._actor[0].train(mode)  # the shared backbone (gradient checkpointing runs in train mode only)
+        return self
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        actor = self._actor[0]
+        if actor.active_adapter != self.adapter:
+            actor.set_adapter(self.adapter)
+        backbone = actor.get_base_model().base_model  # the decoder without its LM head, LoRA layers in place
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).last_hidden_state
+        return self.head(hidden).squeeze(-1).float()  # (B, T)
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What one network's optimiser updates: a shared-base critic's adapter and head, a LoRA actor's adapter (by
+    name: the critics switch `requires_grad` of the actor's adapter off while they run), else every parameter that
+    requires a gradient."""
+    if hasattr(model, "trainable_parameters"):
+        return model.trainable_parameters()
+    if hasattr(model, "peft_config") and ACTOR_ADAPTER in model.peft_config:
+        return adapter_parameters(model, ACTOR_ADAPTER)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def held_params(*models: nn.Module) -> int:
+    """Parameters held in memory by these networks together, each tensor counted once (shared weights once)."""
+    return sum({id(p): p.numel() for model in models for p in model.parameters()}.values())
 
 
 @dataclass

@@ -45,15 +45,23 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from harness.errors import ConfigValueError
+from harness.monitor import phase
 from harness.ppo import (  # noqa: F401  (Rollout ... ValueModel: re-exported, their old home)
+    AdapterValueModel,
     Rollout,
+    SharedReference,
     ValueModel,
     critic_values,
+    held_params,
     load_ptx,
+    lora_actor,
+    merge_lora_actor,
     n_params,
     prompt_batches,
     response_log_probs,
     rss_mb,
+    trainable_parameters,
 )
 from harness.rl_math import (
     clipped_surrogate_loss,
@@ -114,9 +122,27 @@ class SafeRLHFConfig:
     episode_cost_window: int = field(default=128, metadata={"help": "episode costs averaged for Ĉ (per rank, then over ranks)"})
     # networks
     score_backbone: str = field(default="policy", metadata={"help": "backbone of R and C: 'policy' (the SFT model + scalar head, as upstream; critics copy R/C) or an encoder name for evaluators.score_models, e.g. 'minilm'"})
+    # size (docs/memory.md measures full vs LoRA side by side: benchmarks/p3_memory.py)
+    ppo_size: str = field(default="full", metadata={"help": "full: every weight of actor and critics trained, the reference a separate frozen copy (upstream; what the paper's memory claim compares against) | lora: LoRA adapters on actor and critics over the actor's frozen base weights, the reference = the actor with its adapters disabled (exact, no copy)"})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank of the actor's and critics' adapters (ppo_size=lora); 0 = train.lora_r"})
+    lora_alpha: int = field(default=0, metadata={"help": "LoRA α of those adapters (update scaled by α / r); 0 = train.lora_alpha"})
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "recompute activations in the backward pass of actor and critics (exact; less memory, one more forward per step); None = train.gradient_checkpointing"})
+    frozen_dtype: str = field(default="auto", metadata={"help": "dtype of the frozen R and C (and of the reference copy when ppo_size=full): auto = train.precision (fp32 on CPU, bf16 on GPU) | fp32 | bf16 (measured error vs fp32: docs/memory.md)"})
     # PTX (off: no Alpaca data here)
     ptx_data: str = field(default="", metadata={"help": "JSONL of {prompt, response} for the PTX loss; empty = off (upstream: Alpaca)"})
     ptx_coef: float = field(default=16.0, metadata={"help": "PTX loss weight, a separate actor step per RL step"})
+
+    def __post_init__(self) -> None:  # refused at config time, before R and C are trained
+        if self.ppo_size not in PPO_SIZES:
+            raise ConfigValueError("ppo_size", f"{self.ppo_size!r} is not one of {', '.join(PPO_SIZES)}")
+        if self.frozen_dtype not in ("auto", "fp32", "bf16"):
+            raise ConfigValueError("frozen_dtype", f"{self.frozen_dtype!r} is not auto, fp32 or bf16")
+        for name in ("lora_r", "lora_alpha"):
+            if getattr(self, name) < 0:
+                raise ConfigValueError(name, f"{getattr(self, name)} is out of range; use an int > 0 (or 0 = the train section's)")
+
+
+PPO_SIZES = ("full", "lora")
 
 
 # -- the method -----------------------------------------------------------------------------------------------------
@@ -149,7 +175,8 @@ class SafeRLHF:
         for batch_idx, batch in enumerate(prompt_batches(prompts, batch_size, num_batches, ctx.seed)):
             # 1. rollout (one seed per batch and rank: reproducible sampling)
             torch.manual_seed(ctx.seed * 100_003 + batch_idx * self.accelerator.num_processes + self.accelerator.process_index)
-            ro = self.rollout(batch)
+            with phase(f"{self.name}/rollout"):
+                ro = self.rollout(batch)
             cost_window.extend(ro.costs.tolist())
             for _ in range(c.update_iters):
                 # 2. λ from the windowed episode cost, measured before the RL step (per rank, averaged over ranks)
@@ -157,9 +184,10 @@ class SafeRLHF:
                 penalty = self.update_penalty(step, window_mean)
                 # 3. advantages, 4. PPO step (+ the optional PTX step)
                 advantage, returns = self.compute_advantages(ro, penalty)
-                stats = self.ppo_step(ro, advantage, returns)
-                if self.ptx is not None:
-                    stats["ptx_loss"] = self.ptx_step(batch_size)
+                with phase(f"{self.name}/ppo_step"):
+                    stats = self.ppo_step(ro, advantage, returns)
+                    if self.ptx is not None:
+                        stats["ptx_loss"] = self.ptx_step(batch_size)
                 # 5. log
                 peak_rss = max(peak_rss, rss_mb())
                 record = {"step": step, "lambda": penalty, "cost_window_mean": window_mean,
@@ -170,7 +198,8 @@ class SafeRLHF:
                 log.info("%s step %d/%d: lambda %.3f, cost window %.3f, reward %.3f, kl %.4f, actor loss %.4f", self.name, step + 1,
                          num_batches * c.update_iters, penalty, window_mean, record["reward_mean"], record["kl"], record["actor_loss"])
                 step += 1
-        return self.save(ctx, steps=step, prompts=len(prompts), peak_rss=peak_rss)
+        with phase(f"{self.name}/save", trim=True):
+            return self.save(ctx, steps=step, prompts=len(prompts), peak_rss=peak_rss)
 
     # -- setup ------------------------------------------------------------------------------------------------------
 
@@ -179,15 +208,16 @@ class SafeRLHF:
         from accelerate import Accelerator
         from transformers import AutoModelForCausalLM
 
-        from harness.models import load_policy, load_tokenizer
+        from harness.models import load_policy, load_tokenizer, resolve_dtype
 
         c, cfg = self.config, ctx.cfg
         self.cfg = cfg
         ctx.require_pairs(self.name, "reward", "cost")  # it trains its own reward and cost models
         # R and C first (upstream: separate runs before PPO), on this method's train split; never the evaluation scorers
         encoder = ctx.policy_path if c.score_backbone == "policy" else c.score_backbone
-        self.reward_model = ctx.train_score_model("reward", ctx.reward_pairs, "reward_model", encoder=encoder)
-        self.cost_model = ctx.train_score_model("cost", ctx.cost_pairs, "cost_model", encoder=encoder)
+        with phase(f"{self.name}/score_models", trim=True):
+            self.reward_model = ctx.train_score_model("reward", ctx.reward_pairs, "reward_model", encoder=encoder)
+            self.cost_model = ctx.train_score_model("cost", ctx.cost_pairs, "cost_model", encoder=encoder)
         for scorer in (self.reward_model, self.cost_model):
             if isinstance(getattr(scorer, "model", None), nn.Module):
                 scorer.model.requires_grad_(False)
@@ -197,16 +227,30 @@ class SafeRLHF:
         bf16 = ctx.device == "cuda" and cfg.train.precision in ("auto", "bf16")
         self.accelerator = Accelerator(cpu=ctx.device == "cpu", mixed_precision="bf16" if bf16 else "no")
         self.device = self.accelerator.device
-        self.tokenizer = load_tokenizer(ctx.policy_path, padding_side="left")
-        self.actor = AutoModelForCausalLM.from_pretrained(ctx.policy_path, dtype=torch.float32)  # fp32 master weights
-        self.reference, _ = load_policy(Path(ctx.policy_path), str(self.device), cfg.train.precision)
-        self.reference.requires_grad_(False)
-        scorers = {"reward": self.reward_model, "cost": self.cost_model}
-        self.critics = {name: self.make_critic(scorers[name], ctx.policy_path) for name in self.critic_streams}
-        if cfg.train.gradient_checkpointing:
-            self.actor.gradient_checkpointing_enable()
+        self.lora = (c.lora_r or cfg.train.lora_r, c.lora_alpha or cfg.train.lora_alpha) if c.ppo_size == "lora" else None
+        frozen = cfg.train.precision if c.frozen_dtype == "auto" else c.frozen_dtype
+        with phase(f"{self.name}/load", trim=True):
+            self.tokenizer = load_tokenizer(ctx.policy_path, padding_side="left")
+            self.actor = AutoModelForCausalLM.from_pretrained(ctx.policy_path, dtype=torch.float32)  # fp32 master weights
+            if self.lora:  # the reference is the actor with its adapters disabled: the SFT weights, no second copy
+                self.actor = lora_actor(self.actor, *self.lora)
+                self.reference = SharedReference(self.actor)
+            else:
+                self.reference, _ = load_policy(Path(ctx.policy_path), str(self.device), frozen)
+                self.reference.requires_grad_(False)
+            scorers = {"reward": self.reward_model, "cost": self.cost_model}
+            self.critics = {name: self.make_critic(scorers[name], ctx.policy_path, name) for name in self.critic_streams}
+            self.frozen_dtype = str(resolve_dtype(frozen, str(self.device))).removeprefix("torch.")
+            for scorer in scorers.values():  # after the critics copied them, so a critic starts from the fp32 weights
+                if isinstance(getattr(scorer, "model", None), nn.Module):
+                    scorer.model.to(resolve_dtype(frozen, str(self.device)))
+        self.gradient_checkpointing = cfg.train.gradient_checkpointing if c.gradient_checkpointing is None else c.gradient_checkpointing
+        if self.gradient_checkpointing:  # non-reentrant: exact with frozen inputs (LoRA), no enable_input_require_grads
+            kw = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
+            self.actor.gradient_checkpointing_enable(**kw)  # a shared-base critic's backbone is the actor's: covered
             for critic in self.critics.values():
-                critic.backbone.gradient_checkpointing_enable()
+                if isinstance(critic, ValueModel):
+                    critic.backbone.gradient_checkpointing_enable(**kw)
 
         eos = self.actor.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
@@ -216,15 +260,25 @@ class SafeRLHF:
         self.ptx = load_ptx(c.ptx_data) if c.ptx_data else None
         self.ptx_cursor = 0
 
-    def make_critic(self, scorer: Any, policy_path: str) -> ValueModel:
+    def make_critic(self, scorer: Any, policy_path: str, stream: str = "reward") -> nn.Module:
         """Upstream's critic is its score model read at every position; that needs a causal score model on the
-        actor's vocabulary. Otherwise: the SFT backbone with a zero head."""
+        actor's vocabulary. Otherwise: the SFT backbone with a zero head. With `ppo_size=lora` the first is a frozen
+        copy of the score model with LoRA adapters (its head trained), the second a LoRA adapter on the actor's own
+        frozen base weights with a zero head (no copy at all)."""
         model, tok = getattr(scorer, "model", None), getattr(scorer, "tokenizer", None)
         head = getattr(model, "score", None)
+        lora = getattr(self, "lora", None)
         if isinstance(head, nn.Linear) and head.out_features == 1 and tok is not None and tok.get_vocab() == self.tokenizer.get_vocab():
             self.critic_init = "copy of the score model (backbone + head at every position), as upstream"
-            return ValueModel.from_score_model(model)
+            critic = ValueModel.from_score_model(model)
+            if lora:
+                self.critic_init += "; LoRA on the copied backbone, head trained"
+                critic.add_lora(*lora)
+            return critic
         self.critic_init = "SFT policy backbone + zero head (the score model is not a causal model on the actor's vocabulary)"
+        if lora:
+            self.critic_init += "; a LoRA adapter on the actor's frozen base weights (shared, no copy)"
+            return AdapterValueModel(self.actor, f"{stream}_critic", *lora)
         return ValueModel.from_policy(policy_path)
 
     def setup_optimizers(self, total_steps: int) -> None:
@@ -236,7 +290,7 @@ class SafeRLHF:
         specs |= {name: (critic, c.critic_lr, c.critic_weight_decay, c.critic_lr_scheduler, 0.0) for name, critic in self.critics.items()}
         self.optim: dict[str, tuple[nn.Module, Any, Any]] = {}
         for key, (model, lr, wd, schedule, warmup) in specs.items():
-            opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(c.adam_betas), weight_decay=wd)
+            opt = torch.optim.AdamW(trainable_parameters(model), lr=lr, betas=tuple(c.adam_betas), weight_decay=wd)
             sched = get_scheduler(schedule, opt, num_warmup_steps=int(warmup * total_steps), num_training_steps=total_steps)
             self.optim[key] = self.accelerator.prepare(model, opt, sched)
         self.actor = self.optim["actor"][0]
@@ -329,8 +383,8 @@ class SafeRLHF:
         model, opt, sched = self.optim[key]
         opt.zero_grad()
         self.accelerator.backward(loss)
-        if self.config.max_grad_norm > 0:
-            self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+        if self.config.max_grad_norm > 0:  # over this optimiser's parameters (a shared base holds others' adapters)
+            self.accelerator.clip_grad_norm_([p for group in opt.param_groups for p in group["params"]], self.config.max_grad_norm)
         opt.step()
         if step_scheduler:
             sched.step()
@@ -370,15 +424,25 @@ class SafeRLHF:
         actor = self.accelerator.unwrap_model(self.actor)
         critics = [self.accelerator.unwrap_model(v) for v in self.critics.values()]
         score_models = [m for m in (getattr(s, "model", None) for s in (self.reward_model, self.cost_model)) if isinstance(m, nn.Module)]
-        trained = sum(map(n_params, [actor, *critics, *score_models])) if len(score_models) == 2 else None
+        optimised = {key: sum(p.numel() for p in trainable_parameters(model)) for key, model in [("actor", actor), *zip(self.critics, critics)]}
+        both = len(score_models) == 2  # R and C are networks here (not, e.g., remote scorers)
         extra = {
             "steps": steps, "train_prompts": prompts,
             "final_lambda": math.exp(self.log_lambda) if "cost" in self.critic_streams else None,
             "peak_rss_mb": round(peak_rss, 1),
             "cuda_max_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
-            "params_trained": trained, "params_held": trained + n_params(self.reference) if trained else None,
+            # parameters optimised (R and C count whole: trained before PPO) / held once each (shared weights once)
+            "params_trained": sum(optimised.values()) + sum(map(n_params, score_models)) if both else None,
+            "params_held": held_params(actor, self.reference, *critics, *score_models) if both else None,
+            "params_optimised_ppo": optimised,
+            "ppo_size": self.config.ppo_size, "lora_r_alpha": list(self.lora) if self.lora else None,
+            "gradient_checkpointing": self.gradient_checkpointing, "frozen_dtype": self.frozen_dtype,
+            "reference": "the actor with its LoRA adapters disabled (shared weights, exact)" if self.lora
+                         else f"a separate frozen copy of the SFT model in {self.frozen_dtype}",
             "critic_init": self.critic_init, "score_backbone": self.config.score_backbone, "ptx": self.ptx is not None,
         }
+        if self.lora:
+            actor = merge_lora_actor(actor)
         if self.accelerator.is_main_process:
             save_model_atomic(actor, self.tokenizer, ctx.out_dir, {"method": self.name, "config": asdict(self.config), **extra})
         self.accelerator.wait_for_everyone()

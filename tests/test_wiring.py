@@ -4,7 +4,7 @@ The pure math is tested elsewhere against hand computations; these tests check h
 hand-built cases where the right answer is known and a swapped argument, a flipped sign or a wrong reference gives
 a different one. Nothing here trains a network: `train_dpo` is replaced by a recorder that only makes the output
 folder, scorers and generators are fakes, and the PPO loop runs on hand-built rollouts (plus one real PPO step on a
-four-token toy policy). Each test names the planted fault it catches (docs/mutation.md lists them).
+four-token toy policy, and two on the tiny random model for the LoRA PPO's shared weights). Each test names the planted fault it catches (docs/mutation.md lists them).
 """
 
 from __future__ import annotations
@@ -942,3 +942,123 @@ def test_online_pddpo_two_iterations_records_and_lambda_zero_guard(tmp_path, fak
     m, ctx, _ = make_ctx(tmp_path / "nocost", "pddpo-online", cost_pairs=[])
     with pytest.raises(BenchError, match="offline reward and cost pairs"):
         m.train(ctx)
+
+
+# -- Safe-RLHF at a practical size: LoRA actor and critics on shared base weights ------------------------------------
+
+
+class ScriptedNetScorer:
+    """A frozen R or C holding a real network: a causal score model on the actor's vocabulary when `causal` (so the
+    critic is a copy of it, upstream's way), else a small unrelated module (so the critic starts from the SFT
+    backbone). Its scores are scripted per prompt, so the advantage's direction is known."""
+
+    def __init__(self, path: str, by_prompt: dict[str, float], causal: bool):
+        from transformers import AutoModelForSequenceClassification
+
+        from harness.models import load_tokenizer
+
+        self.by_prompt, self.use_cache = by_prompt, True
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1) if causal else torch.nn.Linear(4, 1)
+        self.tokenizer = load_tokenizer(path) if causal else None
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        return [self.by_prompt[p] for p in prompts]
+
+
+def lora_ppo(tmp_path: Path, causal_scorers: bool, overrides: list[str] = ()):
+    """A `safe-rlhf` set up with ppo_size=lora on the tiny random model, R = 1 and C = {prompt 0: 0, prompt 1: 2}."""
+    from harness.models import resolve_model
+
+    path = str(resolve_model("tiny-random"))
+    scorers = {"reward": ScriptedNetScorer(path, {"prompt 0": 1.0, "prompt 1": 1.0}, causal_scorers),
+               "cost": ScriptedNetScorer(path, {"prompt 0": 0.0, "prompt 1": 2.0}, causal_scorers)}
+    m, ctx, log = make_ctx(tmp_path, "safe-rlhf", ["method.ppo_size=lora", "method.lora_r=4", "method.lora_alpha=8", "method.kl_coef=0", "method.max_new_tokens=4",
+                                                   "method.gamma=1", "method.gae_lambda=1", "method.actor_lr=1e-3", "method.critic_lr=1e-3",
+                                                   *overrides])
+    ctx = TrainContext(**{**ctx.__dict__, "policy_path": path, "train_score_model": lambda kind, pairs, name, **kw: scorers[kind]})
+    m.log_lambda = 0.0
+    m.setup(ctx)
+    m.setup_optimizers(2)
+    return m, ctx, scorers, path
+
+
+def _param_ids(params) -> set[int]:
+    return {id(p) for p in params}
+
+
+def test_lora_ppo_reference_is_the_sft_model_and_only_adapters_and_heads_train(tmp_path) -> None:
+    """The cpu profile's LoRA PPO (critics = adapters on the actor's own base weights): the reference is the actor
+    with its adapters disabled, equal to the SFT model's log-probs exactly before and after a PPO step; the
+    optimisers hold only the actor's adapter and each critic's adapter + head; a higher cost lowers the advantage;
+    the frozen base, R and C get no gradient and do not move. Planted: the reference with the adapters enabled, the
+    critics' optimiser over every parameter of the shared model."""
+    from transformers import AutoModelForCausalLM
+
+    from harness.ppo import ACTOR_ADAPTER, adapter_parameters, response_log_probs
+
+    m, ctx, scorers, path = lora_ppo(tmp_path, causal_scorers=False, overrides=["method.gradient_checkpointing=true"])
+    sft = AutoModelForCausalLM.from_pretrained(path).eval()
+    assert m.reference is not m.actor and sum(p.numel() for p in m.reference.parameters()) == 0  # no second copy
+    assert set(m.actor.peft_config) == {ACTOR_ADAPTER, "reward_critic", "cost_critic"}
+
+    torch.manual_seed(0)
+    ro = m.rollout(["prompt 0", "prompt 1"])
+    with torch.no_grad():
+        sft_lp = response_log_probs(sft, ro)
+    assert torch.equal(ro.ref_log_probs, sft_lp) and torch.equal(ro.log_probs, sft_lp)  # LoRA B = 0: actor = SFT at first
+    assert all(v.abs().max() == 0 for v in ro.values.values())  # zero heads (and B = 0): V = 0, as the full critics
+
+    # who trains what: the actor's adapter; each critic's own adapter and head; nothing else (no base weight, no R/C)
+    base = [p for n, p in m.actor.named_parameters() if "lora_" not in n]
+    opt_params = {key: _param_ids(p for g in opt.param_groups for p in g["params"]) for key, (_, opt, _) in m.optim.items()}
+    assert opt_params["actor"] == _param_ids(adapter_parameters(m.actor, ACTOR_ADAPTER))
+    for name in ("reward", "cost"):
+        want = _param_ids([*adapter_parameters(m.actor, f"{name}_critic"), *m.critics[name].head.parameters()])
+        assert opt_params[name] == want and not want & opt_params["actor"]
+    assert not _param_ids(base) & set().union(*opt_params.values())
+    assert all(not p.requires_grad for s in scorers.values() for p in s.model.parameters())
+
+    # a higher cost lowers the advantage: (R − λC)/(1 + λ) per token, V = 0, KL = 0
+    adv, returns = m.compute_advantages(ro, penalty=1.0)
+    torch.testing.assert_close(adv[:, 0], torch.tensor([0.5, -0.5]))
+    base_before = [p.detach().clone() for p in base]
+    heads_before = {k: c.head.weight.detach().clone() for k, c in m.critics.items()}
+    for _ in range(2):  # the first critic step moves only the zero heads (no gradient reaches an adapter through them)
+        stats = m.ppo_step(ro, adv, returns)
+        assert all(math.isfinite(v) for v in stats.values())
+
+    # after the steps: base, R and C untouched and gradient-free; every adapter and head moved; the reference is still SFT
+    assert all(torch.equal(a, b.detach()) for a, b in zip(base_before, base)) and all(p.grad is None for p in base)
+    assert all(p.grad is None for s in scorers.values() for p in s.model.parameters())
+    for adapter in (ACTOR_ADAPTER, "reward_critic", "cost_critic"):
+        assert max(p.abs().max().item() for n, p in m.actor.named_parameters() if f"lora_B.{adapter}." in n) > 0, adapter
+    assert all(not torch.equal(heads_before[k], c.head.weight) for k, c in m.critics.items())
+    m.critics["cost"].eval()(ro.input_ids, ro.attention_mask, ro.position_ids)  # leaves the cost adapter active
+    with torch.no_grad():
+        ref_after, actor_after = response_log_probs(m.reference, ro), response_log_probs(m.actor, ro)
+        m.critics["reward"](ro.input_ids, ro.attention_mask, ro.position_ids)
+        actor_again = response_log_probs(m.actor, ro)
+    assert torch.equal(ref_after, sft_lp), "the reference must be the SFT model exactly (adapters disabled)"
+    assert not torch.equal(actor_after, sft_lp) and torch.equal(actor_again, actor_after)  # the actor runs its own adapter
+
+
+def test_lora_ppo_critic_copied_from_the_score_model_trains_lora_and_head_only(tmp_path) -> None:
+    """With causal R and C (upstream's critic = the score model): the critic is a LoRA'd *copy* whose optimiser holds
+    its adapters and head only; the frozen R and C keep their weights and get no gradient from the critic step."""
+    m, ctx, scorers, _ = lora_ppo(tmp_path, causal_scorers=True)
+    assert m.critic_init.startswith("copy of the score model") and "LoRA" in m.critic_init
+    r_before = [p.detach().clone() for p in scorers["reward"].model.parameters()]
+    for name, critic in m.critics.items():
+        opt = m.optim[name][1]
+        held = _param_ids(p for g in opt.param_groups for p in g["params"])
+        assert held == _param_ids([p for n, p in critic.named_parameters() if "lora_" in n or n.startswith("head.")])
+        assert not _param_ids(scorers[name].model.parameters()) & _param_ids(critic.parameters())  # a copy, not R itself
+    torch.manual_seed(0)
+    ro = m.rollout(["prompt 0", "prompt 1"])
+    adv, returns = m.compute_advantages(ro, penalty=1.0)
+    m.ppo_step(ro, adv, returns)
+    assert all(torch.equal(a, b) for a, b in zip(r_before, scorers["reward"].model.parameters()))
+    assert all(p.grad is None for s in scorers.values() for p in s.model.parameters())
+    res = m.save(ctx, steps=1, prompts=2, peak_rss=1.0)
+    assert res.extra["ppo_size"] == "lora" and res.extra["reference"].startswith("the actor with its LoRA adapters disabled")
+    assert res.extra["params_optimised_ppo"]["actor"] < res.extra["params_held"] / 100

@@ -44,6 +44,8 @@ FAULTS = [
     ("leaderboard ties: higher constraint metric first", "leaderboards/table.py", "            cost if cost is not None else float(\"inf\"),", "            -cost if cost is not None else float(\"inf\"),", ["tests/test_leaderboards.py::test_ties_break_on_the_constraint_metric_then_the_method_name"]),
     ("win rate: a tie counts as a loss", "evaluators/metrics.py", "return np.where(a == b, 0.5, better.astype(float))", "return np.where(a == b, 0.0, better.astype(float))", ["tests/test_runs.py::test_cli_resume_after_kills_in_train_generate_and_score"]),
     ("resume re-runs finished stages", "harness/runs.py", "        if self.done:\n", "        if False:\n", ["tests/test_runs.py::test_cli_resume_after_kills_in_train_generate_and_score"]),
+    ("LoRA PPO reference with the adapters enabled", "harness/ppo.py", "        with actor.disable_adapter():\n            return actor(**kwargs)", "        if True:\n            return actor(**kwargs)", [W + "test_lora_ppo_reference_is_the_sft_model_and_only_adapters_and_heads_train"]),
+    ("LoRA PPO critic optimises the whole shared model", "harness/ppo.py", "return [*adapter_parameters(self._actor[0], self.adapter), *self.head.parameters()]", "return [*self._actor[0].parameters(), *self.head.parameters()]", [W + "test_lora_ppo_reference_is_the_sft_model_and_only_adapters_and_heads_train"]),
 ]
 def _purge_project_modules(root: Path) -> None:
     """Forget every module loaded from this tree (and the test modules), so the next pytest run imports the
