@@ -13,10 +13,18 @@ evaluation scorers), and a reward critic and a cost critic (per-token value head
     4. PPO step     clipped surrogate on the actor, clipped value loss on each critic
     5. log          ctx.log({step, lambda, cost_window_mean, reward_mean, kl, actor_loss, ...})
 
-and finally the actor is saved to `ctx.out_dir`. The math lives in `harness/rl_math.py` (unit-tested); the networks,
-rollouts and batching shared with `ppo_shaping` in `harness/ppo.py`. Why this file is ~390 lines, over the ~300 of
+and finally the actor is saved to `ctx.out_dir`.
+
+Size (`ppo_size`): `full` (upstream, the default, and what the paper's memory claim compares against) trains every
+weight of the actor and both critics and keeps the reference as a separate frozen copy. `lora` trains LoRA adapters
+instead: the reference is the actor with its adapters disabled (the SFT weights exactly, no copy); a critic that
+starts from the SFT backbone is another adapter on the actor's frozen base weights plus its own value head, and one
+copied from a causal score model keeps its frozen copy with adapters on it. `gradient_checkpointing` and
+`frozen_dtype` (R, C and a full-size reference in bf16) apply to either; docs/memory.md has the measurements
+(`benchmarks/p3_memory.py`, `benchmarks/ppo_frozen_bf16.py`) and `extra` records the size that ran. The math lives in `harness/rl_math.py` (unit-tested); the networks,
+rollouts and batching shared with `ppo_shaping` in `harness/ppo.py`. Why this file is ~460 lines, over the ~300 of
 docs/style.md: the loop is one class whose five steps and setup are the hooks `PPOShaping` overrides, and
-splitting it further would scatter one algorithm across files.
+splitting it further would scatter one algorithm across files (the LoRA networks live in `harness/ppo.py`).
 `methods/ppo_shaping.py` runs this same loop with a fixed ν and one critic.
 
 Upstream (read, not copied): PKU-Alignment/safe-rlhf@82743cc `safe_rlhf/algorithms/ppo_lag/trainer.py`,
