@@ -26,10 +26,10 @@ HERE = Path(__file__).resolve().parent
 SHORT = ["data.max_train_pairs=16", "data.max_dual_prompts=8", "data.max_scorer_pairs=0"]
 PPO = "methods.safe-rlhf."
 VARIANTS = {  # name: (method, overrides)
-    "pddpo": ("pddpo", ["methods.pddpo.num_iterations=1"]),
     "safe-rlhf full": ("safe-rlhf", [f"{PPO}num_rollout_batches=2", f"{PPO}ppo_size=full", f"{PPO}gradient_checkpointing=false"]),
     "safe-rlhf lora": ("safe-rlhf", [f"{PPO}num_rollout_batches=2", f"{PPO}ppo_size=lora", f"{PPO}gradient_checkpointing=false"]),
     "safe-rlhf lora+ckpt": ("safe-rlhf", [f"{PPO}num_rollout_batches=2", f"{PPO}ppo_size=lora", f"{PPO}gradient_checkpointing=true"]),
+    "pddpo": ("pddpo", ["methods.pddpo.num_iterations=1"]),
 }
 
 
@@ -53,7 +53,10 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated variant names (default: all)")
     a = ap.parse_args()
     names = a.only.split(",") if a.only else list(VARIANTS)
-    recs = {name: train_stage(*VARIANTS[name], a.profile) for name in names}
+    recs = {}
+    for name in names:
+        recs[name] = train_stage(*VARIANTS[name], a.profile)
+        print(f"# {name}: " + json.dumps(recs[name]), file=sys.stderr, flush=True)  # as each finishes (a long run can be cut short)
     print(f"{'variant':20s} {'peak RSS MB':>11s} {'PPO phases MB':>13s} {'s/rollout':>9s} {'s/PPO step':>10s}  top phases")
     for name, r in recs.items():
         phases = r.get("phases", {})
