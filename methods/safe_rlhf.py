@@ -53,7 +53,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from harness.errors import ConfigValueError
 from harness.monitor import phase
 from harness.ppo import (  # noqa: F401  (Rollout ... ValueModel: re-exported, their old home)
     AdapterValueModel,
@@ -131,26 +130,15 @@ class SafeRLHFConfig:
     # networks
     score_backbone: str = field(default="policy", metadata={"help": "backbone of R and C: 'policy' (the SFT model + scalar head, as upstream; critics copy R/C) or an encoder name for evaluators.score_models, e.g. 'minilm'"})
     # size (docs/memory.md measures full vs LoRA side by side: benchmarks/p3_memory.py)
-    ppo_size: str = field(default="full", metadata={"help": "full: every weight of actor and critics trained, the reference a separate frozen copy (upstream; what the paper's memory claim compares against) | lora: LoRA adapters on actor and critics over the actor's frozen base weights, the reference = the actor with its adapters disabled (exact, no copy)"})
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank of the actor's and critics' adapters (ppo_size=lora); 0 = train.lora_r"})
-    lora_alpha: int = field(default=0, metadata={"help": "LoRA α of those adapters (update scaled by α / r); 0 = train.lora_alpha"})
+    ppo_size: str = field(default="full", metadata={"range": "in:full|lora", "help": "full: every weight of actor and critics trained, the reference a separate frozen copy (upstream; what the paper's memory claim compares against) | lora: LoRA adapters on actor and critics over the actor's frozen base weights, the reference = the actor with its adapters disabled (exact, no copy)"})
+    lora_r: int = field(default=0, metadata={"range": ">=0", "help": "LoRA rank of the actor's and critics' adapters (ppo_size=lora); 0 = train.lora_r"})
+    lora_alpha: int = field(default=0, metadata={"range": ">=0", "help": "LoRA α of those adapters (update scaled by α / r); 0 = train.lora_alpha"})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "recompute activations in the backward pass of actor and critics (exact; less memory, one more forward per step); None = train.gradient_checkpointing"})
-    frozen_dtype: str = field(default="auto", metadata={"help": "dtype of the frozen R and C (and of the reference copy when ppo_size=full): auto = train.precision (fp32 on CPU, bf16 on GPU) | fp32 | bf16 (measured error vs fp32: docs/memory.md)"})
+    frozen_dtype: str = field(default="auto", metadata={"range": "in:auto|fp32|bf16", "help": "dtype of the frozen R and C (and of the reference copy when ppo_size=full): auto = train.precision (fp32 on CPU, bf16 on GPU) | fp32 | bf16 (measured error vs fp32: docs/memory.md)"})
     # PTX (off: no Alpaca data here)
     ptx_data: str = field(default="", metadata={"help": "JSONL of {prompt, response} for the PTX loss; empty = off (upstream: Alpaca)"})
     ptx_coef: float = field(default=16.0, metadata={"help": "PTX loss weight, a separate actor step per RL step"})
 
-    def __post_init__(self) -> None:  # refused at config time, before R and C are trained
-        if self.ppo_size not in PPO_SIZES:
-            raise ConfigValueError("ppo_size", f"{self.ppo_size!r} is not one of {', '.join(PPO_SIZES)}")
-        if self.frozen_dtype not in ("auto", "fp32", "bf16"):
-            raise ConfigValueError("frozen_dtype", f"{self.frozen_dtype!r} is not auto, fp32 or bf16")
-        for name in ("lora_r", "lora_alpha"):
-            if getattr(self, name) < 0:
-                raise ConfigValueError(name, f"{getattr(self, name)} is out of range; use an int > 0 (or 0 = the train section's)")
-
-
-PPO_SIZES = ("full", "lora")
 
 
 # -- the method -----------------------------------------------------------------------------------------------------
