@@ -120,6 +120,29 @@ class ResourcesConfig:
 
 
 @dataclass
+class LearningConfig:
+    """Learning checks (harness/learning.py, docs/learning-checks.md): each trained stage's own training signal.
+    They measure and never change training, so this section is not part of the run id."""
+
+    heldout_pairs: int = field(default=64, metadata={"help": "[ours] held-out pairs per view (reward, cost) for every DPO stage's implicit-reward "
+                                                              "accuracy: the first N (stable hash order) of the `dual` fold, which no method trains on; "
+                                                              "costs 4 forward passes per pair per stage (2 when the reference's are cached); 0 = off"})
+    min_accuracy: float = field(default=0.60, metadata={"help": "[ours, issue 11 target] a DPO stage passes at held-out implicit-reward accuracy >= this"})
+    trend_level: float = field(default=0.95, metadata={"help": "[ours] confidence level of the PPO R/C trend intervals (OLS slope over rollouts, t interval)"})
+    lambda_window: int = field(default=3, metadata={"help": "[ours] k: λ converged when its last k relative changes are all below lambda_tol"})
+    lambda_tol: float = field(default=0.01, metadata={"help": "[ours] tolerance on |Δλ| / max(|λ|, 1) for 'converged'"})
+    lambda_bound: float = field(default=100.0, metadata={"help": "[ours] λ beyond this (or at the method's own cap) is 'diverged'"})
+
+    def __post_init__(self) -> None:
+        if self.heldout_pairs < 0:
+            raise ConfigValueError("heldout_pairs", f"{self.heldout_pairs} is negative; use 0 (off) or a pair count")
+        if self.lambda_window < 1 or not self.lambda_tol > 0 or not self.lambda_bound > 0:
+            raise ConfigValueError("lambda_window", "lambda_window >= 1, lambda_tol > 0 and lambda_bound > 0 are required")
+        if not 0 < self.trend_level < 1:
+            raise ConfigValueError("trend_level", f"{self.trend_level} is not in (0, 1)")
+
+
+@dataclass
 class WandbConfig:
     mode: str = field(default="offline", metadata={"help": "W&B mode: offline (no account; `wandb sync` later) | online | disabled"})
     project: str = field(default="safealign-bench", metadata={"help": "W&B project"})
@@ -146,6 +169,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "extra evaluations (EvalConfig)"})
     wandb: WandbConfig = field(default_factory=WandbConfig, metadata={"help": "experiment tracking (WandbConfig)"})
     resources: ResourcesConfig = field(default_factory=ResourcesConfig, metadata={"help": "what one run asks a scheduler for (ResourcesConfig); not part of the run id"})
+    learning: LearningConfig = field(default_factory=LearningConfig, metadata={"help": "learning checks of every trained stage (LearningConfig); not part of the run id"})
     methods: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "per-method config sections: methods.<name>.<field> (`bench list methods NAME`)"})
 
     def method_section(self, name: str | None = None) -> dict[str, Any]:
@@ -154,7 +178,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def fingerprint(self, exclude: tuple[str, ...] = ("runs_dir", "suite", "resources")) -> str:
+    def fingerprint(self, exclude: tuple[str, ...] = ("runs_dir", "suite", "resources", "learning")) -> str:
         """Stable hash of everything that changes results (not where they are stored)."""
         d = {k: v for k, v in self.to_dict().items() if k not in exclude}
         d["methods"] = {self.method: d["methods"].get(self.method, {})}

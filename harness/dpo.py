@@ -41,6 +41,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from harness.artifacts import lookup, materialise, publish, read_entry
 from harness.errors import BenchError
 from harness.io import TRAIN_RECORD, atomic_path, discard_damaged, save_model_atomic, write_json
+from harness.learning import active_probe
 from harness.losses import dpo_loss
 from harness.models import cache_dir, load_causal_lm, load_tokenizer, model_fingerprint, prompt_text, release_memory
 from harness.monitor import note_reuse, phase
@@ -307,9 +308,12 @@ def train_dpo(
     init_id = _identity(init)
     ref_id = init_id if ref is None else _identity(ref)
     key = train_key(pairs, margins, init_id, ref_id, beta, cfg)
+    probe = active_probe(pairs)  # held-out learning check of this stage (harness/learning.py); None outside a run
     if resume and key:
         reused = reuse_training(key, out_dir, run_name)
         if reused is not None:
+            if probe is not None:
+                heldout_check_reused(probe, reused, init if ref is None else ref, ref_id, beta, run_name, device, tokenizer)
             return reused
 
     from transformers import set_seed
@@ -325,6 +329,8 @@ def train_dpo(
             ref_model.eval()
         dataset = preference_dataset(pairs, tokenizer, cfg, margins)
         _, dropped = usable_pairs(pairs, margins)
+        if probe is not None:  # the reference's held-out log-probs, while it is loaded (ref=None: the untouched init)
+            probe.reference(ref_model if ref_model is not None else model, tokenizer, device, ref_id)
 
     scratch = out_dir.with_name(f".{out_dir.name}.trainer{os.getpid()}")
     with phase(f"{run_name}/trainer_init+ref_logps", trim=True):
@@ -352,6 +358,8 @@ def train_dpo(
             "ref_cache_hits": trainer.ref_cache_hits, "train_loss": output.training_loss, "steps": output.global_step, "params_trained": params_trained,
             "seconds": round(time.time() - start, 2), "log_history": trainer.state.log_history[-50:], "reused_from": None,
         }
+        if probe is not None:
+            record["learning"] = probe.finish(trained, tokenizer, device, beta, run_name)
         save_model_atomic(trained, tokenizer, out_dir, record)
         shutil.rmtree(scratch, ignore_errors=True)
         if key:
@@ -359,6 +367,18 @@ def train_dpo(
         del trainer, model, trained
         release_memory(collect=big)
     return out_dir
+
+
+def heldout_check_reused(probe: Any, out_dir: Path, reference: Any, ref_id: str | None, beta: float, run_name: str, device: str,
+                         tokenizer: Any = None) -> None:
+    """The held-out check of a reused training: from its record when it was measured on the same pairs and β, else
+    measured now on the saved model (and kept in its record for the next reuse)."""
+    record = read_train_record(out_dir)
+    if probe.reuse(record.get("learning"), beta, run_name):
+        return
+    probe.reference(reference, tokenizer, device, ref_id)
+    record["learning"] = probe.finish(out_dir, tokenizer, device, beta, run_name)
+    write_json(out_dir / TRAIN_RECORD, record)
 
 
 def reuse_training(key: str, out_dir: Path, run_name: str) -> Path | None:

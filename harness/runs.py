@@ -433,13 +433,20 @@ def store_keys(cfg: RunConfig) -> dict[str, Any]:
 
 def train_stage(services: Services, method_cls: type, mcfg: Any, policy_path: str, tracker, stage_dir: Path) -> tuple[dict, dict]:
     """1. The method trains; its final model is in `stage_dir/model` (or it returns `model_path=None`: the SFT policy)."""
+    from harness import learning
+
     trajectory: list[dict[str, Any]] = []
     ctx = build_context(services.cfg, stage_dir, services, policy_path, tracker, trajectory)
-    result = method_cls(mcfg).train(ctx)
+    with learning.collect(services.cfg, services.bundle) as checks:  # every train_dpo call records its held-out check
+        result = method_cls(mcfg).train(ctx)
     result.trajectory = result.trajectory or trajectory
     if result.model_path is None or not str(result.model_path).startswith(str(stage_dir / "work")):
         shutil.rmtree(stage_dir / "work", ignore_errors=True)  # scratch models; the final one is in model/
-    return {}, {"result": asdict(result), "method_config": asdict(mcfg)}
+    out, config = asdict(result), asdict(mcfg)
+    entries = checks.entries + learning.trajectory_checks(services.cfg.method, out, config, services.cfg.learning)
+    return {}, {"result": out, "method_config": config,
+                "learning": {"checks": entries, "summary": learning.summary(entries), "forward_sequences": checks.forward_sequences,
+                             "heldout_pairs": {v: len(p) for v, p in checks.heldout.items()}, "heldout_fold": learning.HELDOUT_FOLD}}
 
 
 def generate_stage(services: Services, prompts, model_path: str, stage_dir: Path, refusal_prompts: list | None = None) -> tuple[dict, dict]:
@@ -540,7 +547,7 @@ def results_record(cfg: RunConfig, rid: str, *, train: dict[str, Any], gen_info:
     result = train["result"]
     extra = result.get("extra", {})
     stages: dict[str, Any] = {
-        "train": {k: v for k, v in train.items() if k not in ("result", "method_config")},
+        "train": {k: v for k, v in train.items() if k not in ("result", "method_config", "learning")},
         "generate": gen_info,
         "score": {k: v for k, v in score_info.items() if k not in ("judges", "annotators")},
         "metrics": metrics_info,
@@ -552,7 +559,8 @@ def results_record(cfg: RunConfig, rid: str, *, train: dict[str, Any], gen_info:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "git_hash": git_hash(),
         "config": cfg.to_dict(), "results": metrics,
         "higher_is_better": higher_is_better(),
-        "train": {k: result.get(k) for k in ("models_trained", "networks_held", "trajectory", "extra")} | {"method_config": train.get("method_config")},
+        "train": {k: result.get(k) for k in ("models_trained", "networks_held", "trajectory", "extra")} | {"method_config": train.get("method_config")}
+        | learning_block(train.get("learning")),
         "stages": stages,
         "generation": {**asdict(params), "backend": gen_info["backend"], "backend_reason": gen_info["backend_reason"], "template": cfg.template,
                        "eval_set": eval_set, "n_prompts": n_prompts, "vllm": vllm},
@@ -565,6 +573,15 @@ def results_record(cfg: RunConfig, rid: str, *, train: dict[str, Any], gen_info:
         "env": {"device": device, "precision": cfg.train.precision, "num_threads": _num_threads(), "platform": platform.platform()},
         "distributed": distributed_record(cfg),
     }
+
+
+def learning_block(learning: dict[str, Any] | None) -> dict[str, Any]:
+    """`learning` (the checks), `learned` (their one-line summary) and `learning_cost` for the record's train block;
+    a train stage finished before the checks existed gives `learned: "n/a"`."""
+    if not learning:
+        return {"learning": [], "learned": "n/a"}
+    return {"learning": learning["checks"], "learned": learning["summary"],
+            "learning_cost": {k: learning.get(k) for k in ("forward_sequences", "heldout_pairs", "heldout_fold")}}
 
 
 def _num_threads() -> int:

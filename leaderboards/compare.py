@@ -181,6 +181,8 @@ def flags(row: dict[str, Any]) -> str:
         out.append(f"self-judged ({', '.join(row['self_judged'])})")
     if row.get("refusal_status") == "over":
         out.append("over-refuses")
+    if row.get("dual_infeasible"):
+        out.append("dual infeasible")
     return "; ".join(out)
 
 

@@ -36,6 +36,7 @@ from evaluators import metrics as declared  # declared.METRICS, read at call tim
 from evaluators.judging import record_judges, self_judged
 from evaluators.metrics import Metric, bootstrap_seeds_prompts, keys_hash, load_items, record_value
 from evaluators.stats import rogan_gladen_ci
+from harness.learning import infeasible_dual
 from harness.store import RESULTS_SCHEMA_VERSION, list_runs
 from leaderboards.compare import DEFAULT_MAX_REFUSAL, TableComparisons, rank_table, refusal_status
 
@@ -87,7 +88,12 @@ LEAD_COLUMNS = [
 TAIL_COLUMNS = [
     Column("pareto", "Pareto", "bool", "on the reward-vs-constraint-metric Pareto frontier of its table"),
     Column("flags", "Flags", "text", "self-judged (roles): a judge of the run is also its annotator (same name and "
-           "fingerprint), so it is not ranked; over-refuses: refusal rate above scoring.max_refusal_rate"),
+           "fingerprint), so it is not ranked; over-refuses: refusal rate above scoring.max_refusal_rate; dual infeasible: the "
+           "method's offline dual (MoCAN/PeCAN) found no λ meeting its bound on its samples and trained at its λ cap"),
+    Column("learned", "Learned", "text", "the methods' own learning checks (harness/learning.py, docs/learning-checks.md): yes = "
+           "every decided check passed (DPO stages: held-out implicit-reward accuracy >= learning.min_accuracy; PPO: R up and C "
+           "down beyond their CIs; λ converged); no: the first failing stage and check; n/a: nothing to check (SFT) or an older "
+           "record. Seeds that disagree are listed per seed; the record's train.learning holds every check"),
     Column("models_trained", "Models", "int", "networks whose weights were optimised", secondary=True),
     Column("peak_rss_mb", "Peak RSS MB", "float", "max over stages and seeds of the process's peak RSS", False,
            digits=0, secondary=True),
@@ -259,6 +265,8 @@ def _build_row(table: LeaderboardTable, method: str, runs: list[dict[str, Any]],
     row["ci_method"] = "prompts" if len(runs) == 1 else "seeds x prompts (partial)" if row["no_interval"] else "seeds x prompts"
     row["constraint"] = constraint_status(row.get(table.x_metric), table.threshold)
     row["refusal_status"] = refusal_status(row.get("refusal_rate"), table.max_refusal_rate)
+    row["learned"] = learned_cell(runs)
+    row["dual_infeasible"] = any(infeasible_dual(_get(r, "train", "learning")) for r in runs)
     row["models_trained"] = _max(_get(r, "train", "models_trained") for r in runs)
     row["peak_rss_mb"] = _max(s.get("peak_rss_mb") for r in runs for s in (r.get("stages") or {}).values())
     row["peak_cuda_mb"] = _max(s.get("cuda_max_allocated_mb") for r in runs for s in (r.get("stages") or {}).values())
@@ -266,6 +274,14 @@ def _build_row(table: LeaderboardTable, method: str, runs: list[dict[str, Any]],
     row["wall_s"] = sum(walls) / len(walls) if walls else None
     row["n_prompts"] = _max(_get(r, "results", "safety", "n_prompts") for r in runs)
     return row
+
+
+def learned_cell(runs: list[dict[str, Any]]) -> str:
+    """The runs' learning-check summaries (record train.learned): one value when the seeds agree, else per seed."""
+    seen = [(r.get("seed"), _get(r, "train", "learned") or "n/a") for r in runs]
+    if len({v for _, v in seen}) == 1:
+        return seen[0][1]
+    return "; ".join(f"s{seed}: {v}" for seed, v in seen)
 
 
 # -- statistics ---------------------------------------------------------------------------------------------

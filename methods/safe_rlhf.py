@@ -190,6 +190,7 @@ class SafeRLHF:
                           "reward_mean": ro.rewards.mean().item(), "cost_mean": ro.costs.mean().item(),
                           "kl": ((ro.log_probs - ro.ref_log_probs) * ro.mask).sum(-1).mean().item(),  # per response
                           "response_length": ro.mask.sum(-1).float().mean().item(), **stats, "rss_mb": round(rss_mb(), 1)}
+                record["rollout"] = batch_idx  # harness/learning.py: one point per rollout for the R/C trends
                 ctx.log(record)
                 log.info("%s step %d/%d: lambda %.3f, cost window %.3f, reward %.3f, kl %.4f, actor loss %.4f", self.name, step + 1,
                          num_batches * c.update_iters, penalty, window_mean, record["reward_mean"], record["kl"], record["actor_loss"])
