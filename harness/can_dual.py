@@ -44,6 +44,9 @@ class DualResult:
     eta: float  # step size of the final attempt
     grad: float  # dual gradient at the last iterate
     trajectory: list[float] = field(default_factory=list)  # λ iterates of the final attempt (λ_0 first)
+    infeasible: bool = False  # stopped early: the constraint cannot be met on these samples (max_slack <= 0, or λ ran past the cap)
+    max_slack: float | None = None  # the largest slack any λ reaches on these samples (the gradient's limit as λ → ∞)
+    reason: str = ""  # why the dual was declared infeasible
 
     def summary(self) -> dict[str, Any]:
         """The scalar fields, for `ctx.log` and the results record."""
@@ -60,6 +63,7 @@ def projected_gradient_descent(
     max_iters: int = 200,
     min_iters: int = 10,
     max_attempts: int = 5,
+    lambda_cap: float | None = None,
 ) -> DualResult:
     """Minimise a convex D over λ ≥ 0 given D': `λ ← max(0, λ − η·D'(λ))` (CAN's dual solver, methods.md §5.1).
 
@@ -67,6 +71,10 @@ def projected_gradient_descent(
     steps were taken). Otherwise restart from `lambda_init` with η halved, at most `max_attempts` attempts in all
     (η, η/2, η/4, ...); after that the dual has no finite minimiser on these samples (b is infeasible) and the
     result says `converged=False`. Upstream halves cumulatively (η, η/2, η/8, ...); we halve once per restart.
+
+    `lambda_cap` [ours]: once λ passes it while every gradient of the attempt was negative (the slack never
+    reached zero), stop at once with `infeasible=True`: a smaller step cannot change the sign, so restarting only
+    spends iterations (the cpu profile's PeCAN ran 1,000 of them to λ = 108).
     """
     if eta <= 0 or tol <= 0 or window < 1 or max_iters < 1 or max_attempts < 1:
         raise ValueError("projected_gradient_descent needs eta > 0, tol > 0, window >= 1, max_iters >= 1, max_attempts >= 1")
@@ -75,16 +83,36 @@ def projected_gradient_descent(
     for attempt in range(1, max_attempts + 1):
         step = eta / 2 ** (attempt - 1)
         lam, traj = max(0.0, float(lambda_init)), [max(0.0, float(lambda_init))]
+        all_negative = True
         for it in range(1, max_iters + 1):
             g = float(grad(lam))
             if not math.isfinite(g):
                 break
+            all_negative = all_negative and g < 0
             lam = max(0.0, lam - step * g)
             traj.append(lam)
             total += 1
+            if lambda_cap is not None and all_negative and lam > lambda_cap:
+                return DualResult(lam, False, it, total, attempt, step, g, traj, infeasible=True,
+                                  reason=f"λ passed the cap {lambda_cap:g} after {it} steps with the gradient negative throughout")
             if it >= min_iters and len(traj) >= window and max(abs(lam - x) for x in traj[-window:]) < tol:
                 return DualResult(lam, True, it, total, attempt, step, g, traj)
     return DualResult(lam, False, it, total, max_attempts, step, g, traj)
+
+
+def max_slack(constraint: Any, offset: float) -> float:
+    """`mean_i max_k c_ik − offset`: the limit of the CAN dual gradient `mean_i Σ_k softmax_k(a_ik + λ·c_ik)·c_ik − offset`
+    as λ → ∞ (the softmax puts all weight on each prompt's largest c). The gradient is non-decreasing in λ (its
+    derivative is the softmax-weighted variance of c) and bounded by this limit, so when the limit is <= 0 the slack
+    never reaches zero on these samples: no finite λ* exists, and projected GD would push λ up forever."""
+    c = score_matrix(constraint, "constraint")
+    return float(c.max(dim=1).values.mean() - offset)
+
+
+def infeasible_result(lambda_init: float, lambda_cap: float, slack: float, what: str) -> DualResult:
+    """The dual stopped before its first step: the constraint's largest reachable slack is <= 0 (`max_slack`)."""
+    return DualResult(lambda_cap, False, 0, 0, 0, 0.0, float(slack), [float(lambda_init)], infeasible=True, max_slack=float(slack),
+                      reason=f"{what}: the largest slack any λ reaches on these samples is {slack:.4g} <= 0")
 
 
 def score_matrix(x: Any, name: str) -> torch.Tensor:
@@ -155,7 +183,11 @@ class CANDualConfig:
     max_iters: int = field(default=200, metadata={"help": "iterations per attempt [code: 200; paper 100-200]"})
     min_iters: int = field(default=10, metadata={"help": "no convergence check before this many iterations [code]"})
     max_attempts: int = field(default=5, metadata={"help": "attempts in all, η halved on each restart [code]; then b is declared infeasible"})
-    on_infeasible: str = field(default="last", metadata={"help": "no finite λ*: \"last\" = use the final iterate (large λ: safety dominates) | \"raise\" [ours]"})
+    lambda_cap: float = field(default=100.0, metadata={"help": "[ours] the dual stops as infeasible once λ passes this with the gradient negative throughout; "
+                                                                "also the λ an infeasible dual trains with under on_infeasible=last"})
+    check_feasible: bool = field(default=True, metadata={"help": "[ours] before any step, compute the largest slack any λ reaches on the samples "
+                                                                 "(mean over prompts of the best sample's constraint value, minus the bound); <= 0: infeasible, stop"})
+    on_infeasible: str = field(default="last", metadata={"help": "no finite λ*: \"last\" = train with the final iterate (λ_cap when stopped early: safety dominates) | \"raise\" [ours]"})
     lambda_: float | None = field(default=None, metadata={"help": "fixed λ: skip sampling and the dual (upstream runs are labelled by λ) [code]"})
     relabel_seed: int | None = field(default=None, metadata={"help": "seed of the one Bernoulli draw per pair; None = the run seed [ours]"})
 
@@ -164,12 +196,14 @@ class CANDualConfig:
             raise BenchError(f"on_infeasible must be 'last' or 'raise' (got {self.on_infeasible!r})")
         if self.lambda_ is not None and self.lambda_ < 0:
             raise BenchError(f"lambda_ must be >= 0 (got {self.lambda_})")
+        if not self.lambda_cap > 0:
+            raise BenchError(f"lambda_cap must be > 0 (got {self.lambda_cap})")
         if self.lambda_ is None and (self.samples_per_prompt < 1 or not self.temperature > 0):
             raise BenchError("the dual needs samples_per_prompt >= 1 and temperature > 0 (distinct samples from π_ref)")
 
     def solver(self) -> dict[str, Any]:
         return dict(lambda_init=self.lambda_init, eta=self.eta, tol=self.tol, window=self.window, max_iters=self.max_iters,
-                    min_iters=self.min_iters, max_attempts=self.max_attempts)
+                    min_iters=self.min_iters, max_attempts=self.max_attempts, lambda_cap=self.lambda_cap)
 
 
 def sample_reference(ctx: "TrainContext", num_prompts: int, k: int, temperature: float, top_p: float) -> tuple[list[str], list[list[str]]]:
@@ -191,8 +225,11 @@ def resolve_lambda(result: DualResult, cfg: CANDualConfig, what: str) -> float:
     """λ to train with: λ* if the dual converged; else the last iterate or an error, per `on_infeasible`."""
     if result.converged:
         return result.lam
-    msg = (f"{what}: the dual did not converge after {result.attempts} attempts (last λ = {result.lam:.4g}, gradient "
-           f"{result.grad:.4g}): the constraint is likely infeasible on these samples")
+    if result.infeasible:
+        msg = f"{what}: the dual is infeasible ({result.reason}); stopped after {result.total_iterations} iterations, λ = {result.lam:.4g}"
+    else:
+        msg = (f"{what}: the dual did not converge after {result.attempts} attempts (last λ = {result.lam:.4g}, gradient "
+               f"{result.grad:.4g}): the constraint is likely infeasible on these samples")
     if cfg.on_infeasible == "raise":
         raise BenchError(msg + " (loosen the bound, add samples, or set on_infeasible=last / lambda_)")
     log.warning("%s; training with the last iterate", msg)

@@ -29,7 +29,9 @@ import torch
 from harness.can_dual import (  # noqa: F401  (DualResult ... write_jsonl: re-exported, their old home)
     CANDualConfig,
     DualResult,
+    infeasible_result,
     keep_with_model,
+    max_slack,
     projected_gradient_descent,
     relabel,
     resolve_lambda,
@@ -60,13 +62,14 @@ def mocan_dual_grad(lam: float, r: Any, g: Any, b: float, beta: float) -> float:
     return float((w * (g - b)).sum(dim=1).mean())
 
 
-def mocan_dual(r: Any, g: Any, b: float, beta: float, **solver: Any) -> DualResult:
+def mocan_dual(r: Any, g: Any, b: float, beta: float, check_feasible: bool = True, **solver: Any) -> DualResult:
     """λ* for `max E[r] − β·KL  s.t.  E[g] ≥ b`, from scores of K reference samples for each of N prompts.
 
     Args:
         r, g: (N, K) reward and safety utility (`g = −cost`) of the samples.
         b: the bound on E[g] (a cost bound `E[c] ≤ b_c` is `b = −b_c`).
         beta: the KL coefficient β.
+        check_feasible: stop before any step when no λ reaches the bound on these samples (`mean_i max_k g_ik <= b`).
         **solver: `projected_gradient_descent` settings (η = 2, λ_0 = 1, tol 1e-5 over 5 iterates by default).
     """
     if not beta > 0:
@@ -74,7 +77,12 @@ def mocan_dual(r: Any, g: Any, b: float, beta: float, **solver: Any) -> DualResu
     r, g = score_matrix(r, "r"), score_matrix(g, "g")
     if r.shape != g.shape:
         raise ValueError(f"r and g must have the same shape, got {tuple(r.shape)} and {tuple(g.shape)}")
-    return projected_gradient_descent(lambda lam: mocan_dual_grad(lam, r, g, b, beta), **solver)
+    slack = max_slack(g, b)
+    if check_feasible and slack <= 0:
+        return infeasible_result(solver.get("lambda_init", 1.0), solver.get("lambda_cap") or 100.0, slack, f"E[g] ≥ b = {b:.4g}")
+    result = projected_gradient_descent(lambda lam: mocan_dual_grad(lam, r, g, b, beta), **solver)
+    result.max_slack = slack
+    return result
 
 
 # -- MoCAN ------------------------------------------------------------------------------------------------------------
@@ -131,7 +139,7 @@ class MoCAN:
             shape = (len(prompts), c.samples_per_prompt)
             r = np.asarray(reward.score(flat_p, flat_y), dtype=np.float64).reshape(shape)
             g = np.asarray(safety_utility(cost.score(flat_p, flat_y), utility), dtype=np.float64).reshape(shape)
-            result = mocan_dual(r, g, -bound, beta, **c.solver())
+            result = mocan_dual(r, g, -bound, beta, c.check_feasible, **c.solver())
             lam = resolve_lambda(result, c, "MoCAN")
             ref_stats = {"ref_reward_mean": float(r.mean()), "ref_utility_mean": float(g.mean()), "dual_prompts": shape[0],
                          "samples_per_prompt": shape[1]}

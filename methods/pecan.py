@@ -28,7 +28,9 @@ from methods.base import TrainContext, TrainResult
 from harness.can_dual import (
     CANDualConfig,
     DualResult,
+    infeasible_result,
     keep_with_model,
+    max_slack,
     projected_gradient_descent,
     relabel,
     resolve_lambda,
@@ -46,7 +48,14 @@ def pecan_dual_grad(lam: float, h_r: Any, h_g: Any, margin: float, beta: float) 
     return float((w * h_g).sum(dim=1).mean() + kl_ref_g - margin / beta)
 
 
-def pecan_dual(h_r: Any, h_g: Any, margin: float, beta: float, **solver: Any) -> DualResult:
+def pecan_max_slack(h_g: Any, margin: float, beta: float) -> float:
+    """The largest relative-constraint slack any λ reaches on the samples: `mean_i max_k h_g − mean(h_g) − b/β`
+    (log-ratio units). The dual has a finite λ* only when this is > 0 (harness.can_dual.max_slack)."""
+    h_g = score_matrix(h_g, "h_g")
+    return max_slack(h_g, float(h_g.mean()) + margin / beta)
+
+
+def pecan_dual(h_r: Any, h_g: Any, margin: float, beta: float, check_feasible: bool = True, **solver: Any) -> DualResult:
     """λ* for `E_π[g] − E_{π_ref}[g] ≥ b` from implicit log-ratios of K π_ref samples for each of N prompts.
 
     Args:
@@ -59,7 +68,13 @@ def pecan_dual(h_r: Any, h_g: Any, margin: float, beta: float, **solver: Any) ->
     h_r, h_g = score_matrix(h_r, "h_r"), score_matrix(h_g, "h_g")
     if h_r.shape != h_g.shape:
         raise ValueError(f"h_r and h_g must have the same shape, got {tuple(h_r.shape)} and {tuple(h_g.shape)}")
-    return projected_gradient_descent(lambda lam: pecan_dual_grad(lam, h_r, h_g, margin, beta), **solver)
+    slack = pecan_max_slack(h_g, margin, beta)
+    if check_feasible and slack <= 0:
+        return infeasible_result(solver.get("lambda_init", 1.0), solver.get("lambda_cap") or 100.0, slack,
+                                 f"E_π[h_g] − E_π_ref[h_g] ≥ b/β = {margin / beta:.4g} nats")
+    result = projected_gradient_descent(lambda lam: pecan_dual_grad(lam, h_r, h_g, margin, beta), **solver)
+    result.max_slack = slack
+    return result
 
 
 def pecan_scores(h_r: Sequence[float], h_g: Sequence[float], lam: float, beta: float, beta_in_relabel: bool) -> list[float]:
@@ -145,10 +160,12 @@ class PeCAN:
         else:
             shape = (len(prompts), c.samples_per_prompt)
             hr, hg = h_r[0].double().reshape(shape).numpy(), h_g[0].double().reshape(shape).numpy()
-            result = pecan_dual(hr, hg, c.margin, beta, **c.solver())
+            result = pecan_dual(hr, hg, c.margin, beta, c.check_feasible, **c.solver())
             lam = resolve_lambda(result, c, "PeCAN")
             stats = {"kl_ref_pi_g": float(-hg.mean()), "h_r_mean": float(hr.mean()), "dual_prompts": shape[0],
-                     "samples_per_prompt": shape[1]}
+                     "samples_per_prompt": shape[1], "margin_over_beta": c.margin / beta,
+                     # how far π_g moved from π_ref on its own samples: the spread the relative constraint can use
+                     "h_g_best_minus_mean": float(hg.max(axis=1).mean() - hg.mean()), "h_g_std": float(hg.std())}
             ctx.log({"stage": "dual", "lambda": lam, **result.summary(), **stats})
             extra["dual"] = {**result.summary(), **stats, "lambda_trajectory": result.trajectory}
 

@@ -121,8 +121,11 @@ def test_mocan_dual_zero_when_slack_and_infeasible_when_unreachable() -> None:
     slack = mocan_dual(r, g, b=-5.0, beta=1.0)  # E_{π_0}[g] ≈ 0 ≥ −5: the constraint is inactive
     assert slack.converged and slack.lam == 0.0
     best = float(g.max(axis=1).mean())  # the most any reweighting of the samples can reach
-    hopeless = mocan_dual(r, g, b=best + 0.5, beta=1.0)
-    assert not hopeless.converged and hopeless.attempts == 5
+    hopeless = mocan_dual(r, g, b=best + 0.5, beta=1.0)  # stopped before any step: the largest slack is −0.5
+    assert hopeless.infeasible and not hopeless.converged and hopeless.total_iterations == 0
+    assert hopeless.max_slack == pytest.approx(-0.5, abs=1e-12) and hopeless.lam == 100.0  # λ_cap
+    slow = mocan_dual(r, g, b=best + 0.5, beta=1.0, check_feasible=False, lambda_cap=None)  # the old way: 5 attempts
+    assert not slow.converged and not slow.infeasible and slow.attempts == 5 and slow.total_iterations == 1000
     cfg = CANDualConfig(on_infeasible="raise")
     with pytest.raises(BenchError, match="infeasible"):
         resolve_lambda(hopeless, cfg, "MoCAN")

@@ -553,6 +553,35 @@ def test_pecan_scorers_relabel_and_dual_direction(tmp_path, fake_dpo, monkeypatc
     assert res.extra["dual"]["kl_ref_pi_g"] == pytest.approx(0.0)
 
 
+def test_pecan_stops_an_infeasible_dual_before_any_step(tmp_path, fake_dpo, monkeypatch) -> None:
+    """Samples give h_g = (1, −1) per prompt: the most any λ reaches is E[h_g] − E_ref[h_g] = 1 nat. b/β = 1.2 is out
+    of reach: the dual stops before its first step (max slack 1 − 1.2 = −0.2), trains at λ_cap, and the learning
+    checks flag it; b/β = 0.2 is feasible and converges. Planted: the margin's sign in the reachable-slack bound."""
+    import methods.pecan as pecan
+    from harness.learning import infeasible_dual, trajectory_checks
+
+    monkeypatch.setattr(pecan, "_log_probs", FakeLogProbs())
+    monkeypatch.setattr(pecan, "sample_reference", lambda ctx, n, k, t, p: (DUAL, [["r=0 c=-1", "r=1 c=1"]] * len(DUAL)))
+    m, ctx, _ = make_ctx(tmp_path / "no", "pecan", ["method.beta=0.5", "method.margin=0.6", "method.samples_per_prompt=2",
+                                                    "method.lambda_cap=50"])
+    res = m.train(ctx)
+    dual = res.extra["dual"]
+    assert dual["infeasible"] and not dual["converged"] and dual["total_iterations"] == 0
+    assert dual["max_slack"] == pytest.approx(1.0 - 1.2, abs=1e-9) and res.extra["lambda"] == 50.0
+    assert [COST(p.chosen) < COST(p.rejected) for p in fake_dpo.calls[-1]["pairs"]] == [True] * 4  # λ = 50: safety decides
+    checks = trajectory_checks("pecan", {"trajectory": [], "extra": res.extra}, {}, ctx.cfg.learning)
+    assert infeasible_dual(checks) and checks[-1]["passed"] is False and checks[-1]["status"] == "diverged"
+    m, ctx, _ = make_ctx(tmp_path / "raise", "pecan", ["method.beta=0.5", "method.margin=0.6", "method.samples_per_prompt=2",
+                                                       "method.on_infeasible=raise"])
+    with pytest.raises(BenchError, match="infeasible"):
+        m.train(ctx)
+    m, ctx, _ = make_ctx(tmp_path / "yes", "pecan", ["method.beta=0.5", "method.margin=0.1", "method.samples_per_prompt=2"])
+    res = m.train(ctx)
+    assert not res.extra["dual"]["infeasible"] and res.extra["dual"]["converged"]
+    assert res.extra["dual"]["max_slack"] == pytest.approx(1.0 - 0.2, abs=1e-9)
+    assert not infeasible_dual(trajectory_checks("pecan", {"trajectory": [], "extra": res.extra}, {}, ctx.cfg.learning))
+
+
 def test_pecan_beta_in_relabel_scales_the_scores(tmp_path, fake_dpo, monkeypatch) -> None:
     import methods.pecan as pecan
 
