@@ -4,7 +4,7 @@ PeCAN's constraint is relative to π_ref in log-ratio units: `E_π[h_g] − E_π
 On K π_ref samples per dual prompt, the most any λ can reach is `mean_i max_k h_g − mean(h_g)` (the softmax puts all
 weight on each prompt's best sample), so the dual has a finite λ* only if that exceeds b/β (methods/pecan.py,
 `pecan_max_slack`). This script trains (or reuses from the store) π_g exactly as PeCAN does, samples K responses per
-dual prompt from π_ref, and prints h_g's spread, the largest reachable slack for the configured b and β, the largest
+dual prompt from π_ref, and prints π_g's own learning check (held-out implicit-reward accuracy), h_g's spread, the largest reachable slack for the configured b and β, the largest
 feasible b, how that grows with K, and what the solver does with and without the early infeasibility check.
 
     nice -n 10 .venv/bin/python benchmarks/pecan_dual_feasibility.py --profile cpu [--prompts 32 --k 8]
@@ -43,6 +43,7 @@ def main() -> None:
     from harness.datasets import load_bundle
     from harness.dpo import train_dpo
     from harness.generation import cached_generate, close_generator, make_generator
+    from harness.learning import collect
     from harness.logprobs import sequence_logprobs
     from harness.models import resolve_model
     from harness.registries import METHODS
@@ -57,8 +58,9 @@ def main() -> None:
     policy = str(resolve_model(cfg.model))
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        pi_g = train_dpo(bundle.cost_pairs["train"], init=policy, ref=None, beta=beta, out_dir=Path(tmp) / "pi_g", cfg=cfg,
-                         device="cpu", run_name="pecan-pi_g")
+        with collect(cfg, bundle) as learned:  # π_g's own learning check: held-out implicit-reward accuracy on cost pairs
+            pi_g = train_dpo(bundle.cost_pairs["train"], init=policy, ref=None, beta=beta, out_dir=Path(tmp) / "pi_g", cfg=cfg,
+                             device="cpu", run_name="pecan-pi_g")
         t_train = time.time() - t0
         prompts = [p.prompt for p in bundle.prompts.get("dual", [])][: (args.prompts or c.num_prompts) or None]
         params = SamplingParams(max_new_tokens=cfg.generation.max_new_tokens, temperature=c.temperature, top_p=c.top_p, seed=cfg.seed)
@@ -83,6 +85,8 @@ def main() -> None:
         "h_g_abs_max": float(np.abs(hg).max()), "kl_ref_pi_g": float(-hg.mean()),
         "best_minus_mean_nats": spread, "best_minus_mean_by_k": by_k, "max_slack_nats": slack,
         "largest_feasible_b": beta * spread,
+        "pi_g_learning": [{k: e.get(k) for k in ("check", "value", "ci", "passed", "n", "forward_sequences", "seconds")}
+                          for e in learned.entries],
         "old_solver": {"lambda": old.lam, "converged": old.converged, "iterations": old.total_iterations},
         "new_solver": {"lambda": new.lam, "infeasible": new.infeasible, "iterations": new.total_iterations, "reason": new.reason},
     }
@@ -90,6 +94,9 @@ def main() -> None:
           f"|max| {out['h_g_abs_max']:.4f} nats")
     print(f"best-of-K minus mean: {spread:.4f} nats (by K: {json.dumps({k_: round(v, 4) for k_, v in by_k.items()})}); "
           f"the constraint needs b/β = {need:.3g} nats -> largest reachable slack {slack:.4f}")
+    for e in learned.entries:
+        print(f"π_g learning check {e['check']}: {e['value']:.4g} {e['ci']} on {e['n']} held-out cost pairs "
+              f"({e['forward_sequences']} extra sequences, {e['seconds']} s)")
     print(f"largest feasible b on these samples: {out['largest_feasible_b']:.4g} (configured b = {c.margin})")
     print(f"old solver: λ = {old.lam:.4g} after {old.total_iterations} iterations (converged {old.converged}); "
           f"new: infeasible {new.infeasible} after {new.total_iterations} iterations")

@@ -313,7 +313,7 @@ def train_dpo(
         reused = reuse_training(key, out_dir, run_name)
         if reused is not None:
             if probe is not None:
-                heldout_check_reused(probe, reused, init if ref is None else ref, ref_id, beta, run_name, device, tokenizer)
+                heldout_check_reused(probe, reused, init if ref is None else ref, ref_id, beta, run_name, device, tokenizer, ref_cache_dir)
             return reused
 
     from transformers import set_seed
@@ -330,7 +330,7 @@ def train_dpo(
         dataset = preference_dataset(pairs, tokenizer, cfg, margins)
         _, dropped = usable_pairs(pairs, margins)
         if probe is not None:  # the reference's held-out log-probs, while it is loaded (ref=None: the untouched init)
-            probe.reference(ref_model if ref_model is not None else model, tokenizer, device, ref_id)
+            probe.reference(ref_model if ref_model is not None else model, tokenizer, device, ref_id, ref_cache_dir)
 
     scratch = out_dir.with_name(f".{out_dir.name}.trainer{os.getpid()}")
     with phase(f"{run_name}/trainer_init+ref_logps", trim=True):
@@ -370,13 +370,13 @@ def train_dpo(
 
 
 def heldout_check_reused(probe: Any, out_dir: Path, reference: Any, ref_id: str | None, beta: float, run_name: str, device: str,
-                         tokenizer: Any = None) -> None:
+                         tokenizer: Any = None, ref_cache_dir: Path | None = None) -> None:
     """The held-out check of a reused training: from its record when it was measured on the same pairs and β, else
     measured now on the saved model (and kept in its record for the next reuse)."""
     record = read_train_record(out_dir)
     if probe.reuse(record.get("learning"), beta, run_name):
         return
-    probe.reference(reference, tokenizer, device, ref_id)
+    probe.reference(reference, tokenizer, device, ref_id, ref_cache_dir)
     record["learning"] = probe.finish(out_dir, tokenizer, device, beta, run_name)
     write_json(out_dir / TRAIN_RECORD, record)
 

@@ -153,6 +153,7 @@ class Collector:
         self.cfg, self.settings = cfg, cfg.learning
         self.entries: list[dict[str, Any]] = []
         self.forward_sequences = 0  # extra sequences scored by the checks (cache hits excluded)
+        self.seconds = 0.0  # their wall time
         self.train_keys = {v: {pair_key(p) for p in getattr(bundle, f"{v}_pairs").get("train", [])} for v in VIEWS}
         n = self.settings.heldout_pairs
         self.heldout = {v: cap(list(getattr(bundle, f"{v}_pairs").get(HELDOUT_FOLD, [])), n) if n > 0 else [] for v in VIEWS}
@@ -201,31 +202,36 @@ class DPOProbe:
         self.collector, self.view, self.pairs = collector, view, pairs
         self.key = pairs_hash(pairs)
         self.ref: tuple[Any, Any] | None = None
-        self.sequences = 0
+        self.sequences, self.seconds = 0, 0.0
 
-    def _cache_path(self, ref_id: str | None) -> Path | None:
+    def _cache_path(self, ref_id: str | None, folder: Path | None) -> Path | None:
         if ref_id is None:
             return None
         from harness.models import cache_dir
 
         t, cfg = self.collector.cfg.train, self.collector.cfg
         blob = json.dumps([ref_id, self.key, t.max_length, t.max_prompt_length, cfg.template, "heldout-v1"])
-        return cache_dir() / "ref_logps" / f"heldout-{hashlib.sha256(blob.encode()).hexdigest()[:32]}.pt"
+        return Path(folder or cache_dir() / "ref_logps") / f"heldout-{hashlib.sha256(blob.encode()).hexdigest()[:32]}.pt"
 
-    def reference(self, model: Any, tokenizer: Any, device: str, ref_id: str | None = None) -> None:
-        """log πref(chosen), log πref(rejected) of the held-out pairs, from the reference cache when `ref_id` (the
-        reference's fingerprint) has them, else computed with `model` (and cached)."""
+    def reference(self, model: Any, tokenizer: Any, device: str, ref_id: str | None = None, cache: Path | None = None) -> None:
+        """log πref(chosen), log πref(rejected) of the held-out pairs, from the reference log-prob cache (`cache`,
+        default the user cache's ref_logps/) when `ref_id` (the reference's fingerprint) has them, else computed with
+        `model` (and cached)."""
+        import time
+
         import torch
 
         from harness.io import atomic_path
         from harness.logprobs import policy_logps
 
-        path = self._cache_path(ref_id)
+        start = time.perf_counter()
+        path = self._cache_path(ref_id, cache)
         if path is not None and path.exists():
             try:
                 entry = torch.load(path, weights_only=True)
                 if entry.get("key") == self.key and entry["chosen"].shape == (len(self.pairs),):
                     self.ref = (entry["chosen"], entry["rejected"])
+                    self.seconds += time.perf_counter() - start
                     return
             except Exception as exc:  # noqa: BLE001 - a damaged entry is recomputed
                 log.warning("held-out reference log-prob cache %s unreadable (%s): recomputing", path, exc)
@@ -235,25 +241,31 @@ class DPOProbe:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
                 torch.save({"key": self.key, "chosen": self.ref[0], "rejected": self.ref[1]}, tmp)
+        self.seconds += time.perf_counter() - start
 
     def finish(self, model: Any, tokenizer: Any, device: str, beta: float, stage: str) -> dict[str, Any]:
         """Score the trained policy, record the checks; returns the raw entry kept in the training's record."""
+        import time
+
         from harness.logprobs import policy_logps
 
         if self.ref is None:
             raise RuntimeError("DPOProbe.finish before reference()")
+        start = time.perf_counter()
         chosen, rejected = policy_logps(model, tokenizer, self.pairs, self.collector.cfg, device)
         self.sequences += 2 * len(self.pairs)
+        self.seconds += time.perf_counter() - start
         raw = {"view": self.view, "heldout_key": self.key, "beta": beta,
                "margins": implicit_margins(beta, chosen, rejected, *self.ref).round(6).tolist()}
-        self.record(stage, raw, self.sequences)
+        self.record(stage, raw, self.sequences, self.seconds)
         return raw
 
-    def record(self, stage: str, raw: dict[str, Any], sequences: int) -> None:
+    def record(self, stage: str, raw: dict[str, Any], sequences: int, seconds: float = 0.0) -> None:
         c = self.collector
         c.forward_sequences += sequences
+        c.seconds += seconds
         c.add(dpo_checks(stage, raw["margins"], c.settings, c.cfg.scoring.bootstrap, c.cfg.seed, view=raw["view"],
-                         heldout_fold=HELDOUT_FOLD, forward_sequences=sequences))
+                         heldout_fold=HELDOUT_FOLD, forward_sequences=sequences, seconds=round(seconds, 2)))
 
     def reuse(self, saved: Any, beta: float, stage: str) -> bool:
         """Record the checks from a finished training's saved raw entry when it is for these pairs and β."""

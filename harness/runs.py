@@ -446,6 +446,7 @@ def train_stage(services: Services, method_cls: type, mcfg: Any, policy_path: st
     entries = checks.entries + learning.trajectory_checks(services.cfg.method, out, config, services.cfg.learning)
     return {}, {"result": out, "method_config": config,
                 "learning": {"checks": entries, "summary": learning.summary(entries), "forward_sequences": checks.forward_sequences,
+                             "seconds": round(checks.seconds, 2),
                              "heldout_pairs": {v: len(p) for v, p in checks.heldout.items()}, "heldout_fold": learning.HELDOUT_FOLD}}
 
 
@@ -581,7 +582,7 @@ def learning_block(learning: dict[str, Any] | None) -> dict[str, Any]:
     if not learning:
         return {"learning": [], "learned": "n/a"}
     return {"learning": learning["checks"], "learned": learning["summary"],
-            "learning_cost": {k: learning.get(k) for k in ("forward_sequences", "heldout_pairs", "heldout_fold")}}
+            "learning_cost": {k: learning.get(k) for k in ("forward_sequences", "seconds", "heldout_pairs", "heldout_fold")}}
 
 
 def _num_threads() -> int:

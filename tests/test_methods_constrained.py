@@ -346,6 +346,12 @@ def test_pecan_end_to_end_three_models(tiny_cfg, monkeypatch) -> None:
     assert rec["train"]["extra"]["beta_in_relabel"] is True
     rows = [json.loads(line) for line in Path(rec["train"]["extra"]["relabel"]["path"]).read_text().splitlines()]
     assert len(rows) == calls[2]["n_pairs"] == 4
+    # learning checks: every DPO stage on held-out pairs of its own view, and the dual's λ (harness/learning.py)
+    views = {e["stage"]: e["view"] for e in rec["train"]["learning"] if e["check"] == "heldout_accuracy"}
+    assert views == {"pecan-pi_r": "reward", "pecan-pi_g": "cost", "pecan": "reward"}
+    assert [e["check"] for e in rec["train"]["learning"] if e["stage"] == "pecan/dual"] == ["lambda"]
+    assert rec["train"]["learned"] == "yes" or rec["train"]["learned"].startswith("no: ")
+    assert rec["train"]["learning_cost"]["forward_sequences"] > 0
 
 
 def test_safedpo_end_to_end_transform_and_margins(tiny_cfg, monkeypatch) -> None:
