@@ -37,7 +37,8 @@ SUITE = ["suite", "--methods", "sft,dpo-helpful", "--profile", "tiny", "--seeds"
          "--set", "generation.backend=dummy", "--set", "scoring.reward=length", "--set", "scoring.cost=random",
          "--set", "eval.truthfulqa_mc=false"]
 VOLATILE = {"wall_s", "peak_rss_mb", "cuda_max_allocated_mb", "date", "created", "updated", "runs_dir", "files", "git_hash",
-            "cache_hit", "ref_cache_hits", "reused", "reused_from", "trained_as", "reuse"}
+            "cache_hit", "ref_cache_hits", "reused", "reused_from", "trained_as", "reuse",
+            "forward_sequences"}  # learning checks' extra passes: fewer when a cache or a finished training answers
 # timings, memory, dates, paths; whether a cache or the training store served a stage (how a result was obtained,
 # not what it is: the weight files themselves are still compared byte for byte)
 TEMP = re.compile(r"\.tmp|write-probe")
@@ -51,7 +52,7 @@ def bench(runs_dir: Path, cache: Path, log) -> subprocess.Popen:
 
 
 def volatile(key: str) -> bool:
-    return key in VOLATILE or key.endswith(("_runtime", "_per_second", "seconds"))
+    return key in VOLATILE or key.endswith(("_runtime", "_per_second", "seconds", "_wall_s"))  # refusal_wall_s
 
 
 def scrub(obj):

@@ -168,3 +168,15 @@ def test_train_dpo_records_the_heldout_check_and_reuses_it(tiny_model_path, tmp_
     with collect(cfg, bundle) as again:  # resume: the finished training and its check are reused
         train_dpo(train, init=tiny_model_path, ref=None, beta=0.3, out_dir=tmp_path / "m", cfg=cfg, device="cpu", run_name="stage")
     assert [e["value"] for e in again.entries] == [acc["value"], margin["value"]] and again.forward_sequences == 0
+
+
+def test_leaderboard_learned_cell_and_infeasible_flag() -> None:
+    from leaderboards.compare import flags
+    from leaderboards.table import learned_cell
+
+    runs = [{"seed": 0, "train": {"learned": "yes"}}, {"seed": 1, "train": {"learned": "yes"}}]
+    assert learned_cell(runs) == "yes"
+    runs[1]["train"]["learned"] = "no: s acc 0.52 < 0.60"
+    assert learned_cell(runs) == "s0: yes; s1: no: s acc 0.52 < 0.60"  # seeds that disagree are listed per seed
+    assert learned_cell([{"seed": 0}]) == "n/a"  # a record from before the checks
+    assert flags({"dual_infeasible": True}) == "dual infeasible" and flags({}) == ""
