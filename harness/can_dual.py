@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import torch
 
+from harness.config import check_ranges
 from harness.errors import BenchError
 
 if TYPE_CHECKING:
@@ -172,32 +173,27 @@ def keep_with_model(path: Path, model_dir: Path) -> Path:
 class CANDualConfig:
     """Settings shared by MoCAN and PeCAN: reference sampling, the dual solver, the relabelling draw."""
 
-    num_prompts: int = field(default=0, metadata={"help": "N dual prompts from the held-out `dual` fold; 0 = all (capped by data.max_dual_prompts) [ours; paper ≈1,000-1,600]"})
-    samples_per_prompt: int = field(default=8, metadata={"help": "K responses per prompt from π_ref [ours: CPU-sized; paper ≥ 128]"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature for the π_ref samples (must be > 0) [ours; verify upstream's]"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling for the π_ref samples [ours]"})
-    lambda_init: float = field(default=1.0, metadata={"help": "λ_0 [code]"})
-    eta: float = field(default=2.0, metadata={"help": "projected-GD step size η [code: lr=2]"})
-    tol: float = field(default=1e-5, metadata={"help": "convergence: last `window` iterates within tol [code]"})
-    window: int = field(default=5, metadata={"help": "iterates the tolerance is checked over [code]"})
-    max_iters: int = field(default=200, metadata={"help": "iterations per attempt [code: 200; paper 100-200]"})
-    min_iters: int = field(default=10, metadata={"help": "no convergence check before this many iterations [code]"})
-    max_attempts: int = field(default=5, metadata={"help": "attempts in all, η halved on each restart [code]; then b is declared infeasible"})
-    lambda_cap: float = field(default=100.0, metadata={"help": "[ours] the dual stops as infeasible once λ passes this with the gradient negative throughout; "
+    num_prompts: int = field(default=0, metadata={"range": ">=0", "help": "N dual prompts from the held-out `dual` fold; 0 = all (capped by data.max_dual_prompts) [ours; paper ≈1,000-1,600]"})
+    samples_per_prompt: int = field(default=8, metadata={"range": ">=1", "help": "K responses per prompt from π_ref [ours: CPU-sized; paper ≥ 128]"})
+    temperature: float = field(default=1.0, metadata={"range": ">=0", "help": "sampling temperature for the π_ref samples (must be > 0) [ours; verify upstream's]"})
+    top_p: float = field(default=1.0, metadata={"range": "(0,1]", "help": "nucleus sampling for the π_ref samples [ours]"})
+    lambda_init: float = field(default=1.0, metadata={"range": ">=0", "help": "λ_0 [code]"})
+    eta: float = field(default=2.0, metadata={"range": ">0", "help": "projected-GD step size η [code: lr=2]"})
+    tol: float = field(default=1e-5, metadata={"range": ">0", "help": "convergence: last `window` iterates within tol [code]"})
+    window: int = field(default=5, metadata={"range": ">=1", "help": "iterates the tolerance is checked over [code]"})
+    max_iters: int = field(default=200, metadata={"range": ">=1", "help": "iterations per attempt [code: 200; paper 100-200]"})
+    min_iters: int = field(default=10, metadata={"range": ">=0", "help": "no convergence check before this many iterations [code]"})
+    max_attempts: int = field(default=5, metadata={"range": ">=1", "help": "attempts in all, η halved on each restart [code]; then b is declared infeasible"})
+    lambda_cap: float = field(default=100.0, metadata={"range": ">0", "help": "[ours] the dual stops as infeasible once λ passes this with the gradient negative throughout; "
                                                                 "also the λ an infeasible dual trains with under on_infeasible=last"})
     check_feasible: bool = field(default=True, metadata={"help": "[ours] before any step, compute the largest slack any λ reaches on the samples "
                                                                  "(mean over prompts of the best sample's constraint value, minus the bound); <= 0: infeasible, stop"})
-    on_infeasible: str = field(default="last", metadata={"help": "no finite λ*: \"last\" = train with the final iterate (λ_cap when stopped early: safety dominates) | \"raise\" [ours]"})
-    lambda_: float | None = field(default=None, metadata={"help": "fixed λ: skip sampling and the dual (upstream runs are labelled by λ) [code]"})
+    on_infeasible: str = field(default="last", metadata={"range": "in:last|raise", "help": "no finite λ*: \"last\" = train with the final iterate (λ_cap when stopped early: safety dominates) | \"raise\" [ours]"})
+    lambda_: float | None = field(default=None, metadata={"range": ">=0", "help": "fixed λ: skip sampling and the dual (upstream runs are labelled by λ) [code]"})
     relabel_seed: int | None = field(default=None, metadata={"help": "seed of the one Bernoulli draw per pair; None = the run seed [ours]"})
 
     def validate(self) -> None:
-        if self.on_infeasible not in ("last", "raise"):
-            raise BenchError(f"on_infeasible must be 'last' or 'raise' (got {self.on_infeasible!r})")
-        if self.lambda_ is not None and self.lambda_ < 0:
-            raise BenchError(f"lambda_ must be >= 0 (got {self.lambda_})")
-        if not self.lambda_cap > 0:
-            raise BenchError(f"lambda_cap must be > 0 (got {self.lambda_cap})")
+        check_ranges(self)  # the fields' declared "range" metadata (also checked when the config is built)
         if self.lambda_ is None and (self.samples_per_prompt < 1 or not self.temperature > 0):
             raise BenchError("the dual needs samples_per_prompt >= 1 and temperature > 0 (distinct samples from π_ref)")
 

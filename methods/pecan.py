@@ -23,7 +23,6 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from harness.errors import BenchError
 from methods.base import TrainContext, TrainResult
 from harness.can_dual import (
     CANDualConfig,
@@ -87,15 +86,13 @@ def pecan_scores(h_r: Sequence[float], h_g: Sequence[float], lam: float, beta: f
 class PeCANConfig(CANDualConfig):
     """PeCAN: π_r, π_g by DPO; offline dual on their implicit log-ratios; one DPO on relabelled pairs."""
 
-    beta: float | None = field(default=None, metadata={"help": "β of π_r, π_g and the final DPO (one β for all three); None = train.beta [paper 0.1 or 0.025]"})
+    beta: float | None = field(default=None, metadata={"range": ">0", "help": "β of π_r, π_g and the final DPO (one β for all three); None = train.beta [paper 0.1 or 0.025]"})
     margin: float = field(default=0.5, metadata={"help": "b: required E_π[g] − E_{π_ref}[g], implicit-reward units [code notebook demo 0.5; paper b ∈ [0, 3]]"})
     beta_in_relabel: bool = field(default=False, metadata={"help": "⚑ False: σ(Δh_r + λΔh_g) [code]; True: σ(β(Δh_r + λΔh_g)) [derived; verify paper]"})
-    logprob_batch_size: int = field(default=0, metadata={"help": "batch size for the log-prob passes; 0 = 2 × train.batch_size [ours]"})
+    logprob_batch_size: int = field(default=0, metadata={"range": ">=0", "help": "batch size for the log-prob passes; 0 = 2 × train.batch_size [ours]"})
 
     def validate(self) -> None:
-        super().validate()
-        if self.beta is not None and not self.beta > 0:
-            raise BenchError(f"beta must be > 0 (got {self.beta})")
+        super().validate()  # beta's range included (check_ranges covers the subclass's fields)
 
 
 def _log_probs(path: str | Path, ctx: TrainContext, prompts: list[str], responses: list[str], pairs: Sequence[Any],
