@@ -42,6 +42,61 @@ def train_stage(method: str, overrides: list[str], profile: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def actor_step_times(profile: str, rounds: int) -> dict[str, dict[str, float]]:
+    """Seconds per rollout and per PPO actor step, full vs LoRA actor, interleaved in this one process (full, LoRA,
+    full, LoRA, ... on the same 4 real prompts and the same rollout), so machine load hits both alike. The critics
+    and the scorers are left out: the full ones would not fit beside each other on this machine."""
+    import statistics
+    import time
+    from types import SimpleNamespace
+
+    import torch
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    from harness.config import load_config, method_config
+    from harness.datasets import load_bundle
+    from harness.models import load_tokenizer, resolve_model
+    from harness.ppo import SharedReference, lora_actor
+    from methods.safe_rlhf import SafeRLHF
+
+    cfg = load_config(profile, [], method="safe-rlhf")
+    path = str(resolve_model(cfg.model))
+    prompts = list(dict.fromkeys(p.prompt for p in load_bundle(cfg).cost_pairs["train"]))[: cfg.train.batch_size]
+    zero = SimpleNamespace(score=lambda p, r: [0.0] * len(p))
+    methods = {}
+    for size in ("full", "lora"):
+        c = method_config(SafeRLHF.config_class, cfg)
+        c.ppo_size = size
+        m = SafeRLHF(c)
+        m.cfg, m.accelerator, m.device = cfg, Accelerator(cpu=True), torch.device("cpu")
+        m.tokenizer = load_tokenizer(path, padding_side="left")
+        m.actor = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        m.lora = (cfg.train.lora_r, cfg.train.lora_alpha) if size == "lora" else None
+        if m.lora:
+            m.actor = lora_actor(m.actor, *m.lora)
+            m.reference = SharedReference(m.actor)
+        else:
+            m.reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval().requires_grad_(False)
+        m.critics, m.reward_model, m.cost_model, m.ptx = {}, zero, zero, None
+        m.eos_ids = torch.tensor([m.tokenizer.eos_token_id])
+        m.max_new_tokens = c.max_new_tokens or cfg.train.max_length - cfg.train.max_prompt_length
+        m.setup_optimizers(rounds + 1)
+        methods[size] = m
+    times: dict[str, dict[str, list[float]]] = {size: {"rollout": [], "ppo_step": []} for size in methods}
+    for i in range(rounds + 1):  # round 0 warms up (allocator, AdamW state)
+        for size, m in methods.items():
+            torch.manual_seed(i)
+            start = time.perf_counter()
+            ro = m.rollout(prompts)
+            mid = time.perf_counter()
+            m.ppo_step(ro, torch.ones_like(ro.log_probs), {})
+            if i:
+                times[size]["rollout"].append(mid - start)
+                times[size]["ppo_step"].append(time.perf_counter() - mid)
+    return {size: {k: statistics.median(v) for k, v in t.items()} for size, t in times.items()}
+
+
 def per_call(rec: dict, phase: str) -> float:
     p = rec.get("phases", {}).get(phase)
     return p["wall_s"] / p["count"] if p and p["count"] else float("nan")
@@ -51,7 +106,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--only", help="comma-separated variant names (default: all)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved full/LoRA actor timing rounds (0 = skip)")
     a = ap.parse_args()
+    t = actor_step_times(a.profile, a.rounds) if a.rounds else None
+    if t:
+        print(f"actor only, interleaved in one process, median of {a.rounds} rounds: s per rollout full {t['full']['rollout']:.1f} / "
+              f"LoRA {t['lora']['rollout']:.1f}, s per PPO actor step full {t['full']['ppo_step']:.1f} / LoRA {t['lora']['ppo_step']:.1f}; "
+              f"LoRA ÷ full: rollout {t['lora']['rollout'] / t['full']['rollout']:.2f}, step {t['lora']['ppo_step'] / t['full']['ppo_step']:.2f}", flush=True)
     names = a.only.split(",") if a.only else list(VARIANTS)
     recs = {}
     for name in names:
@@ -64,7 +125,7 @@ def main() -> None:
         top = sorted(phases.items(), key=lambda kv: -kv[1]["peak_rss_mb"])[:3]
         print(f"{name:20s} {r['peak_rss_mb']:11.0f} {ppo_peak:13.0f} {per_call(r, 'safe-rlhf/rollout'):9.1f} "
               f"{per_call(r, 'safe-rlhf/ppo_step'):10.1f}  " + ", ".join(f"{k} {v['peak_rss_mb']:.0f}" for k, v in top))
-    out: dict = {"records": recs}
+    out: dict = {"records": recs, "actor_interleaved_s": t}
     full, lora = recs.get("safe-rlhf full"), recs.get("safe-rlhf lora")
     if full and lora:
         out["lora_over_full_peak"] = lora["peak_rss_mb"] / full["peak_rss_mb"]
@@ -79,7 +140,7 @@ def main() -> None:
         result("P3", ratio=ratio, target="<= 0.4", met=ratio <= 0.4, ratio_vs_lora=out.get("p3 vs safe-rlhf lora"),
                ratio_vs_lora_ckpt=out.get("p3 vs safe-rlhf lora+ckpt"), lora_over_full_peak=out.get("lora_over_full_peak"),
                lora_over_full_step=out.get("lora_over_full_step"), pddpo=recs["pddpo"], safe_rlhf=full, safe_rlhf_lora=lora,
-               safe_rlhf_lora_ckpt=recs.get("safe-rlhf lora+ckpt"))
+               safe_rlhf_lora_ckpt=recs.get("safe-rlhf lora+ckpt"), actor_interleaved_s=t)
     else:
         result("P3-partial", **out)
 
