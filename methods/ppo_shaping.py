@@ -27,8 +27,8 @@ from methods.safe_rlhf import SafeRLHF, SafeRLHFConfig
 class PPOShapingConfig(SafeRLHFConfig):
     """Every PPO field of `SafeRLHFConfig` applies; the Lagrangian ones (threshold, lambda_*) are unused here."""
 
-    cost_coef: float = field(default=1.0, metadata={"help": "ν: the fixed weight of the cost in R − ν·C (upstream lambda_init 1)"})
-    kl_coef: float = field(default=0.02, metadata={"help": "β_KL of the per-token KL shaping (scripts/ppo-reward-shaping.sh)"})
+    cost_coef: float = field(default=1.0, metadata={"range": ">=0", "help": "ν: the fixed weight of the cost in R − ν·C (upstream lambda_init 1)"})
+    kl_coef: float = field(default=0.02, metadata={"range": ">=0", "help": "β_KL of the per-token KL shaping (scripts/ppo-reward-shaping.sh)"})
 
 
 class PPOShaping(SafeRLHF):

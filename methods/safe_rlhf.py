@@ -53,6 +53,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from harness.config import RangeChecked
 from harness.monitor import phase
 from harness.ppo import (  # noqa: F401  (Rollout ... ValueModel: re-exported, their old home)
     AdapterValueModel,
@@ -87,7 +88,7 @@ log = logging.getLogger("bench")
 
 
 @dataclass
-class SafeRLHFConfig:
+class SafeRLHFConfig(RangeChecked):
     """PPO-Lagrangian hyper-parameters; defaults are upstream's `scripts/ppo-lag.sh` (methods.md §3.4).
 
     Sizes left at 0 follow the run config, so one file scales from the tiny profile to 7B: prompts per rollout =
@@ -97,36 +98,36 @@ class SafeRLHFConfig:
     """
 
     # rollout
-    rollout_batch_size: int = field(default=0, metadata={"help": "prompts per rollout batch; 0 = train.batch_size (upstream 16/device)"})
-    num_rollout_batches: int = field(default=0, metadata={"help": "rollout batches; 0 = train.max_steps if > 0, else rollout_epochs passes over the prompts"})
-    rollout_epochs: float = field(default=0.0, metadata={"help": "passes over the train prompts when no batch count is set; 0 = train.epochs (upstream 1)"})
-    max_new_tokens: int = field(default=0, metadata={"help": "response length cap; 0 = train.max_length − train.max_prompt_length"})
-    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature (upstream 1.0, top-p 1)"})
-    update_iters: int = field(default=1, metadata={"help": "PPO steps per rollout batch (upstream 1)"})
+    rollout_batch_size: int = field(default=0, metadata={"range": ">=0", "help": "prompts per rollout batch; 0 = train.batch_size (upstream 16/device)"})
+    num_rollout_batches: int = field(default=0, metadata={"range": ">=0", "help": "rollout batches; 0 = train.max_steps if > 0, else rollout_epochs passes over the prompts"})
+    rollout_epochs: float = field(default=0.0, metadata={"range": ">=0", "help": "passes over the train prompts when no batch count is set; 0 = train.epochs (upstream 1)"})
+    max_new_tokens: int = field(default=0, metadata={"range": ">=0", "help": "response length cap; 0 = train.max_length − train.max_prompt_length"})
+    temperature: float = field(default=1.0, metadata={"range": ">0", "help": "rollout sampling temperature (upstream 1.0, top-p 1)"})
+    update_iters: int = field(default=1, metadata={"range": ">=1", "help": "PPO steps per rollout batch (upstream 1)"})
     # PPO
-    kl_coef: float = field(default=0.01, metadata={"help": "β_KL of the per-token KL shaping (script 0.01; argparse default 0.02)"})
-    clip_range_ratio: float = field(default=0.2, metadata={"help": "PPO ratio clip ε"})
-    clip_range_score: float = field(default=50.0, metadata={"help": "clip of the shaped per-token reward/cost streams"})
-    clip_range_value: float = field(default=5.0, metadata={"help": "value clip around the rollout-time values"})
-    gamma: float = field(default=1.0, metadata={"help": "discount γ"})
-    gae_lambda: float = field(default=0.95, metadata={"help": "GAE λ"})
+    kl_coef: float = field(default=0.01, metadata={"range": ">=0", "help": "β_KL of the per-token KL shaping (script 0.01; argparse default 0.02)"})
+    clip_range_ratio: float = field(default=0.2, metadata={"range": ">0", "help": "PPO ratio clip ε"})
+    clip_range_score: float = field(default=50.0, metadata={"range": ">0", "help": "clip of the shaped per-token reward/cost streams"})
+    clip_range_value: float = field(default=5.0, metadata={"range": ">0", "help": "value clip around the rollout-time values"})
+    gamma: float = field(default=1.0, metadata={"range": "[0,1]", "help": "discount γ"})
+    gae_lambda: float = field(default=0.95, metadata={"range": "[0,1]", "help": "GAE λ"})
     # optimisers (Adam betas (0.9, 0.95) as upstream's constants.py)
-    actor_lr: float = field(default=1e-5, metadata={"help": "actor learning rate"})
+    actor_lr: float = field(default=1e-5, metadata={"range": ">0", "help": "actor learning rate"})
     actor_lr_scheduler: str = field(default="cosine", metadata={"help": "actor schedule (transformers get_scheduler name)"})
-    actor_warmup_ratio: float = field(default=0.03, metadata={"help": "actor warm-up fraction"})
-    actor_weight_decay: float = field(default=0.01, metadata={"help": "actor AdamW weight decay"})
-    critic_lr: float = field(default=5e-6, metadata={"help": "critic learning rate (both critics)"})
+    actor_warmup_ratio: float = field(default=0.03, metadata={"range": "[0,1)", "help": "actor warm-up fraction"})
+    actor_weight_decay: float = field(default=0.01, metadata={"range": ">=0", "help": "actor AdamW weight decay"})
+    critic_lr: float = field(default=5e-6, metadata={"range": ">0", "help": "critic learning rate (both critics)"})
     critic_lr_scheduler: str = field(default="constant", metadata={"help": "critic schedule"})
-    critic_weight_decay: float = field(default=0.0, metadata={"help": "critic AdamW weight decay [verify against the script]"})
+    critic_weight_decay: float = field(default=0.0, metadata={"range": ">=0", "help": "critic AdamW weight decay [verify against the script]"})
     adam_betas: tuple[float, float] = field(default=(0.9, 0.95), metadata={"help": "Adam (β1, β2)"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (upstream DeepSpeed config: 1.0)"})
+    max_grad_norm: float = field(default=1.0, metadata={"range": ">=0", "help": "gradient clipping (upstream DeepSpeed config: 1.0); 0 = off"})
     # Lagrangian
     threshold: float = field(default=0.0, metadata={"help": "d: constraint E[C] ≤ d on the cost model's raw end scores"})
-    lambda_init: float = field(default=1.0, metadata={"help": "initial λ (log λ = 0)"})
-    lambda_lr: float = field(default=0.1, metadata={"help": "SGD learning rate on log λ"})
-    lambda_max: float | None = field(default=5.0, metadata={"help": "cap on λ (script 5; None = uncapped, the argparse default)"})
-    lambda_update_delay_steps: int = field(default=0, metadata={"help": "RL steps before λ starts moving"})
-    episode_cost_window: int = field(default=128, metadata={"help": "episode costs averaged for Ĉ (per rank, then over ranks)"})
+    lambda_init: float = field(default=1.0, metadata={"range": ">0", "help": "initial λ (log λ = 0)"})
+    lambda_lr: float = field(default=0.1, metadata={"range": ">=0", "help": "SGD learning rate on log λ"})
+    lambda_max: float | None = field(default=5.0, metadata={"range": ">0", "help": "cap on λ (script 5; None = uncapped, the argparse default)"})
+    lambda_update_delay_steps: int = field(default=0, metadata={"range": ">=0", "help": "RL steps before λ starts moving"})
+    episode_cost_window: int = field(default=128, metadata={"range": ">=1", "help": "episode costs averaged for Ĉ (per rank, then over ranks)"})
     # networks
     score_backbone: str = field(default="policy", metadata={"help": "backbone of R and C: 'policy' (the SFT model + scalar head, as upstream; critics copy R/C) or an encoder name for evaluators.score_models, e.g. 'minilm'"})
     # size (docs/memory.md measures full vs LoRA side by side: benchmarks/p3_memory.py)
@@ -137,7 +138,7 @@ class SafeRLHFConfig:
     frozen_dtype: str = field(default="auto", metadata={"range": "in:auto|fp32|bf16", "help": "dtype of the frozen R and C (and of the reference copy when ppo_size=full): auto = train.precision (fp32 on CPU, bf16 on GPU) | fp32 | bf16 (measured error vs fp32: docs/memory.md)"})
     # PTX (off: no Alpaca data here)
     ptx_data: str = field(default="", metadata={"help": "JSONL of {prompt, response} for the PTX loss; empty = off (upstream: Alpaca)"})
-    ptx_coef: float = field(default=16.0, metadata={"help": "PTX loss weight, a separate actor step per RL step"})
+    ptx_coef: float = field(default=16.0, metadata={"range": ">=0", "help": "PTX loss weight, a separate actor step per RL step"})
 
 
 
