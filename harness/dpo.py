@@ -381,14 +381,15 @@ def heldout_check_reused(probe: Any, out_dir: Path, reference: Any, ref_id: str 
     write_json(out_dir / TRAIN_RECORD, record)
 
 
-def reuse_training(key: str, out_dir: Path, run_name: str) -> Path | None:
-    """`out_dir` filled with the finished training `key`, from `out_dir` itself (resume) or from the shared store
-    (any earlier run or method); None when it was never trained. The reuse is noted in the stage's record."""
+def reuse_training(key: str, out_dir: Path, run_name: str, kind: str = "dpo") -> Path | None:
+    """`out_dir` filled with the finished training `key` (store kind `kind`: dpo, kto), from `out_dir` itself (resume)
+    or from the shared store (any earlier run or method); None when it was never trained. The reuse is noted in the
+    stage's record."""
     if (out_dir / TRAIN_RECORD).exists() and read_train_record(out_dir).get("key") == key:
         log.info("%s: reusing finished model at %s", run_name, out_dir)
-        note_reuse("dpo", name=run_name, key=key, source=str(out_dir), how="resume")
+        note_reuse(kind, name=run_name, key=key, source=str(out_dir), how="resume")
         return out_dir
-    hit = lookup("dpo", key)
+    hit = lookup(kind, key)
     if hit is None:
         return None
     how = materialise(hit, out_dir)
@@ -396,6 +397,6 @@ def reuse_training(key: str, out_dir: Path, run_name: str) -> Path | None:
     record.update(run_name=run_name, reused_from=str(hit), trained_as=read_entry(hit).get("run_name"), reuse=how)
     write_json(out_dir / TRAIN_RECORD, record)
     log.info("%s: reusing the finished training %s (trained as %s) from %s", run_name, key, record["trained_as"], hit)
-    note_reuse("dpo", name=run_name, key=key, source=str(hit), trained_as=record["trained_as"], how=how,
+    note_reuse(kind, name=run_name, key=key, source=str(hit), trained_as=record["trained_as"], how=how,
                seconds_saved=record.get("seconds"))
     return out_dir

@@ -37,7 +37,7 @@ UNITS = ("unsafe_rate", "mean_cost")
 @dataclass
 class PDDPOConfig(RangeChecked):
     beta: float | None = field(default=None, metadata={"range": ">0", "help": "[ours] stage-1 KL coefficient β (stage 2 uses β/λ_k); None = train.beta (0.1, SACPO's value; the paper's is unknown)"})
-    fixed_lambda: float | None = field(default=None, metadata={"range": ">0", "help": "[paper v1] a float = one primal step at this λ, no dual update (v1 used 5); None = the primal-dual loop"})
+    fixed_lambda: float | None = field(default=None, metadata={"range": ">=0", "help": "[paper v1] a float = one primal step at this λ, no dual update (v1 used 5; `pddpo-fixed` presets it); 0 = π_r̂ itself (λ <= lambda_min); None = the primal-dual loop"})
     lambda_init: float = field(default=1.0, metadata={"range": ">=0", "help": "[ours] λ_1 of the dual loop (paper: unknown)"})
     num_iterations: int = field(default=3, metadata={"range": ">=0", "help": "[ours] K primal-dual iterations (paper: unknown; 3-5 suggested)"})
     eta: float = field(default=10.0, metadata={"range": ">=0", "help": "[ours] dual step size η; ~10-20 moves λ by O(1) when Ĉ is a rate"})
@@ -174,3 +174,18 @@ class PDDPO:
                    "lambda_final": lam, "iterations": iterations, "warm_start": c.warm_start,
                    "provenance": "PD-DPO v1 ran fixed λ = 5 with no dual update [paper]; every other setting is [ours]"},
         )
+
+
+@dataclass
+class PDDPOFixedConfig(PDDPOConfig):
+    """`pddpo-fixed`: the PD-DPO settings with the v1 paper's own setting preset, fixed λ = 5 and no dual update."""
+
+    fixed_lambda: float | None = field(default=5.0, metadata={"range": ">=0", "help": "[paper v1] λ of the single primal step (v1: 5, no dual update); None = the primal-dual loop (then use `pddpo`)"})
+
+
+class PDDPOFixed(PDDPO):
+    """PD-DPO exactly as the v1 paper ran it: stage 1, then one primal step at β/5 against π_r̂ (a preset of `pddpo`:
+    the same as `pddpo --set method.fixed_lambda=5`, listed under its own name on the leaderboard)."""
+
+    name: ClassVar[str] = "pddpo-fixed"
+    config_class: ClassVar[type] = PDDPOFixedConfig

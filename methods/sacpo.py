@@ -8,6 +8,12 @@ so two ordinary DPO runs reach it: DPO on helpfulness pairs with β from π_ref 
 (chosen = safer) from π_r **with π_r as the frozen reference** and temperature β/λ. λ is not optimised: upstream
 sweeps β/λ ∈ {0.1, 0.05, 0.025, 0.01} with β = 0.1 [code `script/train/*.sh`]. The order can be reversed (safety
 first with β/λ from π_ref, then helpfulness with β against the safety model) [code].
+
+Variants, each a registered method so the leaderboard lists it under its own name:
+- `sacpo`      DPO(helpful, β) -> DPO(safe, β/λ)                       [paper, code]
+- `sacpo-kto`  DPO(helpful, β) -> KTO(safe, β/λ): the safety step learns from unpaired responses, desirable ⇔ the
+               source labels the response safe (`harness.kto`), w_D = 1, w_U = n_D/n_U   [code `src/train/safety_kto.py`]
+- `p-sacpo` and `sacpo-naive-merge` (linear merges) live in their own files.
 Upstream reference (read, not vendored): `line/sacpo@b489ae5`.
 """
 
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.config import RangeChecked
 from harness.errors import BenchError
 from methods.base import TrainContext, TrainResult
 
@@ -54,9 +61,25 @@ class SACPO:
         config.temperatures(0.1)  # validate early (the run's β is only known at train time)
         self.config = config
 
+    safety_loss: ClassVar[str] = "dpo"  # the safety step's alignment loss L_align: dpo | kto (methods.md §4.1)
+
+    def align(self, ctx: TrainContext, name: str, pairs: list, init: str | Path, beta: float, out_dir: Path) -> Path:
+        """One alignment step from `init`, with `init` as the frozen reference: DPO on the pairs, or, for the safety step
+        of `sacpo-kto`, KTO on the pairs' responses labelled by their own safety labels."""
+        if name == "safe" and self.safety_loss == "kto":
+            from harness.kto import kto_examples, train_kto
+
+            c = self.config
+            return train_kto(kto_examples(pairs), init=init, beta=beta, out_dir=out_dir, cfg=ctx.cfg, device=ctx.device,
+                             run_name=f"sacpo-{name}-kto", desirable_weight=getattr(c, "desirable_weight", None),
+                             undesirable_weight=getattr(c, "undesirable_weight", None))
+        from harness.dpo import train_dpo
+
+        return train_dpo(pairs, init=init, ref=None, beta=beta, out_dir=out_dir, cfg=ctx.cfg, device=ctx.device, run_name=f"sacpo-{name}")
+
     def run_stages(self, ctx: TrainContext, final_dir: Path) -> tuple[Path, Path, dict[str, Any]]:
         """Train both stages; return (stage-1 model, final model, info). P-SACPO merges the two."""
-        from harness.dpo import read_train_record, train_dpo
+        from harness.dpo import read_train_record
 
         beta, beta_safe = self.config.temperatures(ctx.cfg.train.beta)
         helpful = ("helpful", ctx.reward_pairs, beta)
@@ -65,16 +88,18 @@ class SACPO:
         ctx.require_pairs("SACPO", "reward", "cost")
 
         (name1, pairs1, beta1), (name2, pairs2, beta2) = stages
-        first = train_dpo(pairs1, init=ctx.policy_path, ref=None, beta=beta1, out_dir=ctx.work_dir / f"sacpo_{name1}", cfg=ctx.cfg,
-                          device=ctx.device, run_name=f"sacpo-{name1}")
-        # ref=None: the frozen reference of stage 2 is its starting checkpoint, the stage-1 model (methods.md §4.2)
-        final = train_dpo(pairs2, init=first, ref=None, beta=beta2, out_dir=final_dir, cfg=ctx.cfg, device=ctx.device,
-                          run_name=f"sacpo-{name2}")
-        info: dict[str, Any] = {"beta": beta, "beta_over_lambda": beta_safe, "lambda": beta / beta_safe, "order": f"{name1}->{name2}"}
+        first = self.align(ctx, name1, pairs1, ctx.policy_path, beta1, ctx.work_dir / f"sacpo_{name1}")
+        # the frozen reference of stage 2 is its starting checkpoint, the stage-1 model (methods.md §4.2)
+        final = self.align(ctx, name2, pairs2, first, beta2, final_dir)
+        info: dict[str, Any] = {"beta": beta, "beta_over_lambda": beta_safe, "lambda": beta / beta_safe, "order": f"{name1}->{name2}",
+                                "safety_loss": self.safety_loss}
         for step, (name, path, b) in enumerate(((name1, first, beta1), (name2, final, beta2)), start=1):
             rec = read_train_record(path)
-            record = {"stage": name, "step": step, "beta": b, "train_loss": rec.get("train_loss"), "steps": rec.get("steps"),
-                      "pairs": rec.get("pairs")}
+            loss = self.safety_loss if name == "safe" else "dpo"
+            record = {"stage": name, "step": step, "loss": loss, "beta": b, "train_loss": rec.get("train_loss"),
+                      "steps": rec.get("steps"), "pairs": rec.get("pairs")}
+            if loss == "kto":
+                record.update({k: rec.get(k) for k in ("examples", "desirable", "undesirable", "desirable_weight", "undesirable_weight")})
             ctx.log(record)
             info[f"stage{step}"] = record
         return first, final, info
@@ -82,3 +107,19 @@ class SACPO:
     def train(self, ctx: TrainContext) -> TrainResult:
         _, final, info = self.run_stages(ctx, ctx.out_dir)
         return TrainResult(model_path=str(final), models_trained=2, networks_held=["policy", "reference"], extra=info)
+
+
+@dataclass
+class SACPOKTOConfig(SACPOConfig, RangeChecked):
+    """`sacpo-kto`: the SACPO settings; the safety step is KTO at β/λ, with its class weights."""
+
+    desirable_weight: float | None = field(default=None, metadata={"range": ">0", "help": "KTO weight w_D of safe (desirable) responses; None = 1 [code]"})
+    undesirable_weight: float | None = field(default=None, metadata={"range": ">0", "help": "KTO weight w_U of unsafe responses; None = n_safe / n_unsafe of the labelled responses [code]"})
+
+
+class SACPOKTO(SACPO):
+    """SACPO with a KTO safety step (the paper's DPO(H) -> KTO(S) grid): KTO needs only per-response safety labels."""
+
+    name: ClassVar[str] = "sacpo-kto"
+    config_class: ClassVar[type] = SACPOKTOConfig
+    safety_loss: ClassVar[str] = "kto"

@@ -380,3 +380,59 @@ def test_configs_refuse_bad_values() -> None:
         with pytest.raises(BenchError):
             make()
     assert SACPOConfig(lambda_=4.0).temperatures(0.1) == (0.1, pytest.approx(0.025))
+
+
+# -- SACPO variants: the KTO safety step and the naive merge --------------------------------------------------------
+
+
+def test_train_kto_raises_safe_over_unsafe_and_is_trained_once(tmp_path, tiny_cfg, tiny_model_path) -> None:
+    """Real TRL KTO on the tiny model: desirable (safe) responses gain log-probability relative to undesirable ones on
+    the training examples; the same training asked again comes from the store (kind `kto`), not from TRL."""
+    from harness.dpo import read_train_record
+    from harness.kto import kto_examples, train_kto
+    from harness.logprobs import policy_logps
+
+    cfg = tiny_cfg("sacpo-kto", ["train.max_steps=4", "train.learning_rate=3e-3", "train.max_length=64"])
+    pairs = [PreferencePair(f"question {i}?", f"I can't help with that {i}.", f"Sure, here is how {i}: step one.",
+                            chosen_safe=True, rejected_safe=False, source=f"hand:{i}") for i in range(4)]
+    examples = kto_examples(pairs)
+    before_c, before_r = policy_logps(tiny_model_path, None, pairs, cfg, "cpu")
+    out = train_kto(examples, init=tiny_model_path, beta=0.1, out_dir=tmp_path / "kto", cfg=cfg, device="cpu", run_name="t")
+    after_c, after_r = policy_logps(out, None, pairs, cfg, "cpu")
+    gain = ((after_c - before_c) - (after_r - before_r)).mean().item()
+    assert gain > 0, gain
+    rec = read_train_record(out)
+    assert (rec["loss"], rec["desirable"], rec["undesirable"], rec["undesirable_weight"], rec["steps"]) == ("kto", 4, 4, 1.0, 4)
+    again = train_kto(examples, init=tiny_model_path, beta=0.1, out_dir=tmp_path / "kto2", cfg=cfg, device="cpu", run_name="t2")
+    assert read_train_record(again)["reused_from"] is not None and read_train_record(again)["key"] == rec["key"]
+
+
+def test_sacpo_kto_and_naive_merge_end_to_end_share_trainings(tiny_cfg, monkeypatch) -> None:
+    """`sacpo-kto` runs DPO(helpful) then KTO(safe) from it; `sacpo-naive-merge` then reuses that same helpful
+    training from the store, trains DPO(safe) from SFT, and merges (1 − q)·helpful + q·safe."""
+    import methods.sacpo_naive_merge as naive
+    from harness import runs
+
+    calls = _spy_train_dpo(monkeypatch)
+    rec = runs.run(tiny_cfg("sacpo-kto", FAST))
+    (helpful,) = calls
+    assert [(t["stage"], t["loss"]) for t in rec["train"]["trajectory"]] == [("helpful", "dpo"), ("safe", "kto")]
+    kto = rec["train"]["extra"]["stage2"]
+    assert kto["desirable"] > 0 and kto["undesirable"] > 0 and kto["examples"] == kto["desirable"] + kto["undesirable"]
+    model_dir = Path(rec["config"]["runs_dir"]) / rec["run_id"] / "train" / "model"
+    assert json.loads((model_dir / "bench_train.json").read_text())["init"] == str(helpful["out"])
+
+    checked = []
+    real_merge = naive.merge_models
+
+    def checking_merge(a, b, q, out_dir, record):  # the merge's arithmetic: test_merge_models_weights_the_first_model_by_one_minus_q
+        checked.append((Path(a).name, Path(b).name, q))
+        return real_merge(a, b, q, out_dir, record)
+
+    monkeypatch.setattr(naive, "merge_models", checking_merge)
+    rec = runs.run(tiny_cfg("sacpo-naive-merge", FAST + ["method.q=0.25"]))
+    assert checked == [("naive_helpful", "naive_safe", 0.25)]
+    h2, s2 = calls[1:]
+    assert h2["record"]["key"] == helpful["record"]["key"] and h2["record"]["reused_from"] is not None  # trained once
+    assert s2["init"] == h2["init"] == helpful["init"] and s2["beta"] == 0.01 and s2["record"]["reused_from"] is None
+    assert rec["train"]["extra"]["variant"] == "naive-merge"

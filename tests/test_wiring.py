@@ -212,6 +212,90 @@ def test_p_sacpo_merges_stage_one_at_weight_one_minus_q(tmp_path, fake_dpo, monk
     assert res.extra["q"] == 0.25 and res.extra["lambda"] == pytest.approx(0.1 / 0.01) and "stage2" in res.extra
 
 
+def test_sacpo_naive_merge_trains_both_from_sft_and_weights_the_safe_model_by_q(tmp_path, fake_dpo, monkeypatch) -> None:
+    """Planted: merge_models(safe, helpful, …) (the order swap: the safe model would get weight 1 − q)."""
+    import methods.sacpo_naive_merge as naive
+
+    merges = []
+    monkeypatch.setattr(naive, "merge_models", lambda a, b, q, out_dir, record: merges.append((a, b, q, out_dir)) or Path(out_dir))
+    m, ctx, log = make_ctx(tmp_path, "sacpo-naive-merge", ["method.beta=0.2", "method.lambda_=4.0", "method.q=0.25"])
+    res = m.train(ctx)
+    helpful, safe = fake_dpo.calls
+    assert helpful["pairs"] == REWARD_PAIRS and helpful["beta"] == 0.2 and safe["pairs"] == COST_PAIRS and safe["beta"] == pytest.approx(0.05)
+    for call in (helpful, safe):  # both from the SFT model, each against the SFT model: no stepwise alignment
+        assert call["init"] == ctx.policy_path and call["ref"] is None and call["margins"] is None
+    assert merges == [(helpful["out"], safe["out"], 0.25, ctx.out_dir)]  # (1 − q)·helpful + q·safe
+    assert [r["stage"] for r in log] == ["helpful", "safe", "merge"] and res.model_path == str(ctx.out_dir)
+    assert res.extra["variant"] == "naive-merge" and res.extra["q"] == 0.25 and res.models_trained == 2
+    with pytest.raises(BenchError, match="safety_first"):
+        make_ctx(tmp_path / "order", "sacpo-naive-merge", ["method.safety_first=true"])
+
+
+class FakeKTO:
+    """Stands in for `harness.kto.train_kto`: records the labelled examples and makes the output folder."""
+
+    def __init__(self):
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, examples, *, init, beta, out_dir, cfg, device, run_name="", **kw):
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        self.calls.append(dict(examples=list(examples), init=init, beta=beta, out=Path(out_dir), run_name=run_name, **kw))
+        return Path(out_dir)
+
+
+def test_kto_examples_desirable_is_the_response_labelled_safe() -> None:
+    """Planted: the label negated (an unsafe response made desirable)."""
+    from harness.kto import kto_examples, kto_weights
+
+    pairs = [pair(0, "safe a", "unsafe a", True, False), pair(1, "unsafe b", "safe b", False, True),  # a swapped pair: labels travel
+             pair(2, "safe c", "safe c2", True, True), pair(3, "x", "y", None, False),  # unlabelled "x" is left out
+             pair(0, "safe a", "unsafe a2", True, False)]  # "safe a" again: one example
+    got = [(e.prompt, e.completion, e.desirable) for e in kto_examples(pairs)]
+    assert got == [("prompt 0", "safe a", True), ("prompt 0", "unsafe a", False), ("prompt 1", "unsafe b", False),
+                   ("prompt 1", "safe b", True), ("prompt 2", "safe c", True), ("prompt 2", "safe c2", True),
+                   ("prompt 3", "y", False), ("prompt 0", "unsafe a2", False)]
+    assert kto_weights(kto_examples(pairs)) == (1.0, 4 / 4)  # w_D = 1, w_U = n_D / n_U
+    assert kto_weights(kto_examples(pairs[:3])) == (1.0, pytest.approx(4 / 2))
+    assert kto_weights(kto_examples(pairs), 2.0, 0.5) == (2.0, 0.5)
+    with pytest.raises(BenchError, match="0 unsafe"):
+        kto_weights(kto_examples([pairs[2]]))
+
+
+def test_sacpo_kto_runs_kto_on_safety_labels_from_pi_r(tmp_path, fake_dpo, monkeypatch) -> None:
+    """Planted: the KTO step on the helpfulness stage (DPO on the safety pairs, KTO on the reward pairs)."""
+    import harness.kto
+
+    fake_kto = FakeKTO()
+    monkeypatch.setattr(harness.kto, "train_kto", fake_kto)
+    monkeypatch.setattr("harness.dpo.read_train_record", lambda path: {"train_loss": 0.4, "steps": 1, "examples": 6, "desirable": 3})
+    m, ctx, log = make_ctx(tmp_path, "sacpo-kto", ["method.beta=0.2", "method.lambda_=4.0", "method.undesirable_weight=1.5"])
+    res = m.train(ctx)
+    (helpful,), (safe,) = fake_dpo.calls, fake_kto.calls
+    assert helpful["pairs"] == REWARD_PAIRS and helpful["beta"] == 0.2 and helpful["init"] == ctx.policy_path
+    # the safety step: KTO from π_r (its reference too), β/λ, one example per response, desirable = labelled safe
+    assert safe["init"] == helpful["out"] and safe["beta"] == pytest.approx(0.05) and safe["out"] == ctx.out_dir
+    assert [(e.completion, e.desirable) for e in safe["examples"]] == [(y, ok) for p in COST_PAIRS for y, ok in
+                                                                      ((p.chosen, True), (p.rejected, False))]
+    assert safe["desirable_weight"] is None and safe["undesirable_weight"] == 1.5
+    assert [(r["stage"], r["loss"]) for r in log] == [("helpful", "dpo"), ("safe", "kto")] and log[1]["desirable"] == 3
+    assert res.extra["safety_loss"] == "kto" and res.model_path == str(ctx.out_dir)
+    m, ctx, _ = make_ctx(tmp_path / "first", "sacpo-kto", ["method.safety_first=true"])
+    m.train(ctx)
+    assert fake_kto.calls[-1]["init"] == ctx.policy_path and fake_dpo.calls[-1]["init"] == fake_kto.calls[-1]["out"]
+
+
+def test_pddpo_fixed_is_the_papers_fixed_lambda_five(tmp_path, fake_dpo, monkeypatch) -> None:
+    m, ctx, _ = make_ctx(tmp_path, "pddpo-fixed", ["method.estimate_fixed=false"])
+    assert m.config.fixed_lambda == 5.0
+    res = m.train(ctx)
+    stage1, primal = fake_dpo.calls
+    assert primal["beta"] == pytest.approx(ctx.cfg.train.beta / 5) and primal["ref"] == stage1["out"]
+    assert res.extra["mode"] == "fixed_lambda" and res.trajectory[0]["lambda"] == 5.0
+    m, ctx, _ = make_ctx(tmp_path / "zero", "pddpo", ["method.fixed_lambda=0", "method.estimate_fixed=false"])
+    res = m.train(ctx)
+    assert len(fake_dpo.calls) == 3 and res.trajectory[0]["trained"] is False  # λ = 0: π_r̂ itself, no primal training
+
+
 def test_p_sacpo_accepts_q_in_the_closed_unit_interval() -> None:
     from methods.p_sacpo import PSACPO, PSACPOConfig
 

@@ -1,0 +1,166 @@
+"""One KTO run from labelled responses: `train_kto(examples, init=, beta=, ...) -> out_dir` (SACPO's KTO safety stage).
+
+A thin wrapper over TRL 1.16's `KTOTrainer` that mirrors `harness.dpo.train_dpo`:
+
+- **Data.** KTO learns from unpaired responses, each labelled desirable or undesirable. `kto_examples` derives them
+  from preference pairs that carry per-response safety labels (the cost pairs of PKU-SafeRLHF: `chosen_safe`,
+  `rejected_safe`): desirable ⇔ the response is labelled safe, as upstream SACPO's `src/util.py` does
+  (desirable ⇔ `is_response_k_safe`; methods.md §4.2). A response without a label is left out, never guessed.
+- **Weights.** `w_D = 1`, `w_U = n_desirable / n_undesirable` [code `src/train/safety_kto.py`]: the two classes then
+  weigh the same in the loss whatever their counts (`kto_weights`).
+- **Reference.** The init checkpoint, always (SACPO's KTO step references the step-1 model it starts from). Its
+  log-probs (and the KL completions') are precomputed once (`precompute_ref_log_probs=True`), as in `train_dpo`.
+- **Regime.** The run's shared `train` section, through `harness.dpo.dpo_config_kwargs` (one stated regime for every
+  method; TRL's KTO defaults of bf16 and gradient checkpointing are overridden by it), plus KTO's class weights.
+- **Store.** The finished model is published to the content-addressed store under kind `kto` (harness/artifacts.py)
+  with a key over init weights, the exact labelled examples, β, the weights, the regime and the seed, so any other
+  run or method needing the same KTO training materialises it instead of training again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from harness.errors import BenchError
+
+if TYPE_CHECKING:
+    from harness.config import RunConfig
+    from harness.types import PreferencePair
+
+KTO_VERSION = "kto-v1"  # part of the store key: bump when the wrapper changes what a key trains
+
+
+@dataclass(frozen=True)
+class LabelledResponse:
+    """One KTO example: `completion` to `prompt`, `desirable` = labelled safe by the source."""
+
+    prompt: str
+    completion: str
+    desirable: bool
+    source: str = ""
+
+
+def kto_examples(pairs: Sequence["PreferencePair"]) -> list[LabelledResponse]:
+    """Both responses of every pair, labelled by their own safety label (desirable ⇔ safe); unlabelled responses and
+    exact repeats (same prompt, response and label) are dropped. Order: pair order, chosen before rejected."""
+    seen: set[tuple[str, str, bool]] = set()
+    out: list[LabelledResponse] = []
+    for p in pairs:
+        for response, safe in ((p.chosen, p.chosen_safe), (p.rejected, p.rejected_safe)):
+            if safe is None or not response.strip():
+                continue
+            key = (p.prompt, response, bool(safe))
+            if key not in seen:
+                seen.add(key)
+                out.append(LabelledResponse(p.prompt, response, bool(safe), p.source))
+    return out
+
+
+def kto_weights(examples: Sequence[LabelledResponse], desirable_weight: float | None = None,
+                undesirable_weight: float | None = None) -> tuple[float, float]:
+    """(w_D, w_U): given values win; defaults w_D = 1 and w_U = n_D / n_U (upstream SACPO). Both classes must occur."""
+    n_d = sum(e.desirable for e in examples)
+    n_u = len(examples) - n_d
+    if n_d == 0 or n_u == 0:
+        raise BenchError(f"KTO needs both desirable (safe) and undesirable (unsafe) responses, but the labelled responses are "
+                         f"{n_d} safe and {n_u} unsafe: use pairs with safety labels on both sides (data.max_train_pairs)")
+    w_d = 1.0 if desirable_weight is None else float(desirable_weight)
+    w_u = n_d / n_u if undesirable_weight is None else float(undesirable_weight)
+    if not (w_d > 0 and w_u > 0):
+        raise BenchError(f"KTO weights must be > 0 (got desirable {w_d}, undesirable {w_u})")
+    return w_d, w_u
+
+
+def kto_dataset(examples: Sequence[LabelledResponse], tokenizer: Any, cfg: "RunConfig"):
+    """A `datasets.Dataset` in TRL's unpaired format: prompt (formatted, cut like DPO's), completion, label."""
+    from datasets import Dataset
+
+    from harness.models import prompt_text
+
+    return Dataset.from_dict({"prompt": [prompt_text(tokenizer, e.prompt, cfg) for e in examples],
+                              "completion": [e.completion for e in examples],
+                              "label": [e.desirable for e in examples]})
+
+
+def kto_key(examples: Sequence[LabelledResponse], init_id: str | None, beta: float, weights: tuple[float, float],
+            cfg: "RunConfig") -> str | None:
+    """The content address of a KTO training (never the run or method name); None for an in-memory init."""
+    if init_id is None:
+        return None
+    blob = json.dumps([[(e.prompt, e.completion, e.desirable) for e in examples], init_id, beta, list(weights),
+                       asdict(cfg.train), cfg.seed, cfg.template, KTO_VERSION], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def train_kto(examples: Sequence[LabelledResponse], *, init: str | Path, beta: float, out_dir: Path, cfg: "RunConfig",
+              device: str, run_name: str = "kto", desirable_weight: float | None = None,
+              undesirable_weight: float | None = None, resume: bool = True) -> Path:
+    """KTO from the saved model `init` against itself as the frozen reference, saved to `out_dir` (see module doc)."""
+    from trl import KTOConfig, KTOTrainer
+
+    from harness.artifacts import publish
+    from harness.dpo import dpo_config_kwargs, reuse_training
+    from harness.io import save_model_atomic
+    from harness.models import load_causal_lm, load_tokenizer, model_fingerprint, release_memory
+    from harness.monitor import phase
+
+    if not beta > 0:
+        raise BenchError(f"train_kto: beta must be > 0 (got {beta})")
+    if cfg.train.batch_size < 2:
+        raise BenchError("KTO estimates its KL term from the other responses of a batch, so it needs train.batch_size >= 2 "
+                         f"(got {cfg.train.batch_size}): --set train.batch_size=2")
+    w_d, w_u = kto_weights(examples, desirable_weight, undesirable_weight)
+    out_dir = Path(out_dir)
+    key = kto_key(examples, model_fingerprint(init), beta, (w_d, w_u), cfg)
+    if resume and key:
+        reused = reuse_training(key, out_dir, run_name, kind="kto")
+        if reused is not None:
+            return reused
+
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
+    start = time.time()
+    with phase(f"{run_name}/load", trim=True):
+        tokenizer = load_tokenizer(init)
+        model = load_causal_lm(init, device)
+        dataset = kto_dataset(examples, tokenizer, cfg)
+    scratch = out_dir.with_name(f".{out_dir.name}.trainer{os.getpid()}")
+    with phase(f"{run_name}/trainer_init+ref_logps", trim=True):
+        args = KTOConfig(**dpo_config_kwargs(cfg, beta, scratch, device), desirable_weight=w_d, undesirable_weight=w_u)
+        peft_config = None
+        if cfg.train.lora:
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+        trainer = KTOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=peft_config)
+    with phase(f"{run_name}/train_steps", trim=True):
+        output = trainer.train()
+    with phase(f"{run_name}/merge+save", trim=True):
+        trained = trainer.accelerator.unwrap_model(trainer.model)
+        params_trained = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+        if cfg.train.lora:
+            trained = trained.merge_and_unload()
+        n_d = sum(e.desirable for e in examples)
+        record = {
+            "key": key, "run_name": run_name, "loss": "kto", "beta": beta, "examples": len(examples), "desirable": n_d,
+            "undesirable": len(examples) - n_d, "desirable_weight": w_d, "undesirable_weight": w_u,
+            "labels": "desirable = response labelled safe by the source (never inferred)", "init": str(init), "reference": "init",
+            "train_loss": output.training_loss, "steps": output.global_step, "params_trained": params_trained,
+            "seconds": round(time.time() - start, 2), "log_history": trainer.state.log_history[-50:], "reused_from": None,
+        }
+        save_model_atomic(trained, tokenizer, out_dir, record)
+        shutil.rmtree(scratch, ignore_errors=True)
+        if key:
+            publish("kto", key, out_dir, {"run_name": run_name, "seconds": record["seconds"]})
+        del trainer, model, trained
+        release_memory()
+    return out_dir
