@@ -25,6 +25,7 @@ PROFILE_SEEDS = {"tiny": "0"}
 
 def register(app: typer.Typer) -> None:
     app.command("suite")(suite)
+    app.command("sweep")(sweep)
     app.command("leaderboard")(leaderboard)
 
 
@@ -122,6 +123,70 @@ def suite(
         console.print(f"[red]{len(failed)} of {len(grid)} run(s) failed[/] (tracebacks in {out_dir / 'errors.log'}):")
         for o in failed:
             console.print(f"  {o['method']} seed {o['seed']}: {o['error']}")
+        raise typer.Exit(1)
+
+
+# -- bench sweep ------------------------------------------------------------------------------------------------
+
+def sweep(
+    method: str = typer.Option(..., "--method", "-m", help="The method to sweep (`bench list methods`), e.g. pddpo."),
+    over: str = typer.Option(..., "--over", help="KEY=V1,V2,...: one numeric config field and its values, e.g. "
+                             "method.fixed_lambda=0,1,2,5,10 (PD-DPO's fixed λ) or method.threshold=0.1,0.2,0.3 (PD-DPO dual loop's b)."),
+    dataset: str = typer.Option("pku-saferlhf", "--dataset", help="Dataset every run trains and evaluates on."),
+    profile: str = typer.Option("cpu", "--profile", help="Config profile: tiny | cpu | gpu | a YAML file."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds per value (each value's CI then also covers seeds)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Base model (default: the profile's)."),
+    overrides: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable), applied to every run."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where runs, the store and sweeps/<id>/ live."),
+    sweep_id: Optional[str] = typer.Option(None, "--sweep-id", help="Folder name and store tag (default: derived from the sweep, so a rerun resumes it)."),
+) -> None:
+    """Run METHOD once per value (and seed) of one config field, then write the reward / unsafe-rate frontier.
+
+    Every config is built and checked before the first run. Runs resume finished stages, and trainings shared by
+    several values (PD-DPO's stage 1) come from the store of finished trainings. Writes sweep.{json,csv,md,html,png}
+    under RUNS_DIR/sweeps/<id>/; `bench leaderboard` links them. Exit code 1 if a run failed (the others are kept).
+    """
+    from rich.console import Console
+
+    from leaderboards import sweep as sw
+
+    console = Console()
+    names = parse_methods(method)
+    if len(names) != 1:
+        raise BenchError(f"--method {method!r}: a sweep runs one method (use `bench suite` for several)")
+    name = names[0]
+    key, values = sw.parse_over(over)
+    if any(o.partition("=")[0].strip() == key for o in overrides):
+        raise BenchError(f"--set {key}=... and --over {key}=... both set the swept field; drop the --set")
+    seed_list = parse_seeds(seeds)
+    sid = sweep_id or sw.default_sweep_id(name, key, values, dataset, profile, model, seed_list, list(overrides))
+    grid = sw.build_grid(name, key, values, dataset=dataset, profile=profile, model=model, seeds=seed_list,
+                         overrides=list(overrides), runs_dir=runs_dir, suite=sid)
+    cfg0 = grid[0][2]
+    out_dir = Path(cfg0.runs_dir) / "sweeps" / sid
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = sw.Sweep(sid, name, key, values, dataset, cfg0.model, cfg0.profile, seed_list, list(overrides))
+    field_name = key.split(".")[-1]
+
+    def started(i: int, n: int, value: float, seed: int) -> None:
+        console.rule(f"[bold]{sid}[/]  [{i}/{n}]  {name}  {field_name}={value:g}  seed {seed}")
+
+    sw.run_sweep(result, grid, lambda cfg: execute_run(cfg), on_start=started, errors_log=out_dir / "errors.log")
+    sw.aggregate(result, Path(cfg0.runs_dir), n_boot=cfg0.scoring.bootstrap)
+    files = sw.write(result, out_dir)
+    head, rows = sw.table_rows(result)
+    from rich.table import Table
+
+    t = Table(*head[:-1], title=result.title)  # run ids: in sweep.md / sweep.json
+    for row in rows:
+        t.add_row(*row[:-1])
+    console.print(t)
+    console.print(f"Saved {', '.join(str(p) for p in files.values())}")
+    failed = [f"{field_name}={p.value:g} {f}" for p in result.points for f in p.failed]
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(grid)} run(s) failed[/] (tracebacks in {out_dir / 'errors.log'}):")
+        for f in failed:
+            console.print(f"  {f}")
         raise typer.Exit(1)
 
 

@@ -136,7 +136,10 @@ def print_leaderboard(lb: Leaderboard, console=None) -> None:
 
 # -- exports -----------------------------------------------------------------------------------------------
 
-def to_markdown(lb: Leaderboard) -> str:
+def to_markdown(lb: Leaderboard, base: Path | None = None) -> str:
+    """`base`: the folder the file goes to (sweep links are relative to it; absolute without one)."""
+    from leaderboards.sweep import for_table, link_lines
+
     lines = ["# SafeAlign Bench leaderboard", ""]
     for table in lb.tables:
         cols = visible_columns(table, lb.columns)
@@ -150,6 +153,9 @@ def to_markdown(lb: Leaderboard) -> str:
         for title, comps in comparison_sections(table):
             lines += [f"### {title}", "", "| " + " | ".join(COMPARISON_HEAD) + " |", "|" + "|".join("---" for _ in COMPARISON_HEAD) + "|"]
             lines += ["| " + " | ".join(comparison_cells(c)) + " |" for c in comps] + [""]
+        sweeps = for_table(lb.sweeps, table.dataset, table.model, table.profile)
+        if sweeps:
+            lines += ["### Sweeps (`bench sweep`: one method over one config field's values)", ""] + link_lines(sweeps, base) + [""]
     lines += [f"_{n}_" for n in lb.notes] + ([""] if lb.notes else [])
     lines += ["### Columns", ""] + [f"- **{c.header}**: {c.help}" for c in lb.columns] + [""]
     return "\n".join(lines)
@@ -183,6 +189,7 @@ dt { font-weight: 600; } dd { margin: 0 0 0.4rem 1rem; }
 
 def to_html(lb: Leaderboard, title: str = "SafeAlign Bench leaderboard") -> str:
     from leaderboards.plots import data_uri, frontier_figure, lambda_figure
+    from leaderboards.sweep import for_table, html_section
 
     e = html.escape
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -206,6 +213,9 @@ def to_html(lb: Leaderboard, title: str = "SafeAlign Bench leaderboard") -> str:
             if fig is not None:
                 parts.append(f"<div><img alt='{e(alt)}: {e(table.title)}' src='{data_uri(fig)}'></div>")
         parts.append(_runs_html(table))
+        sweeps = for_table(lb.sweeps, table.dataset, table.model, table.profile)
+        if sweeps:
+            parts += ["<h3>Sweeps (<code>bench sweep</code>: one method over one config field's values)</h3>", *html_section(sweeps)]
     parts += [f"<p class='meta'>{e(n)}</p>" for n in lb.notes]
     parts.append("<h2>Columns</h2><dl>")
     parts += [f"<dt>{e(c.header)}</dt><dd>{e(c.help)}</dd>" for c in lb.columns]
@@ -256,5 +266,5 @@ def render(lb: Leaderboard, fmt: str) -> str:
 def write(lb: Leaderboard, fmt: str, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(lb, fmt), encoding="utf-8")
+    path.write_text(to_markdown(lb, base=path.parent) if fmt == "md" else render(lb, fmt), encoding="utf-8")
     return path

@@ -1,0 +1,375 @@
+"""`bench sweep`: one method over several values of one numeric config field, and the frontier the values trace.
+
+    bench sweep --method pddpo --over method.fixed_lambda=0,1,2,5,10 --profile cpu --seeds 0
+
+runs the method once per (value, seed) through the same `harness.runs.run` as `bench suite` (finished stages and
+finished trainings are reused: the store of finished trainings shares e.g. PD-DPO's stage 1 across every λ), then
+aggregates each value's seeds exactly as a leaderboard row (`leaderboards.table.build_leaderboard` on that value's
+runs: the run's prompt bootstrap for one seed, the seeds x prompts bootstrap for several) and writes, under
+`<runs_dir>/sweeps/<sweep id>/`:
+
+- `sweep.json` (the points, with every estimate and run id), `sweep.csv`, `sweep.md` and `sweep.html`;
+- `sweep.png`: mean reward against the constraint's metric (unsafe rate or mean cost) with 95% CIs as error bars,
+  the points joined in value order, and each metric against the swept value.
+
+`bench leaderboard` and `bench suite` link (md) or embed (html) every sweep found under the same runs dir whose
+(dataset, model, profile) matches a table. Runs of a sweep keep the method's name, so the main leaderboard shows
+only the newest run per method and seed; the sweep's own table is where the values sit side by side.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import yaml
+
+from harness.errors import BenchError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FILES = ("sweep.json", "sweep.csv", "sweep.md", "sweep.html", "sweep.png")
+METRICS = ("reward_mean", "unsafe_rate", "cost_mean")  # shown per point (the constraint's metric is one of the last two)
+
+
+@dataclass
+class SweepPoint:
+    """One value of the swept field: its runs and their aggregate (a leaderboard row)."""
+
+    value: float
+    run_ids: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "seed N: error"
+    row: dict[str, Any] | None = None  # the leaderboard row of this value's runs (None: no finished run)
+
+
+@dataclass
+class Sweep:
+    sweep_id: str
+    method: str
+    key: str  # as given (method.X or a dotted RunConfig key)
+    values: list[float]
+    dataset: str
+    model: str
+    profile: str
+    seeds: list[int]
+    overrides: list[str]
+    threshold: float | None = None
+    units: str | None = None  # unsafe_rate | mean_cost
+    points: list[SweepPoint] = field(default_factory=list)
+
+    @property
+    def x_metric(self) -> str:
+        from leaderboards.table import UNITS_METRIC
+
+        return UNITS_METRIC.get(self.units or "", "unsafe_rate")
+
+    @property
+    def field_name(self) -> str:
+        return self.key.split(".")[-1]
+
+    @property
+    def title(self) -> str:
+        return f"{self.method}: {self.key} sweep · {self.dataset} · {self.model} · {self.profile}"
+
+
+# -- parsing and the grid ---------------------------------------------------------------------------------------
+
+def parse_over(spec: str) -> tuple[str, list[float]]:
+    """`method.fixed_lambda=0,1,2.5` -> ("method.fixed_lambda", [0, 1, 2.5]); numbers only, at least two, no repeats."""
+    key, sep, raw = spec.partition("=")
+    key = key.strip()
+    if not sep or not key or not raw.strip():
+        raise BenchError(f"--over {spec!r}: expected KEY=V1,V2,..., e.g. --over method.fixed_lambda=0,1,2,5,10")
+    values = []
+    for part in raw.split(","):
+        try:
+            v = yaml.safe_load(part.strip())
+        except yaml.YAMLError:
+            v = None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise BenchError(f"--over {key}: {part.strip()!r} is not a number; a sweep runs over one numeric field")
+        values.append(v)
+    if len(values) < 2 or len(set(values)) != len(values):
+        raise BenchError(f"--over {key}: give at least two different values (got {raw!r})")
+    return key, values
+
+
+def default_sweep_id(method: str, key: str, values: list[float], dataset: str, profile: str, model: str | None,
+                     seeds: list[int], overrides: list[str]) -> str:
+    """Stable for the same sweep, so rerunning it resumes it (and reuses its folder)."""
+    blob = json.dumps([method, key, values, dataset, Path(profile).stem, model, sorted(seeds), sorted(overrides)])
+    return f"sweep-{method}-{key.split('.')[-1]}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+
+def build_grid(method: str, key: str, values: list[float], *, dataset: str, profile: str, model: str | None,
+               seeds: list[int], overrides: list[str], runs_dir: Path, suite: str) -> list[tuple[float, int, Any]]:
+    """(value, seed, RunConfig) per cell, every config built and its method config checked first: a bad key or value
+    fails here, before any training (the method's own range checks included, e.g. λ < 0)."""
+    from harness.config import load_config, method_config
+    from harness.registries import METHODS
+
+    cls = METHODS.get(method)
+    grid = []
+    for v in values:
+        for s in seeds:
+            cfg = load_config(profile, [*overrides, f"{key}={v}"], method=method, dataset=dataset, model=model, seed=s,
+                              runs_dir=str(runs_dir), suite=suite)
+            mcfg = method_config(cls.config_class, cfg)
+            got = _resolved(cfg, mcfg, key)
+            if isinstance(got, bool) or not isinstance(got, (int, float)) or float(got) != float(v):
+                raise BenchError(f"--over {key}: the run config reads {got!r} for {v!r}; sweep a numeric field "
+                                 f"(`bench list methods {method}` lists the method's fields)")
+            grid.append((v, s, cfg))
+    return grid
+
+
+def _resolved(cfg: Any, mcfg: Any, key: str) -> Any:
+    parts = key.split(".")
+    if parts[0] in ("method", "methods"):
+        return getattr(mcfg, parts[-1], None)
+    node: Any = cfg
+    for p in parts:
+        node = getattr(node, p, None)
+    return node
+
+
+# -- aggregation ------------------------------------------------------------------------------------------------
+
+def aggregate(sweep: Sweep, runs_dir: Path, n_boot: int | None = None) -> Sweep:
+    """Fill each point's row from its finished runs (one leaderboard table per value: the leaderboard's CIs, with
+    `n_boot` resamples; the command passes the runs' `scoring.bootstrap`)."""
+    from leaderboards.table import N_BOOT, build_leaderboard
+
+    for point in sweep.points:
+        if not point.run_ids:
+            continue
+        lb = build_leaderboard(runs_dir, run_ids=point.run_ids, n_boot=n_boot or N_BOOT)
+        if lb.tables and lb.tables[0].rows:
+            table = lb.tables[0]
+            point.row = {k: v for k, v in table.rows[0].items() if not k.startswith("vs_")}
+            if sweep.units is None and table.threshold is not None:
+                sweep.threshold, sweep.units = table.threshold, table.units
+    return sweep
+
+
+# -- outputs ----------------------------------------------------------------------------------------------------
+
+def table_rows(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted cells: value, seeds, reward, unsafe rate, mean cost, constraint status, runs."""
+    from leaderboards.render import format_estimate
+
+    head = [sweep.field_name, "seeds", "reward [95% CI]", "unsafe rate [95% CI]", "mean cost [95% CI]", "constraint", "runs"]
+    rows = []
+    for p in sweep.points:
+        r = p.row or {}
+        rows.append([f"{p.value:g}", str(r.get("n_seeds", 0)), format_estimate(r.get("reward_mean")),
+                     format_estimate(r.get("unsafe_rate"), percent=True), format_estimate(r.get("cost_mean")),
+                     r.get("constraint", "no finished run"), ", ".join(p.run_ids) + (f"; failed: {'; '.join(p.failed)}" if p.failed else "")])
+    return head, rows
+
+
+def frontier_figure(sweep: Sweep) -> "Figure | None":
+    """Left: reward against the constraint's metric, one point per value (95% CIs both ways), joined in value order,
+    with b as a vertical line. Right: reward and the constraint's metric against the swept value."""
+    from matplotlib.figure import Figure
+
+    from leaderboards.plots import AXIS_LABELS, _err
+
+    x_key = sweep.x_metric
+    pts = [p for p in sweep.points if p.row and p.row.get("reward_mean") and p.row.get(x_key)]
+    if not pts:
+        return None
+    fig = Figure(figsize=(11.0, 4.4), dpi=110, layout="constrained")
+    left, right = fig.subplots(1, 2)
+    xs = [p.row[x_key]["value"] for p in pts]
+    ys = [p.row["reward_mean"]["value"] for p in pts]
+    left.plot(xs, ys, color="tab:blue", lw=1, alpha=0.6, zorder=2)
+    for p, x, y in zip(pts, xs, ys):
+        left.errorbar(x, y, xerr=_err(p.row[x_key]), yerr=_err(p.row["reward_mean"]), fmt="o", capsize=3, ms=6,
+                      color="tab:blue", zorder=3)
+        left.annotate(f"{sweep.field_name}={p.value:g}", (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
+    if sweep.threshold is not None:
+        left.axvline(sweep.threshold, color="tab:red", ls=":", lw=1.2, label=f"threshold b = {sweep.threshold:g}")
+        left.legend(loc="best", fontsize=8)
+    left.margins(x=0.2, y=0.15)
+    left.set_xlabel(AXIS_LABELS[x_key])
+    left.set_ylabel("mean reward (higher is better)")
+    left.set_title(f"reward vs {x_key.replace('_', ' ')} over {sweep.field_name}", fontsize=10)
+    left.grid(alpha=0.3)
+
+    values = [p.value for p in pts]
+    right.errorbar(values, ys, yerr=_stack(pts, "reward_mean"), fmt="o-", capsize=3, color="tab:blue", label="mean reward")
+    right.set_xlabel(sweep.field_name)
+    right.set_ylabel("mean reward", color="tab:blue")
+    twin = right.twinx()
+    twin.errorbar(values, xs, yerr=_stack(pts, x_key), fmt="s--", capsize=3, color="tab:red", label=x_key.replace("_", " "))
+    twin.set_ylabel(x_key.replace("_", " "), color="tab:red")
+    if sweep.threshold is not None:
+        twin.axhline(sweep.threshold, color="tab:red", ls=":", lw=1)
+    right.set_title(f"each metric against {sweep.field_name} (95% CIs)", fontsize=10)
+    right.grid(alpha=0.3)
+    fig.suptitle(sweep.title, fontsize=10)
+    return fig
+
+
+def _stack(pts: list[SweepPoint], key: str) -> list[list[float]]:
+    """Asymmetric error bars (2 x n) from the points' CIs; 0 where a CI is missing."""
+    from leaderboards.plots import _err
+
+    bars = [_err(p.row[key]) or [[0.0], [0.0]] for p in pts]
+    return [[b[0][0] for b in bars], [b[1][0] for b in bars]]
+
+
+def to_markdown(sweep: Sweep, png: str = "sweep.png") -> str:
+    head, rows = table_rows(sweep)
+    lines = [f"# {sweep.title}", "", _settings_line(sweep), "", "| " + " | ".join(head) + " |",
+             "|" + "|".join("---:" if i < 5 else "---" for i in range(len(head))) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines += ["", f"![reward vs {sweep.x_metric} over {sweep.field_name}]({png})", "",
+              "Brackets are 95% confidence intervals (one seed: bootstrap over prompts; several: seeds x prompts), as on "
+              "the leaderboard.", ""]
+    return "\n".join(lines)
+
+
+def to_html(sweep: Sweep) -> str:
+    from leaderboards.plots import data_uri
+    from leaderboards.render import _CSS
+
+    e = html.escape
+    head, rows = table_rows(sweep)
+    fig = frontier_figure(sweep)
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(sweep.title)}</title><style>{_CSS}</style>",
+             f"</head><body><h1>{e(sweep.title)}</h1><p>{e(_settings_line(sweep))}</p>", sweep_table_html(head, rows)]
+    if fig is not None:
+        parts.append(f"<div><img alt='reward vs {e(sweep.x_metric)} over {e(sweep.field_name)}' src='{data_uri(fig)}'></div>")
+    parts.append("<p class='meta'>Brackets are 95% confidence intervals (one seed: bootstrap over prompts; several: seeds x "
+                 "prompts), as on the leaderboard.</p></body></html>")
+    return "\n".join(parts)
+
+
+def sweep_table_html(head: list[str], rows: list[list[str]]) -> str:
+    e = html.escape
+    return ("<table><thead><tr>" + "".join(f"<th class='text'>{e(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td class='text'>{e(c)}</td>" for c in row) + "</tr>" for row in rows) + "</tbody></table>")
+
+
+def to_csv(sweep: Sweep) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([sweep.key, "n_seeds", *[f"{m}{s}" for m in METRICS for s in ("", "_ci_low", "_ci_high")], "constraint", "run_ids"])
+    for p in sweep.points:
+        r = p.row or {}
+        cells = [(r.get(m) or {}).get(k) for m in METRICS for k in ("value", "ci_low", "ci_high")]
+        w.writerow([p.value, r.get("n_seeds", 0), *[None if c is None else round(c, 6) for c in cells], r.get("constraint"), " ".join(p.run_ids)])
+    return buf.getvalue()
+
+
+def _settings_line(sweep: Sweep) -> str:
+    b = "" if sweep.threshold is None else f"; constraint {sweep.x_metric.replace('_', ' ')} <= b = {sweep.threshold:g}"
+    extra = f"; overrides: {' '.join(sweep.overrides)}" if sweep.overrides else ""
+    return f"Seeds {', '.join(map(str, sweep.seeds))}{b}{extra}."
+
+
+def write(sweep: Sweep, out_dir: Path) -> dict[str, Path]:
+    """Every output file (atomic writes); the PNG only when some value has a finished run."""
+    from harness.io import atomic_path, write_json, write_text
+    from leaderboards.plots import png_bytes
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"json": out_dir / "sweep.json", "csv": out_dir / "sweep.csv", "md": out_dir / "sweep.md", "html": out_dir / "sweep.html"}
+    write_json(files["json"], {**asdict(sweep), "x_metric": sweep.x_metric})
+    write_text(files["csv"], to_csv(sweep))
+    write_text(files["md"], to_markdown(sweep))
+    write_text(files["html"], to_html(sweep))
+    fig = frontier_figure(sweep)
+    if fig is not None:
+        files["png"] = out_dir / "sweep.png"
+        with atomic_path(files["png"]) as tmp:
+            Path(tmp).write_bytes(png_bytes(fig))
+    return files
+
+
+# -- links from the leaderboard ----------------------------------------------------------------------------------
+
+def find_sweeps(runs_dir: str | Path) -> list[dict[str, Any]]:
+    """Every finished sweep under `<runs_dir>/sweeps/` (its sweep.json plus the folder), oldest first."""
+    root = Path(runs_dir) / "sweeps"
+    found = []
+    for path in sorted(root.glob("*/sweep.json"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        found.append({**data, "dir": str(path.parent)})
+    return found
+
+
+def for_table(sweeps: list[dict[str, Any]], dataset: str, model: str, profile: str) -> list[dict[str, Any]]:
+    return [s for s in sweeps if (s.get("dataset"), s.get("model"), s.get("profile")) == (dataset, model, profile)]
+
+
+def link_lines(sweeps: list[dict[str, Any]], base: Path | None) -> list[str]:
+    """Markdown lines linking each sweep's page and figure (relative to `base`, the folder of the written file)."""
+    def rel(p: Path) -> str:
+        return os.path.relpath(p, base) if base is not None else str(p)
+
+    lines = []
+    for s in sweeps:
+        d = Path(s["dir"])
+        lines.append(f"- {s['method']} over `{s['key']}` = {', '.join(f'{v:g}' for v in s['values'])}: "
+                     f"[table]({rel(d / 'sweep.md')})" + (f", ![frontier]({rel(d / 'sweep.png')})" if (d / "sweep.png").exists() else ""))
+    return lines
+
+
+def html_section(sweeps: list[dict[str, Any]]) -> list[str]:
+    """The sweeps' tables and figures embedded (the HTML page stays self-contained)."""
+    import base64
+
+    e = html.escape
+    parts = []
+    for s in sweeps:
+        d = Path(s["dir"])
+        sweep = from_dict(s)
+        head, rows = table_rows(sweep)
+        parts.append(f"<h3>{e(sweep.title)}</h3>{sweep_table_html(head, rows)}")
+        png = d / "sweep.png"
+        if png.exists():
+            parts.append(f"<div><img alt='sweep frontier' src='data:image/png;base64,{base64.b64encode(png.read_bytes()).decode('ascii')}'></div>")
+    return parts
+
+
+def from_dict(d: dict[str, Any]) -> Sweep:
+    keep = {k: d[k] for k in ("sweep_id", "method", "key", "values", "dataset", "model", "profile", "seeds", "overrides",
+                              "threshold", "units")}
+    return Sweep(**keep, points=[SweepPoint(**p) for p in d.get("points", [])])
+
+
+# -- the command's body -----------------------------------------------------------------------------------------
+
+def run_sweep(sweep: Sweep, grid: list[tuple[float, int, Any]], execute: Callable[[Any], dict[str, Any]],
+              on_start: Callable[[int, int, float, int], None] | None = None, errors_log: Path | None = None) -> Sweep:
+    """Run every cell (in order, resuming finished stages), collecting each value's run ids and failures."""
+    from harness.executors import run_local
+
+    points = {v: SweepPoint(v) for v in sweep.values}
+    cells = [(sweep.method, s, cfg) for _, s, cfg in grid]
+
+    def started(i: int, cell: tuple) -> None:
+        if on_start:
+            on_start(i, len(grid), grid[i - 1][0], cell[1])
+
+    for (v, s, _), o in zip(grid, run_local(cells, execute, on_start=started, errors_log=errors_log)):
+        if o["status"] == "finished" and o.get("run_id"):
+            points[v].run_ids.append(o["run_id"])
+        else:
+            points[v].failed.append(f"seed {s}: {o.get('error')}")
+    sweep.points = [points[v] for v in sweep.values]
+    return sweep
