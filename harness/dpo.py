@@ -32,7 +32,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from trl import DPOConfig, DPOTrainer
@@ -248,18 +248,39 @@ def dpo_config_kwargs(cfg: "RunConfig", beta: float, output_dir: Path, device: s
     )
 
 
+def lora_config(cfg: "RunConfig") -> Any:
+    """The `peft.LoraConfig` of `cfg.train` (every linear layer), or None when `train.lora` is off."""
+    if not cfg.train.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def save_trained(trainer: Any, tokenizer: Any, cfg: "RunConfig", out_dir: Path, record: dict[str, Any], kind: str, scratch: Path,
+                 before_save: Callable[[Any, dict[str, Any]], None] | None = None) -> None:
+    """A finished TRL trainer's model saved atomically to `out_dir` with `record` (plus `params_trained`, counted before
+    a LoRA merge), the trainer's scratch folder removed, and the folder published to the store under (`kind`,
+    `record["key"]`) when it has a key. `before_save(model, record)` runs on the merged model first (held-out checks)."""
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    record["params_trained"] = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    if cfg.train.lora:
+        trained = trained.merge_and_unload()
+    if before_save is not None:
+        before_save(trained, record)
+    save_model_atomic(trained, tokenizer, out_dir, record)
+    shutil.rmtree(scratch, ignore_errors=True)
+    if record.get("key"):
+        publish(kind, record["key"], out_dir, {"run_name": record["run_name"], "seconds": record["seconds"]})
+
+
 def dpo_trainer(model: "PreTrainedModel", ref_model: "PreTrainedModel | None", dataset: Any, tokenizer: Any, cfg: "RunConfig",
                 beta: float, output_dir: Path, device: str, ref_cache_dir: Path | None = None) -> BenchDPOTrainer:
     """The harness's trainer exactly as `train_dpo` builds it (LoRA per `cfg.train`, margin collator, reference
     log-probs precomputed and cached); `benchmarks/` times this very object against a stock `DPOTrainer`."""
     args = dpo_config(cfg, beta, output_dir, device)
-    peft_config = None
-    if cfg.train.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
     return BenchDPOTrainer(
-        model=model, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
+        model=model, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(cfg),
         data_collator=MarginCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length, truncation_mode=args.truncation_mode),
         ref_cache_dir=ref_cache_dir if ref_cache_dir is not None else cache_dir() / "ref_logps",
     )
@@ -347,24 +368,19 @@ def train_dpo(
     with phase(f"{run_name}/train_steps", trim=True):
         output = trainer.train()
     with phase(f"{run_name}/merge+save", trim=True):
-        trained = trainer.accelerator.unwrap_model(trainer.model)
-        params_trained = sum(p.numel() for p in trained.parameters() if p.requires_grad)  # before a LoRA merge
-        if cfg.train.lora:
-            trained = trained.merge_and_unload()
         record = {
             "key": key, "run_name": run_name, "beta": beta, "pairs": len(dataset), "pairs_dropped_identical": dropped,
             "margins": margins is not None, "init": str(init) if isinstance(init, (str, Path)) else "<in-memory>",
             "reference": "init" if ref is None else (str(ref) if isinstance(ref, (str, Path)) else "<in-memory>"),
-            "ref_cache_hits": trainer.ref_cache_hits, "train_loss": output.training_loss, "steps": output.global_step, "params_trained": params_trained,
+            "ref_cache_hits": trainer.ref_cache_hits, "train_loss": output.training_loss, "steps": output.global_step,
             "seconds": round(time.time() - start, 2), "log_history": trainer.state.log_history[-50:], "reused_from": None,
         }
-        if probe is not None:
-            record["learning"] = probe.finish(trained, tokenizer, device, beta, run_name)
-        save_model_atomic(trained, tokenizer, out_dir, record)
-        shutil.rmtree(scratch, ignore_errors=True)
-        if key:
-            publish("dpo", key, out_dir, {"run_name": run_name, "seconds": record["seconds"]})
-        del trainer, model, trained
+        learning = None
+        if probe is not None:  # held-out check on the merged model, before it is saved (the record carries it)
+            def learning(trained: Any, rec: dict[str, Any]) -> None:
+                rec["learning"] = probe.finish(trained, tokenizer, device, beta, run_name)
+        save_trained(trainer, tokenizer, cfg, out_dir, record, "dpo", scratch, before_save=learning)
+        del trainer, model
         release_memory(collect=big)
     return out_dir
 

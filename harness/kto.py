@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,9 +104,7 @@ def train_kto(examples: Sequence[LabelledResponse], *, init: str | Path, beta: f
     """KTO from the saved model `init` against itself as the frozen reference, saved to `out_dir` (see module doc)."""
     from trl import KTOConfig, KTOTrainer
 
-    from harness.artifacts import publish
-    from harness.dpo import dpo_config_kwargs, reuse_training
-    from harness.io import save_model_atomic
+    from harness.dpo import dpo_config_kwargs, lora_config, reuse_training, save_trained
     from harness.models import load_causal_lm, load_tokenizer, model_fingerprint, release_memory
     from harness.monitor import phase
 
@@ -135,32 +132,20 @@ def train_kto(examples: Sequence[LabelledResponse], *, init: str | Path, beta: f
     scratch = out_dir.with_name(f".{out_dir.name}.trainer{os.getpid()}")
     with phase(f"{run_name}/trainer_init+ref_logps", trim=True):
         args = KTOConfig(**dpo_config_kwargs(cfg, beta, scratch, device), desirable_weight=w_d, undesirable_weight=w_u)
-        peft_config = None
-        if cfg.train.lora:
-            from peft import LoraConfig
-
-            peft_config = LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
         trainer = KTOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=peft_config)
+                             peft_config=lora_config(cfg))
     with phase(f"{run_name}/train_steps", trim=True):
         output = trainer.train()
     with phase(f"{run_name}/merge+save", trim=True):
-        trained = trainer.accelerator.unwrap_model(trainer.model)
-        params_trained = sum(p.numel() for p in trained.parameters() if p.requires_grad)
-        if cfg.train.lora:
-            trained = trained.merge_and_unload()
         n_d = sum(e.desirable for e in examples)
         record = {
             "key": key, "run_name": run_name, "loss": "kto", "beta": beta, "examples": len(examples), "desirable": n_d,
             "undesirable": len(examples) - n_d, "desirable_weight": w_d, "undesirable_weight": w_u,
             "labels": "desirable = response labelled safe by the source (never inferred)", "init": str(init), "reference": "init",
-            "train_loss": output.training_loss, "steps": output.global_step, "params_trained": params_trained,
+            "train_loss": output.training_loss, "steps": output.global_step,
             "seconds": round(time.time() - start, 2), "log_history": trainer.state.log_history[-50:], "reused_from": None,
         }
-        save_model_atomic(trained, tokenizer, out_dir, record)
-        shutil.rmtree(scratch, ignore_errors=True)
-        if key:
-            publish("kto", key, out_dir, {"run_name": run_name, "seconds": record["seconds"]})
-        del trainer, model, trained
+        save_trained(trainer, tokenizer, cfg, out_dir, record, "kto", scratch)
+        del trainer, model
         release_memory()
     return out_dir

@@ -62,6 +62,7 @@ def suite(
 
     from harness.config import load_config
     from leaderboards import render
+    from leaderboards.sweep import find_sweeps
     from leaderboards.table import build_leaderboard
 
     from harness.executors import EXECUTORS, run_local, run_ray
@@ -104,6 +105,7 @@ def suite(
 
     # Exactly the runs of this grid: another finished run with the same (method, seed) but other overrides may be newer.
     lb = build_leaderboard(cfg0.runs_dir, run_ids=[o["run_id"] for o in outcomes if o.get("run_id")])
+    lb.sweeps = find_sweeps(cfg0.runs_dir)
     files = {fmt: render.write(lb, fmt, out_dir / f"leaderboard.{fmt}") for fmt in ("md", "csv", "html")}
     summary = {"suite": suite_id, "dataset": dataset, "profile": profile, "model": cfg0.model, "methods": names,
                "seeds": seed_list, "overrides": list(overrides), "runs": outcomes,
@@ -207,6 +209,7 @@ def leaderboard(
 ) -> None:
     """Rank the finished runs in the store: one table per (dataset, model, profile); see leaderboards/README.md."""
     from leaderboards import render
+    from leaderboards.sweep import find_sweeps
     from leaderboards.table import build_leaderboard
 
     if wandb_sync:
@@ -221,6 +224,7 @@ def leaderboard(
         raise BenchError("--output needs --format md, csv or html")
     _check_mode(wandb)
     lb = build_leaderboard(runs_dir, dataset=dataset, model=model, profile=profile, suite=suite)
+    lb.sweeps = find_sweeps(runs_dir)
     if fmt == "table":
         render.print_leaderboard(lb)
     elif output is not None:

@@ -138,8 +138,6 @@ def print_leaderboard(lb: Leaderboard, console=None) -> None:
 
 def to_markdown(lb: Leaderboard, base: Path | None = None) -> str:
     """`base`: the folder the file goes to (sweep links are relative to it; absolute without one)."""
-    from leaderboards.sweep import for_table, link_lines
-
     lines = ["# SafeAlign Bench leaderboard", ""]
     for table in lb.tables:
         cols = visible_columns(table, lb.columns)
@@ -153,9 +151,9 @@ def to_markdown(lb: Leaderboard, base: Path | None = None) -> str:
         for title, comps in comparison_sections(table):
             lines += [f"### {title}", "", "| " + " | ".join(COMPARISON_HEAD) + " |", "|" + "|".join("---" for _ in COMPARISON_HEAD) + "|"]
             lines += ["| " + " | ".join(comparison_cells(c)) + " |" for c in comps] + [""]
-        sweeps = for_table(lb.sweeps, table.dataset, table.model, table.profile)
+        sweeps = sweeps_for(table, lb.sweeps)
         if sweeps:
-            lines += ["### Sweeps (`bench sweep`: one method over one config field's values)", ""] + link_lines(sweeps, base) + [""]
+            lines += ["### Sweeps (`bench sweep`: one method over one config field's values)", ""] + sweep_links_md(sweeps, base) + [""]
     lines += [f"_{n}_" for n in lb.notes] + ([""] if lb.notes else [])
     lines += ["### Columns", ""] + [f"- **{c.header}**: {c.help}" for c in lb.columns] + [""]
     return "\n".join(lines)
@@ -189,7 +187,6 @@ dt { font-weight: 600; } dd { margin: 0 0 0.4rem 1rem; }
 
 def to_html(lb: Leaderboard, title: str = "SafeAlign Bench leaderboard") -> str:
     from leaderboards.plots import data_uri, frontier_figure, lambda_figure
-    from leaderboards.sweep import for_table, html_section
 
     e = html.escape
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -213,9 +210,9 @@ def to_html(lb: Leaderboard, title: str = "SafeAlign Bench leaderboard") -> str:
             if fig is not None:
                 parts.append(f"<div><img alt='{e(alt)}: {e(table.title)}' src='{data_uri(fig)}'></div>")
         parts.append(_runs_html(table))
-        sweeps = for_table(lb.sweeps, table.dataset, table.model, table.profile)
+        sweeps = sweeps_for(table, lb.sweeps)
         if sweeps:
-            parts += ["<h3>Sweeps (<code>bench sweep</code>: one method over one config field's values)</h3>", *html_section(sweeps)]
+            parts += ["<h3>Sweeps (<code>bench sweep</code>: one method over one config field's values)</h3>", *sweeps_html(sweeps)]
     parts += [f"<p class='meta'>{e(n)}</p>" for n in lb.notes]
     parts.append("<h2>Columns</h2><dl>")
     parts += [f"<dt>{e(c.header)}</dt><dd>{e(c.help)}</dd>" for c in lb.columns]
@@ -253,6 +250,67 @@ def _runs_html(table: LeaderboardTable) -> str:
         out.append("<tr>" + "".join(f"<td class='text'>{e(str(c if c is not None else MISSING))}</td>" for c in cells) + "</tr>")
     out.append("</tbody></table></details>")
     return "".join(out)
+
+
+# -- sweeps (`bench sweep` writes sweep.json, leaderboards/sweep.py; these read it as a plain dict) -------------
+
+SWEEP_METRICS = ("reward_mean", "unsafe_rate", "cost_mean")
+
+
+def sweep_title(s: dict[str, Any]) -> str:
+    return f"{s['method']}: {s['key']} sweep · {s['dataset']} · {s['model']} · {s['profile']}"
+
+
+def sweep_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of a sweep: value, seeds, reward, unsafe rate, mean cost (95% CIs), constraint status, runs."""
+    head = [s["key"].split(".")[-1], "seeds", "reward [95% CI]", "unsafe rate [95% CI]", "mean cost [95% CI]", "constraint", "runs"]
+    rows = []
+    for p in s.get("points", []):
+        r = p.get("row") or {}
+        failed = f"; failed: {'; '.join(p['failed'])}" if p.get("failed") else ""
+        rows.append([f"{p['value']:g}", str(r.get("n_seeds", 0)), format_estimate(r.get("reward_mean")),
+                     format_estimate(r.get("unsafe_rate"), percent=True), format_estimate(r.get("cost_mean")),
+                     r.get("constraint", "no finished run"), ", ".join(p.get("run_ids", [])) + failed])
+    return head, rows
+
+
+def sweeps_for(table: LeaderboardTable, sweeps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sweeps of the table's setting (dataset, model, profile)."""
+    return [s for s in sweeps if (s.get("dataset"), s.get("model"), s.get("profile")) == (table.dataset, table.model, table.profile)]
+
+
+def sweep_links_md(sweeps: list[dict[str, Any]], base: Path | None) -> list[str]:
+    """One line per sweep linking its table and figure, relative to `base` (the written file's folder) when given."""
+    import os
+
+    def rel(p: Path) -> str:
+        return os.path.relpath(p, base) if base is not None else str(p)
+
+    lines = []
+    for s in sweeps:
+        d = Path(s["dir"])
+        figure = f", ![frontier]({rel(d / 'sweep.png')})" if (d / "sweep.png").exists() else ""
+        lines.append(f"- {s['method']} over `{s['key']}` = {', '.join(f'{v:g}' for v in s['values'])}: [table]({rel(d / 'sweep.md')}){figure}")
+    return lines
+
+
+def sweep_table_html(head: list[str], rows: list[list[str]]) -> str:
+    e = html.escape
+    return ("<table><thead><tr>" + "".join(f"<th class='text'>{e(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td class='text'>{e(c)}</td>" for c in row) + "</tr>" for row in rows) + "</tbody></table>")
+
+
+def sweeps_html(sweeps: list[dict[str, Any]]) -> list[str]:
+    """Each sweep's table and figure, embedded (the page stays self-contained)."""
+    import base64
+
+    parts = []
+    for s in sweeps:
+        parts.append(f"<h3>{html.escape(sweep_title(s))}</h3>{sweep_table_html(*sweep_table(s))}")
+        png = Path(s["dir"]) / "sweep.png"
+        if png.exists():
+            parts.append(f"<div><img alt='sweep frontier' src='data:image/png;base64,{base64.b64encode(png.read_bytes()).decode('ascii')}'></div>")
+    return parts
 
 
 def render(lb: Leaderboard, fmt: str) -> str:

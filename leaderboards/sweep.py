@@ -24,7 +24,6 @@ import hashlib
 import html
 import io
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FILES = ("sweep.json", "sweep.csv", "sweep.md", "sweep.html", "sweep.png")
-METRICS = ("reward_mean", "unsafe_rate", "cost_mean")  # shown per point (the constraint's metric is one of the last two)
 
 
 @dataclass
@@ -77,7 +75,13 @@ class Sweep:
 
     @property
     def title(self) -> str:
-        return f"{self.method}: {self.key} sweep · {self.dataset} · {self.model} · {self.profile}"
+        from leaderboards.render import sweep_title
+
+        return sweep_title(self.as_dict())
+
+    def as_dict(self) -> dict[str, Any]:
+        """What sweep.json holds (and what the leaderboard page reads back)."""
+        return {**asdict(self), "x_metric": self.x_metric}
 
 
 # -- parsing and the grid ---------------------------------------------------------------------------------------
@@ -164,16 +168,9 @@ def aggregate(sweep: Sweep, runs_dir: Path, n_boot: int | None = None) -> Sweep:
 
 def table_rows(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells: value, seeds, reward, unsafe rate, mean cost, constraint status, runs."""
-    from leaderboards.render import format_estimate
+    from leaderboards.render import sweep_table
 
-    head = [sweep.field_name, "seeds", "reward [95% CI]", "unsafe rate [95% CI]", "mean cost [95% CI]", "constraint", "runs"]
-    rows = []
-    for p in sweep.points:
-        r = p.row or {}
-        rows.append([f"{p.value:g}", str(r.get("n_seeds", 0)), format_estimate(r.get("reward_mean")),
-                     format_estimate(r.get("unsafe_rate"), percent=True), format_estimate(r.get("cost_mean")),
-                     r.get("constraint", "no finished run"), ", ".join(p.run_ids) + (f"; failed: {'; '.join(p.failed)}" if p.failed else "")])
-    return head, rows
+    return sweep_table(sweep.as_dict())
 
 
 def frontier_figure(sweep: Sweep) -> "Figure | None":
@@ -241,7 +238,7 @@ def to_markdown(sweep: Sweep, png: str = "sweep.png") -> str:
 
 def to_html(sweep: Sweep) -> str:
     from leaderboards.plots import data_uri
-    from leaderboards.render import _CSS
+    from leaderboards.render import _CSS, sweep_table_html
 
     e = html.escape
     head, rows = table_rows(sweep)
@@ -255,19 +252,15 @@ def to_html(sweep: Sweep) -> str:
     return "\n".join(parts)
 
 
-def sweep_table_html(head: list[str], rows: list[list[str]]) -> str:
-    e = html.escape
-    return ("<table><thead><tr>" + "".join(f"<th class='text'>{e(h)}</th>" for h in head) + "</tr></thead><tbody>"
-            + "".join("<tr>" + "".join(f"<td class='text'>{e(c)}</td>" for c in row) + "</tr>" for row in rows) + "</tbody></table>")
-
-
 def to_csv(sweep: Sweep) -> str:
+    from leaderboards.render import SWEEP_METRICS
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([sweep.key, "n_seeds", *[f"{m}{s}" for m in METRICS for s in ("", "_ci_low", "_ci_high")], "constraint", "run_ids"])
+    w.writerow([sweep.key, "n_seeds", *[f"{m}{s}" for m in SWEEP_METRICS for s in ("", "_ci_low", "_ci_high")], "constraint", "run_ids"])
     for p in sweep.points:
         r = p.row or {}
-        cells = [(r.get(m) or {}).get(k) for m in METRICS for k in ("value", "ci_low", "ci_high")]
+        cells = [(r.get(m) or {}).get(k) for m in SWEEP_METRICS for k in ("value", "ci_low", "ci_high")]
         w.writerow([p.value, r.get("n_seeds", 0), *[None if c is None else round(c, 6) for c in cells], r.get("constraint"), " ".join(p.run_ids)])
     return buf.getvalue()
 
@@ -285,7 +278,7 @@ def write(sweep: Sweep, out_dir: Path) -> dict[str, Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": out_dir / "sweep.json", "csv": out_dir / "sweep.csv", "md": out_dir / "sweep.md", "html": out_dir / "sweep.html"}
-    write_json(files["json"], {**asdict(sweep), "x_metric": sweep.x_metric})
+    write_json(files["json"], sweep.as_dict())
     write_text(files["csv"], to_csv(sweep))
     write_text(files["md"], to_markdown(sweep))
     write_text(files["html"], to_html(sweep))
@@ -297,10 +290,11 @@ def write(sweep: Sweep, out_dir: Path) -> dict[str, Path]:
     return files
 
 
-# -- links from the leaderboard ----------------------------------------------------------------------------------
+# -- for the leaderboard page ------------------------------------------------------------------------------------
 
 def find_sweeps(runs_dir: str | Path) -> list[dict[str, Any]]:
-    """Every finished sweep under `<runs_dir>/sweeps/` (its sweep.json plus the folder), oldest first."""
+    """Every finished sweep under `<runs_dir>/sweeps/` (its sweep.json plus `dir`, the folder), oldest first; the CLI
+    puts them in `Leaderboard.sweeps` and `leaderboards.render` shows those of each table's setting."""
     root = Path(runs_dir) / "sweeps"
     found = []
     for path in sorted(root.glob("*/sweep.json"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []:
@@ -310,46 +304,6 @@ def find_sweeps(runs_dir: str | Path) -> list[dict[str, Any]]:
             continue
         found.append({**data, "dir": str(path.parent)})
     return found
-
-
-def for_table(sweeps: list[dict[str, Any]], dataset: str, model: str, profile: str) -> list[dict[str, Any]]:
-    return [s for s in sweeps if (s.get("dataset"), s.get("model"), s.get("profile")) == (dataset, model, profile)]
-
-
-def link_lines(sweeps: list[dict[str, Any]], base: Path | None) -> list[str]:
-    """Markdown lines linking each sweep's page and figure (relative to `base`, the folder of the written file)."""
-    def rel(p: Path) -> str:
-        return os.path.relpath(p, base) if base is not None else str(p)
-
-    lines = []
-    for s in sweeps:
-        d = Path(s["dir"])
-        lines.append(f"- {s['method']} over `{s['key']}` = {', '.join(f'{v:g}' for v in s['values'])}: "
-                     f"[table]({rel(d / 'sweep.md')})" + (f", ![frontier]({rel(d / 'sweep.png')})" if (d / "sweep.png").exists() else ""))
-    return lines
-
-
-def html_section(sweeps: list[dict[str, Any]]) -> list[str]:
-    """The sweeps' tables and figures embedded (the HTML page stays self-contained)."""
-    import base64
-
-    e = html.escape
-    parts = []
-    for s in sweeps:
-        d = Path(s["dir"])
-        sweep = from_dict(s)
-        head, rows = table_rows(sweep)
-        parts.append(f"<h3>{e(sweep.title)}</h3>{sweep_table_html(head, rows)}")
-        png = d / "sweep.png"
-        if png.exists():
-            parts.append(f"<div><img alt='sweep frontier' src='data:image/png;base64,{base64.b64encode(png.read_bytes()).decode('ascii')}'></div>")
-    return parts
-
-
-def from_dict(d: dict[str, Any]) -> Sweep:
-    keep = {k: d[k] for k in ("sweep_id", "method", "key", "values", "dataset", "model", "profile", "seeds", "overrides",
-                              "threshold", "units")}
-    return Sweep(**keep, points=[SweepPoint(**p) for p in d.get("points", [])])
 
 
 # -- the command's body -----------------------------------------------------------------------------------------

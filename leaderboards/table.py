@@ -156,7 +156,7 @@ class Leaderboard:
     tables: list[LeaderboardTable]
     columns: list[Column] = field(default_factory=columns)
     notes: list[str] = field(default_factory=list)  # about runs left out
-    sweeps: list[dict[str, Any]] = field(default_factory=list)  # `bench sweep` results in the same runs dir (leaderboards/sweep.py)
+    sweeps: list[dict[str, Any]] = field(default_factory=list)  # sweep.json of `bench sweep`s to show (the CLI fills it: leaderboards/sweep.py)
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -219,9 +219,7 @@ def build_leaderboard(runs_dir: str | Path, *, dataset: str | None = None, model
     tables = [_build_table(key, records, Path(runs_dir), n_boot) for key, records in sorted(by_setting.items())]
     left_out = sorted(why for key, why in unfinished.items() if key not in newest)
     notes = [f"{len(left_out)} run(s) without a finished result, left out: {', '.join(left_out)}"] if left_out else []
-    from leaderboards.sweep import find_sweeps
-
-    return Leaderboard(tables=tables, notes=notes, sweeps=find_sweeps(runs_dir))
+    return Leaderboard(tables=tables, notes=notes)
 
 
 def _build_table(key: tuple[str, str, str], records: list[dict[str, Any]], runs_dir: Path, n_boot: int) -> LeaderboardTable:
