@@ -37,10 +37,11 @@ SUITE = ["suite", "--methods", "sft,dpo-helpful", "--profile", "tiny", "--seeds"
          "--set", "generation.backend=dummy", "--set", "scoring.reward=length", "--set", "scoring.cost=random",
          "--set", "eval.truthfulqa_mc=false"]
 VOLATILE = {"wall_s", "peak_rss_mb", "cuda_max_allocated_mb", "date", "created", "updated", "runs_dir", "files", "git_hash",
-            "cache_hit", "ref_cache_hits", "reused", "reused_from", "trained_as", "reuse",
+            "cache_hit", "ref_cache_hits", "reused", "reused_from", "trained_as", "reuse", "phases",
             "forward_sequences"}  # learning checks' extra passes: fewer when a cache or a finished training answers
 # timings, memory, dates, paths; whether a cache or the training store served a stage (how a result was obtained,
-# not what it is: the weight files themselves are still compared byte for byte)
+# not what it is: the weight files themselves are still compared byte for byte); per-phase accounting (a resumed
+# stage whose generations come from the cache enters its "generate" phase once instead of twice)
 TEMP = re.compile(r"\.tmp|write-probe")
 
 
