@@ -190,7 +190,7 @@ class CANDualConfig:
                                                                  "(mean over prompts of the best sample's constraint value, minus the bound); <= 0: infeasible, stop"})
     on_infeasible: str = field(default="last", metadata={"range": "in:last|raise", "help": "no finite λ*: \"last\" = train with the final iterate (λ_cap when stopped early: safety dominates) | \"raise\" [ours]"})
     lambda_: float | None = field(default=None, metadata={"range": ">=0", "help": "fixed λ: skip sampling and the dual (upstream runs are labelled by λ) [code]"})
-    relabel_seed: int | None = field(default=None, metadata={"help": "seed of the one Bernoulli draw per pair; None = the run seed [ours]"})
+    relabel_seed: int | None = field(default=None, metadata={"range": ">=0", "help": "seed of the one Bernoulli draw per pair; None = the run seed [ours]"})
 
     def validate(self) -> None:
         check_ranges(self)  # the fields' declared "range" metadata (also checked when the config is built)

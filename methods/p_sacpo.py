@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from harness.errors import BenchError
 from harness.merging import merge_models, merge_state_dicts  # noqa: F401  (merge_state_dicts re-exported: old import path)
 from methods.base import TrainContext, TrainResult
 from methods.sacpo import SACPO, SACPOConfig
@@ -23,7 +22,7 @@ from methods.sacpo import SACPO, SACPOConfig
 class PSACPOConfig(SACPOConfig):
     """P-SACPO: the SACPO settings (defaults β/λ = 0.01, as the paper's merges) plus the merge ratio q."""
 
-    q: float = field(default=0.5, metadata={"help": "merge ratio: 0 = π_r, 1 = the SACPO model [code q ∈ {0.25, 0.5, 0.75}]"})
+    q: float = field(default=0.5, metadata={"range": "[0,1]", "help": "merge ratio: 0 = π_r, 1 = the SACPO model [code q ∈ {0.25, 0.5, 0.75}]"})
 
 
 class PSACPO:
@@ -32,9 +31,7 @@ class PSACPO:
     name: ClassVar[str] = "p-sacpo"
     config_class: ClassVar[type] = PSACPOConfig
 
-    def __init__(self, config: PSACPOConfig):
-        if not 0.0 <= config.q <= 1.0:
-            raise BenchError(f"methods.p-sacpo.q must be in [0, 1] (got {config.q})")
+    def __init__(self, config: PSACPOConfig):  # q in [0, 1]: its "range" metadata
         self.sacpo = SACPO(config)
         self.config = config
 

@@ -29,12 +29,12 @@ from methods.base import TrainContext, TrainResult
 
 
 @dataclass
-class SACPOConfig:
+class SACPOConfig(RangeChecked):
     """SACPO: DPO(helpful, β) then DPO(safe, β/λ) against the step-1 model. Sweep `beta_over_lambda` (or `lambda_`)."""
 
-    beta: float | None = field(default=None, metadata={"help": "β of the helpfulness step; None = train.beta [code 0.1]"})
-    beta_over_lambda: float = field(default=0.01, metadata={"help": "temperature β/λ of the safety step [code grid {0.1, 0.05, 0.025, 0.01}; 0.01 = P-SACPO's]"})
-    lambda_: float | None = field(default=None, metadata={"help": "if set, the safety temperature is beta / lambda_ (overrides beta_over_lambda) [ours]"})
+    beta: float | None = field(default=None, metadata={"range": ">0", "help": "β of the helpfulness step; None = train.beta [code 0.1]"})
+    beta_over_lambda: float = field(default=0.01, metadata={"range": ">0", "help": "temperature β/λ of the safety step [code grid {0.1, 0.05, 0.025, 0.01}; 0.01 = P-SACPO's]"})
+    lambda_: float | None = field(default=None, metadata={"range": ">0", "help": "if set, the safety temperature is beta / lambda_ (overrides beta_over_lambda) [ours]"})
     safety_first: bool = field(default=False, metadata={"help": "reversed order: DPO(safe, β/λ) from π_ref, then DPO(helpful, β) against it [code]"})
 
     def temperatures(self, default_beta: float) -> tuple[float, float]:

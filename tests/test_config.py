@@ -141,3 +141,30 @@ def test_declared_ranges_are_valid_and_refused_at_config_time():
     assert method_config(cls, load_config("tiny", ["method.delta=0"], method="safedpo")).delta == 0  # the boundary is in
     with pytest.raises(BenchError, match="'methods.mocan.utility': 'sign' is out of range; use one of score, indicator, auto"):
         method_config(METHODS.get("mocan").config_class, load_config("tiny", ["method.utility=sign"], method="mocan"))
+
+
+# Numeric method-config fields that accept any real value, and why (every other numeric field declares a range).
+UNBOUNDED = {
+    "threshold": "a constraint bound in the cost's own units: signed costs make negative bounds meaningful",
+    "margin": "PeCAN's b: a required gain in implicit-reward units, negative relaxes it",
+    "adam_betas": "a pair (the optimiser checks each β in [0, 1))",
+}
+
+
+def test_every_numeric_method_field_declares_a_range():
+    import dataclasses
+    import typing
+
+    from harness.registries import METHODS
+
+    missing = []
+    for name in METHODS.names():
+        if not METHODS.is_builtin(name):
+            continue
+        cls = METHODS.get(name).config_class
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            numeric = any(a in (int, float) for a in (typing.get_args(hints[f.name]) or (hints[f.name],)))
+            if numeric and not f.metadata.get("range") and f.name not in UNBOUNDED:
+                missing.append(f"{name}.{f.name}")
+    assert missing == []

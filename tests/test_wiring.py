@@ -301,7 +301,7 @@ def test_p_sacpo_accepts_q_in_the_closed_unit_interval() -> None:
 
     assert PSACPO(PSACPOConfig(q=0.0)).config.q == 0.0 and PSACPO(PSACPOConfig(q=1.0)).config.q == 1.0
     for q in (-0.1, 1.1):
-        with pytest.raises(BenchError, match=rf"methods.p-sacpo.q must be in \[0, 1\] \(got {q}\)"):
+        with pytest.raises(BenchError, match=rf"config key 'q': {q} is out of range; use a value in \[0,1\]"):
             PSACPO(PSACPOConfig(q=q))
 
 
