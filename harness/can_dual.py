@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import torch
 
-from harness.config import check_ranges
+from harness.config import RangeChecked
 from harness.errors import BenchError
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ def keep_with_model(path: Path, model_dir: Path) -> Path:
 
 
 @dataclass
-class CANDualConfig:
+class CANDualConfig(RangeChecked):
     """Settings shared by MoCAN and PeCAN: reference sampling, the dual solver, the relabelling draw."""
 
     num_prompts: int = field(default=0, metadata={"range": ">=0", "help": "N dual prompts from the held-out `dual` fold; 0 = all (capped by data.max_dual_prompts) [ours; paper ≈1,000-1,600]"})
@@ -193,7 +193,6 @@ class CANDualConfig:
     relabel_seed: int | None = field(default=None, metadata={"range": ">=0", "help": "seed of the one Bernoulli draw per pair; None = the run seed [ours]"})
 
     def validate(self) -> None:
-        check_ranges(self)  # the fields' declared "range" metadata (also checked when the config is built)
         if self.lambda_ is None and (self.samples_per_prompt < 1 or not self.temperature > 0):
             raise BenchError("the dual needs samples_per_prompt >= 1 and temperature > 0 (distinct samples from π_ref)")
 

@@ -39,7 +39,6 @@ from harness.can_dual import (  # noqa: F401  (DualResult ... write_jsonl: re-ex
     score_matrix,
     write_jsonl,
 )
-from harness.config import check_ranges
 from methods.base import TrainContext, TrainResult
 
 log = logging.getLogger("bench")
@@ -97,8 +96,7 @@ class MoCANConfig(CANDualConfig):
     utility: str = field(default="auto", metadata={"range": "in:score|indicator|auto", "help": "safety utility g: \"score\" (g = −cost, upstream) | \"indicator\" (g = −1[cost > 0], b_c is an unsafe rate) | \"auto\" (indicator when scoring.threshold_units is unsafe_rate) [ours]"})
 
     def validate(self) -> None:
-        super().validate()
-        check_ranges(self)  # utility and beta: their "range" metadata (also checked when the config is built)
+        super().validate()  # utility and beta: their declared ranges are checked on construction (RangeChecked)
 
 
 def safety_utility(costs: Sequence[float], utility: str) -> list[float]:

@@ -127,8 +127,6 @@ class PDDPO:
 
     def __init__(self, config: PDDPOConfig):
         self.config = config
-        if config.warm_start not in ("previous", "pi_r"):
-            raise BenchError(f"pddpo warm_start '{config.warm_start}' is not one of previous, pi_r")
 
     def train(self, ctx: TrainContext) -> TrainResult:
         c, cfg = self.config, ctx.cfg

@@ -23,7 +23,6 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from methods.base import TrainContext, TrainResult
 from harness.can_dual import (
     CANDualConfig,
     DualResult,
@@ -37,6 +36,7 @@ from harness.can_dual import (
     score_matrix,
     write_jsonl,
 )
+from methods.base import TrainContext, TrainResult
 
 
 def pecan_dual_grad(lam: float, h_r: Any, h_g: Any, margin: float, beta: float) -> float:

@@ -42,12 +42,8 @@ class SACPOConfig(RangeChecked):
         beta = self.beta if self.beta is not None else default_beta
         if not beta > 0:
             raise BenchError(f"SACPO: beta must be > 0 (got {beta})")
-        if self.lambda_ is not None:
-            if not self.lambda_ > 0:
-                raise BenchError(f"SACPO: lambda_ must be > 0 (got {self.lambda_}); λ = 0 is plain DPO on helpfulness")
+        if self.lambda_ is not None:  # lambda_ > 0 and beta_over_lambda > 0: their declared ranges
             return beta, beta / self.lambda_
-        if not self.beta_over_lambda > 0:
-            raise BenchError(f"SACPO: beta_over_lambda must be > 0 (got {self.beta_over_lambda})")
         return beta, self.beta_over_lambda
 
 
