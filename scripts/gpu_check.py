@@ -3,7 +3,9 @@
 1. bf16 DPO steps through `harness.dpo.train_dpo` (TRL's DPOTrainer) on the SmolLM2-135M architecture, with MFU.
 2. The HF generator (`harness.generation.HFGenerator`) on CUDA in bf16: greedy, twice (must be identical), tokens/s.
 3. A score model (`evaluators.score_models.SequenceClassifierScorer`, the MiniLM architecture) on CUDA in bf16
-   against the same network on CPU in fp32 (rank correlation and max |Δ|), and a few bf16 training steps of it.
+   against the same network on CPU in fp32 (rank correlation and max |Δ|), and in fp32 on CUDA (the device's own
+   share of the difference), and a few bf16 training steps of it. Then the harness's trained cpu-profile cost model
+   (carried in fp16): CUDA bf16 vs CPU fp32 on 128 real responses (ranking and unsafe-call agreement).
 4. vLLM, where it imports: greedy generation of the same prompts vs the HF generator (exact-match rate) and the
    vLLM/HF speed ratio.
 
@@ -133,10 +135,25 @@ def check_generation(policy: Path, prompts: list[str], device: str, dry: bool) -
     sync(device)
     secs = time.time() - t
     second = gen.generate(prompts, params)
+    res = {"prompts": len(prompts), "max_new_tokens": new, "seconds": round(secs, 3),
+           "new_tokens_per_s_upper_bound": round(len(prompts) * new / secs, 1), "deterministic": first == second,
+           "responses_differing_between_two_greedy_passes": sum(a != b for a, b in zip(first, second)),
+           "empty_responses": sum(1 for r in first if not r)}
+    if first != second:  # is it the kernels? the same two passes under torch's deterministic algorithms
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            a, b = gen.generate(prompts, params), gen.generate(prompts, params)
+            res["differing_under_use_deterministic_algorithms"] = sum(x != y for x, y in zip(a, b))
+        finally:
+            torch.use_deterministic_algorithms(False)
+        close_generator(gen)
+        gen = HFGenerator(policy, template="chat", batch_size=len(prompts), device=device, precision="fp32")
+        a, b = gen.generate(prompts, params), gen.generate(prompts, params)  # and in fp32
+        res["differing_in_fp32"] = sum(x != y for x, y in zip(a, b))
     close_generator(gen)
-    return {"prompts": len(prompts), "max_new_tokens": new, "seconds": round(secs, 3),
-            "new_tokens_per_s_upper_bound": round(len(prompts) * new / secs, 1), "deterministic": first == second,
-            "empty_responses": sum(1 for r in first if not r)}, first
+    return res, first
 
 
 def check_scorer(encoder: Path, pairs, device: str, dry: bool, work: Path) -> dict:
@@ -153,9 +170,12 @@ def check_scorer(encoder: Path, pairs, device: str, dry: bool, work: Path) -> di
     sync(device)
     secs = time.time() - t
     a, b = np.array(cpu), np.array(got)
-    rank = lambda x: np.argsort(np.argsort(x))  # noqa: E731
     res = {"n": len(a), "seconds": round(secs, 3), "max_abs_diff_vs_cpu_fp32": float(np.abs(a - b).max()),
-           "score_std": float(a.std()), "spearman_vs_cpu_fp32": float(np.corrcoef(rank(a), rank(b))[0, 1])}
+           "score_std": float(a.std()), "spearman_vs_cpu_fp32": spearman(a, b)}
+    if not dry:  # the same network in fp32 on the GPU: separates the device's effect from bf16's
+        c = np.array(SequenceClassifierScorer(encoder, "cost", device=device, precision="fp32", use_cache=False).score(prompts, responses))
+        res["device_fp32_max_abs_diff_vs_cpu_fp32"] = float(np.abs(a - c).max())
+        res["device_fp32_spearman_vs_cpu_fp32"] = spearman(a, c)
     try:  # a few bf16 training steps of the harness's score-model trainer on CUDA
         from harness.config import load_config
         from evaluators.score_models import settings_for, train_score_model
@@ -173,6 +193,31 @@ def check_scorer(encoder: Path, pairs, device: str, dry: bool, work: Path) -> di
     except Exception as exc:  # noqa: BLE001  (reported, the check goes on)
         res["train_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return res
+
+
+def spearman(a, b) -> float:
+    import numpy as np
+
+    rank = lambda x: np.argsort(np.argsort(x))  # noqa: E731
+    return float(np.corrcoef(rank(a), rank(b))[0, 1])
+
+
+def check_trained_scorer(path: Path, pairs, device: str, dry: bool) -> dict:
+    """The harness's trained cpu-profile cost model (carried in fp16, loaded as fp32 on CPU and bf16 on the device)
+    on the 128 real responses of the carried pairs: does bf16 on the GPU keep its ranking and its unsafe (> 0) calls?
+    Agreement only: these pairs may be in its training fold, so no accuracy is reported."""
+    import numpy as np
+
+    from evaluators.score_models import SequenceClassifierScorer
+
+    prompts = [p.prompt for p in pairs] * 2
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    a = np.array(SequenceClassifierScorer(path, "cost", device="cpu", precision="fp32", use_cache=False).score(prompts, responses))
+    b = np.array(SequenceClassifierScorer(path, "cost", device=device, precision="fp32" if dry else "bf16",
+                                          use_cache=False).score(prompts, responses))
+    return {"n": len(a), "weights": json.loads((path / "carried.json").read_text()) if (path / "carried.json").exists() else str(path),
+            "score_std": float(a.std()), "max_abs_diff_vs_cpu_fp32": float(np.abs(a - b).max()),
+            "spearman_vs_cpu_fp32": spearman(a, b), "unsafe_call_agreement": float((np.sign(a) == np.sign(b)).mean())}
 
 
 def check_vllm(policy: Path, prompts: list[str], hf_out: list[str], hf_secs: float, new: int) -> dict:
@@ -257,6 +302,8 @@ def main() -> int:
 
     step("hf_generate", gen)
     step("score_model", lambda: check_scorer(encoder, pairs, device, args.dry_run, args.work))
+    if (args.assets / "cost-scorer" / "config.json").exists():
+        step("trained_cost_scorer", lambda: check_trained_scorer(args.assets / "cost-scorer", pairs, device, args.dry_run))
     if device == "cuda" and hf_out:
         step("vllm_vs_hf", lambda: check_vllm(policy, prompts, hf_out, steps["hf_generate"]["seconds"], steps["hf_generate"]["max_new_tokens"]))
     report["steps"] = steps

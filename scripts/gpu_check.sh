@@ -51,6 +51,15 @@ pairs = load_bundle(cfg).cost_pairs["train"][:64]
 keep = ("prompt", "chosen", "rejected", "chosen_safe", "rejected_safe", "category", "source")
 (assets / "pairs.json").write_text(json.dumps([{k: getattr(p, k) for k in keep} for p in pairs]))
 print(f"{len(pairs)} real PKU-SafeRLHF cost pairs carried")
+# The cpu profile's trained cost model (from the cache; trained here on first use), carried in fp16 (~45 MB).
+import torch
+from evaluators.score_models import minilm_cost
+scorer = minilm_cost(load_config("cpu"))
+dst = assets / "cost-scorer"
+scorer.model.to(torch.float16).save_pretrained(dst)
+scorer.tokenizer.save_pretrained(dst)
+(dst / "carried.json").write_text(json.dumps({"fingerprint": scorer.fingerprint, "carried_dtype": "float16"}))
+print(f"trained cost scorer carried: {scorer.fingerprint}")
 PYEOF
   du -sh "$ASSETS"
   exit 0
@@ -69,6 +78,8 @@ if ! $PY -c "import trl, datasets" 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpucheck-site "$ASSETS"/whl/*.whl
   export PYTHONPATH=/tmp/gpucheck-site${PYTHONPATH:+:$PYTHONPATH}
 fi
+# CUBLAS_WORKSPACE_CONFIG: what torch's deterministic mode needs for cuBLAS (the generation step tries that mode)
+export CUBLAS_WORKSPACE_CONFIG=${CUBLAS_WORKSPACE_CONFIG:-:4096:8}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRL_EXPERIMENTAL_SILENCE=1 WANDB_MODE=disabled
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 exec timeout 480 $PY scripts/gpu_check.py --assets "$ASSETS" ${OUT_DIR:+--out "$OUT_DIR/gpu-check.md"}
