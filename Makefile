@@ -36,8 +36,9 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 # ~15 min on 2 cores: every ratio of docs/benchmarks.md (P1-P6, scaling plot), niced (the machine may be shared)
+BENCH_RUNS ?= results/cpu-suite
 bench: install
-	nice -n 10 $(BIN)/python benchmarks/run_all.py
+	nice -n 10 $(BIN)/python benchmarks/run_all.py --runs-dir $(BENCH_RUNS)
 
 # Mutation testing (not part of `make test`): mutmut on the files listed in pyproject.toml [tool.mutmut], each
 # mutant judged by the fast tests that reach it; writes docs/mutation.md. A full run starts clean; to iterate on one

@@ -42,7 +42,7 @@ def run_walls(runs_dir: Path) -> dict[str, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--runs-dir", default="results/cpu-suite", help="where scripts/cpu_suite.sh wrote the suite's runs")
     ap.add_argument("--run", action="store_true", help="time a fresh `make run` (empty cache) first: ~15-25 min")
     a = ap.parse_args()
     measured: dict = {}

@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark script (each in its own process), print each ratio against its target and
 write docs/benchmarks.md (plus docs/scaling.png). Ratios are measured side by side in one process or one run.
 
-    python benchmarks/run_all.py [--only P1,P4] [--quick]
+    python benchmarks/run_all.py [--only P1,P4] [--quick] [--runs-dir results/cpu-suite]
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ QUICK = {"P1": ["--steps", "2"], "P2": ["--steps", "2"], "P4": ["--steps", "1"],
          "scaling": ["--steps", "1"]}
 
 
-def run(name: str, quick: bool) -> dict:
+def run(name: str, quick: bool, extra: list[str] | None = None) -> dict:
     script, args = SCRIPTS[name]
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(HERE / script), *args, *(QUICK.get(name, []) if quick else [])],
+    proc = subprocess.run([sys.executable, str(HERE / script), *args, *(extra or []), *(QUICK.get(name, []) if quick else [])],
                           capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(HERE)})
     lines = [ln for ln in proc.stdout.splitlines() if not ln.startswith("RESULT ")]
     print("\n".join(lines), flush=True)
@@ -104,13 +104,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="run all benchmarks and write docs/benchmarks.md")
     ap.add_argument("--only", help="comma-separated subset, e.g. P1,P5")
     ap.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
+    ap.add_argument("--runs-dir", default="results/cpu-suite",
+                    help="P6 reads the recorded stage wall times of the cpu suite's runs here (scripts/cpu_suite.sh writes them)")
     a = ap.parse_args()
     names = a.only.split(",") if a.only else list(SCRIPTS)
     prev = HERE.parent / "docs" / "benchmarks.json"
     results = json.loads(prev.read_text()) if a.only and prev.exists() else {}
     for name in names:
         print(f"== {name} ==", flush=True)
-        results[name] = run(name, a.quick)
+        results[name] = run(name, a.quick, ["--runs-dir", a.runs_dir] if name == "P6" else None)
     write_doc(results)
     print(f"wrote {DOC}")
 

@@ -22,6 +22,6 @@ for fmt in md csv html; do
   "$BENCH" leaderboard --runs-dir "$RUNS" --profile cpu --dataset pku-saferlhf --suite cpu-suite --format "$fmt" \
     --output "docs/leaderboard-cpu.$fmt" --plots-dir docs/leaderboard-cpu-plots
 done
-.venv/bin/python scripts/readme_results.py docs/leaderboard-cpu.md --seeds "$SEEDS"
+.venv/bin/python scripts/readme_results.py docs/leaderboard-cpu.md --seeds "$SEEDS" --runs-dir "$RUNS" --suite cpu-suite
 echo "wrote docs/leaderboard-cpu.{md,csv,html}, docs/leaderboard-cpu-plots/ and the README's results table (suite exit $status)"
 exit "$status"

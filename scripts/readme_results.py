@@ -1,30 +1,68 @@
 """Regenerate the README's cpu results table from the leaderboard export (`scripts/cpu_suite.sh` calls this).
 
     python scripts/readme_results.py docs/leaderboard-cpu.md [--seeds 0,1,2] [--readme README.md]
+                                     [--runs-dir results/cpu-suite --suite cpu-suite]
 
 Everything between the markers `<!-- cpu-results:begin -->` and `<!-- cpu-results:end -->` is replaced by the
 leaderboard's markdown (its table, tiers and the notes that say in words which differences are significant),
-preceded by one line naming the source file, the seeds and the date. Nothing is typed by hand in between, so the
-README can never claim more than the leaderboard does.
+preceded by one line naming the source file, the seeds and the date. With `--runs-dir`, the block between
+`<!-- cpu-learned:begin -->` and `<!-- cpu-learned:end -->` (under the README's method table) is replaced by what
+each method's cpu run learned: every learning check of every finished run of the suite (harness/learning.py), read
+from the runs' `results.json`. Nothing is typed by hand in between, so the README can never claim more than the
+leaderboard and the records do.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import math
 import sys
 from pathlib import Path
 
 BEGIN, END = "<!-- cpu-results:begin -->", "<!-- cpu-results:end -->"
+LEARNED = ("<!-- cpu-learned:begin -->", "<!-- cpu-learned:end -->")
 
 
-def replace_block(readme: str, body: str) -> str:
+def replace_block(readme: str, body: str, markers: tuple[str, str] = (BEGIN, END)) -> str:
     """`readme` with the text between the markers replaced by `body` (markers kept)."""
-    if readme.count(BEGIN) != 1 or readme.count(END) != 1 or readme.index(BEGIN) > readme.index(END):
-        raise ValueError(f"the README needs exactly one {BEGIN} ... {END} block")
-    head, rest = readme.split(BEGIN)
-    _, tail = rest.split(END)
-    return f"{head}{BEGIN}\n{body.rstrip()}\n{END}{tail}"
+    begin, end = markers
+    if readme.count(begin) != 1 or readme.count(end) != 1 or readme.index(begin) > readme.index(end):
+        raise ValueError(f"the README needs exactly one {begin} ... {end} block")
+    head, rest = readme.split(begin)
+    _, tail = rest.split(end)
+    return f"{head}{begin}\n{body.rstrip()}\n{end}{tail}"
+
+
+def _num(x: object) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
+
+
+def describe(entry: dict) -> str:
+    """One learning check in a few words: `stage check value [CI] ✓/✗ (short reason)`."""
+    ci = entry.get("ci")
+    ci_txt = f" [{_num(ci[0])}, {_num(ci[1])}]" if ci and len(ci) == 2 else ""
+    mark = {True: "✓", False: "✗"}.get(entry.get("passed"), "·")
+    short = entry.get("short") or ""
+    return f"{mark} {entry.get('stage', '?')} {entry.get('check', '?')} {_num(entry.get('value'))}{ci_txt}" + (f" ({short})" if short and entry.get("passed") is not True else "")
+
+
+def learned_table(runs_dir: Path, suite: str | None) -> str:
+    """Markdown: one row per finished run of the suite (method, seed): the learned summary and every check."""
+    rows = []
+    for res in sorted(runs_dir.glob("*/results.json")):
+        rec = json.loads(res.read_text())
+        if suite and rec.get("suite") != suite:
+            continue
+        train = rec.get("train") or {}
+        checks = "<br>".join(describe(e) for e in train.get("learning") or []) or "no checks (nothing trained)"
+        rows.append((rec["method"], rec["seed"], train.get("learned") or "n/a", checks))
+    if not rows:
+        return "**No finished runs of the suite yet**: run `scripts/cpu_suite.sh`."
+    out = ["| method | seed | learned | checks (✓ passed, ✗ failed; value [95% CI]) |", "|---|---:|---|---|"]
+    out += [f"| `{m}` | {seed} | {learned} | {checks} |" for m, seed, learned, checks in sorted(rows)]
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("leaderboard", type=Path, help="the leaderboard's markdown export (bench leaderboard --format md)")
     ap.add_argument("--seeds", default="?", help="seeds the suite ran, for the header line")
     ap.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "README.md")
+    ap.add_argument("--runs-dir", type=Path, default=None, help="also regenerate the learning-checks block from these runs' records")
+    ap.add_argument("--suite", default="cpu-suite", help="with --runs-dir: only this suite's runs")
     a = ap.parse_args(argv)
     if not a.leaderboard.exists():
         print(f"error: {a.leaderboard} does not exist: run scripts/cpu_suite.sh (or bench leaderboard --format md -o ...)",
@@ -42,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     body = (f"_Generated {when} by `scripts/readme_results.py` from [{a.leaderboard.as_posix()}]({a.leaderboard.as_posix()}) "
             f"(seeds {a.seeds}); do not edit by hand._\n\n{table}")
     try:
-        a.readme.write_text(replace_block(a.readme.read_text(), body))
+        text = replace_block(a.readme.read_text(), body)
+        if a.runs_dir is not None:
+            learned = (f"_Generated {when} by `scripts/readme_results.py` from the `results.json` of the runs in "
+                       f"`{a.runs_dir.as_posix()}` (suite {a.suite}); do not edit by hand._\n\n{learned_table(a.runs_dir, a.suite)}")
+            text = replace_block(text, learned, LEARNED)
+        a.readme.write_text(text)
     except ValueError as exc:
         print(f"error: {a.readme}: {exc}", file=sys.stderr)
         return 2

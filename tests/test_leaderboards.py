@@ -617,3 +617,35 @@ def test_readme_results_block_is_replaced_from_the_leaderboard_export(tmp_path: 
     readme.write_text("no markers\n")
     assert mod.main([str(board), "--readme", str(readme)]) == 2 and readme.read_text() == "no markers\n"
     assert mod.main([str(tmp_path / "missing.md"), "--readme", str(readme)]) == 2
+
+
+def test_readme_learned_block_lists_every_check_of_the_suites_runs(tmp_path: Path) -> None:
+    """With --runs-dir, the learning-checks block is rebuilt from the records: one row per run of the named suite,
+    each check with its value, CI and pass mark; runs of other suites are left out."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("readme_results", Path(__file__).resolve().parents[1] / "scripts" / "readme_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    b, e = mod.LEARNED
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{mod.BEGIN}\n{mod.END}\nmethods\n{b}\nold\n{e}\ntail\n")
+    board = tmp_path / "board.md"
+    board.write_text("| method |\n")
+    runs = tmp_path / "runs"
+    checks = [{"stage": "dpo-helpful", "check": "heldout_accuracy", "value": 0.52, "ci": [0.38, 0.67], "passed": False,
+               "short": "acc 0.52 < 0.60"},
+              {"stage": "pddpo", "check": "lambda", "value": 4.19, "ci": None, "passed": True, "short": "converged"}]
+    for name, suite, method, entries, learned in (("a", "cpu-suite", "dpo-helpful", checks[:1], "no: dpo-helpful acc 0.52 < 0.60"),
+                                                  ("b", "cpu-suite", "pddpo", checks[1:], "yes"),
+                                                  ("c", "other", "safedpo", checks[:1], "no")):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "results.json").write_text(json.dumps({"method": method, "seed": 0, "suite": suite,
+                                                              "train": {"learning": entries, "learned": learned}}))
+    assert mod.main([str(board), "--readme", str(readme), "--runs-dir", str(runs)]) == 0
+    text = readme.read_text()
+    block = text[text.index(b):text.index(e)]
+    assert "old" not in block and "safedpo" not in block and text.endswith(f"{e}\ntail\n")
+    assert "| `dpo-helpful` | 0 | no: dpo-helpful acc 0.52 < 0.60 | ✗ dpo-helpful heldout_accuracy 0.52 [0.38, 0.67] (acc 0.52 < 0.60) |" in block
+    assert "| `pddpo` | 0 | yes | ✓ pddpo lambda 4.19 |" in block
