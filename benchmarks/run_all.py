@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DOC = HERE.parent / "docs" / "benchmarks.md"
 SCRIPTS = {
-    "P1": ("p1_dpo_step.py", []), "P2": ("p2_cached_ref.py", []), "P3": ("p3_memory.py", []), "P4": ("p4_flops.py", []),
+    "P1": ("p1_dpo_step.py", []), "P2": ("p2_cached_ref.py", []), "P3": ("p3_memory.py", ["--rounds", "0", "--only", "safe-rlhf full,safe-rlhf lora,pddpo,pddpo+ckpt"]), "P4": ("p4_flops.py", []),
     "P5": ("p5_generation.py", []), "P6": ("p6_wall_time.py", []), "scaling": ("scaling.py", []),
 }
 QUICK = {"P1": ["--steps", "2"], "P2": ["--steps", "2"], "P4": ["--steps", "1"], "P5": ["--prompts", "4", "--batch", "4"],
@@ -60,6 +60,12 @@ def write_doc(results: dict[str, dict]) -> None:
         if p.get("ratio_vs_lora") is not None:  # benchmarks/p3_memory.py: the same PD-DPO against LoRA PPO (ppo_size=lora)
             lo = p["safe_rlhf_lora"]["peak_rss_mb"]
             row("P3", f"PD-DPO ÷ Safe-RLHF peak RSS, LoRA PPO ({p['pddpo']['peak_rss_mb']:.0f} ÷ {lo:.0f} MB)", fmt(p["ratio_vs_lora"]), "≤ 0.4", p["ratio_vs_lora"] <= 0.4)
+        if p.get("pddpo_ckpt"):  # PD-DPO with gradient checkpointing (exact), against the same two
+            ck = p["pddpo_ckpt"]["peak_rss_mb"]
+            row("P3", f"PD-DPO + gradient checkpointing ÷ Safe-RLHF peak RSS, full / LoRA PPO ({ck:.0f} MB)",
+                f"{fmt(p['ratio_ckpt'])} / {fmt(p['ratio_ckpt_vs_lora'])}", "≤ 0.4", p["ratio_ckpt"] <= 0.4)
+            row("mem", "PD-DPO peak RSS without / with gradient checkpointing, MB",
+                f"{p['pddpo']['peak_rss_mb']:.0f} / {ck:.0f}", "≤ 3,000", ck <= 3000)
     if "P4" in r and "ratio_fp32" in r["P4"]:
         p = r["P4"]
         row("P4", "DPO step FLOP/s ÷ matmul peak, fp32 / bf16 autocast", f"{fmt(p['ratio_fp32'])} / {fmt(p['ratio_bf16'])}", "≥ 0.6", p["met"])
