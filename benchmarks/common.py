@@ -136,6 +136,17 @@ def paired_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
     return statistics.median(a / b for a, b in zip(times[num], times[den]))
 
 
+def step_args(doc: str | None, steps: int) -> Any:
+    """The DPO-step benchmarks' shared command line (P1, P2, P4): `--steps`, `--seq-len`, `--batch` (pairs per step)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    ap.add_argument("--steps", type=int, default=steps, help="timed steps per side")
+    ap.add_argument("--seq-len", type=int, default=192, help="tokens per sequence (the cpu profile's max_length)")
+    ap.add_argument("--batch", type=int, default=4, help="pairs per step (the cpu profile's batch_size)")
+    return ap.parse_args()
+
+
 def peak_rss_mb() -> float:
     import resource
 

@@ -8,17 +8,11 @@ which computes `harness.losses.dpo_loss` from TRL's fused LM head.
 
 from __future__ import annotations
 
-import argparse
-
-from common import cfg_for, first_batch, harness_trainer, interleaved, long_pairs, paired_ratio, policy_path, result, step_fn, trl_trainer
+from common import cfg_for, first_batch, harness_trainer, interleaved, long_pairs, paired_ratio, policy_path, result, step_args, step_fn, trl_trainer
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--seq-len", type=int, default=192)
-    ap.add_argument("--batch", type=int, default=4)
-    a = ap.parse_args()
+    a = step_args(__doc__, steps=5)
     from harness.models import load_tokenizer
 
     cfg = cfg_for(a.seq_len, a.batch)

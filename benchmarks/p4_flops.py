@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from common import cfg_for, first_batch, harness_trainer, long_pairs, policy_path, result
+from common import cfg_for, first_batch, harness_trainer, long_pairs, policy_path, result, step_args
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
@@ -30,11 +30,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--seq-len", type=int, default=192)
-    ap.add_argument("--batch", type=int, default=4)
-    a = ap.parse_args()
+    a = step_args(__doc__, steps=3)
     from torch.utils.flop_counter import FlopCounterMode
 
     from harness.models import load_tokenizer
