@@ -17,6 +17,7 @@ BENCH="${BENCH:-.venv/bin/bench}"
 PY="${PY:-.venv/bin/python}"
 export BENCH_DATA_DIR="${BENCH_DATA_DIR:-$(cd .. && pwd)/shared/data}" HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 WORK="${WORK:-$(mktemp -d -t bench-determinism-XXXX)}"
+mkdir -p "$WORK"
 SETS=(--set generation.cache=false --set "data.max_eval_prompts=${EVAL_PROMPTS:-48}"
       --set "data.max_refusal_prompts=${REFUSAL_PROMPTS:-16}" --set "eval.mc_max_questions=${MC_QUESTIONS:-20}")
 for side in a b; do
