@@ -4,7 +4,8 @@
                                      [--runs-dir results/cpu-suite --suite cpu-suite]
 
 Everything between the markers `<!-- cpu-results:begin -->` and `<!-- cpu-results:end -->` is replaced by the
-leaderboard's markdown (its table, tiers and the notes that say in words which differences are significant),
+leaderboard's markdown (its table, tiers and the notes that say in words which differences are significant; the
+paired-comparison tables and column definitions stay in the export, linked),
 preceded by one line naming the source file, the seeds and the date. With `--runs-dir`, the block between
 `<!-- cpu-learned:begin -->` and `<!-- cpu-learned:end -->` (under the README's method table) is replaced by what
 each method's cpu run learned: every learning check of every finished run of the suite (harness/learning.py), read
@@ -78,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     table = a.leaderboard.read_text().strip()
+    lines = [ln for ln in table.splitlines() if not ln.startswith("# ")]  # the export's page title: the README has its own
+    table = "\n".join("#### " + ln[3:] if ln.startswith("## ") else ln for ln in lines).strip()
+    if "\n### " in table:  # the README carries the table and its notes; the paired-test tables stay in the export
+        table = (table.split("\n### ", 1)[0].rstrip() + f"\n\nEvery paired comparison (test, p, Holm p) and the column "
+                 f"definitions: [{a.leaderboard.as_posix()}]({a.leaderboard.as_posix()}).")
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     body = (f"_Generated {when} by `scripts/readme_results.py` from [{a.leaderboard.as_posix()}]({a.leaderboard.as_posix()}) "
             f"(seeds {a.seeds}); do not edit by hand._\n\n{table}")

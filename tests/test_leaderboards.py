@@ -617,6 +617,12 @@ def test_readme_results_block_is_replaced_from_the_leaderboard_export(tmp_path: 
     readme.write_text("no markers\n")
     assert mod.main([str(board), "--readme", str(readme)]) == 2 and readme.read_text() == "no markers\n"
     assert mod.main([str(tmp_path / "missing.md"), "--readme", str(readme)]) == 2
+    board.write_text("# Title\n\n## pku · cpu\n\n| method |\n|---|\n| pddpo |\n\n- note: tiers\n\n### Paired comparisons\n\n| A | B |\n")
+    readme.write_text(f"{mod.BEGIN}\n{mod.END}\n")
+    assert mod.main([str(board), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "# Title" not in text and "\n#### pku · cpu\n" in text
+    assert "- note: tiers" in text and "Paired comparisons" not in text and "| A | B |" not in text and f"]({board.as_posix()})" in text
 
 
 def test_readme_learned_block_lists_every_check_of_the_suites_runs(tmp_path: Path) -> None:
