@@ -175,7 +175,7 @@ class CANDualConfig(RangeChecked):
 
     num_prompts: int = field(default=0, metadata={"range": ">=0", "help": "N dual prompts from the held-out `dual` fold; 0 = all (capped by data.max_dual_prompts) [ours; paper ≈1,000-1,600]"})
     samples_per_prompt: int = field(default=8, metadata={"range": ">=1", "help": "K responses per prompt from π_ref [ours: CPU-sized; paper ≥ 128]"})
-    temperature: float = field(default=1.0, metadata={"range": ">=0", "help": "sampling temperature for the π_ref samples (must be > 0) [ours; verify upstream's]"})
+    temperature: float = field(default=1.0, metadata={"range": ">=0", "help": "sampling temperature for the π_ref samples (> 0 unless lambda_ is fixed) [ours; verify upstream's]"})
     top_p: float = field(default=1.0, metadata={"range": "(0,1]", "help": "nucleus sampling for the π_ref samples [ours]"})
     lambda_init: float = field(default=1.0, metadata={"range": ">=0", "help": "λ_0 [code]"})
     eta: float = field(default=2.0, metadata={"range": ">0", "help": "projected-GD step size η [code: lr=2]"})
@@ -193,8 +193,9 @@ class CANDualConfig(RangeChecked):
     relabel_seed: int | None = field(default=None, metadata={"range": ">=0", "help": "seed of the one Bernoulli draw per pair; None = the run seed [ours]"})
 
     def validate(self) -> None:
-        if self.lambda_ is None and (self.samples_per_prompt < 1 or not self.temperature > 0):
-            raise BenchError("the dual needs samples_per_prompt >= 1 and temperature > 0 (distinct samples from π_ref)")
+        # samples_per_prompt >= 1 is its declared range; temperature may be 0 only when a fixed λ skips the sampling
+        if self.lambda_ is None and not self.temperature > 0:
+            raise BenchError("the dual needs temperature > 0 (distinct samples from π_ref), or a fixed lambda_")
 
     def solver(self) -> dict[str, Any]:
         return dict(lambda_init=self.lambda_init, eta=self.eta, tol=self.tol, window=self.window, max_iters=self.max_iters,

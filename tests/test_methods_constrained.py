@@ -420,3 +420,13 @@ def test_sacpo_kto_end_to_end(tiny_cfg, monkeypatch) -> None:
     assert kto["undesirable_weight"] == pytest.approx(kto["desirable"] / kto["undesirable"])
     model_dir = Path(rec["config"]["runs_dir"]) / rec["run_id"] / "train" / "model"
     assert json.loads((model_dir / "bench_train.json").read_text())["init"] == str(helpful["out"])
+
+
+def test_can_dual_needs_a_positive_temperature_unless_lambda_is_fixed() -> None:
+    """Temperature 0 is in range (a fixed λ samples nothing) but the dual's π_ref samples need it > 0."""
+    from harness.can_dual import CANDualConfig
+
+    with pytest.raises(BenchError, match="temperature > 0"):
+        CANDualConfig(temperature=0.0).validate()
+    CANDualConfig(temperature=0.0, lambda_=1.0).validate()
+    CANDualConfig().validate()
