@@ -62,7 +62,7 @@ def run(
     method: str = typer.Option(None, "--method", "-m", help="Method name (`bench list methods`; default sft)."),
     dataset: str = typer.Option(None, "--dataset", "-d", help="pku-saferlhf | truthfulqa | hh-rlhf-harmless (default: the profile's)."),
     model: str = typer.Option(None, "--model", help="Hub id, local folder, smollm2-135m-instruct or tiny-random."),
-    profile: str = typer.Option(None, "--profile", "-p", help="tiny | cpu | gpu, or a YAML file (default cpu)."),
+    profile: str = typer.Option(None, "--profile", "-p", help="tiny | cpu | cpu-long | gpu, or a YAML file (default cpu)."),
     seed: int = typer.Option(None, "--seed", help="Random seed (default: the profile's, 0)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Read datasets from local copies (default $BENCH_DATA_DIR)."),
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where runs and bench.sqlite live (default ./runs)."),

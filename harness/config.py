@@ -23,7 +23,7 @@ import yaml
 from harness.errors import BenchError, ConfigValueError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-PROFILES = ("tiny", "cpu", "gpu")
+PROFILES = ("tiny", "cpu", "cpu-long", "gpu")
 # Leaderboard judges by role (evaluators/judging.py, docs/judges.md); methods never see them.
 DEFAULT_JUDGES = {"safety": "safety-judge", "reward": "reward-judge", "refusal": "refusal-judge",
                   "truthfulness": "truthfulness-judge"}
@@ -158,7 +158,7 @@ class RunConfig:
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "base SFT policy: a built-in name (`bench list models`), a hub id or a local folder"})
     template: str = field(default="chat", metadata={"help": "chat (the model's own template) | beaver"})
     seed: int = field(default=0, metadata={"help": "seed of training, sampling and bootstrap resampling"})
-    profile: str = field(default="cpu", metadata={"help": "config profile the run started from: tiny | cpu | gpu | a YAML file"})
+    profile: str = field(default="cpu", metadata={"help": "config profile the run started from: tiny | cpu | cpu-long | gpu | a YAML file"})
     device: str = field(default="auto", metadata={"help": "device: auto (cuda when available) | cpu | cuda"})
     runs_dir: str = field(default="runs", metadata={"help": "where run folders and the run store (bench.sqlite) go"})
     suite: str | None = field(default=None, metadata={"help": "suite id grouping runs of one `bench suite` call (W&B group); None for single runs"})
@@ -423,10 +423,21 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return tree
 
 
-def load_config(profile: str = "cpu", overrides: list[str] | None = None, **fields: Any) -> RunConfig:
-    """Profile YAML <- explicit CLI fields (method, dataset, ...) <- --set overrides."""
+def read_profile(profile: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A profile's raw tree; `extends: <profile>` starts from that profile's tree and overrides it key by key."""
     raw = yaml.safe_load(profile_path(profile).read_text()) or {}
-    raw["profile"] = raw.get("profile", Path(profile).stem)
+    raw.setdefault("profile", Path(profile).stem)
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if base in (*_chain, profile):
+        raise BenchError(f"profile '{profile}': 'extends: {base}' makes a cycle ({' -> '.join((*_chain, profile, base))}); remove one extends")
+    return _deep_merge(read_profile(base, (*_chain, profile)), raw)
+
+
+def load_config(profile: str = "cpu", overrides: list[str] | None = None, **fields: Any) -> RunConfig:
+    """Profile YAML (after its `extends:` chain) <- explicit CLI fields (method, dataset, ...) <- --set overrides."""
+    raw = read_profile(profile)
     tree = _deep_merge({}, raw)
     for key, value in fields.items():
         if value is not None:

@@ -41,7 +41,7 @@ def execute_run(cfg: Any) -> dict[str, Any]:
 def suite(
     methods: str = typer.Option(..., "--methods", help="Comma-separated method names, or 'all' for every registered method."),
     dataset: str = typer.Option("pku-saferlhf", "--dataset", help="Dataset every run trains and evaluates on."),
-    profile: str = typer.Option("cpu", "--profile", help="Config profile: tiny | cpu | gpu | a YAML file."),
+    profile: str = typer.Option("cpu", "--profile", help="Config profile: tiny | cpu | cpu-long | gpu | a YAML file."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (default: 0,1,2; the tiny profile: 0)."),
     model: Optional[str] = typer.Option(None, "--model", help="Base model (default: the profile's)."),
     overrides: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable), applied to every run."),
@@ -135,7 +135,7 @@ def sweep(
     over: str = typer.Option(..., "--over", help="KEY=V1,V2,...: one numeric config field and its values, e.g. "
                              "method.fixed_lambda=0,1,2,5,10 (PD-DPO's fixed λ) or method.threshold=0.1,0.2,0.3 (PD-DPO dual loop's b)."),
     dataset: str = typer.Option("pku-saferlhf", "--dataset", help="Dataset every run trains and evaluates on."),
-    profile: str = typer.Option("cpu", "--profile", help="Config profile: tiny | cpu | gpu | a YAML file."),
+    profile: str = typer.Option("cpu", "--profile", help="Config profile: tiny | cpu | cpu-long | gpu | a YAML file."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds per value (each value's CI then also covers seeds)."),
     model: Optional[str] = typer.Option(None, "--model", help="Base model (default: the profile's)."),
     overrides: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable), applied to every run."),

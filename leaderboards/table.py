@@ -74,7 +74,7 @@ def metric_column(m: Metric) -> Column:
 GROUP_COLUMNS = [
     Column("dataset", "Dataset", "text", "training and evaluation dataset"),
     Column("model", "Model", "text", "base policy"),
-    Column("profile", "Profile", "text", "config profile (tiny | cpu | gpu | a YAML file)"),
+    Column("profile", "Profile", "text", "config profile (tiny | cpu | cpu-long | gpu | a YAML file)"),
 ]
 LEAD_COLUMNS = [
     Column("rank", "#", "int", "position under the ordering rule (none for a run judged by its own annotator)"),

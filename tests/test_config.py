@@ -8,7 +8,7 @@ from harness.config import RunConfig, load_config, method_config
 from harness.errors import BenchError
 
 
-@pytest.mark.parametrize("profile", ["tiny", "cpu", "gpu"])
+@pytest.mark.parametrize("profile", ["tiny", "cpu", "cpu-long", "gpu"])
 def test_profiles_load(profile):
     cfg = load_config(profile)
     assert isinstance(cfg, RunConfig) and cfg.profile == profile
@@ -31,6 +31,20 @@ def test_overrides_are_typed():
 def test_bad_overrides_are_refused(override, match):
     with pytest.raises(BenchError, match=match):
         load_config("tiny", [override])
+
+
+def test_extends_starts_from_the_base_profile_and_overrides_key_by_key(tmp_path):
+    base = load_config("cpu")
+    child = tmp_path / "mine.yaml"
+    child.write_text("extends: cpu\ntrain:\n  learning_rate: 3.0e-4\nmethods:\n  pddpo:\n    num_iterations: 5\n")
+    cfg = load_config(str(child))
+    assert cfg.profile == "mine" and cfg.train.learning_rate == 3e-4 and cfg.methods["pddpo"]["num_iterations"] == 5
+    assert cfg.train.max_length == base.train.max_length and cfg.data.max_eval_prompts == base.data.max_eval_prompts
+    assert cfg.methods["safe-rlhf"] == base.methods["safe-rlhf"]  # sibling method sections are kept
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"extends: {loop}\n")
+    with pytest.raises(BenchError, match="makes a cycle"):
+        load_config(str(loop))
 
 
 def test_unknown_profile():
