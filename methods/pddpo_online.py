@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 
 from harness.dpo import train_dpo
-from harness.errors import BenchError
+from harness.errors import ConfigValueError
 from harness.generation import close_generator
 from harness.logprobs import response_features
 from harness.losses import EllipticalBonus, dual_update, online_bonus_margin, stage2_beta
@@ -41,15 +41,15 @@ class OnlinePDDPOConfig(PDDPOConfig):
     alpha_c: float = field(default=0.1, metadata={"range": ">=0", "help": "[ours] cost bonus scale α_c (RECONSTRUCTION)"})
     kappa: float = field(default=1.0, metadata={"range": ">0", "help": "[ours] ridge κ > 0 of Σ_r, Σ_c (features are unit-norm)"})
 
+    def __post_init__(self) -> None:  # sample_temperature > 0 and the rest: their declared ranges
+        super().__post_init__()
+        if self.num_iterations < 1:  # a fixed λ still runs the online loop: without an iteration no model is written
+            raise ConfigValueError("num_iterations", f"{self.num_iterations} runs no online iteration; use an int >= 1")
+
 
 class OnlinePDDPO(PDDPO):
     name: ClassVar[str] = "pddpo-online"
     config_class: ClassVar[type] = OnlinePDDPOConfig
-
-    def __init__(self, config: OnlinePDDPOConfig):
-        super().__init__(config)
-        if config.sample_temperature <= 0:
-            raise BenchError("pddpo-online needs sample_temperature > 0 (two greedy samples would be identical)")
 
     def train(self, ctx: TrainContext) -> TrainResult:
         c, cfg = self.config, ctx.cfg

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.config import RangeChecked
-from harness.errors import BenchError
 from methods.base import TrainContext, TrainResult
 
 
@@ -39,9 +38,7 @@ class SACPOConfig(RangeChecked):
 
     def temperatures(self, default_beta: float) -> tuple[float, float]:
         """(β of the helpfulness step, β/λ of the safety step)."""
-        beta = self.beta if self.beta is not None else default_beta
-        if not beta > 0:
-            raise BenchError(f"SACPO: beta must be > 0 (got {beta})")
+        beta = self.beta if self.beta is not None else default_beta  # > 0: its range, and train.beta's
         if self.lambda_ is not None:  # lambda_ > 0 and beta_over_lambda > 0: their declared ranges
             return beta, beta / self.lambda_
         return beta, self.beta_over_lambda
@@ -53,8 +50,7 @@ class SACPO:
     name: ClassVar[str] = "sacpo"
     config_class: ClassVar[type] = SACPOConfig
 
-    def __init__(self, config: SACPOConfig):
-        config.temperatures(0.1)  # validate early (the run's β is only known at train time)
+    def __init__(self, config: SACPOConfig):  # beta, lambda_, beta_over_lambda > 0: their "range" metadata
         self.config = config
 
     safety_loss: ClassVar[str] = "dpo"  # the safety step's alignment loss L_align: dpo | kto (methods.md §4.1)
