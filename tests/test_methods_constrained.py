@@ -205,10 +205,15 @@ def test_safedpo_transform_every_case() -> None:
     # after T the preferred response is never the unsafe one, so the margin −(u_l − u_w)·Δ is ≤ 0
     assert safedpo_margins(out, 2.0) == [0.0, -2.0, -2.0]
     assert safedpo_margins(out, 0.0) == [0.0, 0.0, 0.0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^SafeDPO's margin Δ must be >= 0 \(got -1.0\)$"):
         safedpo_margins(out, -1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^safedpo_margins needs labelled pairs: run safedpo_transform first$"):
         safedpo_margins(unlabelled, 1.0)
+    # the margin −(u_l − u_w)·Δ of any labelled pair, transformed or not: + Δ where only the chosen one is unsafe
+    assert safedpo_margins([unsafe_safe, both_unsafe, safe_unsafe], 0.5) == [0.5, 0.0, -0.5]
+    # every case counted, not just seen
+    _, counts = safedpo_transform([both_safe, safe_unsafe, unsafe_safe, both_unsafe, *unlabelled] * 2)
+    assert counts == dict(kept_both_safe=2, kept_safe_unsafe=2, swapped=2, dropped_both_unsafe=2, dropped_unlabelled=6, total=14)
 
 
 def test_safedpo_margin_sign_matches_the_paper_loss() -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -63,12 +65,15 @@ class FakeDPO:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "made_by.txt").write_text(run_name)
-        self.calls.append(dict(pairs=list(pairs), init=init, ref=ref, beta=beta, out=out, margins=margins, run_name=run_name))
+        self.calls.append(dict(pairs=list(pairs), init=init, ref=ref, beta=beta, out=out, margins=margins, run_name=run_name,
+                               cfg=cfg, device=device))
         return out
 
-    @staticmethod
-    def record(path) -> dict[str, Any]:
-        return {"beta": 0.1, "pairs": 1, "train_loss": 0.5, "steps": 1, "init": "x", "reference": "init"}
+    def record(self, path) -> dict[str, Any]:
+        """The training record of the run that wrote `path` (its β and pair count; loss and steps fixed); fails for a
+        folder this fake never wrote."""
+        call = [c for c in self.calls if c["out"] == Path(path)][-1]
+        return {"beta": call["beta"], "pairs": len(call["pairs"]), "train_loss": 0.5, "steps": 1, "init": str(call["init"]), "reference": "init"}
 
     def by_name(self, name: str) -> dict[str, Any]:
         (call,) = [c for c in self.calls if c["run_name"] == name]
@@ -155,12 +160,16 @@ def test_dpo_helpful_uses_reward_pairs_and_dpo_harmless_cost_pairs(tmp_path, fak
         call = fake_dpo.calls[-1]
         assert call["pairs"] == want and call["init"] == ctx.policy_path and call["ref"] is None and call["beta"] == 0.3
         assert call["run_name"] == method and res.model_path == str(ctx.out_dir) and res.models_trained == 1
+        assert call["out"] == ctx.out_dir and call["cfg"] is ctx.cfg and call["device"] == ctx.device == "cpu"
+        assert res.extra == {"beta": 0.3, "pairs": len(want), "train_loss": 0.5, "steps": 1}  # read from the run's record
+        assert res.networks_held == ["policy", "reference = SFT (log-probs precomputed once, released before training)"]
     m, ctx, _ = make_ctx(tmp_path / "default", "dpo-harmless")
     m.train(ctx)
     assert fake_dpo.calls[-1]["beta"] == ctx.cfg.train.beta
-    m, ctx, _ = make_ctx(tmp_path / "none", "dpo-helpful", reward_pairs=[])
-    with pytest.raises(BenchError, match="reward preference pairs"):
-        m.train(ctx)
+    for method, kind, kw in (("dpo-helpful", "reward", {"reward_pairs": []}), ("dpo-harmless", "cost", {"cost_pairs": []})):
+        m, ctx, _ = make_ctx(tmp_path / f"none-{kind}", method, **kw)
+        with pytest.raises(BenchError, match=f"^{method} needs {kind} pairs in the train fold, but there are no {kind} pairs"):
+            m.train(ctx)
 
 
 # -- SACPO / P-SACPO ----------------------------------------------------------------------------------------------
@@ -183,6 +192,12 @@ def test_sacpo_stage_order_temperatures_and_reference(tmp_path, fake_dpo, safety
     assert res.extra["order"] == ("safe->helpful" if safety_first else "helpful->safe")
     assert [r["stage"] for r in log] == (["safe", "helpful"] if safety_first else ["helpful", "safe"])
     assert [r["step"] for r in log] == [1, 2] and log[1]["beta"] == second["beta"]
+    assert first["out"] == ctx.work_dir / f"sacpo_{log[0]['stage']}" and all(c["cfg"] is ctx.cfg and c["device"] == "cpu" for c in (first, second))
+    assert log == [{"stage": r["stage"], "step": r["step"], "loss": "dpo", "beta": call["beta"], "train_loss": 0.5, "steps": 1,
+                    "pairs": len(call["pairs"])} for r, call in zip(log, (first, second))]  # each stage's own training record
+    assert res.extra == {"beta": 0.2, "beta_over_lambda": pytest.approx(0.05), "lambda": pytest.approx(4.0), "order": res.extra["order"],
+                         "safety_loss": "dpo", "stage1": log[0], "stage2": log[1]}
+    assert res.models_trained == 2 and res.networks_held == ["policy", "reference"]
 
 
 def test_sacpo_refuses_missing_pairs(tmp_path, fake_dpo) -> None:
@@ -239,7 +254,7 @@ class FakeKTO:
 
     def __call__(self, examples, *, init, beta, out_dir, cfg, device, run_name="", **kw):
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        self.calls.append(dict(examples=list(examples), init=init, beta=beta, out=Path(out_dir), run_name=run_name, **kw))
+        self.calls.append(dict(examples=list(examples), init=init, beta=beta, out=Path(out_dir), run_name=run_name, cfg=cfg, device=device, **kw))
         return Path(out_dir)
 
 
@@ -276,8 +291,11 @@ def test_sacpo_kto_runs_kto_on_safety_labels_from_pi_r(tmp_path, fake_dpo, monke
     assert safe["init"] == helpful["out"] and safe["beta"] == pytest.approx(0.05) and safe["out"] == ctx.out_dir
     assert [(e.completion, e.desirable) for e in safe["examples"]] == [(y, ok) for p in COST_PAIRS for y, ok in
                                                                       ((p.chosen, True), (p.rejected, False))]
-    assert safe["desirable_weight"] is None and safe["undesirable_weight"] == 1.5
-    assert [(r["stage"], r["loss"]) for r in log] == [("helpful", "dpo"), ("safe", "kto")] and log[1]["desirable"] == 3
+    assert safe["desirable_weight"] is None and safe["undesirable_weight"] == 1.5 and safe["run_name"] == "sacpo-safe-kto"
+    assert safe["cfg"] is ctx.cfg and safe["device"] == "cpu"
+    assert [(r["stage"], r["loss"]) for r in log] == [("helpful", "dpo"), ("safe", "kto")]
+    assert log[1] == {"stage": "safe", "step": 2, "loss": "kto", "beta": safe["beta"], "train_loss": 0.4, "steps": 1, "pairs": None,
+                      "examples": 6, "desirable": 3, "undesirable": None, "desirable_weight": None, "undesirable_weight": None}
     assert res.extra["safety_loss"] == "kto" and res.model_path == str(ctx.out_dir)
     m, ctx, _ = make_ctx(tmp_path / "first", "sacpo-kto", ["method.safety_first=true"])
     m.train(ctx)
@@ -341,13 +359,18 @@ def test_safedpo_trains_on_transformed_reward_pairs_with_negative_margins(tmp_pa
     assert res.extra["transform"] == {"kept_both_safe": 1, "kept_safe_unsafe": 1, "swapped": 1, "dropped_both_unsafe": 1,
                                       "dropped_unlabelled": 0, "total": 4}
     assert log[0] == {"stage": "transform", **res.extra["transform"], "pairs_used": 3} and res.models_trained == 1
-    assert log[1] == {"stage": "dpo", "train_loss": 0.5, "steps": 1, "pairs": 1} and res.networks_held == ["policy", "reference"]
+    assert log[1] == {"stage": "dpo", "train_loss": 0.5, "steps": 1, "pairs": 3} and res.networks_held == ["policy", "reference"]
     assert res.extra["beta"] == 0.3 and res.extra["delta"] == 2.0
+    assert (call["run_name"], call["out"], call["cfg"], call["device"], res.model_path) == ("safedpo", ctx.out_dir, ctx.cfg, "cpu", str(ctx.out_dir))
+    m, ctx, _ = make_ctx(tmp_path / "small", "safedpo", ["method.delta=0.5"])  # any Δ > 0 adds the margins
+    m.train(ctx)
+    assert fake_dpo.calls[-1]["margins"] == [-0.5, -0.5, 0.0]
     m, ctx, _ = make_ctx(tmp_path / "zero", "safedpo", ["method.delta=0.0"])
     m.train(ctx)
     assert fake_dpo.calls[-1]["margins"] is None and fake_dpo.calls[-1]["beta"] == ctx.cfg.train.beta
     m, ctx, _ = make_ctx(tmp_path / "none", "safedpo", reward_pairs=[REWARD_PAIRS[3]])
-    with pytest.raises(BenchError, match="no pair survives"):
+    with pytest.raises(BenchError, match=r"^SafeDPO: no pair survives the safety transform \({'kept_both_safe': 0, .*'dropped_both_unsafe': 1, "
+                                         r"'dropped_unlabelled': 0, 'total': 1}\); the dataset needs per-response safety labels$"):
         m.train(ctx)
 
 
@@ -536,6 +559,104 @@ def test_online_bonus_margin_favours_the_safer_response(tmp_path, fake_dpo, monk
     want = 0.3 / math.sqrt(1.0 + 4) / 2.0  # n_r = 2 offline + 2 online reward pairs, λ = 2
     assert primal["margins"] == pytest.approx([want] * 3, rel=1e-9)
     assert rec["lambda_next"] == pytest.approx(2.0 + 10.0 * (0.9 - ctx.cfg.scoring.threshold))
+
+
+def unit_feature(prompt: str, response: str, dim: int = 3) -> torch.Tensor:
+    """A fixed pseudo-random unit vector per (prompt, response), so φ tells every response of every prompt apart."""
+    v = torch.randn(dim, generator=torch.Generator().manual_seed(zlib.crc32(f"{prompt}|{response}".encode())), dtype=torch.float64)
+    return v / v.norm()
+
+
+def test_online_margins_use_every_pair_so_far_in_each_covariance(tmp_path, fake_dpo, monkeypatch) -> None:
+    """Each primal's margins are (B(y_u) − B(y_s))/λ_k, B = α_r‖φ‖_{Σ_r⁻¹} + λ_k·α_c‖φ‖_{Σ_c⁻¹}, where Σ_r (Σ_c) is
+    κI plus (φ_chosen − φ_rejected)(φ_chosen − φ_rejected)ᵀ over every offline and online reward (cost) pair so far:
+    recomputed here with a dense inverse. φ comes from the frozen feature model, once per (prompt, response); the
+    online prompts are drawn from both folds' train prompts with the run seed; the generator is closed before the
+    annotators score. Planted: a covariance missing the offline or the online pairs, α_r ↔ α_c, Σ_r ↔ Σ_c, φ of the
+    wrong prompt or response, κ ignored."""
+    import harness.models
+    import methods.pddpo_online as online
+
+    feature_model = SimpleNamespace(config=SimpleNamespace(hidden_size=3))
+    asked, events = [], []
+
+    def features(model, tok, prompts, responses, cfg, device):
+        assert (model, tok, cfg, device) == (feature_model, "tok", ctx.cfg, "cpu")
+        asked.extend(zip(prompts, responses))
+        return torch.stack([unit_feature(x, y) for x, y in zip(prompts, responses)])
+
+    class Gen(FakeGenerator):
+        def close(self):
+            events.append("close")
+
+    monkeypatch.setattr(online, "response_features", features)
+    monkeypatch.setattr(harness.models, "load_policy", lambda *a: (feature_model, "tok"))
+    est = ScriptedEstimates([0.6, 0.6])
+    monkeypatch.setattr(online, "dual_estimate", est)
+    draws = ("r=1 c=-1", "r=2 c=1")  # the helpful one is the costly one: reward and cost pairs point opposite ways
+    m, ctx, log = make_ctx(tmp_path, "pddpo-online", ["seed=0", "method.lambda_init=2.0", "method.eta=1", "method.num_iterations=2",
+                                                      "method.prompts_per_iteration=3", "method.alpha_r=0.3", "method.alpha_c=0.7",
+                                                      "method.kappa=0.5", "method.keep_iterates=true", "method.max_dual_prompts=1",
+                                                      "method.dual_temperature=0.3", "scoring.threshold=0.1"])
+    ctx.make_generator = lambda model, tokenizer=None: events.append("generator") or Gen(lambda x, ps: draws[(len(x) + ps.seed) % 2])
+    reward, cost = ctx.reward_annotator(), ctx.cost_annotator()
+    ctx.reward_annotator, ctx.cost_annotator = (lambda: events.append("reward") or reward), (lambda: events.append("cost") or cost)
+    res = m.train(ctx)
+
+    stage1, p1, p2 = fake_dpo.calls
+    pi_r, pi_1 = ctx.work_dir / "pi_r_hat", ctx.work_dir / "pi_1"
+    rng = random.Random(0)
+    batches = [rng.sample(sorted({p.prompt for p in REWARD_PAIRS + COST_PAIRS}), 3) for _ in range(2)]
+    online_c = [PreferencePair(x, draws[0], draws[1], chosen_safe=True, rejected_safe=False, source=f"online:iter{k}")
+                for k, batch in enumerate(batches, start=1) for x in batch]
+    assert p1["pairs"] == COST_PAIRS + online_c[:3] and p2["pairs"] == COST_PAIRS + online_c
+    assert (p1["init"], p2["init"], p1["ref"], p2["ref"], p2["out"]) == (pi_r, pi_1, pi_r, pi_r, ctx.out_dir) and pi_1.exists()  # kept
+    assert all(c["cfg"] is ctx.cfg and c["device"] == "cpu" for c in fake_dpo.calls)
+    assert len(asked) == len(set(asked)) and set(asked) == {(p.prompt, y) for p in REWARD_PAIRS + COST_PAIRS for y in (p.chosen, p.rejected)} | {
+        (x, y) for batch in batches for x in batch for y in draws}  # φ once per (prompt, response)
+    assert events == ["generator", "close", "reward", "reward", "cost", "cost"] * 2
+
+    def bonus(phi: torch.Tensor, diffs: list[torch.Tensor], alpha: float) -> float:
+        sigma = 0.5 * torch.eye(3, dtype=torch.float64) + sum(torch.outer(d, d) for d in diffs)
+        return alpha * float(phi @ torch.linalg.inv(sigma) @ phi) ** 0.5
+
+    def diffs(pairs) -> list[torch.Tensor]:
+        return [unit_feature(p.prompt, p.chosen) - unit_feature(p.prompt, p.rejected) for p in pairs]
+
+    for k, call, lam in ((1, p1, 2.0), (2, p2, 2.5)):  # λ_2 = 2 + 1·(0.6 − 0.1)
+        seen = [x for batch in batches[:k] for x in batch]
+        d_r = diffs(REWARD_PAIRS) + [unit_feature(x, draws[1]) - unit_feature(x, draws[0]) for x in seen]
+        d_c = diffs(COST_PAIRS + online_c[: 3 * k])
+
+        def big_b(x: str, y: str) -> float:
+            return bonus(unit_feature(x, y), d_r, 0.3) + lam * bonus(unit_feature(x, y), d_c, 0.7)
+
+        want = [(big_b(p.prompt, p.rejected) - big_b(p.prompt, p.chosen)) / lam for p in call["pairs"]]
+        assert call["margins"] == pytest.approx(want, rel=1e-9) and call["beta"] == pytest.approx(ctx.cfg.train.beta / lam)
+        assert res.trajectory[k - 1]["bonus_margin_mean"] == pytest.approx(sum(want) / len(want), rel=1e-9)
+    assert [(r["lambda"], r["new_reward_pairs"], r["reward_pairs"], r["cost_pairs"]) for r in log] == [(2.0, 3, 7, 6), (2.5, 3, 10, 9)]
+    assert [(c["policy"], c["reference"], c["units"], c["prompts"], c["temperature"], c["same_as_reference"]) for c in est.calls] == [
+        (pi_1, pi_r, "unsafe_rate", DUAL[:1], 0.3, False), (ctx.out_dir, pi_r, "unsafe_rate", DUAL[:1], 0.3, False)]
+
+
+def test_online_fixed_lambda_and_warm_start_from_pi_r(tmp_path, fake_dpo, monkeypatch) -> None:
+    """A fixed λ is kept through every online iteration (no dual step), each primal at β/λ from π_r̂ when
+    warm_start = pi_r; at least one iteration is required, since the online loop is what writes the model."""
+    import harness.models
+    import methods.pddpo_online as online
+
+    monkeypatch.setattr(online, "response_features", lambda model, tok, prompts, responses, cfg, device: torch.ones(len(responses), 2))
+    monkeypatch.setattr(harness.models, "load_policy", lambda *a: (SimpleNamespace(config=SimpleNamespace(hidden_size=2)), None))
+    monkeypatch.setattr(online, "dual_estimate", ScriptedEstimates([0.9, 0.9]))
+    m, ctx, log = make_ctx(tmp_path, "pddpo-online", ["method.fixed_lambda=4", "method.warm_start=pi_r", "method.num_iterations=2",
+                                                      "method.beta=0.2"], respond=lambda x, ps: ("r=1 c=-1", "r=2 c=1")[ps.seed % 2])
+    res = m.train(ctx)
+    pi_r = ctx.work_dir / "pi_r_hat"
+    assert [(c["init"], c["ref"], c["beta"]) for c in fake_dpo.calls[1:]] == [(pi_r, pi_r, pytest.approx(0.05))] * 2
+    assert [(r["lambda"], r["lambda_next"], r["trained"]) for r in log] == [(4.0, 4.0, True)] * 2 and res.extra["lambda_final"] == 4.0
+    assert not (ctx.work_dir / "pi_1").exists()  # superseded iterates are deleted unless keep_iterates
+    with pytest.raises(BenchError, match="num_iterations': 0 runs no online iteration; use an int >= 1"):
+        make_ctx(tmp_path / "zero", "pddpo-online", ["method.fixed_lambda=4", "method.num_iterations=0"])
 
 
 # -- MoCAN / PeCAN --------------------------------------------------------------------------------------------------
