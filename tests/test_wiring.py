@@ -38,6 +38,7 @@ class FakeScorer:
         self.kind, self.is_binary, self.fn, self.asked = kind, False, fn, []
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        assert len(prompts) == len(responses), "one prompt per response"
         self.asked.append(list(responses))
         return [float(self.fn(r)) for r in responses]
 
@@ -518,6 +519,7 @@ def test_online_pairs_put_the_cheaper_response_first(tmp_path) -> None:
         "p1": ("r=5 c=-2", "r=0 c=1"),  # first is better on both
         "p2": ("r=1 c=1", "r=1 c=1"),  # identical: no pair of either kind
         "p3": ("r=2 c=0", "r=2 c=0.5"),  # reward tie: only a cost pair
+        "p4": ("r=1 c=-1", "r=0 c=0"), "p5": ("r=0 c=0", "r=1 c=-1"), "p6": ("r=1 c=1", "r=2 c=0"),  # cost 0 is safe
     }
 
     def respond(prompt, params):
@@ -525,10 +527,14 @@ def test_online_pairs_put_the_cheaper_response_first(tmp_path) -> None:
 
     m, ctx, _ = make_ctx(tmp_path, "pddpo-online", ["seed=0"], respond=respond)
     new_r, new_c = m._sample_pairs(ctx, "policy", list(answers), k=1)
-    assert [(p.prompt, p.chosen, p.rejected) for p in new_r] == [("p0", "r=3 c=-1", "r=1 c=2"), ("p1", "r=5 c=-2", "r=0 c=1")]
+    assert [(p.prompt, p.chosen, p.rejected) for p in new_r] == [("p0", "r=3 c=-1", "r=1 c=2"), ("p1", "r=5 c=-2", "r=0 c=1"),
+                                                                 ("p4", "r=1 c=-1", "r=0 c=0"), ("p5", "r=1 c=-1", "r=0 c=0"),
+                                                                 ("p6", "r=2 c=0", "r=1 c=1")]
     assert [(p.prompt, p.chosen, p.rejected) for p in new_c] == [("p0", "r=3 c=-1", "r=1 c=2"), ("p1", "r=5 c=-2", "r=0 c=1"),
-                                                                 ("p3", "r=2 c=0", "r=2 c=0.5")]
-    assert [(p.chosen_safe, p.rejected_safe) for p in new_c] == [(True, False), (True, False), (True, False)]
+                                                                 ("p3", "r=2 c=0", "r=2 c=0.5"), ("p4", "r=1 c=-1", "r=0 c=0"),
+                                                                 ("p5", "r=1 c=-1", "r=0 c=0"), ("p6", "r=2 c=0", "r=1 c=1")]
+    assert [(p.chosen_safe, p.rejected_safe) for p in new_c] == [(True, False), (True, False), (True, False), (True, True), (True, True),
+                                                                 (True, False)]
     assert all(p.source == "online:iter1" for p in new_r + new_c)
 
 
@@ -609,6 +615,7 @@ def test_online_margins_use_every_pair_so_far_in_each_covariance(tmp_path, fake_
     batches = [rng.sample(sorted({p.prompt for p in REWARD_PAIRS + COST_PAIRS}), 3) for _ in range(2)]
     online_c = [PreferencePair(x, draws[0], draws[1], chosen_safe=True, rejected_safe=False, source=f"online:iter{k}")
                 for k, batch in enumerate(batches, start=1) for x in batch]
+    assert (stage1["pairs"], stage1["init"], stage1["ref"], stage1["beta"], stage1["out"]) == (REWARD_PAIRS, ctx.policy_path, None, ctx.cfg.train.beta, pi_r)
     assert p1["pairs"] == COST_PAIRS + online_c[:3] and p2["pairs"] == COST_PAIRS + online_c
     assert (p1["init"], p2["init"], p1["ref"], p2["ref"], p2["out"]) == (pi_r, pi_1, pi_r, pi_r, ctx.out_dir) and pi_1.exists()  # kept
     assert all(c["cfg"] is ctx.cfg and c["device"] == "cpu" for c in fake_dpo.calls)
@@ -655,6 +662,16 @@ def test_online_fixed_lambda_and_warm_start_from_pi_r(tmp_path, fake_dpo, monkey
     assert [(c["init"], c["ref"], c["beta"]) for c in fake_dpo.calls[1:]] == [(pi_r, pi_r, pytest.approx(0.05))] * 2
     assert [(r["lambda"], r["lambda_next"], r["trained"]) for r in log] == [(4.0, 4.0, True)] * 2 and res.extra["lambda_final"] == 4.0
     assert not (ctx.work_dir / "pi_1").exists()  # superseded iterates are deleted unless keep_iterates
+    est = ScriptedEstimates([0.9, 0.9])
+    monkeypatch.setattr(online, "dual_estimate", est)
+    m, ctx, log = make_ctx(tmp_path / "lam0", "pddpo-online", ["method.fixed_lambda=0", "method.num_iterations=2"],
+                           respond=lambda x, ps: ("r=1 c=-1", "r=2 c=1")[ps.seed % 2])
+    sampled, factory = [], ctx.make_generator
+    ctx.make_generator = lambda model, tokenizer=None: sampled.append(model) or factory(model)
+    m.train(ctx)
+    pi_r = ctx.work_dir / "pi_r_hat"  # λ = 0: every iterate is π_r̂ itself, copied only into the final folder
+    assert sampled == [pi_r, pi_r] and [c["policy"] for c in est.calls] == [pi_r, ctx.out_dir] and len(fake_dpo.calls) == 4
+    assert [c["same_as_reference"] for c in est.calls] == [True, True] and not (ctx.work_dir / "pi_1").exists()
     with pytest.raises(BenchError, match="num_iterations': 0 runs no online iteration; use an int >= 1"):
         make_ctx(tmp_path / "zero", "pddpo-online", ["method.fixed_lambda=4", "method.num_iterations=0"])
 
@@ -1174,7 +1191,7 @@ def test_online_pddpo_two_iterations_records_and_lambda_zero_guard(tmp_path, fak
         with pytest.raises(BenchError, match="(sample_temperature': 0.0|warm_start': 'other') is out of range; use (a value > 0|one of previous, pi_r)"):
             make_ctx(tmp_path / bad.split("=")[-1], "pddpo-online", [bad])
     m, ctx, _ = make_ctx(tmp_path / "nocost", "pddpo-online", cost_pairs=[])
-    with pytest.raises(BenchError, match="offline reward and cost pairs"):
+    with pytest.raises(BenchError, match="^pddpo-online needs offline reward and cost pairs in the train fold, but there are no cost pairs"):
         m.train(ctx)
 
 
