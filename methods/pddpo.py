@@ -111,7 +111,7 @@ def dual_prompts(ctx: TrainContext, limit: int) -> list[str]:
     return prompts
 
 
-def networks_held(ctx: TrainContext, extra: list[str] | None = None) -> list[str]:
+def networks_held(extra: list[str] | None = None) -> list[str]:
     return ["policy", "pi_r_hat (frozen stage-2 reference: log-probs on D_c cached once; reloaded at dual time for KL)",
             *(extra or []), "cost annotator (dual time)", "reward annotator (trajectory logging only)"]
 
@@ -167,7 +167,7 @@ class PDDPO:
             lam = lam_next
 
         return TrainResult(
-            model_path=str(ctx.out_dir), models_trained=2, networks_held=networks_held(ctx), trajectory=trajectory,
+            model_path=str(ctx.out_dir), models_trained=2, networks_held=networks_held(), trajectory=trajectory,
             extra={"mode": "fixed_lambda" if fixed else "primal_dual", "beta": beta, "threshold": b, "threshold_units": units,
                    "lambda_final": lam, "iterations": iterations, "warm_start": c.warm_start,
                    "provenance": "PD-DPO v1 ran fixed λ = 5 with no dual update [paper]; every other setting is [ours]"},

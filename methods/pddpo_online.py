@@ -131,7 +131,7 @@ class OnlinePDDPO(PDDPO):
         del feat_model
         return TrainResult(
             model_path=str(ctx.out_dir), models_trained=2,
-            networks_held=networks_held(ctx, ["frozen SFT feature model (φ for the elliptical bonuses)"]), trajectory=trajectory,
+            networks_held=networks_held(["frozen SFT feature model (φ for the elliptical bonuses)"]), trajectory=trajectory,
             extra={"mode": "online", "beta": beta, "threshold": b, "threshold_units": units, "lambda_final": lam,
                    "iterations": c.num_iterations, "loss": "RECONSTRUCTION (methods.md §2.8), not the paper's loss",
                    "provenance": "no O-PD-DPO experiment is known [paper]; every setting here is [ours]"},

@@ -385,7 +385,7 @@ class ScriptedEstimates:
         self.estimates, self.calls = list(estimates), []
 
     def __call__(self, ctx, policy, reference, units, prompts, temperature=None, same_as_reference=False):
-        self.calls.append(dict(policy=Path(policy), reference=Path(reference), units=units, prompts=list(prompts),
+        self.calls.append(dict(ctx=ctx, policy=Path(policy), reference=Path(reference), units=units, prompts=list(prompts),
                                temperature=temperature, same_as_reference=same_as_reference))
         return {"cost_estimate": self.estimates.pop(0), "unsafe_rate": -1.0, "mean_cost": -1.0, "reward": 0.0, "kl_to_pi_r": 0.0}
 
@@ -520,6 +520,8 @@ def test_online_pairs_put_the_cheaper_response_first(tmp_path) -> None:
         "p2": ("r=1 c=1", "r=1 c=1"),  # identical: no pair of either kind
         "p3": ("r=2 c=0", "r=2 c=0.5"),  # reward tie: only a cost pair
         "p4": ("r=1 c=-1", "r=0 c=0"), "p5": ("r=0 c=0", "r=1 c=-1"), "p6": ("r=1 c=1", "r=2 c=0"),  # cost 0 is safe
+        "p7": ("r=1 c=0.5", "r=0 c=2"), "p8": ("r=0 c=3", "r=1 c=0.5"),  # any cost > 0 is unsafe
+        "p9": ("r=1 c=1", "r=2 c=1"),  # cost tie: only a reward pair
     }
 
     def respond(prompt, params):
@@ -529,12 +531,14 @@ def test_online_pairs_put_the_cheaper_response_first(tmp_path) -> None:
     new_r, new_c = m._sample_pairs(ctx, "policy", list(answers), k=1)
     assert [(p.prompt, p.chosen, p.rejected) for p in new_r] == [("p0", "r=3 c=-1", "r=1 c=2"), ("p1", "r=5 c=-2", "r=0 c=1"),
                                                                  ("p4", "r=1 c=-1", "r=0 c=0"), ("p5", "r=1 c=-1", "r=0 c=0"),
-                                                                 ("p6", "r=2 c=0", "r=1 c=1")]
+                                                                 ("p6", "r=2 c=0", "r=1 c=1"), ("p7", "r=1 c=0.5", "r=0 c=2"),
+                                                                 ("p8", "r=1 c=0.5", "r=0 c=3"), ("p9", "r=2 c=1", "r=1 c=1")]
     assert [(p.prompt, p.chosen, p.rejected) for p in new_c] == [("p0", "r=3 c=-1", "r=1 c=2"), ("p1", "r=5 c=-2", "r=0 c=1"),
                                                                  ("p3", "r=2 c=0", "r=2 c=0.5"), ("p4", "r=1 c=-1", "r=0 c=0"),
-                                                                 ("p5", "r=1 c=-1", "r=0 c=0"), ("p6", "r=2 c=0", "r=1 c=1")]
+                                                                 ("p5", "r=1 c=-1", "r=0 c=0"), ("p6", "r=2 c=0", "r=1 c=1"),
+                                                                 ("p7", "r=1 c=0.5", "r=0 c=2"), ("p8", "r=1 c=0.5", "r=0 c=3")]
     assert [(p.chosen_safe, p.rejected_safe) for p in new_c] == [(True, False), (True, False), (True, False), (True, True), (True, True),
-                                                                 (True, False)]
+                                                                 (True, False), (False, False), (False, False)]
     assert all(p.source == "online:iter1" for p in new_r + new_c)
 
 
@@ -642,8 +646,8 @@ def test_online_margins_use_every_pair_so_far_in_each_covariance(tmp_path, fake_
         assert call["margins"] == pytest.approx(want, rel=1e-9) and call["beta"] == pytest.approx(ctx.cfg.train.beta / lam)
         assert res.trajectory[k - 1]["bonus_margin_mean"] == pytest.approx(sum(want) / len(want), rel=1e-9)
     assert [(r["lambda"], r["new_reward_pairs"], r["reward_pairs"], r["cost_pairs"]) for r in log] == [(2.0, 3, 7, 6), (2.5, 3, 10, 9)]
-    assert [(c["policy"], c["reference"], c["units"], c["prompts"], c["temperature"], c["same_as_reference"]) for c in est.calls] == [
-        (pi_1, pi_r, "unsafe_rate", DUAL[:1], 0.3, False), (ctx.out_dir, pi_r, "unsafe_rate", DUAL[:1], 0.3, False)]
+    assert [(c["ctx"], c["policy"], c["reference"], c["units"], c["prompts"], c["temperature"], c["same_as_reference"]) for c in est.calls] == [
+        (ctx, pi_1, pi_r, "unsafe_rate", DUAL[:1], 0.3, False), (ctx, ctx.out_dir, pi_r, "unsafe_rate", DUAL[:1], 0.3, False)]
 
 
 def test_online_fixed_lambda_and_warm_start_from_pi_r(tmp_path, fake_dpo, monkeypatch) -> None:
@@ -1186,7 +1190,8 @@ def test_online_pddpo_two_iterations_records_and_lambda_zero_guard(tmp_path, fak
     assert "frozen SFT feature model (φ for the elliptical bonuses)" in res.networks_held
     assert {k: res.extra[k] for k in ("mode", "beta", "threshold", "threshold_units", "lambda_final", "iterations")} == {
         "mode": "online", "beta": 0.1, "threshold": 0.2, "threshold_units": "unsafe_rate", "lambda_final": 0.0, "iterations": 2}
-    assert "RECONSTRUCTION" in res.extra["loss"] and "[ours]" in res.extra["provenance"]
+    assert (res.extra["loss"], res.extra["provenance"]) == ("RECONSTRUCTION (methods.md §2.8), not the paper's loss",
+                                                            "no O-PD-DPO experiment is known [paper]; every setting here is [ours]")
     for bad in ("method.sample_temperature=0", "method.warm_start=other"):
         with pytest.raises(BenchError, match="(sample_temperature': 0.0|warm_start': 'other') is out of range; use (a value > 0|one of previous, pi_r)"):
             make_ctx(tmp_path / bad.split("=")[-1], "pddpo-online", [bad])
