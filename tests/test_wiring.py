@@ -284,7 +284,8 @@ def test_sacpo_kto_runs_kto_on_safety_labels_from_pi_r(tmp_path, fake_dpo, monke
     fake_kto = FakeKTO()
     monkeypatch.setattr(harness.kto, "train_kto", fake_kto)
     monkeypatch.setattr("harness.dpo.read_train_record", lambda path: {"train_loss": 0.4, "steps": 1, "examples": 6, "desirable": 3})
-    m, ctx, log = make_ctx(tmp_path, "sacpo-kto", ["method.beta=0.2", "method.lambda_=4.0", "method.undesirable_weight=1.5"])
+    m, ctx, log = make_ctx(tmp_path, "sacpo-kto", ["method.beta=0.2", "method.lambda_=4.0", "method.desirable_weight=2.0",
+                                                 "method.undesirable_weight=1.5"])
     res = m.train(ctx)
     (helpful,), (safe,) = fake_dpo.calls, fake_kto.calls
     assert helpful["pairs"] == REWARD_PAIRS and helpful["beta"] == 0.2 and helpful["init"] == ctx.policy_path
@@ -292,7 +293,7 @@ def test_sacpo_kto_runs_kto_on_safety_labels_from_pi_r(tmp_path, fake_dpo, monke
     assert safe["init"] == helpful["out"] and safe["beta"] == pytest.approx(0.05) and safe["out"] == ctx.out_dir
     assert [(e.completion, e.desirable) for e in safe["examples"]] == [(y, ok) for p in COST_PAIRS for y, ok in
                                                                       ((p.chosen, True), (p.rejected, False))]
-    assert safe["desirable_weight"] is None and safe["undesirable_weight"] == 1.5 and safe["run_name"] == "sacpo-safe-kto"
+    assert safe["desirable_weight"] == 2.0 and safe["undesirable_weight"] == 1.5 and safe["run_name"] == "sacpo-safe-kto"
     assert safe["cfg"] is ctx.cfg and safe["device"] == "cpu"
     assert [(r["stage"], r["loss"]) for r in log] == [("helpful", "dpo"), ("safe", "kto")]
     assert log[1] == {"stage": "safe", "step": 2, "loss": "kto", "beta": safe["beta"], "train_loss": 0.4, "steps": 1, "pairs": None,
