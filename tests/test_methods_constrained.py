@@ -102,6 +102,79 @@ def test_projected_gradient_descent_on_quadratics() -> None:
     assert not res.converged and res.attempts == 5 and res.total_iterations == 5 * 200
 
 
+def test_projected_gradient_descent_settings_iterations_and_stops() -> None:
+    """D' = 2(λ − 3) with η = 0.5 jumps to λ* = 3 in one step; the window, min_iters, restarts with η halved, a
+    non-finite gradient and the λ cap each decide when it stops and what it reports."""
+    from harness.can_dual import projected_gradient_descent as pgd
+
+    for bad in (dict(eta=0.0), dict(tol=0.0), dict(window=0), dict(max_iters=0), dict(max_attempts=0)):
+        with pytest.raises(ValueError, match=r"^projected_gradient_descent needs eta > 0, tol > 0, window >= 1, max_iters >= 1, max_attempts >= 1$"):
+            pgd(lambda lam: 0.0, **bad)
+    jump = lambda lam: 2 * (lam - 3.0)  # noqa: E731
+    res = pgd(jump, eta=0.5)  # min_iters 10: converged only at the 10th step
+    assert (res.converged, res.lam, res.iterations, res.total_iterations, res.attempts, res.trajectory) == (True, 3.0, 10, 10, 1, [1.0] + [3.0] * 10)
+    assert pgd(jump, eta=0.5, min_iters=0).iterations == 5  # the window of 5 iterates must exclude λ_0 = 1
+    assert pgd(jump, eta=0.5, min_iters=0, window=2).iterations == 2
+    assert pgd(jump, eta=0.5, lambda_init=-2.0, min_iters=0, window=1).trajectory == [0.0, 3.0]  # λ_0 is projected too
+    # D' = −1 forever, no cap: three attempts at η = 2, 1, 0.5 of two steps each; the last attempt is reported
+    down = pgd(lambda lam: -1.0, eta=2.0, max_iters=2, max_attempts=3)
+    assert (down.converged, down.infeasible, down.lam, down.iterations, down.total_iterations, down.attempts, down.eta, down.grad,
+            down.trajectory) == (False, False, 2.0, 2, 6, 3, 0.5, -1.0, [1.0, 1.5, 2.0])
+    # the cap: λ 0 → 2 → 4 → 6 passes 5 at step 3 with every gradient negative
+    capped = pgd(lambda lam: -1.0, eta=2.0, lambda_init=0.0, lambda_cap=5.0)
+    assert (capped.infeasible, capped.converged, capped.lam, capped.iterations, capped.total_iterations, capped.attempts) == (True, False, 6.0, 3, 3, 1)
+    assert capped.reason == "λ passed the cap 5 after 3 steps with the gradient negative throughout"
+    # one positive gradient first: past the cap is not proof of infeasibility, the attempt runs on
+    bounce = pgd(lambda lam: 1.0 if lam == 1.0 else -1.0, eta=2.0, lambda_cap=5.0, max_iters=10, max_attempts=1)
+    assert not bounce.infeasible and bounce.iterations == 10 and bounce.lam == 18.0
+    # a non-finite gradient ends each attempt before its first step
+    nan = pgd(lambda lam: float("nan"), eta=2.0, max_attempts=2)
+    assert (nan.converged, nan.lam, nan.iterations, nan.total_iterations, nan.attempts, nan.eta, nan.trajectory) == (False, 1.0, 1, 0, 2, 1.0, [1.0])
+    assert math.isnan(nan.grad)
+
+
+def test_can_dual_results_records_and_messages(tmp_path) -> None:
+    from harness.can_dual import DualResult, infeasible_result, keep_with_model, max_slack, score_matrix, write_jsonl
+
+    res = DualResult(2.0, True, 3, 4, 1, 0.5, 1e-6, [1.0, 2.0], max_slack=0.3)
+    assert res.summary() == {"lam": 2.0, "converged": True, "iterations": 3, "total_iterations": 4, "attempts": 1, "eta": 0.5,
+                             "grad": 1e-6, "infeasible": False, "max_slack": 0.3, "reason": ""}
+    out = infeasible_result(0.5, 40.0, -0.25, "E[g] ≥ b = 1")
+    assert out == DualResult(40.0, False, 0, 0, 0, 0.0, -0.25, [0.5], infeasible=True, max_slack=-0.25,
+                             reason="E[g] ≥ b = 1: the largest slack any λ reaches on these samples is -0.25 <= 0")
+    assert max_slack([[1.0, -1.0, 0.5], [0.0, 2.0, -3.0]], 0.25) == 1.25  # mean of the row maxima (1, 2), minus the offset
+    with pytest.raises(ValueError, match=r"^constraint must be a non-empty \(prompts, samples\) matrix, got shape \(3,\)$"):
+        max_slack([1.0, 2.0, 3.0], 0.0)
+    for bad, shape in (([[]], r"\(1, 0\)"), (np.zeros((2, 2, 2)), r"\(2, 2, 2\)")):
+        with pytest.raises(ValueError, match=rf"^x must be a non-empty \(prompts, samples\) matrix, got shape {shape}$"):
+            score_matrix(bad, "x")
+    assert score_matrix([[1, 2]], "x").dtype == torch.float64
+    path = write_jsonl(tmp_path / "new" / "rows.jsonl", [{"a": "é"}, {"b": 2}])  # the folder is made; text kept as UTF-8
+    assert path.read_text(encoding="utf-8") == '{"a": "é"}\n{"b": 2}\n'
+    (tmp_path / "model").mkdir()
+    kept = keep_with_model(path, tmp_path / "model")
+    assert kept == tmp_path / "model" / "rows.jsonl" and kept.read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
+
+
+def test_can_dual_config_solver_and_resolve_lambda_messages() -> None:
+    from harness.can_dual import DualResult
+
+    cfg = CANDualConfig(lambda_init=0.5, eta=1.5, tol=1e-4, window=3, max_iters=7, min_iters=2, max_attempts=4, lambda_cap=9.0)
+    assert cfg.solver() == dict(lambda_init=0.5, eta=1.5, tol=1e-4, window=3, max_iters=7, min_iters=2, max_attempts=4, lambda_cap=9.0)
+    with pytest.raises(BenchError, match=r"^the dual needs temperature > 0 \(distinct samples from π_ref\), or a fixed lambda_$"):
+        CANDualConfig(temperature=0.0).validate()
+    raising = CANDualConfig(on_infeasible="raise")
+    assert resolve_lambda(DualResult(2.5, True, 3, 3, 1, 2.0, 0.0), raising, "X") == 2.5
+    stuck = DualResult(12.3456, False, 200, 1000, 5, 0.125, -0.5)
+    with pytest.raises(BenchError, match=r"^MoCAN: the dual did not converge after 5 attempts \(last λ = 12\.35, gradient -0\.5\): the constraint "
+                                         r"is likely infeasible on these samples \(loosen the bound, add samples, or set on_infeasible=last / lambda_\)$"):
+        resolve_lambda(stuck, raising, "MoCAN")
+    capped = DualResult(60.0, False, 3, 7, 1, 2.0, -1.0, infeasible=True, reason="λ passed the cap")
+    with pytest.raises(BenchError, match=r"^PeCAN: the dual is infeasible \(λ passed the cap\); stopped after 7 iterations, λ = 60 \(loosen"):
+        resolve_lambda(capped, raising, "PeCAN")
+    assert resolve_lambda(stuck, CANDualConfig(), "MoCAN") == 12.3456 and resolve_lambda(capped, CANDualConfig(), "PeCAN") == 60.0
+
+
 @pytest.mark.parametrize("beta,b", [(1.0, 0.5), (1.0, 1.0), (0.1, 0.5), (0.5, 0.2)])
 def test_mocan_dual_matches_bisection(beta: float, b: float) -> None:
     rng = np.random.default_rng(0)
@@ -134,6 +207,36 @@ def test_mocan_dual_zero_when_slack_and_infeasible_when_unreachable() -> None:
         mocan_dual(r, g[:, :4], 0.0, 1.0)  # shapes must agree
 
 
+def test_mocan_dual_refuses_bad_input_and_passes_the_solver_settings() -> None:
+    """r = 0, g = (1, −1): E_λ[g] = tanh(λ/β), at most 1. Error messages name the bad input."""
+    from methods.mocan import mocan_dual_grad
+
+    r, g = np.zeros((1, 2)), np.array([[1.0, -1.0]])
+    with pytest.raises(ValueError, match=r"^mocan_dual needs beta > 0 \(got 0\)$"):
+        mocan_dual(r, g, 0.2, 0)
+    with pytest.raises(ValueError, match=r"^r and g must have the same shape, got \(1, 2\) and \(1, 3\)$"):
+        mocan_dual(r, np.zeros((1, 3)), 0.2, 0.5)
+    for call, name in ((lambda: mocan_dual([0.0, 0.0], g, 0.2, 0.5), "r"), (lambda: mocan_dual(r, [1.0, -1.0], 0.2, 0.5), "g"),
+                       (lambda: mocan_dual_grad(0.0, [0.0, 0.0], g, 0.2, 0.5), "r"), (lambda: mocan_dual_grad(0.0, r, [1.0, -1.0], 0.2, 0.5), "g"),
+                       (lambda: mocan_dual_value(0.0, [0.0, 0.0], g, 0.2, 0.5), "r"), (lambda: mocan_dual_value(0.0, r, [1.0, -1.0], 0.2, 0.5), "g")):
+        with pytest.raises(ValueError, match=rf"^{name} must be a non-empty \(prompts, samples\) matrix, got shape \(2,\)$"):
+            call()
+    assert mocan_dual_grad(0.5 * math.atanh(0.5), r, g, 0.2, 0.5) == pytest.approx(0.5 - 0.2, rel=1e-12)
+    # D̂(1) = β·log mean exp((g − b)/β) = 0.5·log((e^1.6 + e^−2.4)/2)
+    assert mocan_dual_value(1.0, r, g, 0.2, 0.5) == pytest.approx(0.5 * math.log((math.exp(1.6) + math.exp(-2.4)) / 2), rel=1e-12)
+
+    ok = mocan_dual(r, g, 0.2, 0.5, eta=0.5, lambda_init=0.25)
+    assert ok.converged and ok.eta == 0.5 and ok.trajectory[0] == 0.25 and ok.lam == pytest.approx(0.5 * math.atanh(0.2), abs=1e-4)
+    assert ok.max_slack == pytest.approx(0.8, rel=1e-12)
+    # b = 1.2 > 1: stopped before any step, at λ_cap, with the settings' λ_0 as the only iterate
+    out = mocan_dual(r, g, 1.2, 0.5, lambda_init=2.0, lambda_cap=7.0)
+    assert out.infeasible and out.lam == 7.0 and out.trajectory == [2.0] and out.max_slack == pytest.approx(-0.2, rel=1e-12)
+    assert out.reason.startswith("E[g] ≥ b = 1.2: the largest slack")
+    assert [(x.lam, x.trajectory) for x in (mocan_dual(r, g, 1.2, 0.5), mocan_dual(r, g, 1.2, 0.5, lambda_cap=None))] == [(100.0, [1.0])] * 2
+    free = mocan_dual(r, g, 1.2, 0.5, check_feasible=False, max_iters=3, max_attempts=1, lambda_cap=None)
+    assert not free.infeasible and free.total_iterations == 3 and free.max_slack == pytest.approx(-0.2, rel=1e-12)
+
+
 @pytest.mark.parametrize("margin,beta", [(0.0, 0.1), (0.1, 0.1), (0.2, 0.5)])
 def test_pecan_dual_matches_bisection(margin: float, beta: float) -> None:
     rng = np.random.default_rng(2)
@@ -143,6 +246,35 @@ def test_pecan_dual_matches_bisection(margin: float, beta: float) -> None:
     res = pecan_dual(h_r, h_g, margin, beta)
     assert res.converged and want > 0
     assert res.lam == pytest.approx(want, abs=1e-3)
+
+
+def test_pecan_dual_refuses_bad_input_and_passes_the_solver_settings() -> None:
+    """h_g = (1, −1), h_r = 0: E_λ[h_g] − E_ref[h_g] = tanh(λ), at most 1 nat. Error messages name the bad input."""
+    from methods.pecan import pecan_dual_grad, pecan_max_slack
+
+    h_r, h_g = np.zeros((1, 2)), np.array([[1.0, -1.0]])
+    with pytest.raises(ValueError, match=r"^pecan_dual needs beta > 0 \(got 0\)$"):
+        pecan_dual(h_r, h_g, 0.1, 0)
+    with pytest.raises(ValueError, match=r"^h_r and h_g must have the same shape, got \(1, 2\) and \(1, 3\)$"):
+        pecan_dual(h_r, np.zeros((1, 3)), 0.1, 0.5)
+    for call, name in ((lambda: pecan_dual([0.0, 0.0], h_g, 0.1, 0.5), "h_r"), (lambda: pecan_dual(h_r, [1.0, -1.0], 0.1, 0.5), "h_g"),
+                       (lambda: pecan_dual_grad(0.0, [0.0, 0.0], h_g, 0.1, 0.5), "h_r"),
+                       (lambda: pecan_dual_grad(0.0, h_r, [1.0, -1.0], 0.1, 0.5), "h_g"), (lambda: pecan_max_slack([1.0], 0.1, 0.5), "h_g")):
+        with pytest.raises(ValueError, match=rf"^{name} must be a non-empty \(prompts, samples\) matrix, got shape \([12],\)$"):
+            call()
+    assert pecan_dual_grad(math.atanh(0.5), h_r, h_g, 0.1, 0.5) == pytest.approx(0.5 - 0.2, rel=1e-12)
+    assert pecan_max_slack(h_g + 3.0, 0.1, 0.5) == pytest.approx(1.0 - 0.2, rel=1e-12)  # relative: a shift of h_g cancels
+
+    ok = pecan_dual(h_r, h_g, 0.1, 0.5, eta=0.5, lambda_init=0.25)
+    assert ok.converged and ok.eta == 0.5 and ok.trajectory[0] == 0.25 and ok.lam == pytest.approx(math.atanh(0.2), abs=1e-4)
+    assert ok.max_slack == pytest.approx(0.8, rel=1e-12)
+    # b/β = 1.2 > 1: stopped before any step, at λ_cap, with the settings' λ_0 as the only iterate
+    out = pecan_dual(h_r, h_g, 0.6, 0.5, lambda_init=2.0, lambda_cap=7.0)
+    assert out.infeasible and out.lam == 7.0 and out.trajectory == [2.0] and out.max_slack == pytest.approx(-0.2, rel=1e-12)
+    assert out.reason.startswith("E_π[h_g] − E_π_ref[h_g] ≥ b/β = 1.2 nats: the largest slack")
+    assert [(r.lam, r.trajectory) for r in (pecan_dual(h_r, h_g, 0.6, 0.5), pecan_dual(h_r, h_g, 0.6, 0.5, lambda_cap=None))] == [(100.0, [1.0])] * 2
+    free = pecan_dual(h_r, h_g, 0.6, 0.5, check_feasible=False, max_iters=3, max_attempts=1, lambda_cap=None)
+    assert not free.infeasible and free.total_iterations == 3 and free.max_slack == pytest.approx(-0.2, rel=1e-12)
 
 
 def test_pecan_scores_beta_flag() -> None:
@@ -188,6 +320,22 @@ def test_relabel_extreme_and_even_scores() -> None:
     assert abs(rate - 0.5) < 0.03
     with pytest.raises(ValueError):
         relabel(pairs[:3], [0.0] * 2, [0.0] * 3, seed=0)
+
+
+def test_relabel_rows_record_the_draw_and_lengths_must_match() -> None:
+    pairs = [_pair(0, True, False), _pair(1, True, False)]
+    u = np.random.default_rng(3).random(2).tolist()
+    out, rows = relabel(pairs, [60.0, 0.0], [0.0, 60.0], seed=3)  # σ(±60): keep the first, swap the second
+    assert out == [pairs[0], pairs[1].swapped()]
+    assert rows == [
+        {"prompt": "prompt 0", "chosen": "good 0", "rejected": "bad 0", "swapped": False, "p_keep": 1.0, "u": u[0],
+         "score_original_chosen": 60.0, "score_original_rejected": 0.0, "source": "test:0"},
+        {"prompt": "prompt 1", "chosen": "bad 1", "rejected": "good 1", "swapped": True, "p_keep": pytest.approx(math.exp(-60), rel=1e-9),
+         "u": u[1], "score_original_chosen": 0.0, "score_original_rejected": 60.0, "source": "test:1"}]
+    with pytest.raises(ValueError, match=r"^relabel: 3 pairs but 2/3 scores$"):
+        relabel(pairs + pairs[:1], [0.0] * 2, [0.0] * 3, seed=0)
+    with pytest.raises(ValueError, match=r"^relabel: 3 pairs but 3/2 scores$"):
+        relabel(pairs + pairs[:1], [0.0] * 3, [0.0] * 2, seed=0)
 
 
 # -- SafeDPO --------------------------------------------------------------------------------------------------------

@@ -735,21 +735,25 @@ def test_mocan_dual_direction(tmp_path, fake_dpo, monkeypatch, bound: float, wan
 
 class FakeLogProbs:
     """Stands in for `methods.pecan._log_probs`: per model (by folder name), log-probs of the dual samples and of
-    each training pair's chosen/rejected response, read from the response text ("r=…" for π_r, "c=…" for π_g)."""
+    each training pair's chosen/rejected response, read from the response text: π_ref's is "p=…" (0 without one),
+    π_r's is p + r and π_g's p − c, so that log π_r/π_ref = r and log π_g/π_ref = −c (safety). Remembers each call."""
 
     def __init__(self):
         self.models: list[str] = []
+        self.calls: list[tuple] = []  # (model folder name, prompts, responses, batch_size)
 
     def __call__(self, path, ctx, prompts, responses, pairs, batch_size):
         name = Path(str(path)).name
         self.models.append(name)
+        self.calls.append((name, prompts, responses, batch_size))
 
         def lp(ys: list[str]) -> torch.Tensor:
+            ref = [float(dict(part.split("=") for part in y.split()).get("p", 0)) for y in ys]
             if name == "pi_r":
-                return torch.tensor([REWARD(y) for y in ys], dtype=torch.float64)
+                return torch.tensor([p + REWARD(y) for p, y in zip(ref, ys)], dtype=torch.float64)
             if name == "pi_g":
-                return torch.tensor([-COST(y) for y in ys], dtype=torch.float64)  # log π_g/π_ref = safety
-            return torch.zeros(len(ys), dtype=torch.float64)
+                return torch.tensor([p - COST(y) for p, y in zip(ref, ys)], dtype=torch.float64)
+            return torch.tensor(ref, dtype=torch.float64)
 
         return lp(responses), lp([p.chosen for p in pairs]), lp([p.rejected for p in pairs])
 
@@ -820,6 +824,194 @@ def test_pecan_beta_in_relabel_scales_the_scores(tmp_path, fake_dpo, monkeypatch
         res = m.train(ctx)
         row = json.loads(Path(res.extra["relabel"]["path"]).read_text())
         assert row["p_keep"] == pytest.approx(want, rel=1e-12)
+
+
+def spy_dpo_records(monkeypatch, fake_dpo: FakeDPO) -> list[dict[str, Any]]:
+    """On top of `fake_dpo`: keeps every keyword of each `train_dpo` call (device and cfg included) and gives each
+    output folder its own record (train loss 0.25·n, 10 + n steps, the pairs it was given, for the n-th call), so a
+    logged record shows which run it was read from."""
+    import harness.dpo
+
+    kwargs: list[dict[str, Any]] = []
+    records: dict[str, dict[str, Any]] = {}
+
+    def train(pairs, **kw):
+        out = fake_dpo(pairs, **kw)
+        kwargs.append(kw)
+        records[str(out)] = {"train_loss": 0.25 * len(kwargs), "steps": 10 + len(kwargs), "pairs": len(pairs)}
+        return out
+
+    monkeypatch.setattr(harness.dpo, "train_dpo", train)
+    monkeypatch.setattr(harness.dpo, "read_train_record", lambda path: records[str(path)])
+    return kwargs
+
+
+def test_pecan_dual_on_the_sampled_log_ratios_and_its_records(tmp_path, fake_dpo, monkeypatch) -> None:
+    """The dual gets h = log π_· − log π_ref of the K samples of each prompt, regrouped per prompt, with the configured
+    sampling, solver, margin and β; the relabel scores use the pairs' own log-ratios (β-scaled here). π_ref's log-probs
+    vary across responses, so h = log π_· + log π_ref gives other numbers. Every stage's record is pinned."""
+    import methods.pecan as pecan
+    from methods.pecan import pecan_dual
+
+    fake = FakeLogProbs()
+    monkeypatch.setattr(pecan, "_log_probs", fake)
+    samples = [["r=0 c=-1 p=-2", "r=1 c=1 p=-5", "r=0.5 c=0 p=-1"], ["r=2 c=0.5 p=-3", "r=0 c=-2 p=-4", "r=1 c=-1 p=-2"]]
+    asked: list[tuple] = []
+    monkeypatch.setattr(pecan, "sample_reference", lambda *a: asked.append(a) or (DUAL, samples))
+    kwargs = spy_dpo_records(monkeypatch, fake_dpo)
+    pairs = [pair(0, "r=1 c=1 p=-3", "r=0 c=-1 p=-1"), pair(1, "r=2 c=0 p=-2", "r=1 c=0.5 p=-6")]
+    m, ctx, log = make_ctx(tmp_path, "pecan", ["method.beta=0.5", "method.margin=0.1", "method.num_prompts=2", "method.samples_per_prompt=3",
+                                               "method.temperature=0.7", "method.top_p=0.9", "method.lambda_init=0.5",
+                                               "method.logprob_batch_size=3", "method.relabel_seed=11", "method.beta_in_relabel=true"],
+                           reward_pairs=pairs)
+    res = m.train(ctx)
+    assert asked == [(ctx, 2, 3, 0.7, 0.9)]
+    flat_p, flat_y = [DUAL[0]] * 3 + [DUAL[1]] * 3, samples[0] + samples[1]
+    assert sorted(fake.calls) == [(name, flat_p, flat_y, 3) for name in ("pi_g", "pi_r", "sft")]
+    assert [(k["beta"], k["device"], k["cfg"]) for k in kwargs] == [(0.5, "cpu", ctx.cfg)] * 3
+
+    hr, hg = np.array([[0, 1, 0.5], [2, 0, 1]]), np.array([[1, -1, 0], [-0.5, 2, 1]])
+    want = pecan_dual(hr, hg, 0.1, 0.5, **m.config.solver())
+    lam, dual = res.extra["lambda"], res.extra["dual"]
+    assert want.converged and want.trajectory[0] == 0.5 and lam == want.lam
+    stats = {"kl_ref_pi_g": -2.5 / 6, "h_r_mean": 0.75, "dual_prompts": 2, "samples_per_prompt": 3, "margin_over_beta": 0.2,
+             "h_g_best_minus_mean": 1.5 - 2.5 / 6, "h_g_std": float(np.std(hg))}
+    assert dual == {**want.summary(), **{k: dual[k] for k in stats}, "lambda_trajectory": want.trajectory}
+    assert {k: dual[k] for k in stats} == pytest.approx(stats, rel=1e-12)
+
+    rows = [json.loads(x) for x in Path(res.extra["relabel"]["path"]).read_text().splitlines()]
+    # s = β·(h_r + λ·h_g) on each original response: h_r = r, h_g = −c whatever π_ref's log-prob p
+    scores = [0.5 * (1 - lam), 0.5 * lam, 1.0, 0.5 * (1 - 0.5 * lam)]
+    assert [s for r in rows for s in (r["score_original_chosen"], r["score_original_rejected"])] == pytest.approx(scores, rel=1e-12)
+    assert [r["u"] for r in rows] == np.random.default_rng(11).random(2).tolist() and ctx.seed != 11
+    assert [(p.chosen, p.rejected) for p in fake_dpo.calls[-1]["pairs"]] == [(r["chosen"], r["rejected"]) for r in rows]
+    swapped = sum(r["swapped"] for r in rows)
+    assert res.extra["relabel"]["seed"] == 11 and res.extra["relabel"]["swapped"] == swapped
+    summary = {k: v for k, v in dual.items() if k != "lambda_trajectory"}
+    assert log == [{"stage": "pi_r", "train_loss": 0.25, "steps": 11, "pairs": 2}, {"stage": "pi_g", "train_loss": 0.5, "steps": 12, "pairs": 3},
+                   {"stage": "dual", "lambda": lam, **summary},
+                   {"stage": "relabel", "lambda": lam, "pairs": 2, "swapped": swapped, "swap_rate": swapped / 2},
+                   {"stage": "dpo", "lambda": lam, "train_loss": 0.75, "steps": 13}]
+
+
+def test_pecan_fixed_lambda_defaults_and_records(tmp_path, fake_dpo, monkeypatch) -> None:
+    """A fixed λ samples nothing (the log-prob passes get no dual samples), trains all three models at train.beta
+    from π_ref by default, relabels with the run seed, and records where every model and file went."""
+    import methods.pecan as pecan
+
+    fake = FakeLogProbs()
+    monkeypatch.setattr(pecan, "_log_probs", fake)
+    monkeypatch.setattr(pecan, "sample_reference", lambda *a: pytest.fail("a fixed λ samples nothing"))
+    kwargs = spy_dpo_records(monkeypatch, fake_dpo)
+    m, ctx, log = make_ctx(tmp_path, "pecan", ["method.lambda_=2", "method.margin=0.3"])
+    res = m.train(ctx)
+    beta = ctx.cfg.train.beta
+    assert sorted(fake.calls) == [(name, [], [], None) for name in ("pi_g", "pi_r", "sft")]
+    assert [(k["run_name"], k["init"], k["ref"], k["beta"], k["out_dir"], k["device"], k["cfg"]) for k in kwargs] == [
+        ("pecan-pi_r", ctx.policy_path, None, beta, ctx.work_dir / "pi_r", "cpu", ctx.cfg),
+        ("pecan-pi_g", ctx.policy_path, None, beta, ctx.work_dir / "pi_g", "cpu", ctx.cfg),
+        ("pecan", ctx.policy_path, None, beta, ctx.out_dir, "cpu", ctx.cfg)]
+    path = ctx.out_dir / "pecan_relabelled.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert (ctx.work_dir / "pecan_relabelled.jsonl").read_text() == path.read_text()
+    # s = h_r + λ·h_g = r − 2c on each original response of REWARD_PAIRS
+    assert [(r["score_original_chosen"], r["score_original_rejected"]) for r in rows] == [(0, 3), (5, -2), (5, 2), (1, -2)]
+    assert [r["u"] for r in rows] == np.random.default_rng(ctx.seed).random(4).tolist()
+    swapped = sum(r["swapped"] for r in rows)
+    assert log == [{"stage": "pi_r", "train_loss": 0.25, "steps": 11, "pairs": 4}, {"stage": "pi_g", "train_loss": 0.5, "steps": 12, "pairs": 3},
+                   {"stage": "dual", "lambda": 2.0, "fixed_lambda": True},
+                   {"stage": "relabel", "lambda": 2.0, "pairs": 4, "swapped": swapped, "swap_rate": swapped / 4},
+                   {"stage": "dpo", "lambda": 2.0, "train_loss": 0.75, "steps": 13}]
+    assert res.extra == {"beta": beta, "margin": 0.3, "beta_in_relabel": False, "lambda": 2.0,
+                         "relabel": {"pairs": 4, "swapped": swapped, "seed": ctx.seed, "path": str(path)}}
+    assert (res.model_path, res.models_trained, res.networks_held) == (str(ctx.out_dir), 3, ["policy", "reference", "pi_r", "pi_g"])
+    m, ctx, _ = make_ctx(tmp_path / "no-cost", "pecan", ["method.lambda_=2"], cost_pairs=[])
+    with pytest.raises(BenchError, match="^pecan needs reward and cost pairs in the train fold, but there are no cost pairs"):
+        m.train(ctx)
+
+
+def scorer_calls(ctx) -> list[tuple[str, list[str], list[str]]]:
+    """Records (kind, prompts, responses) of every score call of the context's two fake annotators."""
+    seen: list[tuple[str, list[str], list[str]]] = []
+    for scorer in (ctx.reward_annotator(), ctx.cost_annotator()):
+        real = scorer.score
+        scorer.score = lambda p, y, real=real, kind=scorer.kind: seen.append((kind, list(p), list(y))) or real(p, y)
+    return seen
+
+
+def test_mocan_dual_on_the_scored_samples_and_its_records(tmp_path, fake_dpo, monkeypatch) -> None:
+    """The dual gets r and g = −cost of the K samples of each prompt, regrouped per prompt, with the configured sampling,
+    solver, bound and β (utility auto = score under mean-cost units); the pairs are scored with their own prompts
+    and relabelled by s = r + λ·g. Every stage's record is pinned."""
+    import methods.mocan as mocan
+
+    samples = [["r=0 c=-1", "r=1 c=1", "r=0.5 c=0"], ["r=2 c=0.5", "r=0 c=-2", "r=1 c=-1"]]
+    asked: list[tuple] = []
+    monkeypatch.setattr(mocan, "sample_reference", lambda *a: asked.append(a) or (DUAL, samples))
+    kwargs = spy_dpo_records(monkeypatch, fake_dpo)
+    pairs = [pair(0, "r=1 c=1", "r=0 c=-1"), pair(1, "r=2 c=0", "r=1 c=0.5")]
+    m, ctx, log = make_ctx(tmp_path, "mocan", ["method.beta=0.5", "method.threshold=0.2", "scoring.threshold_units=mean_cost",
+                                               "method.num_prompts=2", "method.samples_per_prompt=3", "method.temperature=0.7",
+                                               "method.top_p=0.9", "method.lambda_init=0.5", "method.relabel_seed=11"], reward_pairs=pairs)
+    seen = scorer_calls(ctx)
+    res = m.train(ctx)
+    assert asked == [(ctx, 2, 3, 0.7, 0.9)]
+    flat_p, flat_y = [DUAL[0]] * 3 + [DUAL[1]] * 3, samples[0] + samples[1]
+    prompts2, responses2 = ["prompt 0", "prompt 1"] * 2, ["r=1 c=1", "r=2 c=0", "r=0 c=-1", "r=1 c=0.5"]
+    assert sorted(seen) == sorted([("reward", flat_p, flat_y), ("cost", flat_p, flat_y), ("reward", prompts2, responses2),
+                                   ("cost", prompts2, responses2)])
+    assert [(k["beta"], k["device"], k["cfg"], k["out_dir"], k["run_name"]) for k in kwargs] == [(0.5, "cpu", ctx.cfg, ctx.out_dir, "mocan")]
+
+    r, g = np.array([[0, 1, 0.5], [2, 0, 1]]), np.array([[1, -1, 0], [-0.5, 2, 1]])
+    want = mocan.mocan_dual(r, g, -0.2, 0.5, **m.config.solver())
+    lam, dual = res.extra["lambda"], res.extra["dual"]
+    assert want.converged and lam > 0 and want.trajectory[0] == 0.5 and lam == want.lam
+    ref_stats = {"ref_reward_mean": 0.75, "ref_utility_mean": 2.5 / 6, "dual_prompts": 2, "samples_per_prompt": 3}
+    assert dual == {**want.summary(), **{k: dual[k] for k in ref_stats}, "lambda_trajectory": want.trajectory}
+    assert {k: dual[k] for k in ref_stats} == pytest.approx(ref_stats, rel=1e-12)
+    assert {k: res.extra[k] for k in ("beta", "utility", "cost_bound")} == {"beta": 0.5, "utility": "score", "cost_bound": 0.2}
+
+    rows = [json.loads(x) for x in Path(res.extra["relabel"]["path"]).read_text().splitlines()]
+    scores = [1 - lam, lam, 2.0, 1 - 0.5 * lam]  # s = r + λ·g on each original response
+    assert [s for row in rows for s in (row["score_original_chosen"], row["score_original_rejected"])] == pytest.approx(scores, rel=1e-12)
+    assert [row["u"] for row in rows] == np.random.default_rng(11).random(2).tolist() and ctx.seed != 11
+    assert [(p.chosen, p.rejected) for p in fake_dpo.calls[-1]["pairs"]] == [(row["chosen"], row["rejected"]) for row in rows]
+    swapped = sum(row["swapped"] for row in rows)
+    assert res.extra["relabel"]["seed"] == 11 and res.extra["relabel"]["swapped"] == swapped
+    summary = {k: v for k, v in dual.items() if k != "lambda_trajectory"}
+    assert log == [{"stage": "dual", "lambda": lam, **summary},
+                   {"stage": "relabel", "lambda": lam, "pairs": 2, "swapped": swapped, "swap_rate": swapped / 2},
+                   {"stage": "dpo", "lambda": lam, "train_loss": 0.25, "steps": 11}]
+
+
+def test_mocan_fixed_lambda_defaults_and_records(tmp_path, fake_dpo, monkeypatch) -> None:
+    """A fixed λ samples nothing; β, the bound and the utility come from the run's settings (auto = indicator under
+    unsafe-rate units); the relabel draw uses the run seed; the relabelled pairs are kept with the model."""
+    import methods.mocan as mocan
+
+    monkeypatch.setattr(mocan, "sample_reference", lambda *a: pytest.fail("a fixed λ samples nothing"))
+    kwargs = spy_dpo_records(monkeypatch, fake_dpo)
+    m, ctx, log = make_ctx(tmp_path, "mocan", ["method.lambda_=2"])
+    res = m.train(ctx)
+    beta = ctx.cfg.train.beta
+    assert [(k["run_name"], k["init"], k["ref"], k["beta"], k["out_dir"], k["device"], k["cfg"]) for k in kwargs] == [
+        ("mocan", ctx.policy_path, None, beta, ctx.out_dir, "cpu", ctx.cfg)]
+    path = ctx.out_dir / "mocan_relabelled.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert (ctx.work_dir / "mocan_relabelled.jsonl").read_text() == path.read_text()
+    # s = r − 2·1[c > 0] on each original response of REWARD_PAIRS
+    assert [(row["score_original_chosen"], row["score_original_rejected"]) for row in rows] == [(0, 1), (3, -2), (1, 0), (3, 2)]
+    assert [row["u"] for row in rows] == np.random.default_rng(ctx.seed).random(4).tolist()
+    swapped = sum(row["swapped"] for row in rows)
+    assert log == [{"stage": "dual", "lambda": 2.0, "fixed_lambda": True},
+                   {"stage": "relabel", "lambda": 2.0, "pairs": 4, "swapped": swapped, "swap_rate": swapped / 4},
+                   {"stage": "dpo", "lambda": 2.0, "train_loss": 0.25, "steps": 11}]
+    assert res.extra == {"beta": beta, "utility": "indicator", "cost_bound": ctx.cfg.scoring.threshold, "lambda": 2.0,
+                         "relabel": {"pairs": 4, "swapped": swapped, "seed": ctx.seed, "path": str(path)}}
+    assert (res.model_path, res.models_trained, res.networks_held) == (str(ctx.out_dir), 1, ["policy", "reference"])
+    m, ctx, _ = make_ctx(tmp_path / "no-pairs", "mocan", ["method.lambda_=2"], reward_pairs=[])
+    with pytest.raises(BenchError, match="^mocan needs reward pairs in the train fold, but there are no reward pairs"):
+        m.train(ctx)
 
 
 # -- Safe-RLHF / PPO reward shaping ---------------------------------------------------------------------------------
@@ -1134,7 +1326,7 @@ def test_can_reference_samples_come_from_the_sft_policy_on_dual_prompts(tmp_path
     asked = []
 
     def respond(prompt, params):
-        asked.append((prompt, params.temperature, params.top_p, params.seed))
+        asked.append((prompt, params.temperature, params.top_p, params.seed, params.max_new_tokens))
         return f"{prompt} #{sum(1 for a in asked if a[0] == prompt)}"
 
     _, ctx, _ = make_ctx(tmp_path, "mocan", dual=["d1", "d2", "d3"], respond=respond)
@@ -1144,10 +1336,10 @@ def test_can_reference_samples_come_from_the_sft_policy_on_dual_prompts(tmp_path
     prompts, samples = sample_reference(ctx, 2, 3, 0.7, 0.9)
     assert prompts == ["d1", "d2"] and made == [ctx.policy_path]
     assert samples == [["d1 #1", "d1 #2", "d1 #3"], ["d2 #1", "d2 #2", "d2 #3"]]
-    assert {a[1:] for a in asked} == {(0.7, 0.9, ctx.seed)}
+    assert {a[1:] for a in asked} == {(0.7, 0.9, ctx.seed, ctx.cfg.generation.max_new_tokens)}
     assert sample_reference(ctx, 0, 1, 1.0, 1.0)[0] == ["d1", "d2", "d3"]  # 0 = every dual prompt
     _, empty, _ = make_ctx(tmp_path / "e", "mocan", dual=[])
-    with pytest.raises(BenchError, match="'dual' fold is empty"):
+    with pytest.raises(BenchError, match=r"^the dual needs held-out prompts, but the dataset's 'dual' fold is empty \(raise data.max_dual_prompts\)$"):
         sample_reference(empty, 0, 2, 1.0, 1.0)
 
 
