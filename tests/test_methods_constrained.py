@@ -229,6 +229,8 @@ def test_mocan_dual_refuses_bad_input_and_passes_the_solver_settings() -> None:
     assert ok.converged and ok.eta == 0.5 and ok.trajectory[0] == 0.25 and ok.lam == pytest.approx(0.5 * math.atanh(0.2), abs=1e-4)
     assert ok.max_slack == pytest.approx(0.8, rel=1e-12)
     # b = 1.2 > 1: stopped before any step, at λ_cap, with the settings' λ_0 as the only iterate
+    edge = mocan_dual(r, g, 1.0, 0.5)  # b = 1: the slack reaches 0 only as λ → ∞, no finite λ*
+    assert edge.infeasible and edge.total_iterations == 0 and edge.max_slack == 0.0
     out = mocan_dual(r, g, 1.2, 0.5, lambda_init=2.0, lambda_cap=7.0)
     assert out.infeasible and out.lam == 7.0 and out.trajectory == [2.0] and out.max_slack == pytest.approx(-0.2, rel=1e-12)
     assert out.reason.startswith("E[g] ≥ b = 1.2: the largest slack")
@@ -269,6 +271,8 @@ def test_pecan_dual_refuses_bad_input_and_passes_the_solver_settings() -> None:
     assert ok.converged and ok.eta == 0.5 and ok.trajectory[0] == 0.25 and ok.lam == pytest.approx(math.atanh(0.2), abs=1e-4)
     assert ok.max_slack == pytest.approx(0.8, rel=1e-12)
     # b/β = 1.2 > 1: stopped before any step, at λ_cap, with the settings' λ_0 as the only iterate
+    edge = pecan_dual(h_r, h_g, 0.5, 0.5)  # b/β = 1: the slack reaches 0 only as λ → ∞, no finite λ*
+    assert edge.infeasible and edge.total_iterations == 0 and edge.max_slack == 0.0
     out = pecan_dual(h_r, h_g, 0.6, 0.5, lambda_init=2.0, lambda_cap=7.0)
     assert out.infeasible and out.lam == 7.0 and out.trajectory == [2.0] and out.max_slack == pytest.approx(-0.2, rel=1e-12)
     assert out.reason.startswith("E_π[h_g] − E_π_ref[h_g] ≥ b/β = 1.2 nats: the largest slack")

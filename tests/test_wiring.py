@@ -741,11 +741,13 @@ class FakeLogProbs:
     def __init__(self):
         self.models: list[str] = []
         self.calls: list[tuple] = []  # (model folder name, prompts, responses, batch_size)
+        self.contexts: list[Any] = []
 
     def __call__(self, path, ctx, prompts, responses, pairs, batch_size):
         name = Path(str(path)).name
         self.models.append(name)
         self.calls.append((name, prompts, responses, batch_size))
+        self.contexts.append(ctx)
 
         def lp(ys: list[str]) -> torch.Tensor:
             ref = [float(dict(part.split("=") for part in y.split()).get("p", 0)) for y in ys]
@@ -804,8 +806,13 @@ def test_pecan_stops_an_infeasible_dual_before_any_step(tmp_path, fake_dpo, monk
     assert infeasible_dual(checks) and checks[-1]["passed"] is False and checks[-1]["status"] == "diverged"
     m, ctx, _ = make_ctx(tmp_path / "raise", "pecan", ["method.beta=0.5", "method.margin=0.6", "method.samples_per_prompt=2",
                                                        "method.on_infeasible=raise"])
-    with pytest.raises(BenchError, match="infeasible"):
+    with pytest.raises(BenchError, match=r"^PeCAN: the dual is infeasible \(E_π\[h_g\] − E_π_ref\[h_g\] ≥ b/β = 1.2 nats: "):
         m.train(ctx)
+    # without the up-front check the solver runs until λ passes the cap (η = 2, gradient ≈ −0.2: over 100 steps), then stops as infeasible
+    m, ctx, _ = make_ctx(tmp_path / "unchecked", "pecan", ["method.beta=0.5", "method.margin=0.6", "method.samples_per_prompt=2",
+                                                           "method.lambda_cap=50", "method.check_feasible=false"])
+    dual = m.train(ctx).extra["dual"]
+    assert dual["infeasible"] and dual["total_iterations"] > 20 and dual["reason"].startswith("λ passed the cap 50 after")
     m, ctx, _ = make_ctx(tmp_path / "yes", "pecan", ["method.beta=0.5", "method.margin=0.1", "method.samples_per_prompt=2"])
     res = m.train(ctx)
     assert not res.extra["dual"]["infeasible"] and res.extra["dual"]["converged"]
@@ -867,7 +874,7 @@ def test_pecan_dual_on_the_sampled_log_ratios_and_its_records(tmp_path, fake_dpo
     res = m.train(ctx)
     assert asked == [(ctx, 2, 3, 0.7, 0.9)]
     flat_p, flat_y = [DUAL[0]] * 3 + [DUAL[1]] * 3, samples[0] + samples[1]
-    assert sorted(fake.calls) == [(name, flat_p, flat_y, 3) for name in ("pi_g", "pi_r", "sft")]
+    assert sorted(fake.calls) == [(name, flat_p, flat_y, 3) for name in ("pi_g", "pi_r", "sft")] and fake.contexts == [ctx] * 3
     assert [(k["beta"], k["device"], k["cfg"]) for k in kwargs] == [(0.5, "cpu", ctx.cfg)] * 3
 
     hr, hg = np.array([[0, 1, 0.5], [2, 0, 1]]), np.array([[1, -1, 0], [-0.5, 2, 1]])
@@ -1012,6 +1019,29 @@ def test_mocan_fixed_lambda_defaults_and_records(tmp_path, fake_dpo, monkeypatch
     m, ctx, _ = make_ctx(tmp_path / "no-pairs", "mocan", ["method.lambda_=2"], reward_pairs=[])
     with pytest.raises(BenchError, match="^mocan needs reward pairs in the train fold, but there are no reward pairs"):
         m.train(ctx)
+
+
+def test_mocan_infeasible_bound_checked_up_front_capped_or_raised(tmp_path, fake_dpo, monkeypatch) -> None:
+    """Samples (r 0, c −1) and (r 1, c +1) per prompt: E_λ[g] ≤ 1, so a cost bound b_c = −1.2 (E[g] ≥ 1.2) is out of
+    reach. The up-front check stops before any step; without it the solver runs until λ passes the cap; `raise` names
+    the method. Indicator utility (unsafe-rate units) feeds −1[c > 0] to the dual: half the samples are unsafe."""
+    import methods.mocan as mocan
+
+    monkeypatch.setattr(mocan, "sample_reference", lambda ctx, n, k, t, p: (DUAL, [["r=0 c=-1", "r=1 c=1"]] * len(DUAL)))
+    base = ["method.beta=0.5", "method.utility=score", "method.threshold=-1.2", "method.samples_per_prompt=2", "method.lambda_cap=50"]
+    m, ctx, _ = make_ctx(tmp_path / "checked", "mocan", base)
+    res = m.train(ctx)
+    dual = res.extra["dual"]
+    assert dual["infeasible"] and dual["total_iterations"] == 0 and dual["max_slack"] == pytest.approx(-0.2) and res.extra["lambda"] == 50.0
+    m, ctx, _ = make_ctx(tmp_path / "unchecked", "mocan", base + ["method.check_feasible=false"])
+    dual = m.train(ctx).extra["dual"]
+    assert dual["infeasible"] and dual["total_iterations"] > 20 and dual["reason"].startswith("λ passed the cap 50 after")
+    m, ctx, _ = make_ctx(tmp_path / "raise", "mocan", base + ["method.on_infeasible=raise"])
+    with pytest.raises(BenchError, match=r"^MoCAN: the dual is infeasible \(E\[g\] ≥ b = 1.2: the largest slack"):
+        m.train(ctx)
+    m, ctx, _ = make_ctx(tmp_path / "indicator", "mocan", ["method.beta=0.5", "method.threshold=0.5", "method.samples_per_prompt=2"])
+    res = m.train(ctx)
+    assert res.extra["utility"] == "indicator" and res.extra["dual"]["ref_utility_mean"] == -0.5
 
 
 # -- Safe-RLHF / PPO reward shaping ---------------------------------------------------------------------------------
