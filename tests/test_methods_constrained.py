@@ -110,6 +110,7 @@ def test_projected_gradient_descent_settings_iterations_and_stops() -> None:
     for bad in (dict(eta=0.0), dict(tol=0.0), dict(window=0), dict(max_iters=0), dict(max_attempts=0)):
         with pytest.raises(ValueError, match=r"^projected_gradient_descent needs eta > 0, tol > 0, window >= 1, max_iters >= 1, max_attempts >= 1$"):
             pgd(lambda lam: 0.0, **bad)
+    assert pgd(lambda lam: -1.0, max_iters=1, max_attempts=1).lam == 3.0  # the default η = 2; one step is allowed
     jump = lambda lam: 2 * (lam - 3.0)  # noqa: E731
     res = pgd(jump, eta=0.5)  # min_iters 10: converged only at the 10th step
     assert (res.converged, res.lam, res.iterations, res.total_iterations, res.attempts, res.trajectory) == (True, 3.0, 10, 10, 1, [1.0] + [3.0] * 10)
