@@ -105,6 +105,7 @@ def test_projected_gradient_descent_on_quadratics() -> None:
 def test_projected_gradient_descent_settings_iterations_and_stops() -> None:
     """D' = 2(λ − 3) with η = 0.5 jumps to λ* = 3 in one step; the window, min_iters, restarts with η halved, a
     non-finite gradient and the λ cap each decide when it stops and what it reports."""
+    from harness.can_dual import DualResult
     from harness.can_dual import projected_gradient_descent as pgd
 
     for bad in (dict(eta=0.0), dict(tol=0.0), dict(window=0), dict(max_iters=0), dict(max_attempts=0)):
@@ -113,21 +114,28 @@ def test_projected_gradient_descent_settings_iterations_and_stops() -> None:
     assert pgd(lambda lam: -1.0, max_iters=1, max_attempts=1).lam == 3.0  # the default η = 2; one step is allowed
     jump = lambda lam: 2 * (lam - 3.0)  # noqa: E731
     res = pgd(jump, eta=0.5)  # min_iters 10: converged only at the 10th step
-    assert (res.converged, res.lam, res.iterations, res.total_iterations, res.attempts, res.trajectory) == (True, 3.0, 10, 10, 1, [1.0] + [3.0] * 10)
+    assert (res.converged, res.lam, res.iterations, res.total_iterations, res.attempts, res.grad, res.trajectory) == (True, 3.0, 10, 10, 1, 0.0,
+                                                                                                                [1.0] + [3.0] * 10)
     assert pgd(jump, eta=0.5, min_iters=0).iterations == 5  # the window of 5 iterates must exclude λ_0 = 1
     assert pgd(jump, eta=0.5, min_iters=0, window=2).iterations == 2
     assert pgd(jump, eta=0.5, lambda_init=-2.0, min_iters=0, window=1).trajectory == [0.0, 3.0]  # λ_0 is projected too
+    assert pgd(lambda lam: 0.0, min_iters=0, window=3).iterations == 2  # the window counts λ_0: [1, 1, 1] after two steps
+    # steps of exactly tol never converge: the iterates must lie strictly within tol
+    assert not pgd(lambda lam: -0.25, eta=2.0, tol=0.5, window=2, min_iters=0, max_iters=3, max_attempts=1).converged
     # D' = −1 forever, no cap: three attempts at η = 2, 1, 0.5 of two steps each; the last attempt is reported
     down = pgd(lambda lam: -1.0, eta=2.0, max_iters=2, max_attempts=3)
     assert (down.converged, down.infeasible, down.lam, down.iterations, down.total_iterations, down.attempts, down.eta, down.grad,
             down.trajectory) == (False, False, 2.0, 2, 6, 3, 0.5, -1.0, [1.0, 1.5, 2.0])
-    # the cap: λ 0 → 2 → 4 → 6 passes 5 at step 3 with every gradient negative
-    capped = pgd(lambda lam: -1.0, eta=2.0, lambda_init=0.0, lambda_cap=5.0)
-    assert (capped.infeasible, capped.converged, capped.lam, capped.iterations, capped.total_iterations, capped.attempts) == (True, False, 6.0, 3, 3, 1)
-    assert capped.reason == "λ passed the cap 5 after 3 steps with the gradient negative throughout"
-    # one positive gradient first: past the cap is not proof of infeasibility, the attempt runs on
-    bounce = pgd(lambda lam: 1.0 if lam == 1.0 else -1.0, eta=2.0, lambda_cap=5.0, max_iters=10, max_attempts=1)
+    # the cap: λ 0 → 2 → 4 → 6 reaches 6 at step 3 and passes it at step 4, every gradient negative
+    capped = pgd(lambda lam: -1.0, eta=2.0, lambda_init=0.0, lambda_cap=6.0)
+    assert capped == DualResult(8.0, False, 4, 4, 1, 2.0, -1.0, [0.0, 2.0, 4.0, 6.0, 8.0], infeasible=True,
+                                reason="λ passed the cap 6 after 4 steps with the gradient negative throughout")
+    # one positive (or zero) gradient first: past the cap is not proof of infeasibility, the attempt runs on
+    bounce = pgd(lambda lam: 0.5 if lam == 1.0 else -1.0, eta=2.0, lambda_cap=5.0, max_iters=10, max_attempts=1)
     assert not bounce.infeasible and bounce.iterations == 10 and bounce.lam == 18.0
+    first = iter([0.0])
+    flat = pgd(lambda lam: next(first, -1.0), eta=2.0, lambda_cap=5.0, max_iters=10, max_attempts=1)
+    assert not flat.infeasible and flat.iterations == 10 and flat.lam == 19.0
     # a non-finite gradient ends each attempt before its first step
     nan = pgd(lambda lam: float("nan"), eta=2.0, max_attempts=2)
     assert (nan.converged, nan.lam, nan.iterations, nan.total_iterations, nan.attempts, nan.eta, nan.trajectory) == (False, 1.0, 1, 0, 2, 1.0, [1.0])
@@ -150,7 +158,7 @@ def test_can_dual_results_records_and_messages(tmp_path) -> None:
         with pytest.raises(ValueError, match=rf"^x must be a non-empty \(prompts, samples\) matrix, got shape {shape}$"):
             score_matrix(bad, "x")
     assert score_matrix([[1, 2]], "x").dtype == torch.float64
-    path = write_jsonl(tmp_path / "new" / "rows.jsonl", [{"a": "é"}, {"b": 2}])  # the folder is made; text kept as UTF-8
+    path = write_jsonl(tmp_path / "new" / "sub" / "rows.jsonl", [{"a": "é"}, {"b": 2}])  # the folders are made; text kept as UTF-8
     assert path.read_text(encoding="utf-8") == '{"a": "é"}\n{"b": 2}\n'
     (tmp_path / "model").mkdir()
     kept = keep_with_model(path, tmp_path / "model")
