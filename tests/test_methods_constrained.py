@@ -345,6 +345,12 @@ def test_relabel_rows_record_the_draw_and_lengths_must_match() -> None:
          "score_original_chosen": 60.0, "score_original_rejected": 0.0, "source": "test:0"},
         {"prompt": "prompt 1", "chosen": "bad 1", "rejected": "good 1", "swapped": True, "p_keep": pytest.approx(math.exp(-60), rel=1e-9),
          "u": u[1], "score_original_chosen": 0.0, "score_original_rejected": 60.0, "source": "test:1"}]
+    # keep iff u < p_keep (P[keep] = p_keep): seed 0's draw is σ(0.5622011350067171) to the last bit, so that pair swaps
+    _, (row,) = relabel(pairs[:1], [0.5622011350067171], [0.0], seed=0)
+    assert row["u"] == row["p_keep"] == np.random.default_rng(0).random() and row["swapped"]
+    # the scores are differences of long log-prob sums: taken in float64, a 1e-4 gap at 1000 survives
+    _, rows = relabel(pairs, [1000.0001, 1000.0], [1000.0, 1000.0001], seed=0)
+    assert [r["p_keep"] for r in rows] == pytest.approx([1 / (1 + math.exp(-1e-4)), 1 / (1 + math.exp(1e-4))], rel=1e-9)
     with pytest.raises(ValueError, match=r"^relabel: 3 pairs but 2/3 scores$"):
         relabel(pairs + pairs[:1], [0.0] * 2, [0.0] * 3, seed=0)
     with pytest.raises(ValueError, match=r"^relabel: 3 pairs but 3/2 scores$"):
