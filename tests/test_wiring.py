@@ -1348,9 +1348,11 @@ def test_critic_is_a_copy_of_the_score_model_read_at_every_position(tmp_path, mo
     assert fallback == ["sft-path", "sft-path"]
 
 
-def test_can_reference_samples_come_from_the_sft_policy_on_dual_prompts(tmp_path) -> None:
-    """K samples per held-out dual prompt from π_ref at the configured temperature and seed, regrouped per prompt.
-    Planted: samples from eval prompts, regrouping with the wrong stride, the generator pointed at another model."""
+def test_can_reference_samples_come_from_the_sft_policy_on_dual_prompts(tmp_path, monkeypatch) -> None:
+    """K samples per held-out dual prompt from π_ref at the configured temperature and seed, regrouped per prompt, through
+    the generation cache as configured, the generator closed afterwards. Planted: samples from eval prompts,
+    regrouping with the wrong stride, the generator pointed at another model."""
+    import harness.generation
     from methods.mocan import sample_reference
 
     asked = []
@@ -1359,14 +1361,25 @@ def test_can_reference_samples_come_from_the_sft_policy_on_dual_prompts(tmp_path
         asked.append((prompt, params.temperature, params.top_p, params.seed, params.max_new_tokens))
         return f"{prompt} #{sum(1 for a in asked if a[0] == prompt)}"
 
-    _, ctx, _ = make_ctx(tmp_path, "mocan", dual=["d1", "d2", "d3"], respond=respond)
-    made = []
+    _, ctx, _ = make_ctx(tmp_path, "mocan", ["generation.cache=false"], dual=["d1", "d2", "d3"], respond=respond)
+    ctx.seed = 7
+    made, gens, caching, closed = [], [], [], []
     gen_factory = ctx.make_generator
-    ctx.make_generator = lambda model, tokenizer=None: made.append(model) or gen_factory(model)
+
+    def make_generator(model, tokenizer=None):
+        made.append(model)
+        gens.append(gen_factory(model))
+        return gens[-1]
+
+    ctx.make_generator = make_generator
+    real_cached = harness.generation.cached_generate
+    monkeypatch.setattr(harness.generation, "cached_generate",
+                        lambda gen, prompts, params, use_cache=True: caching.append(use_cache) or real_cached(gen, prompts, params, use_cache))
+    monkeypatch.setattr(harness.generation, "close_generator", closed.append)
     prompts, samples = sample_reference(ctx, 2, 3, 0.7, 0.9)
-    assert prompts == ["d1", "d2"] and made == [ctx.policy_path]
+    assert prompts == ["d1", "d2"] and made == [ctx.policy_path] and caching == [False] and closed == gens
     assert samples == [["d1 #1", "d1 #2", "d1 #3"], ["d2 #1", "d2 #2", "d2 #3"]]
-    assert {a[1:] for a in asked} == {(0.7, 0.9, ctx.seed, ctx.cfg.generation.max_new_tokens)}
+    assert {a[1:] for a in asked} == {(0.7, 0.9, 7, ctx.cfg.generation.max_new_tokens)}
     assert sample_reference(ctx, 0, 1, 1.0, 1.0)[0] == ["d1", "d2", "d3"]  # 0 = every dual prompt
     _, empty, _ = make_ctx(tmp_path / "e", "mocan", dual=[])
     with pytest.raises(BenchError, match=r"^the dual needs held-out prompts, but the dataset's 'dual' fold is empty \(raise data.max_dual_prompts\)$"):
