@@ -24,7 +24,6 @@ from typing import Any, ClassVar
 import torch
 
 from harness.dpo import train_dpo
-from harness.errors import ConfigValueError
 from harness.generation import close_generator
 from harness.logprobs import response_features
 from harness.losses import EllipticalBonus, dual_update, online_bonus_margin, stage2_beta
@@ -35,16 +34,13 @@ from methods.pddpo import PDDPO, PDDPOConfig, copy_model, dual_estimate, dual_pr
 
 @dataclass
 class OnlinePDDPOConfig(PDDPOConfig):
+    # >= 1 even at a fixed λ (offline PD-DPO allows 0 there): the online loop is what writes the model
+    num_iterations: int = field(default=3, metadata={"range": ">=1", "help": "[ours] K online primal-dual iterations (each samples new pairs)"})
     prompts_per_iteration: int = field(default=8, metadata={"range": ">0", "help": "[ours] train prompts sampled per iteration (2 responses each)"})
     sample_temperature: float = field(default=0.7, metadata={"range": ">0", "help": "[ours] temperature of the two online samples (> 0, so they differ)"})
     alpha_r: float = field(default=0.1, metadata={"range": ">=0", "help": "[ours] reward bonus scale α_r (RECONSTRUCTION)"})
     alpha_c: float = field(default=0.1, metadata={"range": ">=0", "help": "[ours] cost bonus scale α_c (RECONSTRUCTION)"})
     kappa: float = field(default=1.0, metadata={"range": ">0", "help": "[ours] ridge κ > 0 of Σ_r, Σ_c (features are unit-norm)"})
-
-    def __post_init__(self) -> None:  # sample_temperature > 0 and the rest: their declared ranges
-        super().__post_init__()
-        if self.num_iterations < 1:  # a fixed λ still runs the online loop: without an iteration no model is written
-            raise ConfigValueError("num_iterations", f"{self.num_iterations} runs no online iteration; use an int >= 1")
 
 
 class OnlinePDDPO(PDDPO):

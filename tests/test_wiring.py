@@ -677,7 +677,7 @@ def test_online_fixed_lambda_and_warm_start_from_pi_r(tmp_path, fake_dpo, monkey
     pi_r = ctx.work_dir / "pi_r_hat"  # λ = 0: every iterate is π_r̂ itself, copied only into the final folder
     assert sampled == [pi_r, pi_r] and [c["policy"] for c in est.calls] == [pi_r, ctx.out_dir] and len(fake_dpo.calls) == 4
     assert [c["same_as_reference"] for c in est.calls] == [True, True] and not (ctx.work_dir / "pi_1").exists()
-    with pytest.raises(BenchError, match="num_iterations': 0 runs no online iteration; use an int >= 1"):
+    with pytest.raises(BenchError, match="num_iterations': 0 is out of range; use a value >= 1"):
         make_ctx(tmp_path / "zero", "pddpo-online", ["method.fixed_lambda=4", "method.num_iterations=0"])
 
 
