@@ -48,7 +48,7 @@ def main() -> None:
     from harness.config import load_config
     from harness.datasets import load_bundle
     from harness.dpo import dpo_trainer, preference_dataset
-    from harness.learning import Collector, implicit_margins, percentile_bootstrap
+    from harness.learning import Collector, dpo_checks, implicit_margins
     from harness.logprobs import policy_logps
     from harness.models import load_causal_lm, load_tokenizer, resolve_device, resolve_model
 
@@ -79,13 +79,12 @@ def main() -> None:
         train_time[0] += time.perf_counter() - train_time[1]
         t0 = time.perf_counter()
         chosen, rejected = policy_logps(trainer.model, tokenizer, heldout, cfg, device)
-        m = implicit_margins(beta, chosen, rejected, *ref)
-        hits = (m > 0).astype(float)
+        # the run's own learning check on these margins (harness.learning.dpo_checks): accuracy and mean margin, CIs
+        acc, margin = dpo_checks(args.method, implicit_margins(beta, chosen, rejected, *ref), cfg.learning, cfg.scoring.bootstrap, cfg.seed)
         logs = [h for h in trainer.state.log_history if "loss" in h][-min(step, args.probe_every):]
         point = {
             "step": step, "pairs_seen": step * cfg.train.batch_size * cfg.train.grad_accum,
-            "heldout_accuracy": float(hits.mean()), "heldout_accuracy_ci": list(percentile_bootstrap(hits, 1000, cfg.seed)),
-            "heldout_margin": float(m.mean()),
+            "heldout_accuracy": acc["value"], "heldout_accuracy_ci": acc["ci"], "heldout_margin": margin["value"],
             "train_reward_accuracy": float(np.mean([h.get("rewards/accuracies", np.nan) for h in logs])) if logs else None,
             "train_loss": float(np.mean([h["loss"] for h in logs])) if logs else None,
             "train_seconds": round(train_time[0], 1), "probe_seconds": round(time.perf_counter() - t0, 1),
