@@ -15,6 +15,10 @@ A thin wrapper over TRL 1.16's `KTOTrainer` that mirrors `harness.dpo.train_dpo`
 - **Store.** The finished model is published to the content-addressed store under kind `kto` (harness/artifacts.py)
   with a key over init weights, the exact labelled examples, β, the weights, the regime and the seed, so any other
   run or method needing the same KTO training materialises it instead of training again.
+- **Learning check.** Given the `pairs` the examples came from, a run's held-out check (`harness.learning`) is
+  recorded as for a DPO stage: KTO's implicit reward is also β·log π/π_ref, so the trained model is scored by its
+  pairwise implicit-reward accuracy and margin on held-out pairs of the same view (our choice: KTO's paper reports
+  no such check). A reused training records the check from its saved record.
 """
 
 from __future__ import annotations
@@ -100,11 +104,17 @@ def kto_key(examples: Sequence[LabelledResponse], init_id: str | None, beta: flo
 
 def train_kto(examples: Sequence[LabelledResponse], *, init: str | Path, beta: float, out_dir: Path, cfg: "RunConfig",
               device: str, run_name: str = "kto", desirable_weight: float | None = None,
-              undesirable_weight: float | None = None, resume: bool = True) -> Path:
-    """KTO from the saved model `init` against itself as the frozen reference, saved to `out_dir` (see module doc)."""
+              undesirable_weight: float | None = None, resume: bool = True,
+              pairs: Sequence["PreferencePair"] | None = None) -> Path:
+    """KTO from the saved model `init` against itself as the frozen reference, saved to `out_dir` (see module doc).
+
+    `pairs` are the pairs the examples came from: inside a run they find the run's held-out learning check
+    (`harness.learning`), the same pairwise implicit-reward accuracy a DPO stage records, since KTO's implicit
+    reward is also β·log π/π_ref."""
     from trl import KTOConfig, KTOTrainer
 
-    from harness.dpo import dpo_config_kwargs, lora_config, reuse_training, save_trained
+    from harness.dpo import dpo_config_kwargs, heldout_check_reused, lora_config, reuse_training, save_trained
+    from harness.learning import active_probe
     from harness.models import load_causal_lm, load_tokenizer, model_fingerprint, release_memory
     from harness.monitor import phase
 
@@ -115,10 +125,14 @@ def train_kto(examples: Sequence[LabelledResponse], *, init: str | Path, beta: f
                          f"(got {cfg.train.batch_size}): --set train.batch_size=2")
     w_d, w_u = kto_weights(examples, desirable_weight, undesirable_weight)
     out_dir = Path(out_dir)
-    key = kto_key(examples, model_fingerprint(init), beta, (w_d, w_u), cfg)
+    init_id = model_fingerprint(init)
+    key = kto_key(examples, init_id, beta, (w_d, w_u), cfg)
+    probe = active_probe(pairs) if pairs else None  # held-out learning check; None outside a run
     if resume and key:
         reused = reuse_training(key, out_dir, run_name, kind="kto")
         if reused is not None:
+            if probe is not None:
+                heldout_check_reused(probe, reused, init, init_id, beta, run_name, device)
             return reused
 
     from transformers import set_seed
@@ -129,6 +143,8 @@ def train_kto(examples: Sequence[LabelledResponse], *, init: str | Path, beta: f
         tokenizer = load_tokenizer(init)
         model = load_causal_lm(init, device)
         dataset = kto_dataset(examples, tokenizer, cfg)
+        if probe is not None:  # the reference (the untouched init) on the held-out pairs, before training moves it
+            probe.reference(model, tokenizer, device, init_id)
     scratch = out_dir.with_name(f".{out_dir.name}.trainer{os.getpid()}")
     with phase(f"{run_name}/trainer_init+ref_logps", trim=True):
         args = KTOConfig(**dpo_config_kwargs(cfg, beta, scratch, device), desirable_weight=w_d, undesirable_weight=w_u)
@@ -145,7 +161,11 @@ def train_kto(examples: Sequence[LabelledResponse], *, init: str | Path, beta: f
             "train_loss": output.training_loss, "steps": output.global_step,
             "seconds": round(time.time() - start, 2), "log_history": trainer.state.log_history[-50:], "reused_from": None,
         }
-        save_trained(trainer, tokenizer, cfg, out_dir, record, "kto", scratch)
+        learning = None
+        if probe is not None:  # held-out check on the merged model, before it is saved (the record carries it)
+            def learning(trained: Any, rec: dict[str, Any]) -> None:
+                rec["learning"] = probe.finish(trained, tokenizer, device, beta, run_name)
+        save_trained(trainer, tokenizer, cfg, out_dir, record, "kto", scratch, before_save=learning)
         del trainer, model
         release_memory()
     return out_dir

@@ -64,7 +64,7 @@ class SACPO:
             c = self.config
             return train_kto(kto_examples(pairs), init=init, beta=beta, out_dir=out_dir, cfg=ctx.cfg, device=ctx.device,
                              run_name=f"sacpo-{name}-kto", desirable_weight=getattr(c, "desirable_weight", None),
-                             undesirable_weight=getattr(c, "undesirable_weight", None))
+                             undesirable_weight=getattr(c, "undesirable_weight", None), pairs=pairs)
         from harness.dpo import train_dpo
 
         return train_dpo(pairs, init=init, ref=None, beta=beta, out_dir=out_dir, cfg=ctx.cfg, device=ctx.device, run_name=f"sacpo-{name}")

@@ -180,3 +180,40 @@ def test_leaderboard_learned_cell_and_infeasible_flag() -> None:
     assert learned_cell(runs) == "s0: yes; s1: no: s acc 0.52 < 0.60"  # seeds that disagree are listed per seed
     assert learned_cell([{"seed": 0}]) == "n/a"  # a record from before the checks
     assert flags({"dual_infeasible": True}) == "dual infeasible" and flags({}) == ""
+
+
+def test_train_kto_records_the_heldout_pairwise_check(tiny_model_path, tmp_path) -> None:
+    """A KTO stage gets the same held-out check as a DPO stage: β·log-ratio margins of the trained model against its
+    init on held-out pairs of the view its examples came from (here cost pairs), computed independently here; a
+    reused training records them again without a forward pass."""
+    import torch
+
+    from harness.dpo import read_train_record
+    from harness.kto import kto_examples, train_kto
+    from harness.logprobs import policy_logps
+
+    cfg = load_config("tiny", ["learning.heldout_pairs=4", "train.max_length=64"])
+    def labelled(tag: str, n: int) -> list[PreferencePair]:
+        return [PreferencePair(f"{tag} request {i}?", f"I can't help with that {i}.", f"Sure, here is how {i}.", True, False)
+                for i in range(n)]
+    train, held = labelled("t", 4), labelled("h", 5)
+    bundle = DatasetBundle("hand", "hand", reward_pairs={"train": []}, cost_pairs={"train": train, "dual": held})
+    with collect(cfg, bundle) as col:
+        out = train_kto(kto_examples(train), init=tiny_model_path, beta=0.2, out_dir=tmp_path / "k", cfg=cfg, device="cpu",
+                        run_name="kto-stage", pairs=train)
+    acc, margin = col.entries
+    assert acc["stage"] == "kto-stage" and acc["view"] == "cost" and acc["n"] == 4 and acc["forward_sequences"] == 16
+    heldout = col.heldout["cost"]
+    pc, pr = policy_logps(out, None, heldout, cfg)
+    rc, rr = policy_logps(tiny_model_path, None, heldout, cfg)
+    want = 0.2 * ((pc - rc) - (pr - rr))
+    got = torch.tensor(read_train_record(out)["learning"]["margins"])
+    assert torch.allclose(got, want, atol=1e-4) and want.abs().max() > 1e-4
+    assert acc["value"] == pytest.approx(float((want > 0).float().mean())) and margin["value"] == pytest.approx(float(want.mean()), abs=1e-4)
+    with collect(cfg, bundle) as again:  # the stored training is reused, and so is its check
+        train_kto(kto_examples(train), init=tiny_model_path, beta=0.2, out_dir=tmp_path / "k2", cfg=cfg, device="cpu",
+                  run_name="kto-stage", pairs=train)
+    assert [e["value"] for e in again.entries] == [acc["value"], margin["value"]] and again.forward_sequences == 0
+    with collect(cfg, bundle) as outside:  # no pairs given: no check (train_kto outside SACPO)
+        train_kto(kto_examples(train), init=tiny_model_path, beta=0.2, out_dir=tmp_path / "k3", cfg=cfg, device="cpu", run_name="x")
+    assert outside.entries == []

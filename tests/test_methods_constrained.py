@@ -590,6 +590,9 @@ def test_sacpo_kto_end_to_end(tiny_cfg, monkeypatch) -> None:
     kto = rec["train"]["extra"]["stage2"]
     assert kto["desirable"] > 0 and kto["undesirable"] > 0 and kto["examples"] == kto["desirable"] + kto["undesirable"]
     assert kto["undesirable_weight"] == pytest.approx(kto["desirable"] / kto["undesirable"])
+    # both stages carry their held-out learning check: DPO on the reward view, KTO on the cost view
+    assert {(e["stage"], e.get("view")) for e in rec["train"]["learning"] if e["check"] == "heldout_accuracy"} == {
+        ("sacpo-helpful", "reward"), ("sacpo-safe-kto", "cost")}
     model_dir = Path(rec["config"]["runs_dir"]) / rec["run_id"] / "train" / "model"
     assert json.loads((model_dir / "bench_train.json").read_text())["init"] == str(helpful["out"])
 
