@@ -1554,3 +1554,312 @@ def test_lora_ppo_critic_copied_from_the_score_model_trains_lora_and_head_only(t
     res = m.save(ctx, steps=1, prompts=2, peak_rss=1.0)
     assert res.extra["ppo_size"] == "lora" and res.extra["reference"].startswith("the actor with its LoRA adapters disabled")
     assert res.extra["params_optimised_ppo"]["actor"] < res.extra["params_held"] / 100
+
+
+# -- Safe-RLHF's loop sizes, per-step records and final record; harness/ppo.py's networks (issue 15 survivors) ------
+
+
+class RecordingAccelerator(FakeAccelerator):
+    """Two ranks, this one rank 1; remembers each reduction's device and op (a meta tensor reduces to 0)."""
+
+    num_processes, process_index = 2, 1
+
+    def __init__(self):
+        self.reduced: list[tuple[str, str]] = []
+
+    def reduce(self, t, how):
+        self.reduced.append((t.device.type, how))
+        return torch.tensor(0.0) if t.is_meta else t
+
+
+def scripted_safe_rlhf(batches: list[tuple[list[float], list[float]]] | None = None, device: str = "cpu", ptx: bool = False):
+    """A SafeRLHF whose networks are scripted: each rollout returns the next (rewards, costs) of `batches` (cycling)
+    with two responses of 2 and 1 tokens and known per-token log-ratios; it records what each hook was handed."""
+    from methods.base import TrainResult
+    from methods.safe_rlhf import SafeRLHF
+
+    seen: dict[str, list] = {k: [] for k in ("setup", "prompts_ctx", "total_steps", "batches", "seeds", "rollouts", "ppo", "ptx", "save")}
+
+    class Scripted(SafeRLHF):
+        def setup(self, ctx):
+            seen["setup"].append(ctx)
+            self.accelerator, self.device = RecordingAccelerator(), torch.device(device)
+            self.ptx = [("q", "a")] if ptx else None
+
+        def setup_optimizers(self, total_steps):
+            seen["total_steps"].append(total_steps)
+
+        def train_prompts(self, ctx):
+            seen["prompts_ctx"].append(ctx)
+            return [f"p{i}" for i in range(6)]
+
+        def rollout(self, prompts):
+            seen["batches"].append(list(prompts))
+            seen["seeds"].append(torch.initial_seed())
+            r, c = (batches or [([0.0, 0.0], [0.0, 0.0])])[(len(seen["batches"]) - 1) % len(batches or [0])]
+            ro = rollout(r, c)
+            ro.mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+            ro.log_probs = torch.tensor([[0.5, 0.4, 9.0], [0.2, 9.0, 9.0]])
+            ro.ref_log_probs = torch.tensor([[0.25, 0.1, -9.0], [0.1, -9.0, -9.0]])  # masked KL per response: 0.55, 0.1
+            ro.end_scores = self.stream_scores(ro.rewards, ro.costs)
+            ro.values = {name: torch.zeros_like(ro.log_probs) for name in self.critic_streams}
+            seen["rollouts"].append(ro)
+            return ro
+
+        def ppo_step(self, ro, advantage, returns):
+            seen["ppo"].append((ro, sorted(returns)))
+            return {"actor_loss": -0.5 * len(seen["ppo"])}
+
+        def ptx_step(self, batch_size):
+            seen["ptx"].append(batch_size)
+            return 0.125 * len(seen["ptx"])
+
+        def save(self, ctx, steps, prompts, peak_rss):
+            seen["save"].append((ctx, steps, prompts, peak_rss))
+            return TrainResult(model_path="saved")
+
+    return Scripted, seen
+
+
+@pytest.mark.parametrize("overrides, cfg, want", [
+    (["train.max_steps=2"], {"num_rollout_batches": 3}, 3),  # an explicit batch count wins over max_steps
+    (["train.max_steps=1", "train.batch_size=4"], {"rollout_epochs": 2.0}, 1),  # max_steps > 0 (even 1) wins over epochs
+    (["train.max_steps=-1", "train.batch_size=2", "train.epochs=1"], {"rollout_epochs": 1.5, "rollout_batch_size": 4}, 3),  # ⌈1.5·6/4⌉
+    (["train.max_steps=-1", "train.batch_size=4", "train.epochs=0.5"], {}, 1),  # ⌈0.5·6/4⌉ = 1: train.epochs, train.batch_size
+])
+def test_safe_rlhf_number_of_rollouts_and_steps(tmp_path, overrides, cfg, want) -> None:
+    """Rollouts = num_rollout_batches, else train.max_steps when > 0, else ⌈epochs·prompts/batch⌉ (≥ 1), epochs =
+    rollout_epochs or train.epochs, batch = rollout_batch_size or train.batch_size; the schedules get rollouts ×
+    update_iters steps. The windowed cost is reduced as a mean, on the method's device."""
+    Scripted, seen = scripted_safe_rlhf(device="meta")
+    _, ctx, log = make_ctx(tmp_path, "safe-rlhf", overrides)
+    m = Scripted(Scripted.config_class(update_iters=2, **cfg))
+    m.train(ctx)
+    batch = cfg.get("rollout_batch_size") or ctx.cfg.train.batch_size
+    assert len(seen["batches"]) == want and {len(b) for b in seen["batches"]} == {batch}
+    assert seen["total_steps"] == [2 * want] and [r["step"] for r in log] == list(range(2 * want))
+    assert m.accelerator.reduced == [("meta", "mean")] * (2 * want) and "ptx_loss" not in log[0]
+
+
+def test_safe_rlhf_step_records_seeds_and_save_arguments(tmp_path, monkeypatch) -> None:
+    """Per RL step: the record's λ, windowed cost (the last `episode_cost_window` costs), reward/cost means, KL summed
+    over each response's tokens then averaged, mean response length, the step's stats (+ PTX loss), RSS in MB to
+    0.1 and the rollout index; batches from `prompt_batches` with the run's seed; one torch seed per batch and rank;
+    profiling phases; and what `save` is handed (the peak RSS over the run)."""
+    import contextlib
+
+    import methods.safe_rlhf as safe_rlhf
+    from harness.ppo import prompt_batches
+
+    rss = []
+    monkeypatch.setattr(safe_rlhf, "rss_mb", lambda: rss.append(1) or 100.26 + 10 * len(rss))
+    phases = []
+
+    @contextlib.contextmanager
+    def phase(name, trim=False):
+        phases.append((name, trim))
+        yield
+
+    monkeypatch.setattr(safe_rlhf, "phase", phase)
+    Scripted, seen = scripted_safe_rlhf([([1.0, 2.0], [1.0, 3.0]), ([3.0, 3.0], [5.0, 7.0]), ([0.0, 1.0], [0.0, 0.0])], ptx=True)
+    _, ctx, log = make_ctx(tmp_path, "safe-rlhf", ["seed=5"])
+    m = Scripted(Scripted.config_class(rollout_batch_size=2, num_rollout_batches=3, update_iters=2, episode_cost_window=2, lambda_lr=0.0))
+    res = m.train(ctx)
+    assert res.model_path == "saved" and seen["setup"] == [ctx] and seen["prompts_ctx"] == [ctx]
+    assert seen["batches"] == list(prompt_batches([f"p{i}" for i in range(6)], 2, 3, seed=5))
+    assert seen["seeds"] == [5 * 100_003 + b * 2 + 1 for b in range(3)]  # seed·100003 + batch·ranks + rank
+    assert [id(ro) for ro, _ in seen["ppo"]] == [id(ro) for ro in seen["rollouts"] for _ in range(2)] and all(keys == ["cost", "reward"] for _, keys in seen["ppo"])
+    assert seen["ptx"] == [2] * 6
+    first = {"step": 0, "lambda": 1.0, "cost_window_mean": 2.0, "reward_mean": 1.5, "cost_mean": 2.0, "kl": pytest.approx(0.325),
+             "response_length": 1.5, "actor_loss": -0.5, "ptx_loss": 0.125, "rss_mb": 130.3, "rollout": 0}
+    assert log[0] == first
+    assert [r["cost_window_mean"] for r in log] == [2.0, 2.0, 6.0, 6.0, 0.0, 0.0]  # window of 2: this batch's costs only
+    assert [r["rollout"] for r in log] == [0, 0, 1, 1, 2, 2] and [r["step"] for r in log] == list(range(6))
+    assert [r["reward_mean"] for r in log][::2] == [1.5, 3.0, 0.5] and [r["ptx_loss"] for r in log] == [0.125 * k for k in range(1, 7)]
+    assert [r["rss_mb"] for r in log] == [round(100.26 + 10 * (3 + 2 * i), 1) for i in range(6)]
+    ((saved_ctx, steps, prompts, peak),) = seen["save"]
+    assert (saved_ctx, steps, prompts) == (ctx, 6, 6) and peak == pytest.approx(100.26 + 10 * 12)  # the last step's peak reading
+    rollouts = [("safe-rlhf/rollout", False)] + [("safe-rlhf/ppo_step", False)] * 2
+    assert phases == rollouts * 3 + [("safe-rlhf/save", True)]  # the save phase returns freed heap to the OS
+
+
+def test_safe_rlhf_save_accounts_for_every_network_and_records_the_run(tmp_path, monkeypatch) -> None:
+    """`save`'s record: steps, prompts, the final λ (None without a cost stream), peak RSS and CUDA peak in MB to 0.1,
+    parameters optimised per network / trained in all (R and C whole) / held once, the size and how the reference
+    and critics were made; the merged LoRA actor is what is saved, with the method, its config and that record.
+    Parameter counts are distinct primes-ish so a network left out of a sum shows."""
+    from dataclasses import asdict
+
+    import harness.io
+    import methods.safe_rlhf as safe_rlhf
+    from methods.ppo_shaping import PPOShaping
+    from methods.safe_rlhf import SafeRLHF
+
+    saved, merged = [], []
+    monkeypatch.setattr(harness.io, "save_model_atomic", lambda model, tok, out, record: saved.append((model, tok, out, record)))
+    monkeypatch.setattr(safe_rlhf, "merge_lora_actor", lambda actor: merged.append(actor) or "merged actor")
+
+    def networks(m, cls, lora, ptx, cost_model):
+        m.accelerator, m.tokenizer, m.lora, m.ptx = FakeAccelerator(), "tok", lora, ptx
+        m.actor = torch.nn.Linear(3, 3)  # 12 parameters, 9 optimised (the bias frozen)
+        m.actor.bias.requires_grad_(False)
+        m.reference = torch.nn.Linear(5, 1)  # 6
+        m.critics = {"reward": torch.nn.Linear(2, 1), "cost": torch.nn.Linear(4, 1)}  # 3 and 5
+        m.critics = {k: v for k, v in m.critics.items() if k in cls.critic_streams}
+        m.reward_model, m.cost_model = SimpleNamespace(model=torch.nn.Linear(6, 1)), cost_model  # 7 (+ 10)
+        m.gradient_checkpointing, m.frozen_dtype, m.critic_init, m.log_lambda = True, "bfloat16", "critic text", math.log(2.5)
+        return m
+
+    m = networks(SafeRLHF(SafeRLHF.config_class(ppo_size="lora", score_backbone="minilm")), SafeRLHF, (4, 8), [("p", "r")],
+                 SimpleNamespace(model=torch.nn.Linear(9, 1)))
+    ctx = SimpleNamespace(out_dir=tmp_path / "model")
+    with monkeypatch.context() as cuda:
+        cuda.setattr(torch.cuda, "is_available", lambda: True)
+        cuda.setattr(torch.cuda, "max_memory_allocated", lambda: int(3.25 * 2**20) + 1000)
+        res = m.save(ctx, steps=6, prompts=4, peak_rss=123.456)
+    want = {"steps": 6, "train_prompts": 4, "final_lambda": pytest.approx(2.5), "peak_rss_mb": 123.5, "cuda_max_allocated_mb": 3.3,
+            "params_trained": 9 + 3 + 5 + 7 + 10, "params_held": 12 + 6 + 3 + 5 + 7 + 10,
+            "params_optimised_ppo": {"actor": 9, "reward": 3, "cost": 5}, "ppo_size": "lora", "lora_r_alpha": [4, 8],
+            "gradient_checkpointing": True, "frozen_dtype": "bfloat16",
+            "reference": "the actor with its LoRA adapters disabled (shared weights, exact)", "critic_init": "critic text",
+            "score_backbone": "minilm", "ptx": True}
+    assert res.extra == want and merged == [m.actor]
+    assert saved == [("merged actor", "tok", ctx.out_dir, {"method": "safe-rlhf", "config": asdict(m.config), **res.extra})]
+    assert res.model_path == str(ctx.out_dir) and res.models_trained == 5  # R, C, actor and two critics
+    assert res.networks_held == ["actor", "reference", "reward_model", "cost_model", "reward_critic", "cost_critic"]
+
+    # full size, one critic stream (reward shaping: no λ), and a C that is not a network: no parameter totals
+    saved.clear(), merged.clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    m = networks(PPOShaping(PPOShaping.config_class()), PPOShaping, None, None, SimpleNamespace(score=lambda p, r: [0.0] * len(p)))
+    res = m.save(ctx, steps=2, prompts=3, peak_rss=50.0)
+    assert {k: res.extra[k] for k in ("final_lambda", "cuda_max_allocated_mb", "params_trained", "params_held", "lora_r_alpha", "ptx")} == {
+        "final_lambda": None, "cuda_max_allocated_mb": None,
+        "params_trained": None, "params_held": None, "lora_r_alpha": None, "ptx": False}
+    assert res.extra["reference"] == "a separate frozen copy of the SFT model in bfloat16" and res.extra["params_optimised_ppo"] == {"actor": 9, "reward": 3}
+    assert saved[0][0] is m.actor and merged == []  # no merge without LoRA
+    assert res.models_trained == 4 and res.networks_held == ["actor", "reference", "reward_model", "cost_model", "reward_critic"]
+
+
+class RecordingBackbone(FakeBackbone):
+    """FakeBackbone that remembers the keyword arguments of each call."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[dict[str, Any]] = []
+
+    def forward(self, input_ids, **kw):
+        self.calls.append(kw)
+        return super().forward(input_ids, **kw)
+
+
+class FakePeftActor(torch.nn.Module):
+    """The peft surface `AdapterValueModel` and `merge_lora_actor` use: adapters by name, the active one, the base."""
+
+    def __init__(self):
+        super().__init__()
+        self.peft_config = {"default": SimpleNamespace(target_modules={"v_proj", "q_proj"}), "reward_critic": None, "cost_critic": None}
+        self.active_adapter, self.added, self.deleted, self.modes, self.unhooked = "default", [], [], [], []
+        self.decoder = RecordingBackbone()
+        self.bench_adapter_hook = SimpleNamespace(remove=lambda: self.unhooked.append(True))
+
+    def add_adapter(self, name, config):
+        self.added.append((name, config))
+
+    def set_adapter(self, name):
+        self.active_adapter = name
+
+    def delete_adapter(self, name):
+        self.deleted.append(name)
+
+    def get_base_model(self):
+        return SimpleNamespace(config=self.decoder.config, base_model=self.decoder)
+
+    def train(self, mode=True):
+        self.modes.append(mode)
+        return super().train(mode)
+
+    def merge_and_unload(self):
+        return ("merged", self.active_adapter, tuple(self.deleted))
+
+
+def test_ppo_critics_pass_masks_and_positions_and_adapters_match_the_actor() -> None:
+    """Both critics run their backbone with the rollout's attention mask and positions and no KV cache; a shared-base
+    critic adds its adapter on the actor's resolved target modules (r, α, no dropout) and `train()` puts the shared
+    backbone in train mode; merging deletes the critics' adapters (never the actor's), unhooks and merges."""
+    from peft import LoraConfig
+
+    from harness.ppo import AdapterValueModel, ValueModel, lora_config, merge_lora_actor
+
+    ids, mask, pos = torch.tensor([[0, 1, 2]]), torch.tensor([[0, 1, 1]]), torch.tensor([[0, 0, 1]])
+    critic = ValueModel(RecordingBackbone())
+    assert critic(ids, mask, pos).shape == (1, 3)
+    ((kw,),) = [critic.backbone.calls]
+    assert kw["attention_mask"] is mask and kw["position_ids"] is pos and kw["use_cache"] is False
+
+    actor = FakePeftActor()
+    shared = AdapterValueModel(actor, "cost_critic", 4, 16)
+    ((name, config),) = actor.added
+    assert name == "cost_critic" and isinstance(config, LoraConfig)
+    assert (config.r, config.lora_alpha, config.lora_dropout, config.bias) == (4, 16, 0.0, "none")
+    assert config.target_modules == {"q_proj", "v_proj"}  # the actor's resolved modules, not "all-linear" again
+    shared.eval()
+    shared.train()
+    assert shared.training and actor.modes[-1] is True and actor.training
+    assert shared(ids, mask, pos).shape == (1, 3) and actor.active_adapter == "cost_critic"
+    (kw,) = actor.decoder.calls
+    assert kw["attention_mask"] is mask and kw["position_ids"] is pos and kw["use_cache"] is False
+
+    default = lora_config(8, 32)
+    assert (default.r, default.lora_alpha, default.target_modules, default.lora_dropout) == (8, 32, "all-linear", 0.0)
+    assert merge_lora_actor(actor) == ("merged", "default", ("reward_critic", "cost_critic")) and actor.unhooked == [True]
+
+
+def test_ppo_trainable_parameters_rss_and_ptx_errors(tmp_path) -> None:
+    """A peft model with the actor's adapter trains that adapter by name, whatever `requires_grad` says (the critics
+    switch it off while they run); any other model its parameters that require a gradient. RSS in MiB. PTX errors
+    name the file (and row) and how to turn PTX off."""
+    import psutil
+
+    from harness.errors import DataError
+    from harness.ppo import ACTOR_ADAPTER, load_ptx, rss_mb, trainable_parameters
+
+    class Peft(torch.nn.Module):
+        def __init__(self, adapters):
+            super().__init__()
+            self.lora = torch.nn.ModuleDict({ACTOR_ADAPTER: torch.nn.Linear(1, 1)})
+            self.base = torch.nn.Linear(2, 2)
+            self.peft_config = dict.fromkeys(adapters)
+            self.lora.requires_grad_(False)
+
+    with_actor = Peft([ACTOR_ADAPTER])
+    assert _param_ids(trainable_parameters(with_actor)) == _param_ids(with_actor.lora.parameters())
+    other = Peft(["reward_critic"])
+    assert _param_ids(trainable_parameters(other)) == _param_ids(other.base.parameters())
+
+    assert rss_mb() == pytest.approx(psutil.Process().memory_info().rss / 2**20, rel=0.05)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "response": "r"}\n{"prompt": "p", "response": 3}\n')
+    with pytest.raises(DataError, match=f"^file {bad}, row 1: PTX rows need string fields 'prompt' and 'response'$"):
+        load_ptx(str(bad))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n \n")
+    with pytest.raises(DataError, match=rf"^file {empty}: the PTX file has no rows \(set methods.<method>.ptx_data='' to turn PTX off\)$"):
+        load_ptx(str(empty))
+
+
+def test_value_model_from_policy_is_the_fp32_backbone_with_a_zero_head(tmp_path) -> None:
+    """The SFT-backbone critic: the decoder without its LM head, in fp32 even from a bf16 checkpoint, V = 0."""
+    from transformers import AutoModelForCausalLM
+
+    from harness.models import resolve_model
+    from harness.ppo import ValueModel
+
+    sft = AutoModelForCausalLM.from_pretrained(str(resolve_model("tiny-random")), dtype=torch.bfloat16)
+    sft.save_pretrained(tmp_path / "bf16")
+    critic = ValueModel.from_policy(tmp_path / "bf16")
+    assert not hasattr(critic.backbone, "lm_head") and {p.dtype for p in critic.parameters()} == {torch.float32}
+    torch.testing.assert_close(critic.backbone.embed_tokens.weight, sft.model.embed_tokens.weight.float())
+    ids = torch.tensor([[1, 2, 3]])
+    assert critic(ids, torch.ones_like(ids), torch.arange(3)[None]).abs().max() == 0
