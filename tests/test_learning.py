@@ -182,11 +182,13 @@ def test_leaderboard_learned_cell_and_infeasible_flag() -> None:
     assert flags({"dual_infeasible": True}) == "dual infeasible" and flags({}) == ""
 
 
-def test_train_kto_records_the_heldout_pairwise_check(tiny_model_path, tmp_path) -> None:
+def test_train_kto_records_the_heldout_pairwise_check(tiny_model_path, tmp_path, monkeypatch) -> None:
     """A KTO stage gets the same held-out check as a DPO stage: β·log-ratio margins of the trained model against its
     init on held-out pairs of the view its examples came from (here cost pairs), computed independently here; a
     reused training records them again without a forward pass."""
     import torch
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))  # a fresh reference log-prob cache: 2 × 8 forwards
 
     from harness.dpo import read_train_record
     from harness.kto import kto_examples, train_kto
