@@ -43,8 +43,7 @@ class SACPONaiveMerge:
     name: ClassVar[str] = "sacpo-naive-merge"
     config_class: ClassVar[type] = NaiveMergeConfig
 
-    def __init__(self, config: NaiveMergeConfig):
-        config.temperatures(0.1)  # validate early
+    def __init__(self, config: NaiveMergeConfig):  # beta, lambda_, beta_over_lambda > 0, q in [0, 1]: their "range" metadata
         self.config = config
 
     def train(self, ctx: TrainContext) -> TrainResult:
