@@ -509,6 +509,155 @@ def test_pddpo_refuses_bad_units_and_empty_dual_fold(tmp_path, fake_dpo) -> None
         m.train(ctx)
 
 
+# -- PD-DPO and the naive SACPO merge: what each stage receives, every record, every refusal -----------------------
+
+
+def test_pddpo_stages_get_the_run_config_and_the_lambda_zero_iterate_is_pi_r_itself(tmp_path, fake_dpo, monkeypatch) -> None:
+    """λ_1 = 0, then Ĉ > b: iteration 1 is π_r̂ itself (no training, no copy; Ĉ estimated with π_r̂ as its own
+    reference), iterations 2-3 train from it; the superseded π_2 is deleted. Pins each `train_dpo` call (config,
+    device, run name), each Ĉ estimate's arguments (N^CE prompts, dual temperature), every trajectory record and the
+    result. Planted: cfg/device/run name dropped, the λ = 0 iterate copied into the work dir, N^CE or the dual
+    temperature ignored, superseded iterates kept, the mode always "fixed_lambda"."""
+    import methods.pddpo as pddpo
+
+    est = ScriptedEstimates([0.5, 0.5, 0.4])
+    monkeypatch.setattr(pddpo, "dual_estimate", est)
+    m, ctx, log = make_ctx(tmp_path, "pddpo", ["method.lambda_init=0", "method.eta=10", "method.num_iterations=3", "method.max_dual_prompts=1",
+                                               "method.dual_temperature=0.7", "scoring.threshold=0.2"])
+    res = m.train(ctx)
+    pi_r, pi_2 = ctx.work_dir / "pi_r_hat", ctx.work_dir / "pi_2"
+    assert [c["run_name"] for c in fake_dpo.calls] == ["pddpo-stage1", "pddpo-primal-2", "pddpo-primal-3"]
+    assert all(c["cfg"] is ctx.cfg and c["device"] == "cpu" and c["margins"] is None for c in fake_dpo.calls)
+    assert [(c["init"], c["ref"], c["out"]) for c in fake_dpo.calls[1:]] == [(pi_r, pi_r, pi_2), (pi_2, pi_r, ctx.out_dir)]
+    assert [c["beta"] for c in fake_dpo.calls] == [0.1, pytest.approx(0.1 / 3), pytest.approx(0.1 / 6)]
+    assert [(c["policy"], c["same_as_reference"]) for c in est.calls] == [(pi_r, True), (pi_2, False), (ctx.out_dir, False)]
+    assert all(c["ctx"] is ctx and c["prompts"] == DUAL[:1] and c["temperature"] == 0.7 and c["reference"] == pi_r for c in est.calls)
+    assert not (ctx.work_dir / "pi_1").exists() and not pi_2.exists() and pi_r.exists()  # superseded iterates deleted
+
+    def estimate(c_hat: float) -> dict[str, float]:
+        return {"cost_estimate": c_hat, "unsafe_rate": -1.0, "mean_cost": -1.0, "reward": 0.0, "kl_to_pi_r": 0.0}
+
+    assert res.trajectory == [
+        {"iteration": 1, "lambda": 0.0, "beta_stage2": None, "trained": False, **estimate(0.5), "lambda_next": pytest.approx(3.0), "threshold": 0.2},
+        {"iteration": 2, "lambda": pytest.approx(3.0), "beta_stage2": pytest.approx(0.1 / 3), "trained": True, **estimate(0.5),
+         "lambda_next": pytest.approx(6.0), "threshold": 0.2},
+        {"iteration": 3, "lambda": pytest.approx(6.0), "beta_stage2": pytest.approx(0.1 / 6), "trained": True, **estimate(0.4),
+         "lambda_next": pytest.approx(8.0), "threshold": 0.2},
+    ]
+    assert log == res.trajectory and res.model_path == str(ctx.out_dir) and res.models_trained == 2
+    assert res.networks_held == ["policy", "pi_r_hat (frozen stage-2 reference: log-probs on D_c cached once; reloaded at dual time for KL)",
+                                 "cost annotator (dual time)", "reward annotator (trajectory logging only)"]
+    assert res.extra == {"mode": "primal_dual", "beta": 0.1, "threshold": 0.2, "threshold_units": "unsafe_rate", "lambda_final": pytest.approx(8.0),
+                         "iterations": 3, "warm_start": "previous",
+                         "provenance": "PD-DPO v1 ran fixed λ = 5 with no dual update [paper]; every other setting is [ours]"}
+
+
+def test_pddpo_dual_estimate_without_in_memory_weights_closes_the_generator(tmp_path, monkeypatch) -> None:
+    """A generator plugin with no `model`/`tokenizer` attributes (an API or vLLM engine): the policy log-probs load the
+    policy folder itself; the generator is closed before the reference loads (and in the π = π_r̂ branch too);
+    generation.cache=false samples afresh each time. Planted: the weights or tokenizer assumed present, `None` handed
+    to `close_generator`, the run's cache setting ignored."""
+    import methods.pddpo as pddpo
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    events: list[Any] = []
+
+    class Plugin:
+        name, fingerprint = "plugin", "disk-plugin"  # cacheable, were the cache on
+
+        def generate(self, prompts: list[str], params) -> list[str]:
+            events.append("generate")
+            return [p[-1] for p in prompts]
+
+        def close(self) -> None:
+            events.append("close")
+
+    def logprobs(model, tok, prompts, responses, cfg, device, *a):
+        events.append(("logprobs", model, tok, list(responses)))
+        return torch.tensor([-1.0, -2.0]) if model == tmp_path / "pi" else torch.tensor([-2.0, -2.0])
+
+    _, ctx, _ = make_ctx(tmp_path, "pddpo", ["generation.cache=false"], cost_fn=lambda y: float(y == "b"), reward_fn=lambda y: 2.0)
+    ctx.make_generator = lambda model, tokenizer=None: Plugin()
+    monkeypatch.setattr(pddpo, "sequence_logprobs", logprobs)
+    out = pddpo.dual_estimate(ctx, tmp_path / "pi", tmp_path / "ref", "unsafe_rate", ["pa", "pb"])
+    assert events == ["generate", ("logprobs", tmp_path / "pi", None, ["a", "b"]), "close", ("logprobs", tmp_path / "ref", None, ["a", "b"])]
+    assert out["kl_to_pi_r"] == pytest.approx(0.5) and out["cost_estimate"] == 0.5 and out["reward"] == 2.0
+    events.clear()
+    out = pddpo.dual_estimate(ctx, tmp_path / "pi", tmp_path / "ref", "unsafe_rate", ["pa", "pb"], same_as_reference=True)
+    assert events == ["generate", "close"] and out["kl_to_pi_r"] == 0.0  # sampled again: the cache is off
+
+
+def test_pddpo_refusals_name_the_problem_and_the_fix(tmp_path, fake_dpo) -> None:
+    """Planted: the method's name or one of the two pair kinds dropped from the check; K = 0 accepted in the dual
+    loop (or refused with a fixed λ); the messages' wording."""
+    import methods.pddpo as pddpo
+
+    for kind, data in (("reward", {"reward_pairs": []}), ("cost", {"cost_pairs": []})):
+        m, ctx, _ = make_ctx(tmp_path / kind, "pddpo", **data)
+        with pytest.raises(BenchError, match=rf"^pddpo needs reward and cost pairs in the train fold, but there are no {kind} pairs: "):
+            m.train(ctx)
+    assert fake_dpo.calls == []
+    m, ctx, _ = make_ctx(tmp_path / "dual", "pddpo", dual=[])
+    with pytest.raises(BenchError, match=r"^PD-DPO's dual step needs held-out dual prompts, but the dataset's dual fold is empty: "
+                                         r"set data\.max_dual_prompts > 0 \(they are never evaluation prompts\)$"):
+        m.train(ctx)
+    with pytest.raises(BenchError, match=r"^config key 'methods\.pddpo\.num_iterations': 0 trains no primal step; use an int >= 1 "
+                                         r"\(or fixed_lambda=λ for one step\)"):
+        make_ctx(tmp_path / "k0", "pddpo", ["method.num_iterations=0"])
+    m, ctx, _ = make_ctx(tmp_path / "fixed", "pddpo", ["method.num_iterations=0", "method.fixed_lambda=2"])  # fixed λ: one step, K unused
+    assert m.config.num_iterations == 0
+    ctx.cfg.scoring.threshold_units = "rate"  # past the config check: the method still refuses it by name
+    with pytest.raises(BenchError, match=r"^threshold_units 'rate' is not one of unsafe_rate, mean_cost$"):
+        pddpo.resolve_constraint(m.config, ctx)
+
+
+def test_sacpo_naive_merge_stage_calls_records_and_result(tmp_path, fake_dpo, monkeypatch) -> None:
+    """Default temperatures (β = train.beta, β/λ = 0.01): both trainings get the run's config and device under
+    their shared-store names; each stage's log reads its own training record; the merge record and the result are
+    pinned. Planted: β taken from nowhere, cfg/device/run names dropped or exchanged, the records' keys, λ = β·β/λ."""
+    import methods.sacpo_naive_merge as naive
+
+    kwargs = spy_dpo_records(monkeypatch, fake_dpo)
+    merges = []
+    monkeypatch.setattr(naive, "merge_models", lambda a, b, q, out_dir, record: merges.append((a, b, q, out_dir, record)) or Path(out_dir))
+    m, ctx, log = make_ctx(tmp_path, "sacpo-naive-merge")
+    res = m.train(ctx)
+    helpful, safe = ctx.work_dir / "naive_helpful", ctx.work_dir / "naive_safe"
+    common = dict(init=ctx.policy_path, ref=None, cfg=ctx.cfg, device="cpu")
+    assert kwargs == [dict(common, beta=0.1, out_dir=helpful, run_name="sacpo-helpful"),
+                      dict(common, beta=0.01, out_dir=safe, run_name="sacpo-safe-from-sft")]
+    assert [c["pairs"] for c in fake_dpo.calls] == [REWARD_PAIRS, COST_PAIRS]
+    assert log == [{"stage": "helpful", "beta": 0.1, "train_loss": 0.25, "steps": 11, "pairs": 4},
+                   {"stage": "safe", "beta": 0.01, "train_loss": 0.5, "steps": 12, "pairs": 3}, {"stage": "merge", "q": 0.5}]
+    assert merges == [(helpful, safe, 0.5, ctx.out_dir,
+                       {"merge": {"q": 0.5, "a": str(helpful), "b": str(safe), "rule": "(1-q)*a + q*b, float32 accumulation"}})]
+    assert res.model_path == str(ctx.out_dir) and res.models_trained == 2 and res.networks_held == ["policy", "reference"]
+    assert res.extra == {"variant": "naive-merge", "beta": 0.1, "beta_over_lambda": 0.01, "lambda": pytest.approx(10.0), "q": 0.5,
+                         "merged": {"helpful (weight 1-q)": str(helpful), "safe (weight q)": str(safe)},
+                         "provenance": "rule and beta/lambda = 0.01 [paper, methods.md 4.4]; q = 0.5 [ours]"}
+
+
+def test_sacpo_naive_merge_refusals_name_the_problem_and_the_fix(tmp_path, fake_dpo, monkeypatch) -> None:
+    """Planted: the method's name or one pair kind dropped from the check; the two trainings landing in one folder
+    merged anyway; the messages' wording."""
+    import harness.dpo
+
+    for kind, data in (("reward", {"reward_pairs": []}), ("cost", {"cost_pairs": []})):
+        m, ctx, _ = make_ctx(tmp_path / kind, "sacpo-naive-merge", **data)
+        with pytest.raises(BenchError, match=rf"^sacpo-naive-merge needs reward and cost pairs in the train fold, but there are no {kind} pairs: "):
+            m.train(ctx)
+    assert fake_dpo.calls == []
+    with pytest.raises(BenchError, match=r"^config key 'methods\.sacpo-naive-merge\.safety_first': the naive merge trains both models from "
+                                         r"the SFT model, so there is no order; leave it false"):
+        make_ctx(tmp_path / "order", "sacpo-naive-merge", ["method.safety_first=true"])
+    one = tmp_path / "one"
+    monkeypatch.setattr(harness.dpo, "train_dpo", lambda pairs, **kw: fake_dpo(pairs, **{**kw, "out_dir": one}))
+    monkeypatch.setattr(harness.dpo, "read_train_record", fake_dpo.record)
+    m, ctx, _ = make_ctx(tmp_path / "same", "sacpo-naive-merge")
+    with pytest.raises(BenchError, match=r"^sacpo-naive-merge: the helpful and safe models are one folder; nothing to merge$"):
+        m.train(ctx)
+
+
 # -- online PD-DPO ------------------------------------------------------------------------------------------------
 
 
@@ -935,6 +1084,51 @@ def test_pecan_fixed_lambda_defaults_and_records(tmp_path, fake_dpo, monkeypatch
     m, ctx, _ = make_ctx(tmp_path / "no-cost", "pecan", ["method.lambda_=2"], cost_pairs=[])
     with pytest.raises(BenchError, match="^pecan needs reward and cost pairs in the train fold, but there are no cost pairs"):
         m.train(ctx)
+
+
+def test_pecan_log_probs_are_harness_logprobs_of_one_fp32_load(tmp_path, tiny_model_path, monkeypatch) -> None:
+    """`_log_probs` on the tiny random model: the model is loaded once, in fp32, on the run's device; the samples and
+    the pairs' chosen/rejected responses are scored by that one model with the run's config and batch size, and the
+    values equal `harness.logprobs` computed by hand on a separate load; no samples gives an empty tensor and no
+    scoring call. Planted: another precision or device, an argument dropped or exchanged, samples skipped or scored
+    when there are none."""
+    import harness.logprobs as logprobs
+    import harness.models as models
+    import methods.pecan as pecan
+
+    _, ctx, _ = make_ctx(tmp_path, "pecan")
+    real_load, real_seq = models.load_policy, logprobs.sequence_logprobs
+    loads, scored = [], []
+
+    def load(path, device="cpu", precision="auto"):
+        loads.append(((path, device, precision), real_load(path, device, precision)))
+        return loads[-1][1]
+
+    def seq(model, tok, prompts, responses, cfg, device=None, batch_size=None):
+        scored.append((model, tok, list(prompts), list(responses), cfg, device, batch_size))
+        return real_seq(model, tok, prompts, responses, cfg, device, batch_size)
+
+    monkeypatch.setattr(models, "load_policy", load)
+    monkeypatch.setattr(logprobs, "sequence_logprobs", seq)
+    prompts, responses = ["a prompt", "a prompt", "another prompt"], ["yes", "no thanks", "maybe later on"]
+    pairs = [pair(0, "sure, here it is", "no"), pair(1, "I can't", "ok fine")]
+    samples, chosen, rejected = pecan._log_probs(str(tiny_model_path), ctx, prompts, responses, pairs, 3)
+    ((args, (model, tok)),) = loads
+    assert args == (tiny_model_path, "cpu", "fp32") and next(model.parameters()).dtype == torch.float32
+    p_prompts = ["prompt 0", "prompt 1"]
+    assert scored == [(model, tok, prompts, responses, ctx.cfg, "cpu", 3),
+                      (model, tok, p_prompts, ["sure, here it is", "I can't"], ctx.cfg, "cpu", 3),
+                      (model, tok, p_prompts, ["no", "ok fine"], ctx.cfg, "cpu", 3)]
+    by_hand, by_hand_tok = real_load(tiny_model_path, "cpu", "fp32")
+    torch.testing.assert_close(samples, real_seq(by_hand, by_hand_tok, prompts, responses, ctx.cfg, "cpu", 3))
+    torch.testing.assert_close(chosen, real_seq(by_hand, by_hand_tok, p_prompts, ["sure, here it is", "I can't"], ctx.cfg, "cpu", 3))
+    torch.testing.assert_close(rejected, real_seq(by_hand, by_hand_tok, p_prompts, ["no", "ok fine"], ctx.cfg, "cpu", 3))
+    assert samples.shape == (3,) and bool((samples < 0).all()) and chosen.shape == rejected.shape == (2,)
+    scored.clear()
+    none, chosen_again, _ = pecan._log_probs(tiny_model_path, ctx, [], [], pairs, None)
+    assert none.shape == (0,) and [s[2:4] for s in scored] == [(p_prompts, ["sure, here it is", "I can't"]), (p_prompts, ["no", "ok fine"])]
+    assert [s[-1] for s in scored] == [None, None]  # the batch size left to the run's default
+    torch.testing.assert_close(chosen_again, chosen)
 
 
 def scorer_calls(ctx) -> list[tuple[str, list[str], list[str]]]:
