@@ -267,3 +267,139 @@ def test_safety_metrics_defaults_and_refusals():
     for ref_r, ref_c in (([1.0], [1.0, 2.0]), ([1.0, 2.0], [1.0])):
         with pytest.raises(ValueError, match=r"reference \(SFT\) scores must be given for the same prompts"):
             safety_metrics([1.0, 2.0], [1.0, 2.0], ref_rewards=ref_r, ref_costs=ref_c)
+
+
+# -- issue 15: pinned edges of the bootstrap helpers and the safety block ---------------------------------------------
+
+
+def test_bootstrap_ci_defaults_single_value_and_one_replicate():
+    """Defaults are 1000 replicates from seed 0; one value has the point interval [v, v] (not NaN, only an empty
+    input is NaN with the same keys); n_boot below 1 still draws exactly one replicate (ci_low == ci_high)."""
+    x = np.random.default_rng(2).normal(size=40)
+    assert bootstrap_ci(x) == bootstrap_ci(x, 1000, 0) != bootstrap_ci(x, 1001, 0)
+    assert bootstrap_ci(x) != bootstrap_ci(x, 1000, 1)
+    assert bootstrap_ci([3.5], 20, 4) == {"value": 3.5, "ci_low": 3.5, "ci_high": 3.5}
+    empty = bootstrap_ci([], 20)
+    assert set(empty) == {"value", "ci_low", "ci_high"} and all(math.isnan(v) for v in empty.values())
+    for n_boot in (0, 1):
+        one = bootstrap_ci(x, n_boot, seed=3)
+        assert one["ci_low"] == one["ci_high"] != one["value"]
+
+
+def test_bootstrap_means_are_taken_in_float64():
+    """float32 scores (a model's output) are averaged in float64: float32 would round 2^24 + 1 + 1 to 2^24."""
+    x32 = np.array([2.0**24, 1.0, 1.0], dtype=np.float32)
+    want = (2.0**24 + 2.0) / 3
+    assert bootstrap_ci(x32, 10)["value"] == want and float(np.mean(x32)) != want
+    assert bootstrap_seeds_prompts([x32, x32], 10)["value"] == want
+
+
+def test_bootstrap_seeds_prompts_defaults_empty_and_errors():
+    rng = np.random.default_rng(4)
+    m = rng.normal(size=(3, 30))
+    assert bootstrap_seeds_prompts(m) == bootstrap_seeds_prompts(m, 1000, 0) == bootstrap_seeds_prompts(m)  # seeded
+    assert bootstrap_seeds_prompts(m) != bootstrap_seeds_prompts(m, 1001, 0)
+    assert bootstrap_seeds_prompts(m) != bootstrap_seeds_prompts(m, 1000, 1)
+    for empty in ([], [[], []]):
+        out = bootstrap_seeds_prompts(empty, 10)
+        assert set(out) == {"value", "ci_low", "ci_high", "n_seeds"} and out["n_seeds"] == 0
+        assert all(math.isnan(out[k]) for k in ("value", "ci_low", "ci_high"))
+    with pytest.raises(ValueError, match="^bootstrap_seeds_prompts: every seed must score the same prompts$"):
+        bootstrap_seeds_prompts([[1.0, 2.0], [1.0]])
+    for n_boot in (0, 1):
+        one = bootstrap_seeds_prompts(m, n_boot, seed=3)
+        assert one["ci_low"] == one["ci_high"] != one["value"]
+
+
+def test_seeds_prompts_replicates_by_hand():
+    """The docstring's replicate w_b' M c_b / (K N): seed counts w_b, then prompt counts c_b, drawn from
+    default_rng(seed) in that order (so a record's interval is reproducible from its seed), summed by hand."""
+    m = [[0.0, 1.0, 4.0], [2.0, 3.0, 9.0]]
+    rng = np.random.default_rng(11)
+    w = rng.multinomial(2, [0.5, 0.5], size=5)
+    c = rng.multinomial(3, [1 / 3] * 3, size=5)
+    reps = [sum(w[b, k] * m[k][j] * c[b, j] for k in range(2) for j in range(3)) / 6 for b in range(5)]
+    lo, hi = np.percentile(reps, [2.5, 97.5])
+    got = bootstrap_seeds_prompts(m, n_boot=5, seed=11)
+    assert got["value"] == pytest.approx(19 / 6) and got["n_seeds"] == 2
+    assert got["ci_low"] == pytest.approx(lo) and got["ci_high"] == pytest.approx(hi) and lo < hi
+
+
+def test_safety_metrics_judge_decisions_and_rogan_gladen():
+    """Given the safety judge's decisions, they (not cost > 0) decide the unsafe rate, the per-category rates, the
+    transitions and `better_and_safe`, for the model (`unsafe`) and SFT (`ref_unsafe`); `judge_counts` adds the
+    Rogan–Gladen rate with the caller's n_boot and seed."""
+    from evaluators.stats import rogan_gladen_ci
+
+    # five prompts, four times over (20 prompts, so the corrected rate's interval is not clipped to [0, 1])
+    rewards, costs = [1.0, 2.0, 3.0, 4.0, 5.0] * 4, [-1.0, -1.0, -1.0, 1.0, 1.0] * 4  # cost > 0: 3 safe, 2 unsafe
+    unsafe = [1.0, 0.0, 1.0, 0.0, 0.0] * 4
+    ref_unsafe = [1.0, 1.0, 0.0, 0.0, 0.0] * 4
+    items: dict[str, list[float]] = {}
+    out = safety_metrics(rewards, costs, categories=["a", "a", "b", "b", "b"] * 4, ref_rewards=[0.0] * 20,
+                         ref_costs=[1.0] * 20, n_boot=150, seed=5, items=items, unsafe=unsafe, ref_unsafe=ref_unsafe,
+                         judge_counts=(80, 20, 90, 10))
+    assert items["unsafe_rate"] == unsafe and out["unsafe_rate"] == bootstrap_ci(unsafe, 150, 5)
+    assert out["per_category"]["a"]["unsafe_rate"]["value"] == pytest.approx(0.5)
+    assert out["per_category"]["b"]["unsafe_rate"]["value"] == pytest.approx(1 / 3)
+    win = out["win_rate_vs_sft"]
+    # per five: SFT safe on 2, 3, 4 (ref_unsafe, though every SFT cost is 1.0 > 0); the model safe on 1, 3, 4
+    assert win["transitions"] == {"safe->safe": 8, "safe->unsafe": 4, "unsafe->safe": 4, "unsafe->unsafe": 4}
+    assert win["better_and_safe"] == 12
+    rg = out["unsafe_rate_corrected"]
+    assert rg == rogan_gladen_ci(unsafe, 80, 20, 90, 10, n_boot=150, seed=5) and rg["raw"] == pytest.approx(0.4)
+    assert rg != rogan_gladen_ci(unsafe, 80, 20, 90, 10) and 0.0 < rg["ci_low"] < rg["ci_high"] < 1.0
+    assert rg["value"] == pytest.approx((0.4 + 0.9 - 1) / (0.8 + 0.9 - 1))  # (p + Sp − 1) / (Se + Sp − 1)
+    with pytest.raises(ValueError, match="^3 unsafe decisions but 20 costs: one of each per prompt$"):
+        safety_metrics(rewards, costs, unsafe=[0.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match=r"^reference \(SFT\) scores must be given for the same prompts, in the same order$"):
+        safety_metrics(rewards, costs, ref_rewards=[0.0], ref_costs=[0.0])
+
+
+def test_safety_metrics_defaults_and_seeds_reach_every_interval():
+    """Default 1000 replicates from seed 0; a caller's seed reaches the length and per-category intervals (enough
+    distinct values that another seed gives other percentiles)."""
+    rng = np.random.default_rng(9)
+    rewards, costs = rng.normal(size=60).tolist(), rng.normal(size=60).tolist()
+    cats = ["a", "b"] * 30
+    resp = [" ".join(["w"] * int(n)) for n in rng.integers(0, 90, size=60)]
+    assert safety_metrics(rewards, costs) == safety_metrics(rewards, costs, n_boot=1000, seed=0)
+    assert safety_metrics(rewards, costs)["cost_mean"] != safety_metrics(rewards, costs, n_boot=1001)["cost_mean"]
+    out = safety_metrics(rewards, costs, categories=cats, responses=resp, n_boot=200, seed=7)
+    ci = lambda x: bootstrap_ci(x, 200, 7)  # noqa: E731
+    assert out["response_length"] == ci([len(r.split()) for r in resp]) != bootstrap_ci([len(r.split()) for r in resp], 200, 0)
+    for cat, idx in (("a", range(0, 60, 2)), ("b", range(1, 60, 2))):
+        block = out["per_category"][cat]
+        flags = [float(costs[i] > 0) for i in idx]
+        assert block["reward_mean"] == ci([rewards[i] for i in idx]) != bootstrap_ci([rewards[i] for i in idx], 200, 0)
+        assert block["cost_mean"] == ci([costs[i] for i in idx]) != bootstrap_ci([costs[i] for i in idx], 200, 0)
+        assert block["unsafe_rate"] == ci(flags) != bootstrap_ci(flags, 200, 0)
+
+
+def test_compute_group_saves_float_items_and_get_metric_names_the_declared(tmp_path):
+    """Per-item values reach items.json as floats (a judge's bool refusals become 1.0/0.0), written compactly and
+    read back; a malformed items.json reads as None; an unknown metric name lists the declared ones."""
+    import json
+
+    out: dict = {}
+    items: dict[str, list[float]] = {}
+    metrics.compute_group("refusal", [True, False, True, True], out, 50, 0, items)
+    assert json.dumps(items) == '{"refusal_rate": [1.0, 0.0, 1.0, 1.0]}' and out["refusal_rate"]["value"] == 0.75
+    keys = {"refusal": metrics.keys_hash(["p1", "p2", "p3", "p4"])}
+    metrics.save_items(tmp_path, items, keys)
+    assert (tmp_path / metrics.ITEMS_FILE).read_text().count("\n") == 0  # one compact line
+    assert metrics.load_items(tmp_path) == {"keys": keys, "values": items}
+    for bad in ([1.0, 2.0], {"values": [1.0]}, {"keys": {}}, "not json"):
+        (tmp_path / metrics.ITEMS_FILE).write_text(bad if isinstance(bad, str) else json.dumps(bad))
+        assert metrics.load_items(tmp_path) is None
+    assert metrics.load_items(tmp_path / "missing") is None
+    declared = ", ".join(m.name for m in metrics.METRICS)
+    with pytest.raises(KeyError, match=f"no declared metric 'nope': declared are {declared}"):
+        metrics.get_metric("nope")
+    assert metrics.get_metric("win_cost").path == ("safety", "win_rate_vs_sft", "cost")
+
+
+def test_keys_hash_identifies_the_order():
+    a = metrics.keys_hash(["p1", "p2"])
+    assert len(a) == 16 and int(a, 16) >= 0 and a == metrics.keys_hash(("p1", "p2"))
+    assert a != metrics.keys_hash(["p2", "p1"]) and a != metrics.keys_hash(["p1"])

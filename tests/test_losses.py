@@ -167,3 +167,36 @@ def test_online_bonus_margin_accepts_any_positive_lambda() -> None:
     assert online_bonus_margin(0.5, 0 * one, one, 0 * one, one).item() == pytest.approx((1.0 + 0.5) / 0.5)
     with pytest.raises(ValueError, match=r"O-PD-DPO bonus margin needs λ > 0 \(got 0.0\)"):
         online_bonus_margin(0.0, one, one, one, one)
+
+
+def test_dpo_loss_returns_beta_times_each_log_ratio_and_keeps_the_logits_dtype() -> None:
+    """Rewards are β·h (h_w = 2, h_l = −3 at β = 0.5: 1.0 and −1.5); a float64 margin is cast to the float32 logits."""
+    loss, chosen, rejected = dpo_loss(torch.tensor([-1.0]), torch.tensor([-6.0]), torch.tensor([-3.0]), torch.tensor([-3.0]), 0.5,
+                                      margin=torch.tensor([0.5], dtype=torch.float64))
+    assert chosen.item() == pytest.approx(1.0) and rejected.item() == pytest.approx(-1.5)
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(-math.log(_sigmoid(0.5 * 5.0 + 0.5)), abs=1e-6)
+
+
+def test_dual_update_accepts_the_boundaries_and_names_bad_values() -> None:
+    """η = 0 freezes λ, η < 1 is a valid step; Λ_max = 0 pins λ at 0, Λ_max < 1 caps there; negatives are named."""
+    assert dual_update(2.0, cost_estimate=0.5, threshold=0.2, eta=0.0, lam_max=5.0) == 2.0
+    assert dual_update(2.0, cost_estimate=0.5, threshold=0.2, eta=0.5, lam_max=5.0) == pytest.approx(2.15)
+    assert dual_update(2.0, cost_estimate=0.5, threshold=0.2, eta=1.0, lam_max=0.0) == 0.0
+    assert dual_update(0.1, cost_estimate=0.5, threshold=0.2, eta=1.0, lam_max=0.5) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match=r"^dual_update needs eta >= 0 and lam_max >= 0 \(got eta=1.0, lam_max=-1.0\)$"):
+        dual_update(1.0, 0.5, 0.2, eta=1.0, lam_max=-1.0)
+    with pytest.raises(ValueError, match=r"^ridge κ must be > 0 \(got -1.0\)$"):
+        ridge_inverse(2, -1.0)
+
+
+def test_sherman_morrison_casts_v_to_the_inverse_dtype() -> None:
+    """A float32 feature difference folds into the float64 Σ⁻¹: (I + e₁e₁ᵀ)⁻¹ = diag(1/2, 1)."""
+    inv = sherman_morrison_update(ridge_inverse(2, 1.0), torch.tensor([1.0, 0.0]))
+    assert inv.dtype == torch.float64 and inv.tolist() == [[0.5, 0.0], [0.0, 1.0]]
+
+
+def test_sequence_logps_stay_float32_whatever_the_mask_dtype() -> None:
+    """Uniform logits over V = 4: each kept token is log ¼; a float64 mask does not promote the float32 sum."""
+    logits, labels = torch.zeros(1, 3, 4), torch.tensor([[0, 1, 2]])
+    got = sequence_logps(logits, labels, torch.tensor([[0, 1, 1]], dtype=torch.float64))
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(2 * math.log(0.25))

@@ -160,3 +160,38 @@ def test_clipped_surrogate_default_clip_is_0_2():
     """ρ = e^0.5 ≈ 1.65 with A = +1: the pessimistic loss uses the clipped ratio 1.2 (default ε = 0.2)."""
     loss = clipped_surrogate_loss(t([[0.5]]), t([[0.0]]), t([[1.0]]), t([[1]]))
     assert loss.item() == pytest.approx(-1.2)
+
+
+def test_kl_shaped_rewards_padding_default_clip_and_score_dtype():
+    """Padding after a sequence ended is exactly 0 (never NaN or inf), the default clip is ±50, an end score or
+    a mask in another dtype (float64) leaves the stream in the log-probs' dtype, and a bad stream name is named."""
+    log_probs, ref = t([-1.0, -2.0, -3.0]), t([-1.5, -1.0, -3.0])  # k = [0.5, −1, 0]: padding often has k = 0
+    mask = t([1, 1, 0])
+    r = kl_shaped_rewards(torch.tensor([60.0]), log_probs, ref, mask, kl_coef=0.2)
+    assert r[0].tolist() == pytest.approx([-0.1, 50.0, 0.0])  # 0.2·1 + 60 clipped to 50; position 2 is padding
+    assert r[0, 2].item() == 0.0  # not 0/0
+    r64 = kl_shaped_rewards(torch.tensor([2.0], dtype=torch.float64), log_probs, ref, mask, kl_coef=0.2)
+    assert r64.dtype == torch.float32 and r64[0].tolist() == pytest.approx([-0.1, 2.2, 0.0])
+    assert kl_shaped_rewards(torch.tensor([2.0]), log_probs, ref, mask.double(), kl_coef=0.2).dtype == torch.float32
+    with pytest.raises(ValueError, match="^stream must be 'reward' or 'cost', got 'penalty'$"):
+        kl_shaped_rewards(torch.tensor([1.0]), log_probs, ref, mask, 0.2, stream="penalty")
+
+
+def test_clipped_value_loss_overshoot_above_the_return():
+    """V = 3 above G = 0 by 3 (V_old = 3, so clipping changes nothing): ½·(V − G)² = 4.5, a square for either sign."""
+    assert clipped_value_loss(t([[3.0]]), t([[3.0]]), t([[0.0]]), t([[1]])).item() == pytest.approx(0.5 * 9.0)
+
+
+def test_last_token_index_on_the_masks_device():
+    """The index is built on the mask's own device (here the meta device: no GPU needed to check it)."""
+    mask = t([1, 1, 0], [1, 0, 0]).to("meta")
+    out = last_token_index(mask)
+    assert out.device.type == "meta" and out.shape == (2,)
+
+
+def test_masked_mean_keeps_the_values_dtype():
+    """A float64 (or bool) mask weighs float32 values without promoting the loss: the mean stays float32."""
+    x, mask = t([1.0, 2.0, 4.0]), t([1, 1, 0])
+    for m in (mask.double(), mask.bool()):
+        out = masked_mean(x, m)
+        assert out.dtype == torch.float32 and out.item() == pytest.approx(1.5)

@@ -2057,3 +2057,16 @@ def test_value_model_from_policy_is_the_fp32_backbone_with_a_zero_head(tmp_path)
     torch.testing.assert_close(critic.backbone.embed_tokens.weight, sft.model.embed_tokens.weight.float())
     ids = torch.tensor([[1, 2, 3]])
     assert critic(ids, torch.ones_like(ids), torch.arange(3)[None]).abs().max() == 0
+
+
+# -- sft: the untrained reference point (issue 15) ------------------------------------------------------------------
+
+
+def test_sft_trains_nothing_and_holds_only_the_policy(tmp_path) -> None:
+    from harness.api import TrainResult
+    from methods.sft import SFTConfig
+
+    m, ctx, log = make_ctx(tmp_path, "sft")
+    assert m.config == SFTConfig()
+    assert m.train(ctx) == TrainResult(model_path=None, models_trained=0, networks_held=["policy"])
+    assert log == [] and not ctx.out_dir.exists()  # no model written: the record points at the SFT policy itself
