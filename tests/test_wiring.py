@@ -2070,3 +2070,260 @@ def test_sft_trains_nothing_and_holds_only_the_policy(tmp_path) -> None:
     assert m.config == SFTConfig()
     assert m.train(ctx) == TrainResult(model_path=None, models_trained=0, networks_held=["policy"])
     assert log == [] and not ctx.out_dir.exists()  # no model written: the record points at the SFT policy itself
+
+
+# -- Safe-RLHF setup, optimisers and the PTX step: what each config value turns into ---------------------------------
+
+
+class _Stop(Exception):
+    """Raised by a patched constructor to end `setup` once what a test checks has happened."""
+
+
+def _record_phases(monkeypatch) -> list[tuple[str, bool]]:
+    """Replace `phase` in methods.safe_rlhf by a recorder of (label, trim): the labels are the stage profile's rows."""
+    import contextlib
+
+    import methods.safe_rlhf as safe_rlhf
+
+    phases: list[tuple[str, bool]] = []
+
+    @contextlib.contextmanager
+    def phase(name: str, trim: bool = False):
+        phases.append((name, trim))
+        yield
+
+    monkeypatch.setattr(safe_rlhf, "phase", phase)
+    return phases
+
+
+def test_safe_rlhf_setup_checks_pairs_trains_r_and_c_and_picks_mixed_precision(tmp_path, monkeypatch) -> None:
+    """setup refuses a train fold without reward or cost pairs (naming the method and what is missing); trains R on the
+    reward pairs and C on the cost pairs on the SFT backbone (or the named encoder), freezes them and turns their
+    score caches off; runs bf16 mixed precision on CUDA only when train.precision allows it. Stopped at the
+    Accelerator: no network is loaded. Planted: the pair kinds or names exchanged, the encoder ignored, bf16 on CPU."""
+    import accelerate
+
+    made: list[dict[str, Any]] = []
+    monkeypatch.setattr(accelerate, "Accelerator", lambda **kw: made.append(kw) or (_ for _ in ()).throw(_Stop()))
+    phases = _record_phases(monkeypatch)
+    for kind in ("reward", "cost"):
+        m, ctx, _ = make_ctx(tmp_path / kind, "safe-rlhf", **{f"{kind}_pairs": []})
+        with pytest.raises(BenchError, match=f"^safe-rlhf needs reward and cost pairs in the train fold, but there are no {kind} pairs: "):
+            m.setup(ctx)
+    assert made == [] and phases == []
+    cases = [("cpu", "auto", "policy", {"cpu": True, "mixed_precision": "no"}), ("cuda", "auto", "minilm", {"cpu": False, "mixed_precision": "bf16"}),
+             ("cuda", "bf16", "policy", {"cpu": False, "mixed_precision": "bf16"}), ("cuda", "fp32", "policy", {"cpu": False, "mixed_precision": "no"})]
+    for device, precision, backbone, want in cases:
+        trained, scorers = [], {}
+
+        def train_score_model(kind, pairs, name, **kw):
+            trained.append((kind, pairs, name, kw))
+            scorers[kind] = ScriptedNetScorer("unused", {}, causal=False)
+            return scorers[kind]
+
+        m, ctx, _ = make_ctx(tmp_path / f"{device}-{precision}-{backbone}", "safe-rlhf",
+                             [f"train.precision={precision}", f"method.score_backbone={backbone}"], score_models=train_score_model)
+        ctx.device = device
+        made.clear(), phases.clear()
+        with pytest.raises(_Stop):
+            m.setup(ctx)
+        encoder = ctx.policy_path if backbone == "policy" else backbone
+        assert trained == [("reward", REWARD_PAIRS, "reward_model", {"encoder": encoder}), ("cost", COST_PAIRS, "cost_model", {"encoder": encoder})]
+        assert made == [want], (device, precision)
+        assert phases == [("safe-rlhf/score_models", True)]  # the profile row; trim: R and C training's heap returned
+        for s in scorers.values():
+            assert s.use_cache is False and not any(p.requires_grad for p in s.model.parameters())
+
+
+def _tiny_copy(tmp_path: Path, eos: Any) -> Path:
+    """The tiny random model with bf16 as its saved dtype (what `from_pretrained` would pick by itself) and `eos` as
+    its generation config's EOS (the tokenizer's EOS stays 2)."""
+    from harness.models import resolve_model
+
+    src, dst = Path(resolve_model("tiny-random")), tmp_path / "tiny-copy"
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.name not in ("config.json", "generation_config.json"):
+            (dst / f.name).symlink_to(f)
+    config, gen = (json.loads((src / name).read_text()) for name in ("config.json", "generation_config.json"))
+    (dst / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16"}))
+    (dst / "generation_config.json").write_text(json.dumps({**gen, "eos_token_id": eos}))
+    return dst
+
+
+def _setup_on_copy(tmp_path: Path, monkeypatch, eos: Any, overrides: list[str]):
+    """`lora_ppo` (its settings, then `overrides`) on `_tiny_copy(eos)`, recording load_policy and resolve_dtype calls."""
+    import harness.models
+
+    path = _tiny_copy(tmp_path, eos)
+    calls: dict[str, list[tuple]] = {"load_policy": [], "resolve_dtype": []}
+    for fn in calls:
+        real = getattr(harness.models, fn)
+        monkeypatch.setattr(harness.models, fn, lambda *a, _real=real, _fn=fn: calls[_fn].append(a) or _real(*a))
+    monkeypatch.setattr(harness.models, "resolve_model", lambda name: path)  # lora_ppo's "tiny-random" -> the copy
+    m, ctx, scorers, _ = lora_ppo(tmp_path, causal_scorers=False, overrides=overrides)
+    return m, ctx, scorers, path, calls
+
+
+def _checkpointing(model: torch.nn.Module) -> list[dict[str, Any]]:
+    """The keyword arguments of every gradient-checkpointed layer's checkpoint function."""
+    return [dict(mod._gradient_checkpointing_func.keywords) for mod in model.modules()
+            if getattr(mod, "gradient_checkpointing", False) and hasattr(mod, "_gradient_checkpointing_func")]
+
+
+def test_safe_rlhf_full_size_setup_takes_its_settings_from_the_config(tmp_path, monkeypatch) -> None:
+    """ppo_size=full on the tiny model: the reference is a separate frozen copy in the frozen dtype (train.precision
+    when frozen_dtype=auto), R and C are cast to it, the actor stays fp32 master weights although the checkpoint says
+    bf16; gradient checkpointing (train's, as method's is None) is non-reentrant on the actor and both critics; the
+    response cap falls back to max_length − max_prompt_length; the first generation-config EOS ends a PTX row and
+    every EOS stops a rollout; the PTX rows are loaded with the cursor at the start."""
+    from harness.ppo import ValueModel
+
+    ptx = tmp_path / "ptx.jsonl"
+    ptx.write_text('{"prompt": "p", "response": "r"}\n{"prompt": "q", "response": "s"}\n')
+    phases = _record_phases(monkeypatch)
+    m, ctx, scorers, path, calls = _setup_on_copy(tmp_path, monkeypatch, [7, 2], [
+        "method.ppo_size=full", "train.precision=bf16", "train.gradient_checkpointing=true", "method.max_new_tokens=0",
+        "train.max_length=49", "train.max_prompt_length=48", f"method.ptx_data={ptx}"])
+    assert m.lora is None and phases == [("safe-rlhf/score_models", True), ("safe-rlhf/load", True)]
+    assert calls["load_policy"] == [(path, "cpu", "bf16")] and {a[1] for a in calls["resolve_dtype"]} == {"cpu"}
+    assert m.frozen_dtype == "bfloat16" and m.reference is not m.actor
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in m.reference.parameters())
+    assert all(p.dtype == torch.bfloat16 for s in scorers.values() for p in s.model.parameters())
+    assert all(p.dtype == torch.float32 for p in m.actor.parameters()) and m.tokenizer.padding_side == "left"
+    assert all(isinstance(c, ValueModel) for c in m.critics.values())
+    assert m.critic_init == "SFT policy backbone + zero head (the score model is not a causal model on the actor's vocabulary)"
+    assert m.gradient_checkpointing is True
+    for model in (m.actor, *(c.backbone for c in m.critics.values())):
+        assert model.is_gradient_checkpointing and _checkpointing(model) and all(kw == {"use_reentrant": False} for kw in _checkpointing(model))
+    assert m.max_new_tokens == 1  # 49 − 48
+    assert m.end_id == 7 and m.eos_ids.tolist() == [2, 7]
+    assert m.ptx == [("p", "r"), ("q", "s")] and m.ptx_cursor == 0
+
+
+def test_safe_rlhf_lora_setup_takes_its_settings_from_the_config(tmp_path, monkeypatch) -> None:
+    """ppo_size=lora: the method's LoRA r/α over train's, method's gradient_checkpointing=false over train's true,
+    frozen_dtype=bf16 over train.precision=fp32, no reference copy loaded; a model without a generation-config EOS
+    ends turns with the tokenizer's; no PTX unless ptx_data is set. Then one PTX step on the real model: its loss is
+    ptx_coef × the mean over rows of each row's mean NLL of response + end tokens, each row run alone (unpadded)."""
+    m, ctx, scorers, path, calls = _setup_on_copy(tmp_path, monkeypatch, None, [
+        "method.gradient_checkpointing=false", "train.gradient_checkpointing=true", "method.frozen_dtype=bf16", "train.precision=fp32",
+        "method.ptx_coef=3"])
+    assert m.lora == (4, 8) and (ctx.cfg.train.lora_r, ctx.cfg.train.lora_alpha) == (16, 32)
+    assert calls["load_policy"] == [] and m.frozen_dtype == "bfloat16"
+    assert all(p.dtype == torch.bfloat16 for s in scorers.values() for p in s.model.parameters())
+    assert m.gradient_checkpointing is False and not m.actor.is_gradient_checkpointing and not _checkpointing(m.actor)
+    assert m.critic_init == ("SFT policy backbone + zero head (the score model is not a causal model on the actor's vocabulary); "
+                             "a LoRA adapter on the actor's frozen base weights (shared, no copy)")
+    assert m.end_id == 2 and m.eos_ids.tolist() == [2] and m.max_new_tokens == 4 and m.ptx is None
+
+    from harness.models import prompt_text
+
+    m.ptx, m.ptx_cursor = [("Say hi.", "hi"), ("Count from one to ten, please.", "one two three four five six seven")], 0
+    tok, nll = m.tokenizer, []
+    with torch.no_grad():
+        for prompt, response in m.ptx:
+            p = tok(prompt_text(tok, prompt, ctx.cfg), add_special_tokens=False)["input_ids"]
+            r = tok(response, add_special_tokens=False)["input_ids"][:3] + [2]  # max_new_tokens − 1 tokens + EOS
+            logp = torch.log_softmax(m.actor(input_ids=torch.tensor([p + r])).logits[0].float(), -1)
+            nll.append(-torch.stack([logp[len(p) - 1 + i, t] for i, t in enumerate(r)]).mean())
+    assert len(tok("one two three four five six seven", add_special_tokens=False)["input_ids"]) > 3
+    assert m.ptx_step(2) == pytest.approx(3.0 * torch.stack(nll).mean().item(), rel=1e-4)
+
+    # make_critic: a scorer without model/tokenizer attributes, the default stream, a causal score model's LoRA'd copy
+    m.actor.delete_adapter("reward_critic")
+    critic = m.make_critic(object(), str(path))
+    assert critic.adapter == "reward_critic" and "reward_critic" in m.actor.peft_config
+    m.make_critic(ScriptedNetScorer(str(path), {}, causal=True), str(path))
+    assert m.critic_init == ("copy of the score model (backbone + head at every position), as upstream; "
+                             "LoRA on the copied backbone, head trained")
+
+
+def test_safe_rlhf_optimisers_take_their_config() -> None:
+    """AdamW per network with its own lr, weight decay and the shared betas; the actor's schedule warms up over
+    actor_warmup_ratio of the steps, the critics' never. Planted: warmup ratio / steps, the critics warmed up like
+    the actor, AdamW's default lr / betas / weight decay."""
+    from methods.safe_rlhf import SafeRLHF, SafeRLHFConfig
+
+    class PreparingAccelerator(FakeAccelerator):
+        def prepare(self, *objs):
+            return objs
+
+    m = SafeRLHF(SafeRLHFConfig(actor_lr=0.2, actor_weight_decay=0.05, actor_warmup_ratio=0.5, actor_lr_scheduler="linear",
+                                critic_lr=0.1, critic_weight_decay=0.0, critic_lr_scheduler="constant_with_warmup", adam_betas=(0.8, 0.9)))
+    m.accelerator, m.actor = PreparingAccelerator(), torch.nn.Linear(2, 1)
+    critics = m.critics = {"reward": torch.nn.Linear(2, 1), "cost": torch.nn.Linear(2, 1)}
+    m.setup_optimizers(4)
+    assert list(m.optim) == ["actor", "reward", "cost"] and m.optim["actor"][0] is m.actor and m.critics == critics
+    want = {"actor": (0.2, 0.05), "reward": (0.1, 0.0), "cost": (0.1, 0.0)}
+    for key, (model, opt, _) in m.optim.items():
+        (group,) = opt.param_groups
+        assert (group["initial_lr"], group["weight_decay"], group["betas"]) == (*want[key], (0.8, 0.9)), key
+        assert group["params"] == list(model.parameters())
+    lrs = {key: [] for key in m.optim}
+    for _ in range(4):
+        for key, (_, opt, sched) in m.optim.items():
+            lrs[key].append(sched.get_last_lr()[0])
+            opt.step(), sched.step()
+    assert lrs["actor"] == pytest.approx([0.0, 0.1, 0.2, 0.1])  # linear: 2 warm-up steps of 4, then down to 0
+    assert lrs["reward"] == lrs["cost"] == [0.1] * 4  # no warm-up
+
+
+class WordTokenizer:
+    """Token ids written as numbers: "1 2" -> [1, 2]; pad id 0. Refuses to add special tokens."""
+
+    pad_token_id = 0
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        assert add_special_tokens is False, "PTX rows are tokenised without special tokens"
+        return {"input_ids": [int(w) for w in text.split()]}
+
+
+class ToyLM(ToyPolicy):
+    """ToyPolicy called the Hugging Face way (logits_to_keep 0 = every position), recording the input ids too."""
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0, use_cache=None):
+        self.calls.append(dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               logits_to_keep=logits_to_keep, use_cache=use_cache))
+        return SimpleNamespace(logits=self.logits.expand(*input_ids.shape, -1))
+
+
+def test_ptx_step_is_the_masked_response_nll_times_ptx_coef_and_leaves_the_schedule(monkeypatch) -> None:
+    """Two PTX steps of 2 rows on a toy LM (same next-token distribution everywhere): rows taken in order from the
+    cursor and wrapping around; the response cut at max_new_tokens − 1 tokens plus the end token; rows left-padded
+    with attention 0 and positions counted from the first real token; the loss ptx_coef × the mean over rows of each
+    row's mean NLL on response + end tokens only; one SGD step on exactly that loss each, the schedule untouched."""
+    import harness.models
+    from methods.safe_rlhf import SafeRLHF, SafeRLHFConfig
+
+    m = SafeRLHF(SafeRLHFConfig(ptx_coef=2.0, max_grad_norm=0.0))
+    m.accelerator, m.actor, m.device, m.tokenizer, m.cfg = FakeAccelerator(), ToyLM(), torch.device("cpu"), WordTokenizer(), object()
+    opt = torch.optim.SGD(m.actor.parameters(), lr=1.0)
+    m.optim = {"actor": (m.actor, opt, torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))}
+    m.ptx, m.ptx_cursor, m.max_new_tokens, m.end_id = [("1 2", "2 2 2 2 2"), ("1", "1"), ("3", "2 1")], 0, 3, 3
+    monkeypatch.setattr(harness.models, "prompt_text", lambda tok, p, cfg: p if tok is m.tokenizer and cfg is m.cfg else pytest.fail("other tok/cfg"))
+    with torch.no_grad():
+        m.actor.logits.copy_(torch.tensor([0.5, -1.0, 0.0, 1.0]))
+
+    def expected(logits, label_rows):
+        logits = logits.detach().clone().requires_grad_(True)
+        logp = torch.log_softmax(logits, -1)
+        loss = 2.0 * torch.stack([-logp[torch.tensor(t)].mean() for t in label_rows]).mean()
+        loss.backward()
+        return loss.item(), (logits - 1.0 * logits.grad).detach()  # SGD, lr 1 (the schedule never steps)
+
+    loss1, after1 = expected(m.actor.logits, [[2, 2, 3], [1, 3]])
+    assert m.ptx_step(2) == pytest.approx(loss1) and m.ptx_cursor == 2
+    torch.testing.assert_close(m.actor.logits.detach(), after1)
+    loss2, after2 = expected(after1, [[2, 1, 3], [2, 2, 3]])  # rows 2, then 0 again
+    assert m.ptx_step(2) == pytest.approx(loss2) and m.ptx_cursor == 4
+    torch.testing.assert_close(m.actor.logits.detach(), after2)
+    assert m.optim["actor"][2].get_last_lr() == [1.0]
+    first, second = m.actor.calls
+    assert first["input_ids"].tolist() == [[1, 2, 2, 2, 3], [0, 0, 1, 1, 3]]
+    assert first["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]]
+    assert first["position_ids"].tolist() == [[0, 1, 2, 3, 4], [0, 0, 0, 1, 2]]
+    assert second["input_ids"].tolist() == [[0, 3, 2, 1, 3], [1, 2, 2, 2, 3]]
+    assert second["attention_mask"].tolist() == [[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
+    assert second["position_ids"].tolist() == [[0, 0, 1, 2, 3], [0, 1, 2, 3, 4]]
+    assert all(c["use_cache"] is False and c["logits_to_keep"] == 0 for c in (first, second))
