@@ -2312,11 +2312,15 @@ def test_ptx_step_is_the_masked_response_nll_times_ptx_coef_and_leaves_the_sched
         loss.backward()
         return loss.item(), (logits - 1.0 * logits.grad).detach()  # SGD, lr 1 (the schedule never steps)
 
+    def step() -> float:
+        with torch.device("meta"):  # a tensor made without `device=` lands on meta and fails: the batch is on m.device
+            return m.ptx_step(2)
+
     loss1, after1 = expected(m.actor.logits, [[2, 2, 3], [1, 3]])
-    assert m.ptx_step(2) == pytest.approx(loss1) and m.ptx_cursor == 2
+    assert step() == pytest.approx(loss1) and m.ptx_cursor == 2
     torch.testing.assert_close(m.actor.logits.detach(), after1)
     loss2, after2 = expected(after1, [[2, 1, 3], [2, 2, 3]])  # rows 2, then 0 again
-    assert m.ptx_step(2) == pytest.approx(loss2) and m.ptx_cursor == 4
+    assert step() == pytest.approx(loss2) and m.ptx_cursor == 4
     torch.testing.assert_close(m.actor.logits.detach(), after2)
     assert m.optim["actor"][2].get_last_lr() == [1.0]
     first, second = m.actor.calls
