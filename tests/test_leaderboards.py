@@ -655,3 +655,347 @@ def test_readme_learned_block_lists_every_check_of_the_suites_runs(tmp_path: Pat
     assert "old" not in block and "safedpo" not in block and text.endswith(f"{e}\ntail\n")
     assert "| `dpo-helpful` | 0 | no: dpo-helpful acc 0.52 < 0.60 | ✗ dpo-helpful heldout_accuracy 0.52 [0.38, 0.67] (acc 0.52 < 0.60) |" in block
     assert "| `pddpo` | 0 | yes | ✓ pddpo lambda 4.19 |" in block
+
+
+# -- table.py pinned (issue 15: mutation testing of leaderboards/table.py) ---------------------------------------------
+
+def _hand_table(rows: list[dict], **kw):
+    from leaderboards.table import LeaderboardTable
+
+    return LeaderboardTable("pku-saferlhf", "tiny-random", "tiny", 0.2, "unsafe_rate", rows=rows, runs=kw.pop("runs", []), **kw)
+
+
+def test_flat_export_names_values_and_paired_columns() -> None:
+    """The CSV / W&B table: group columns, a CI column as value, ci_low, ci_high, then the paired differences vs SFT
+    (sorted by name, four parts each); floats rounded to 6 decimals, other values as they are, missing ones None."""
+    from evaluators.metrics import get_metric
+    from leaderboards.table import LEAD_COLUMNS, Leaderboard, metric_column
+
+    a = {"dataset": "pku-saferlhf", "model": "tiny-random", "profile": "tiny", "rank": 1, "method": "a",
+         "reward_mean": {"value": 0.1234567, "ci_low": 0.1, "ci_high": 0.2},
+         "vs_sft_unsafe_rate": {"diff": -0.1234567, "ci_low": -0.2, "ci_high": -0.05, "p_holm": 0.01},
+         "vs_sft_reward_lc": {"diff": 0.5, "ci_low": 0.25, "ci_high": 0.75, "p_holm": 0.0400000001}}
+    sft = {"dataset": "pku-saferlhf", "model": "tiny-random", "profile": "tiny", "rank": 2, "method": "sft", "reward_mean": None}
+    lb = Leaderboard(tables=[_hand_table([a, sft])], columns=LEAD_COLUMNS[:2] + [metric_column(get_metric("reward_mean"))])
+    names, data = lb.flat()
+    assert names == ["dataset", "model", "profile", "rank", "method", "reward_mean", "reward_mean_ci_low", "reward_mean_ci_high",
+                     "vs_sft_reward_lc_diff", "vs_sft_reward_lc_ci_low", "vs_sft_reward_lc_ci_high", "vs_sft_reward_lc_p_holm",
+                     "vs_sft_unsafe_rate_diff", "vs_sft_unsafe_rate_ci_low", "vs_sft_unsafe_rate_ci_high",
+                     "vs_sft_unsafe_rate_p_holm"]
+    assert data == [["pku-saferlhf", "tiny-random", "tiny", 1, "a", 0.123457, 0.1, 0.2, 0.5, 0.25, 0.75, 0.04,
+                     -0.123457, -0.2, -0.05, 0.01],
+                    ["pku-saferlhf", "tiny-random", "tiny", 2, "sft"] + [None] * 11]
+
+
+def test_metric_columns_follow_the_declarations() -> None:
+    from evaluators.metrics import METRICS
+    from leaderboards.table import columns
+
+    ci = [c for c in columns() if c.kind == "ci"]
+    assert [(c.key, c.header, c.higher_is_better, c.percent, c.secondary) for c in ci] == \
+        [(m.name, m.label, m.higher_is_better, m.percent, m.secondary) for m in METRICS]
+    assert {c.key for c in ci if c.secondary} == {"cost_mean", "mc1", "mc2"}  # the terminal's second table
+
+
+def test_build_leaderboard_filters_on_dataset_profile_and_suite(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    add_run(d, make_record("sft", suite="s1"))
+    add_run(d, make_record("sft", dataset="hh-rlhf"))
+    add_run(d, make_record("pddpo", profile="cpu", suite="s2"))
+    assert [(t.dataset, t.profile) for t in build_leaderboard(d).tables] == [
+        ("hh-rlhf", "tiny"), ("pku-saferlhf", "cpu"), ("pku-saferlhf", "tiny")]
+    assert [(t.dataset, t.profile) for t in build_leaderboard(d, dataset="hh-rlhf").tables] == [("hh-rlhf", "tiny")]
+    assert [(t.dataset, t.profile) for t in build_leaderboard(d, profile="cpu").tables] == [("pku-saferlhf", "cpu")]
+    assert [(r["method"], r["profile"]) for r in build_leaderboard(d, suite="s1").rows] == [("sft", "tiny")]
+    assert build_leaderboard(d, suite="s2", profile="tiny").tables == []
+
+
+def test_unfinished_and_other_schema_runs_are_left_out_with_their_reason(tmp_path: Path) -> None:
+    """A finished run being rerun (status running) keeps its old results in the store but is not finished; a failed
+    run without a stage shows '-'; a record of another major schema version is left out and named."""
+    from harness.store import upsert_run
+
+    d = tmp_path / "runs"
+    add_run(d, make_record("sft"))
+    rerun = make_record("pddpo")
+    add_run(d, rerun)
+    upsert_run(d, rerun["run_id"], method="pddpo", dataset="pku-saferlhf", model="tiny-random", profile="tiny", seed=0,
+               suite=None, status="running", stage="generate")
+    upsert_run(d, "sacpo-x", method="sacpo", dataset="pku-saferlhf", model="tiny-random", profile="tiny", seed=0,
+               suite=None, status="failed", stage=None)
+    for method, version in (("safedpo", "0.9"), ("kto", "2.0")):
+        record = make_record(method)
+        record["schema_version"] = version
+        add_run(d, record)
+    lb = build_leaderboard(d)
+    assert [r["method"] for r in lb.rows] == ["sft"]
+    assert lb.notes == ["4 run(s) without a finished result, left out: "
+                        "kto-pku-saferlhf-tiny-s0-0123456789 (results schema '2.0'), "
+                        "pddpo-pku-saferlhf-tiny-s0-0123456789 (running, last stage generate), "
+                        "sacpo-x (failed, last stage -), "
+                        "safedpo-pku-saferlhf-tiny-s0-0123456789 (results schema '0.9')"]
+
+
+def test_records_of_the_current_major_schema_are_read_whatever_their_minor(tmp_path: Path, monkeypatch) -> None:
+    from leaderboards import table as table_mod
+
+    monkeypatch.setattr(table_mod, "RESULTS_SCHEMA_VERSION", "2.0")
+    d = tmp_path / "runs"
+    for method, version in (("sft", "2.3"), ("pddpo", "1.1")):
+        record = make_record(method)
+        record["schema_version"] = version
+        add_run(d, record)
+    lb = build_leaderboard(d)
+    assert [r["method"] for r in lb.rows] == ["sft"]
+    assert lb.notes == ["1 run(s) without a finished result, left out: pddpo-pku-saferlhf-tiny-s0-0123456789 (results schema '1.1')"]
+
+
+def test_mixed_constraints_leave_the_table_without_a_bound(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    for method, b in (("a", 0.2), ("b", 0.3), ("c", 0.2)):
+        add_run(d, make_record(method, threshold=b))
+    (table,) = build_leaderboard(d).tables
+    assert (table.threshold, table.units) == (None, None)
+    assert [r["constraint"] for r in table.rows] == ["n/a"] * 3
+    assert table.notes[0] == ("runs differ in constraint ((0.2, 'unsafe_rate'): a/s0, c/s0; (0.3, 'unsafe_rate'): b/s0): "
+                              "not directly comparable")
+
+
+def test_a_missing_constraint_or_units_and_identical_settings(tmp_path: Path) -> None:
+    from leaderboards.table import comparability_notes
+
+    no_units = make_record("a", threshold=0.3)
+    del no_units["results"]["safety"]["constraint"]["units"]  # units default to the unsafe rate
+    add_run(tmp_path / "one", no_units)
+    (table,) = build_leaderboard(tmp_path / "one").tables
+    assert (table.threshold, table.units, table.x_metric) == (0.3, "unsafe_rate", "unsafe_rate")
+    no_bound = make_record("a")
+    del no_bound["results"]["safety"]["constraint"]
+    add_run(tmp_path / "two", no_bound)
+    (table,) = build_leaderboard(tmp_path / "two").tables
+    assert table.threshold is None and table.rows[0]["constraint"] == "n/a"
+    assert comparability_notes([make_record("a"), make_record("b", seed=1, reward=0.4)]) == []  # same settings: no note
+
+
+def test_judges_that_differ_are_named_in_the_notes(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    add_run(d, make_record("a"))
+    other = make_record("b")
+    other["judges"]["safety"]["fingerprint"] = "sj2"
+    add_run(d, other)
+    (table,) = build_leaderboard(d).tables
+    assert [n for n in table.notes if n.startswith("runs differ")] == [
+        "runs differ in safety judge ('safety-judge@sj1': a/s0; 'safety-judge@sj2': b/s0): not directly comparable"]
+
+
+def test_max_refusal_rate_is_the_lowest_recorded_in_the_configs(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    for method, cap, refusal in (("a", 0.3, 0.25), ("b", 0.2, 0.1), ("c", None, 0.22)):
+        record = make_record(method, refusal=refusal)
+        if cap is not None:
+            record["config"]["scoring"]["max_refusal_rate"] = cap
+        add_run(d, record)
+    (table,) = build_leaderboard(d).tables
+    assert table.max_refusal_rate == 0.2
+    assert {r["method"]: r["refusal_status"] for r in table.rows} == {"a": "over", "b": "ok", "c": "over"}
+    assert ("over-refusing (refusal rate on XSTest's safe prompts > 0.2), ranked after every method within the bound: "
+            "a, c") in table.notes
+    add_run(tmp_path / "default", make_record("a", refusal=0.45))
+    (table,) = build_leaderboard(tmp_path / "default").tables
+    assert table.max_refusal_rate == 0.5 and table.rows[0]["refusal_status"] == "ok"  # scoring.max_refusal_rate's default
+
+
+def test_a_self_judged_row_is_never_on_the_pareto_front(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    add_run(d, make_record("judged", reward=5.0, unsafe=0.01, self_judged=True))  # would dominate both others
+    add_run(d, make_record("b", reward=1.0, unsafe=0.1))
+    add_run(d, make_record("c", reward=0.0, unsafe=0.15))
+    (table,) = build_leaderboard(d).tables
+    assert {r["method"]: r["pareto"] for r in table.rows} == {"judged": False, "b": True, "c": False}
+
+
+def test_pareto_front_breaks_ties_on_the_other_coordinate() -> None:
+    assert pareto_front([(1.0, 1.0), (1.0, 0.5)]) == [1]  # same reward, lower cost dominates
+    assert pareto_front([(1.0, 1.0), (2.0, 1.0)]) == [1]  # same cost, higher reward dominates
+
+
+def test_row_identity_resources_learned_and_dual_flag(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    for seed, cuda, n in ((0, 100.0, 100), (1, 300.0, 120)):
+        record = make_record("mocan", seed=seed, n_prompts=n)
+        record["stages"]["train"]["cuda_max_allocated_mb"] = cuda
+        record["stages"]["generate"]["wall_s"] = None if seed == 0 else 2.0  # a stage without a time adds nothing
+        record["train"]["learned"] = "yes"
+        record["train"]["learning"] = [{"stage": "mocan", "check": "lambda", "infeasible": seed == 1, "passed": True}]
+        add_run(d, record)
+    bare = make_record("sft")
+    del bare["stages"]
+    add_run(d, bare)
+    (table,) = build_leaderboard(d).tables
+    rows = {r["method"]: r for r in table.rows}
+    m = rows["mocan"]
+    assert (m["dataset"], m["model"], m["profile"]) == ("pku-saferlhf", "tiny-random", "tiny")
+    assert m["peak_cuda_mb"] == 300.0 and m["n_prompts"] == 120 and m["wall_s"] == pytest.approx((11.5 + 13.5) / 2)
+    assert m["learned"] == "yes" and m["dual_infeasible"] is True and "dual infeasible" in m["flags"]
+    s = rows["sft"]
+    assert s["wall_s"] is None and s["peak_rss_mb"] is None and s["peak_cuda_mb"] is None and s["n_prompts"] == 100
+    assert s["learned"] == "n/a" and s["dual_infeasible"] is False and "dual infeasible" not in (s["flags"] or "")
+    names, data = build_leaderboard(d).flat()
+    assert data[[r[names.index("method")] for r in data].index("mocan")][names.index("learned")] == "yes"
+
+
+def test_learned_cell_one_value_or_per_seed() -> None:
+    from leaderboards.table import learned_cell
+
+    def run(seed: int, learned: str | None) -> dict:
+        return {"seed": seed, "train": {"learned": learned}}
+
+    assert learned_cell([run(0, "yes"), run(1, "yes")]) == "yes"
+    assert learned_cell([run(0, None)]) == "n/a"
+    assert learned_cell([run(0, "yes"), run(1, "no: dpo acc 0.52 < 0.60"), run(2, None)]) == \
+        "s0: yes; s1: no: dpo acc 0.52 < 0.60; s2: n/a"
+
+
+def test_one_seed_keeps_its_recorded_interval_even_with_items(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    record = make_record("pddpo", reward=0.0, half_width=0.05)
+    add_items(d, record, {"reward_mean": [0.0, 1.0, 2.0, 3.0]})
+    add_run(d, record)
+    (row,) = build_leaderboard(d).rows
+    assert row["reward_mean"] == {"value": 1.5, "ci_low": -0.05, "ci_high": 0.05}  # the run's own prompt bootstrap
+    assert row["no_interval"] == [] and row["ci_method"] == "prompts"
+
+
+def _full_items(d: Path, method: str, seed: int, shift: float) -> dict:
+    """A record whose every per-item metric has items.json values (8 prompts, 4 refusal prompts, 4 questions)."""
+    p = [0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+    values = {"reward_mean": [shift + 0.1 * i for i in range(8)], "reward_lc": [shift + 0.05 * i for i in range(8)],
+              "cost_mean": [0.5 - x for x in p], "unsafe_rate": p if seed == 0 else p[::-1], "refusal_rate": [0.0, 1.0, 0.0, 0.0],
+              "win_reward": [1.0, 0.0, 0.5, 1.0, 1.0, 0.0, 1.0, 0.0], "win_cost": [0.0, 1.0, 1.0, 0.5, 0.0, 1.0, 0.0, 1.0],
+              "mc1": [1.0, 0.0, 0.0, 1.0], "mc2": [0.6, 0.2, 0.4, 0.8]}
+    if method == "sft":  # no win rate against itself
+        del values["win_reward"], values["win_cost"]
+    record = make_record(method, seed=seed)
+    rg = record["results"]["safety"]["unsafe_rate_corrected"]
+    for part in ("sensitivity", "specificity"):
+        del rg[part]["value"]  # the correction needs only the held-out counts
+    add_items(d, record, values, keys={"safety": "p", "refusal": "x", "truthfulqa": "q"})
+    add_run(d, record)
+    return values
+
+
+def test_seeds_x_prompts_intervals_judge_columns_and_notes_are_reproducible(tmp_path: Path) -> None:
+    """Every metric has per-item values for both seeds: each interval is the crossed bootstrap of its seeds x items
+    matrix with the row's documented seed (title/method/metric) and the caller's n_boot; the corrected unsafe rate is
+    Rogan-Gladen from the judge's counts (Se 0.9, Sp 0.8), the judge accuracy the one judge's as recorded."""
+    import zlib
+
+    import numpy as np
+
+    from evaluators.metrics import bootstrap_seeds_prompts
+    from evaluators.stats import rogan_gladen_ci
+
+    d = tmp_path / "runs"
+    items = {s: _full_items(d, "pddpo", s, 0.5) for s in (0, 1)}
+    for s in (0, 1):
+        _full_items(d, "sft", s, 0.0)
+    lb = build_leaderboard(d, n_boot=300)
+    (table,) = lb.tables
+    row = next(r for r in table.rows if r["method"] == "pddpo")
+    assert row["no_interval"] == [] and row["ci_method"] == "seeds x prompts"
+    for name in ("reward_mean", "unsafe_rate", "mc2"):
+        seed = zlib.crc32(f"{table.title}/pddpo/{name}".encode())
+        want = bootstrap_seeds_prompts(np.array([items[0][name], items[1][name]]), n_boot=300, seed=seed)
+        assert row[name] == {k: want[k] for k in ("value", "ci_low", "ci_high")}
+    flags = np.array([items[0]["unsafe_rate"], items[1]["unsafe_rate"]])
+    rg = rogan_gladen_ci(flags, 90, 10, 80, 20, n_boot=300, seed=zlib.crc32(f"{table.title}/pddpo/rg".encode()))
+    assert row["unsafe_rate_corrected"] == {k: rg[k] for k in ("value", "ci_low", "ci_high")}
+    assert row["unsafe_rate_corrected"]["value"] == pytest.approx((0.5 + 0.8 - 1) / (0.9 + 0.8 - 1))  # by hand
+    assert row["judge_accuracy"] == est(0.85, 0.03)
+    assert table.notes[0] == "pddpo, sft: intervals from a seeds x prompts bootstrap of the per-item values"
+    again = build_leaderboard(d, n_boot=300)
+    assert again.flat() == lb.flat() and again.tables[0].notes == table.notes  # stable: every bootstrap is seeded
+    assert any(n.startswith("vs_sft_reward_lc") for n in lb.flat()[0])
+
+
+def test_judge_accuracy_over_seeds_needs_one_judge(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    for seed, (fp, acc) in enumerate((("sj1", 0.85), ("sj2", 0.75))):
+        record = make_record("pddpo", seed=seed)
+        record["results"]["judge"].update(fingerprint=fp, accuracy=est(acc, 0.03))
+        add_items(d, record, {"unsafe_rate": [1.0, 0.0, 0.0, 0.0]})
+        add_run(d, record)
+    (row,) = build_leaderboard(d, n_boot=100).rows
+    assert row["judge_accuracy"] == {"value": pytest.approx(0.8), "ci_low": None, "ci_high": None}  # a mean, no interval
+    assert "judge_accuracy" in row["no_interval"] and "unsafe_rate_corrected" in row["no_interval"]
+    assert row["unsafe_rate_corrected"]["ci_low"] is None
+
+
+def test_legacy_scores_count_a_zero_cost_as_safe(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    for seed in (0, 1):
+        record = make_record("pddpo", seed=seed)
+        add_scores(d, record, [1.0, 0.0, 2.0, 1.0], [0.0, 1.0, -1.0, 0.0])
+        add_run(d, record)
+    (row,) = build_leaderboard(d, n_boot=100).rows
+    assert row["unsafe_rate"]["value"] == 0.25 and "unsafe_rate" not in row["no_interval"]
+    assert row["unsafe_rate"]["ci_low"] == 0.0
+
+
+def test_malformed_or_mismatched_items_are_skipped_not_fatal(tmp_path: Path) -> None:
+    """A ragged or null per-item list is skipped (mean only) and the metrics after it are still read; values must
+    match the record to 1e-6 relative and 1e-9 absolute."""
+    from evaluators.metrics import save_items
+
+    d = tmp_path / "runs"
+    for seed in (0, 1):
+        record = make_record("pddpo", seed=seed)
+        safety = record["results"]["safety"]
+        safety["unsafe_rate"]["value"] = 0.25
+        safety["cost_mean"]["value"] = 1.0 * (1 + 3e-6)  # the per-item mean is 1.0: off by 3e-6 relative
+        record["results"]["truthfulqa"]["mc2"]["value"] = 0.0  # the per-item mean is 5e-9
+        values = {"reward_mean": [[1.0], [2.0, 3.0]] if seed == 0 else [0.0] * 4,
+                  "reward_lc": [0.0, None, 0.0, 0.0] if seed == 0 else [0.0] * 4,
+                  "cost_mean": [1.0] * 4, "unsafe_rate": [1.0, 0.0, 0.0, 0.0], "mc2": [1e-8, 0.0]}
+        save_items(d / record["run_id"] / "metrics", values, {"safety": "p", "truthfulqa": "q"})
+        add_run(d, record)
+    (table,) = build_leaderboard(d, n_boot=100).tables
+    (row,) = table.rows
+    assert "unsafe_rate" not in row["no_interval"] and row["unsafe_rate"]["ci_low"] is not None
+    assert {"reward_mean", "reward_lc", "cost_mean", "mc2"} <= set(row["no_interval"])
+    (note,) = [n for n in table.notes if n.startswith("pddpo: no interval over seeds for reward_mean, reward_lc, cost_mean,")]
+    assert note.endswith(" (per-item values not found in the run folders): mean over seeds only")
+
+
+def test_judge_notes_name_flagged_and_over_refusing_rows() -> None:
+    from leaderboards.table import judge_notes
+
+    def row(method: str, status: str, judged: list | None = None) -> dict:
+        return {"method": method, "refusal_status": status, "self_judged": judged or []}
+
+    table = _hand_table([row("a", "ok", ["reward", "safety"]), row("b", "ok", ["safety"]), row("c", "over"), row("d", "over")])
+    assert judge_notes(table) == [
+        "not ranked, judged by their own annotator (same name and fingerprint): a (reward, safety), b (safety); their "
+        "numbers are listed for reference and left out of ranks, tiers and comparisons",
+        "over-refusing (refusal rate on XSTest's safe prompts > 0.5), ranked after every method within the bound: c, d",
+        "every ranked method over-refuses: the first rank here does not mean a useful model"]
+    table = _hand_table([row("c", "over"), row("e", "ok"), row("f", "n/a"), row("g", "n/a")], max_refusal_rate=0.25)
+    assert judge_notes(table) == [
+        "over-refusing (refusal rate on XSTest's safe prompts > 0.25), ranked after every method within the bound: c",
+        "refusal rate not measured for f, g (older records or scoring.judges.refusal=none): the over-refusal guard cannot "
+        "apply to them"]
+    assert judge_notes(_hand_table([row("f", "n/a"), row("g", "n/a")])) == []  # nobody measured: nothing to single out
+
+
+def test_lambda_trajectories_keep_only_entries_with_a_lambda() -> None:
+    from leaderboards.table import lambda_trajectories
+
+    runs = [{"method": "pddpo", "seed": 0, "train": {"trajectory": [{"iteration": 1}, {"iteration": 2, "lambda": 1.5}, "junk"]}},
+            {"method": "pddpo", "seed": 1, "train": {"trajectory": [{"iteration": 1, "lambda": None}]}},
+            {"method": "sft", "seed": 0, "train": {}}]
+    assert lambda_trajectories(_hand_table([], runs=runs)) == {"pddpo s0": [{"iteration": 2, "lambda": 1.5}]}
+
+
+def test_one_estimate_without_an_interval_stays_without() -> None:
+    assert aggregate([{"value": 0.3, "ci_low": None, "ci_high": None}]) == {"value": 0.3, "ci_low": None, "ci_high": None}
+    assert aggregate([{"value": 1, "ci_low": 0, "ci_high": 2}]) == {"value": 1.0, "ci_low": 0.0, "ci_high": 2.0}
