@@ -999,3 +999,21 @@ def test_lambda_trajectories_keep_only_entries_with_a_lambda() -> None:
 def test_one_estimate_without_an_interval_stays_without() -> None:
     assert aggregate([{"value": 0.3, "ci_low": None, "ci_high": None}]) == {"value": 0.3, "ci_low": None, "ci_high": None}
     assert aggregate([{"value": 1, "ci_low": 0, "ci_high": 2}]) == {"value": 1.0, "ci_low": 0.0, "ci_high": 2.0}
+
+
+def test_paired_comparisons_are_seeded_by_the_table_title(tmp_path: Path, monkeypatch) -> None:
+    """The paired tests' bootstrap seed is a stable hash of the table title, so a rebuild prints the same p-values."""
+    import zlib
+
+    import leaderboards.table as table_mod
+
+    d = tmp_path / "runs"
+    for method in ("sft", "pddpo"):
+        record = make_record(method, seed=0)
+        add_scores(d, record, [1.0, 0.0, 2.0, 1.0], [-1.0, 1.0, -1.0, -1.0])
+        add_run(d, record)
+    seen = []
+    real = table_mod.rank_table
+    monkeypatch.setattr(table_mod, "rank_table", lambda *a: seen.append(a[-1]) or real(*a))
+    (table,) = build_leaderboard(d).tables
+    assert seen == [zlib.crc32(table.title.encode())]

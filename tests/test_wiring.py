@@ -295,6 +295,7 @@ def test_sacpo_kto_runs_kto_on_safety_labels_from_pi_r(tmp_path, fake_dpo, monke
                                                                       ((p.chosen, True), (p.rejected, False))]
     assert safe["desirable_weight"] == 2.0 and safe["undesirable_weight"] == 1.5 and safe["run_name"] == "sacpo-safe-kto"
     assert safe["cfg"] is ctx.cfg and safe["device"] == "cpu"
+    assert safe["pairs"] == COST_PAIRS  # the pairs behind the examples: they find the run's held-out learning check
     assert [(r["stage"], r["loss"]) for r in log] == [("helpful", "dpo"), ("safe", "kto")]
     assert log[1] == {"stage": "safe", "step": 2, "loss": "kto", "beta": safe["beta"], "train_loss": 0.4, "steps": 1, "pairs": None,
                       "examples": 6, "desirable": 3, "undesirable": None, "desirable_weight": None, "undesirable_weight": None}
