@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -20,6 +21,11 @@ from pathlib import Path
 KILLED = {1: "killed", 3: "killed", 36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout"}
 SURVIVED = {0}
 NO_TESTS = {5, 33}
+
+
+def pct(share: float) -> str:
+    """A share as a percentage rounded DOWN to 0.1 (99.97% is not 100.0%: one mutant still survives)."""
+    return "nan%" if share != share else f"{math.floor(share * 1000) / 10:.1f}%"
 
 
 def status(code: int | None) -> str:
@@ -128,11 +134,11 @@ def main() -> None:
             "| file | mutants | killed | survived | equivalent | no tests | not checked | killed / reached | killed / non-equivalent |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for path, n, k, s, e, nt, nc, share, share_ne in rows:
-        out.append(f"| `{path}` | {n} | {k} | {s} | {e} | {nt} | {nc} | {share:.1%} | {share_ne:.1%} |")
+        out.append(f"| `{path}` | {n} | {k} | {s} | {e} | {nt} | {nc} | {pct(share)} | {pct(share_ne)} |")
     reached = total["killed"] + total["survived"]
     out.append(f"| **all** | {total['all']} | {total['killed']} | {total['survived']} | {total['equivalent']} | {total['no tests']} | "
-               f"{total['not checked']} | {total['killed'] / max(reached, 1):.1%} | "
-               f"{total['killed'] / max(reached - total['equivalent'], 1):.1%} |")
+               f"{total['not checked']} | {pct(total['killed'] / max(reached, 1))} | "
+               f"{pct(total['killed'] / max(reached - total['equivalent'], 1))} |")
     planted = notes_section(Path(args.notes), "## Planted faults")
     if planted:
         out += [""] + planted
