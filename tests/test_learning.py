@@ -141,14 +141,27 @@ def test_collector_views_and_heldout_fold() -> None:
     assert Collector(load_config("tiny", ["learning.heldout_pairs=0"]), bundle).probe(reward) is None  # checks off
 
 
+def assert_heldout_margins(out, init, heldout, cfg, beta: float, acc: dict, margin: dict) -> None:
+    """The recorded held-out margins are β·((log π − log π_ref)(chosen) − (…)(rejected)), recomputed here from the saved
+    model and its init, and the accuracy and mean-margin checks are read from them."""
+    import torch
+
+    from harness.dpo import read_train_record
+    from harness.logprobs import policy_logps
+
+    pc, pr = policy_logps(out, None, heldout, cfg)
+    rc, rr = policy_logps(init, None, heldout, cfg)
+    want = beta * ((pc - rc) - (pr - rr))
+    got = torch.tensor(read_train_record(out)["learning"]["margins"])
+    assert torch.allclose(got, want, atol=1e-4) and want.abs().max() > 1e-4
+    assert acc["value"] == pytest.approx(float((want > 0).float().mean())) and margin["value"] == pytest.approx(float(want.mean()), abs=1e-4)
+
+
 def test_train_dpo_records_the_heldout_check_and_reuses_it(tiny_model_path, tmp_path) -> None:
     """The recorded margins are β·log-ratio differences of the trained model against the reference on the held-out
     (dual-fold) pairs, computed independently here; a reused training records them again without a forward pass.
     Planted: the check scored at β = 1 instead of the stage's β."""
-    import torch
-
-    from harness.dpo import read_train_record, train_dpo
-    from harness.logprobs import policy_logps
+    from harness.dpo import train_dpo
 
     cfg = load_config("tiny", ["learning.heldout_pairs=4"])
     train, held = _pairs("t", 4), _pairs("h", 6)
@@ -158,13 +171,7 @@ def test_train_dpo_records_the_heldout_check_and_reuses_it(tiny_model_path, tmp_
                         run_name="stage", ref_cache_dir=tmp_path / "c")
     acc, margin = col.entries
     assert acc["stage"] == "stage" and acc["view"] == "reward" and acc["n"] == 4 and acc["forward_sequences"] == 16
-    heldout = col.heldout["reward"]
-    pc, pr = policy_logps(out, None, heldout, cfg)
-    rc, rr = policy_logps(tiny_model_path, None, heldout, cfg)
-    want = 0.3 * ((pc - rc) - (pr - rr))
-    got = torch.tensor(read_train_record(out)["learning"]["margins"])
-    assert torch.allclose(got, want, atol=1e-4) and want.abs().max() > 1e-4
-    assert acc["value"] == pytest.approx(float((want > 0).float().mean())) and margin["value"] == pytest.approx(float(want.mean()), abs=1e-4)
+    assert_heldout_margins(out, tiny_model_path, col.heldout["reward"], cfg, 0.3, acc, margin)
     with collect(cfg, bundle) as again:  # resume: the finished training and its check are reused
         train_dpo(train, init=tiny_model_path, ref=None, beta=0.3, out_dir=tmp_path / "m", cfg=cfg, device="cpu", run_name="stage")
     assert [e["value"] for e in again.entries] == [acc["value"], margin["value"]] and again.forward_sequences == 0
@@ -186,13 +193,9 @@ def test_train_kto_records_the_heldout_pairwise_check(tiny_model_path, tmp_path,
     """A KTO stage gets the same held-out check as a DPO stage: β·log-ratio margins of the trained model against its
     init on held-out pairs of the view its examples came from (here cost pairs), computed independently here; a
     reused training records them again without a forward pass."""
-    import torch
+    from harness.kto import kto_examples, train_kto
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))  # a fresh reference log-prob cache: 2 × 8 forwards
-
-    from harness.dpo import read_train_record
-    from harness.kto import kto_examples, train_kto
-    from harness.logprobs import policy_logps
 
     cfg = load_config("tiny", ["learning.heldout_pairs=4", "train.max_length=64"])
     def labelled(tag: str, n: int) -> list[PreferencePair]:
@@ -205,13 +208,7 @@ def test_train_kto_records_the_heldout_pairwise_check(tiny_model_path, tmp_path,
                         run_name="kto-stage", pairs=train)
     acc, margin = col.entries
     assert acc["stage"] == "kto-stage" and acc["view"] == "cost" and acc["n"] == 4 and acc["forward_sequences"] == 16
-    heldout = col.heldout["cost"]
-    pc, pr = policy_logps(out, None, heldout, cfg)
-    rc, rr = policy_logps(tiny_model_path, None, heldout, cfg)
-    want = 0.2 * ((pc - rc) - (pr - rr))
-    got = torch.tensor(read_train_record(out)["learning"]["margins"])
-    assert torch.allclose(got, want, atol=1e-4) and want.abs().max() > 1e-4
-    assert acc["value"] == pytest.approx(float((want > 0).float().mean())) and margin["value"] == pytest.approx(float(want.mean()), abs=1e-4)
+    assert_heldout_margins(out, tiny_model_path, col.heldout["cost"], cfg, 0.2, acc, margin)
     with collect(cfg, bundle) as again:  # the stored training is reused, and so is its check
         train_kto(kto_examples(train), init=tiny_model_path, beta=0.2, out_dir=tmp_path / "k2", cfg=cfg, device="cpu",
                   run_name="kto-stage", pairs=train)
