@@ -375,14 +375,22 @@ def train_dpo(
             "ref_cache_hits": trainer.ref_cache_hits, "train_loss": output.training_loss, "steps": output.global_step,
             "seconds": round(time.time() - start, 2), "log_history": trainer.state.log_history[-50:], "reused_from": None,
         }
-        learning = None
-        if probe is not None:  # held-out check on the merged model, before it is saved (the record carries it)
-            def learning(trained: Any, rec: dict[str, Any]) -> None:
-                rec["learning"] = probe.finish(trained, tokenizer, device, beta, run_name)
-        save_trained(trainer, tokenizer, cfg, out_dir, record, "dpo", scratch, before_save=learning)
+        save_trained(trainer, tokenizer, cfg, out_dir, record, "dpo", scratch,
+                     before_save=heldout_check_hook(probe, tokenizer, device, beta, run_name))
         del trainer, model
         release_memory(collect=big)
     return out_dir
+
+
+def heldout_check_hook(probe: Any, tokenizer: Any, device: str, beta: float, run_name: str) -> Callable[[Any, dict[str, Any]], None] | None:
+    """`save_trained`'s `before_save` for a stage with a held-out probe: the check on the merged model, kept in the
+    training's record (None without a probe)."""
+    if probe is None:
+        return None
+
+    def learning(trained: Any, rec: dict[str, Any]) -> None:
+        rec["learning"] = probe.finish(trained, tokenizer, device, beta, run_name)
+    return learning
 
 
 def heldout_check_reused(probe: Any, out_dir: Path, reference: Any, ref_id: str | None, beta: float, run_name: str, device: str,

@@ -113,7 +113,7 @@ def train_kto(examples: Sequence[LabelledResponse], *, init: str | Path, beta: f
     reward is also β·log π/π_ref."""
     from trl import KTOConfig, KTOTrainer
 
-    from harness.dpo import dpo_config_kwargs, heldout_check_reused, lora_config, reuse_training, save_trained
+    from harness.dpo import dpo_config_kwargs, heldout_check_hook, heldout_check_reused, lora_config, reuse_training, save_trained
     from harness.learning import active_probe
     from harness.models import load_causal_lm, load_tokenizer, model_fingerprint, release_memory
     from harness.monitor import phase
@@ -161,11 +161,8 @@ def train_kto(examples: Sequence[LabelledResponse], *, init: str | Path, beta: f
             "train_loss": output.training_loss, "steps": output.global_step,
             "seconds": round(time.time() - start, 2), "log_history": trainer.state.log_history[-50:], "reused_from": None,
         }
-        learning = None
-        if probe is not None:  # held-out check on the merged model, before it is saved (the record carries it)
-            def learning(trained: Any, rec: dict[str, Any]) -> None:
-                rec["learning"] = probe.finish(trained, tokenizer, device, beta, run_name)
-        save_trained(trainer, tokenizer, cfg, out_dir, record, "kto", scratch, before_save=learning)
+        save_trained(trainer, tokenizer, cfg, out_dir, record, "kto", scratch,
+                     before_save=heldout_check_hook(probe, tokenizer, device, beta, run_name))
         del trainer, model
         release_memory()
     return out_dir
