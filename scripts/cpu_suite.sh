@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's results: the cpu-profile suite (all built-in methods) on PKU-SafeRLHF, judged by the leaderboard
+# The README's results: the cpu-profile suite (all 15 registered methods) on PKU-SafeRLHF, judged by the leaderboard
 # judges, then the leaderboard (md/csv/html + figures) in docs/ and the README table regenerated from it.
 #
 #   scripts/cpu_suite.sh [SEEDS]          # default 0,1,2 (issue 10: 3 seeds); e.g. scripts/cpu_suite.sh 0
@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS="${1:-0,1,2}"
 RUNS="${RUNS:-results/cpu-suite}"
-METHODS="sft,dpo-helpful,dpo-harmless,pddpo,sacpo,p-sacpo,safedpo,mocan,pecan,pddpo-online,ppo-shaping,safe-rlhf"
+# The 12 methods first (their runs keep their ids when the list grows), then the three registered variants.
+METHODS="${METHODS:-sft,dpo-helpful,dpo-harmless,pddpo,sacpo,p-sacpo,safedpo,mocan,pecan,pddpo-online,ppo-shaping,safe-rlhf,pddpo-fixed,sacpo-kto,sacpo-naive-merge}"
 BENCH="${BENCH:-.venv/bin/bench}"
 export BENCH_DATA_DIR="${BENCH_DATA_DIR:-$(cd .. && pwd)/shared/data}" HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 
@@ -22,6 +23,7 @@ for fmt in md csv html; do
   "$BENCH" leaderboard --runs-dir "$RUNS" --profile cpu --dataset pku-saferlhf --suite cpu-suite --format "$fmt" \
     --output "docs/leaderboard-cpu.$fmt" --plots-dir docs/leaderboard-cpu-plots
 done
-.venv/bin/python scripts/readme_results.py docs/leaderboard-cpu.md --seeds "$SEEDS" --runs-dir "$RUNS" --suite cpu-suite
-echo "wrote docs/leaderboard-cpu.{md,csv,html}, docs/leaderboard-cpu-plots/ and the README's results table (suite exit $status)"
+.venv/bin/python scripts/readme_results.py docs/leaderboard-cpu.md --seeds "$SEEDS" --runs-dir "$RUNS" --suite cpu-suite \
+  --learned-doc docs/learning-cpu.md
+echo "wrote docs/leaderboard-cpu.{md,csv,html}, docs/leaderboard-cpu-plots/, docs/learning-cpu.md and the README's results table (suite exit $status)"
 exit "$status"

@@ -8,8 +8,9 @@ leaderboard's markdown (its table, tiers and the notes that say in words which d
 paired-comparison tables and column definitions stay in the export, linked),
 preceded by one line naming the source file, the seeds and the date. With `--runs-dir`, the block between
 `<!-- cpu-learned:begin -->` and `<!-- cpu-learned:end -->` (under the README's method table) is replaced by what
-each method's cpu run learned: every learning check of every finished run of the suite (harness/learning.py), read
-from the runs' `results.json`. Nothing is typed by hand in between, so the README can never claim more than the
+each method's cpu runs learned, one row per method: how many seeds passed every check, and each learning check
+(harness/learning.py) with its value and mark per seed, read from the runs' `results.json`; `--learned-doc PAGE`
+also writes every check of every run, with its CI, to PAGE. Nothing is typed by hand in between, so the README can never claim more than the
 leaderboard and the records do.
 """
 
@@ -19,10 +20,12 @@ import argparse
 import datetime as dt
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
 BEGIN, END = "<!-- cpu-results:begin -->", "<!-- cpu-results:end -->"
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 LEARNED = ("<!-- cpu-learned:begin -->", "<!-- cpu-learned:end -->")
 
 
@@ -49,20 +52,54 @@ def describe(entry: dict) -> str:
     return f"{mark} {entry.get('stage', '?')} {entry.get('check', '?')} {_num(entry.get('value'))}{ci_txt}" + (f" ({short})" if short and entry.get("passed") is not True else "")
 
 
+def _finished_runs(runs_dir: Path, suite: str | None) -> list[dict]:
+    """The results records of the suite's finished runs, sorted by (method, seed)."""
+    recs = [json.loads(res.read_text()) for res in sorted(runs_dir.glob("*/results.json"))]
+    return sorted((r for r in recs if not suite or r.get("suite") == suite), key=lambda r: (r["method"], r["seed"]))
+
+
 def learned_table(runs_dir: Path, suite: str | None) -> str:
     """Markdown: one row per finished run of the suite (method, seed): the learned summary and every check."""
     rows = []
-    for res in sorted(runs_dir.glob("*/results.json")):
-        rec = json.loads(res.read_text())
-        if suite and rec.get("suite") != suite:
-            continue
+    for rec in _finished_runs(runs_dir, suite):
         train = rec.get("train") or {}
         checks = "<br>".join(describe(e) for e in train.get("learning") or []) or "no checks (nothing trained)"
         rows.append((rec["method"], rec["seed"], train.get("learned") or "n/a", checks))
     if not rows:
         return "**No finished runs of the suite yet**: run `scripts/cpu_suite.sh`."
     out = ["| method | seed | learned | checks (✓ passed, ✗ failed; value [95% CI]) |", "|---|---:|---|---|"]
-    out += [f"| `{m}` | {seed} | {learned} | {checks} |" for m, seed, learned, checks in sorted(rows)]
+    out += [f"| `{m}` | {seed} | {learned} | {checks} |" for m, seed, learned, checks in rows]
+    return "\n".join(out)
+
+
+def learned_summary(runs_dir: Path, suite: str | None) -> str:
+    """Markdown: one row per method. How many of its seeds passed every check, then each (stage, check) once with
+    its value and mark per seed, and the rule it failed (its short reason with the value as x, deduplicated)."""
+    by_method: dict[str, list[dict]] = {}
+    for rec in _finished_runs(runs_dir, suite):
+        by_method.setdefault(rec["method"], []).append(rec)
+    if not by_method:
+        return "**No finished runs of the suite yet**: run `scripts/cpu_suite.sh`."
+    out = ["| method | seeds that learned | each check per seed (✓ passed, ✗ failed, · informational) |", "|---|---:|---|"]
+    for method, recs in by_method.items():
+        trained = [r for r in recs if (r.get("train") or {}).get("learning")]
+        if not trained:
+            out.append(f"| `{method}` | n/a | nothing trained ({len(recs)} seed{'s' if len(recs) != 1 else ''}) |")
+            continue
+        checks: dict[tuple[str, str], list[str]] = {}
+        reasons: dict[tuple[str, str], list[str]] = {}
+        for r in trained:
+            for e in r["train"]["learning"]:
+                key = (e.get("stage", "?"), e.get("check", "?"))
+                mark = {True: "✓", False: "✗"}.get(e.get("passed"), "·")
+                checks.setdefault(key, []).append(f"s{r['seed']} {_num(e.get('value'))} {mark}")
+                short = _NUMBER.sub("x", e.get("short") or "", count=1)  # the rule, not this seed's value
+                if e.get("passed") is not True and short and short not in reasons.setdefault(key, []):
+                    reasons[key].append(short)
+        n_yes = sum((r["train"].get("learned") or "").startswith("yes") for r in trained)
+        cells = [f"{stage} {check}: " + ", ".join(vals) + (f" ({'; '.join(reasons[(stage, check)])})" if reasons.get((stage, check)) else "")
+                 for (stage, check), vals in checks.items()]
+        out.append(f"| `{method}` | {n_yes}/{len(trained)} | " + "<br>".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -73,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "README.md")
     ap.add_argument("--runs-dir", type=Path, default=None, help="also regenerate the learning-checks block from these runs' records")
     ap.add_argument("--suite", default="cpu-suite", help="with --runs-dir: only this suite's runs")
+    ap.add_argument("--learned-doc", type=Path, default=None,
+                    help="with --runs-dir: also write every check of every run (one row per run) to this markdown page")
     a = ap.parse_args(argv)
     if not a.leaderboard.exists():
         print(f"error: {a.leaderboard} does not exist: run scripts/cpu_suite.sh (or bench leaderboard --format md -o ...)",
@@ -90,9 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         text = replace_block(a.readme.read_text(), body)
         if a.runs_dir is not None:
-            learned = (f"_Generated {when} by `scripts/readme_results.py` from the `results.json` of the runs in "
-                       f"`{a.runs_dir.as_posix()}` (suite {a.suite}); do not edit by hand._\n\n{learned_table(a.runs_dir, a.suite)}")
-            text = replace_block(text, learned, LEARNED)
+            source = (f"_Generated {when} by `scripts/readme_results.py` from the `results.json` of the runs in "
+                      f"`{a.runs_dir.as_posix()}` (suite {a.suite}); do not edit by hand._")
+            per_run = ""
+            if a.learned_doc is not None:
+                a.learned_doc.write_text(f"# What each cpu-suite run learned\n\n{source}\n\nEvery learning check of every "
+                                         f"finished run (harness/learning.py; docs/learning-checks.md).\n\n"
+                                         f"{learned_table(a.runs_dir, a.suite)}\n")
+                per_run = f" Every check of every run, with its 95% CI: [{a.learned_doc.as_posix()}]({a.learned_doc.as_posix()})."
+            text = replace_block(text, f"{source}{per_run}\n\n{learned_summary(a.runs_dir, a.suite)}", LEARNED)
         a.readme.write_text(text)
     except ValueError as exc:
         print(f"error: {a.readme}: {exc}", file=sys.stderr)

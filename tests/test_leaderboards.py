@@ -625,9 +625,10 @@ def test_readme_results_block_is_replaced_from_the_leaderboard_export(tmp_path: 
     assert "- note: tiers" in text and "Paired comparisons" not in text and "| A | B |" not in text and f"]({board.as_posix()})" in text
 
 
-def test_readme_learned_block_lists_every_check_of_the_suites_runs(tmp_path: Path) -> None:
-    """With --runs-dir, the learning-checks block is rebuilt from the records: one row per run of the named suite,
-    each check with its value, CI and pass mark; runs of other suites are left out."""
+def test_readme_learned_block_summarises_each_method_and_the_page_lists_every_check(tmp_path: Path) -> None:
+    """With --runs-dir, the README's learning block is rebuilt from the records: one row per method of the named
+    suite (seeds that learned, each check once with its value and mark per seed, the failing reasons once);
+    --learned-doc writes one row per run with every check and its CI; runs of other suites are left out."""
     import importlib.util
     import json
 
@@ -640,21 +641,36 @@ def test_readme_learned_block_lists_every_check_of_the_suites_runs(tmp_path: Pat
     board = tmp_path / "board.md"
     board.write_text("| method |\n")
     runs = tmp_path / "runs"
-    checks = [{"stage": "dpo-helpful", "check": "heldout_accuracy", "value": 0.52, "ci": [0.38, 0.67], "passed": False,
-               "short": "acc 0.52 < 0.60"},
-              {"stage": "pddpo", "check": "lambda", "value": 4.19, "ci": None, "passed": True, "short": "converged"}]
-    for name, suite, method, entries, learned in (("a", "cpu-suite", "dpo-helpful", checks[:1], "no: dpo-helpful acc 0.52 < 0.60"),
-                                                  ("b", "cpu-suite", "pddpo", checks[1:], "yes"),
-                                                  ("c", "other", "safedpo", checks[:1], "no")):
+
+    def acc(value: float, passed: bool) -> dict:
+        return {"stage": "dpo-helpful", "check": "heldout_accuracy", "value": value, "ci": [value - 0.14, value + 0.15],
+                "passed": passed, "short": f"acc {value:.2f} < 0.60" if not passed else f"acc {value:.2f}"}
+
+    lam = {"stage": "pddpo", "check": "lambda", "value": 4.19, "ci": None, "passed": True, "short": "converged"}
+    for name, suite, method, seed, entries, learned in (
+            ("a", "cpu-suite", "dpo-helpful", 0, [acc(0.52, False)], "no: dpo-helpful acc 0.52 < 0.60"),
+            ("a1", "cpu-suite", "dpo-helpful", 1, [acc(0.64, True)], "yes"),
+            ("a2", "cpu-suite", "dpo-helpful", 2, [acc(0.52, False)], "no: dpo-helpful acc 0.52 < 0.60"),
+            ("b", "cpu-suite", "pddpo", 0, [lam], "yes"),
+            ("s", "cpu-suite", "sft", 0, [], None),
+            ("c", "other", "safedpo", 0, [acc(0.3, False)], "no")):
         (runs / name).mkdir(parents=True)
-        (runs / name / "results.json").write_text(json.dumps({"method": method, "seed": 0, "suite": suite,
+        (runs / name / "results.json").write_text(json.dumps({"method": method, "seed": seed, "suite": suite,
                                                               "train": {"learning": entries, "learned": learned}}))
-    assert mod.main([str(board), "--readme", str(readme), "--runs-dir", str(runs)]) == 0
+    page = tmp_path / "learning-cpu.md"
+    assert mod.main([str(board), "--readme", str(readme), "--runs-dir", str(runs), "--learned-doc", str(page)]) == 0
     text = readme.read_text()
     block = text[text.index(b):text.index(e)]
     assert "old" not in block and "safedpo" not in block and text.endswith(f"{e}\ntail\n")
-    assert "| `dpo-helpful` | 0 | no: dpo-helpful acc 0.52 < 0.60 | ✗ dpo-helpful heldout_accuracy 0.52 [0.38, 0.67] (acc 0.52 < 0.60) |" in block
-    assert "| `pddpo` | 0 | yes | ✓ pddpo lambda 4.19 |" in block
+    assert ("| `dpo-helpful` | 1/3 | dpo-helpful heldout_accuracy: s0 0.52 ✗, s1 0.64 ✓, s2 0.52 ✗ (acc x < 0.60) |"
+            in block)
+    assert "| `pddpo` | 1/1 | pddpo lambda: s0 4.19 ✓ |" in block and "| `sft` | n/a | nothing trained (1 seed) |" in block
+    assert f"]({page.as_posix()})" in block
+    rows = page.read_text()
+    assert "safedpo" not in rows and "| `pddpo` | 0 | yes | ✓ pddpo lambda 4.19 |" in rows
+    assert "| `dpo-helpful` | 0 | no: dpo-helpful acc 0.52 < 0.60 | ✗ dpo-helpful heldout_accuracy 0.52 [0.38, 0.67] (acc 0.52 < 0.60) |" in rows
+    assert "| `dpo-helpful` | 1 | yes | ✓ dpo-helpful heldout_accuracy 0.64 [0.5, 0.79] |" in rows
+    assert "| `sft` | 0 | n/a | no checks (nothing trained) |" in rows
 
 
 # -- table.py pinned (issue 15: mutation testing of leaderboards/table.py) ---------------------------------------------
