@@ -85,7 +85,7 @@ def trend(y: Sequence[float], level: float = 0.95) -> dict[str, float] | None:
 
 def lambda_status(lams: Sequence[float], window: int, tol: float, bound: float, cap: float | None = None) -> tuple[str, str]:
     """(status, reason) of a λ sequence: "diverged" (at the cap or beyond `bound`), "converged" (the last `window`
-    relative changes |Δλ| / max(|λ_prev|, 1) all < tol), "still moving", or "undetermined" (fewer than window + 1 values)."""
+    relative changes |Δλ| / max(|λ_prev|, 1) sum to < tol), "still moving", or "undetermined" (fewer than window + 1 values)."""
     lams = [float(v) for v in lams]
     if not lams:
         return "undetermined", "no λ recorded"
@@ -96,11 +96,11 @@ def lambda_status(lams: Sequence[float], window: int, tol: float, bound: float, 
         return "diverged", f"λ = {last:.4g} at the method's cap {cap:g}"
     if len(lams) < window + 1:
         return "undetermined", f"{len(lams)} λ values, need {window + 1} to judge the last {window} changes"
-    changes = [abs(b - a) / max(abs(a), 1.0) for a, b in zip(lams[-window - 1 : -1], lams[-window:])]
-    worst = max(changes)
-    if worst < tol:
-        return "converged", f"last {window} relative changes <= {worst:.3g} < {tol:g}"
-    return "still moving", f"a relative change of {worst:.3g} >= {tol:g} in the last {window} steps (λ = {last:.4g})"
+    # Summed, not the largest step: a λ drifting one way in small steps (each < tol) is still moving, not converged.
+    moved = sum(abs(b - a) / max(abs(a), 1.0) for a, b in zip(lams[-window - 1 : -1], lams[-window:]))
+    if moved < tol:
+        return "converged", f"last {window} relative changes sum to {moved:.3g} < {tol:g}"
+    return "still moving", f"the last {window} relative changes sum to {moved:.3g} >= {tol:g} (λ = {last:.4g})"
 
 
 def check(stage: str, name: str, value: float | None, ci: Sequence[float] | None, passed: bool | None, reason: str,

@@ -51,8 +51,12 @@ def test_lambda_status_each_case() -> None:
     # below λ = 1 the change is absolute: 0.5 -> 0 is a change of 0.5, then λ = 0 stays: converged two steps later
     assert lambda_status([0.5, 0.0, 0.0, 0.0], 3, 0.01, 100)[0] == "still moving"
     assert lambda_status([0.5, 0.0, 0.0, 0.0, 0.0], 3, 0.01, 100)[0] == "converged"
-    # relative above 1: 100 -> 100.5 is 0.5%, under a 1% tolerance
-    assert lambda_status([99, 99.5, 100, 100.5], 3, 0.01, 1000)[0] == "converged"
+    # relative above 1: 99 -> 99.6 is 0.6% in all, under a 1% tolerance
+    assert lambda_status([99, 99.2, 99.4, 99.6], 3, 0.01, 1000)[0] == "converged"
+    # a one-way drift in steps each below tol is still moving once the steps add up to tol (Safe-RLHF's cpu λ)
+    assert lambda_status([99, 99.5, 100, 100.5], 3, 0.01, 1000)[0] == "still moving"
+    assert lambda_status([1.0, 0.9959, 0.9917, 0.9876, 0.9840], 3, 0.01, 100)[0] == "still moving"
+    assert lambda_status([1.0, 0.9959, 0.9917, 0.9890, 0.9880], 3, 0.01, 100)[0] == "converged"
 
 
 def test_dpo_checks_pass_and_fail() -> None:
