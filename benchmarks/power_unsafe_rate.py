@@ -8,12 +8,15 @@ discordant prompts: b ~ Bin(d, p10 / p_d), rejected when the two-sided binomial 
     power(n) = sum_d Bin(d; n, p_d) * P(reject | d)
 
 computed here in closed form (no simulation). alpha = 0.05 for one pre-specified comparison (e.g. a method vs
-SFT) and 0.05 / 11 for the smallest p-value of the 11 vs-SFT comparisons of a 12-method suite under Holm.
+SFT) and 0.05 / k for the smallest p-value of the k vs-SFT comparisons under Holm (k = 14: the 15-method cpu
+suite of scripts/cpu_suite.sh).
 
-    python benchmarks/power_unsafe_rate.py            # the table in configs/cpu.yaml and the README
+    python benchmarks/power_unsafe_rate.py [--comparisons 14]   # the table in docs/leaderboard-statistics.md
 """
 
 from __future__ import annotations
+
+import argparse
 
 import numpy as np
 from scipy.stats import binom
@@ -48,13 +51,16 @@ def needed_n(p10: float, p01: float, alpha: float, target: float = 0.8, n_max: i
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--comparisons", type=int, default=14, help="k vs-SFT comparisons under Holm (methods - 1)")
+    k = ap.parse_args().comparisons
     delta = 0.10  # e.g. SFT 0.40 unsafe vs a method at 0.30 (the README's cpu rates are 0.31-0.43)
     print(f"delta = {delta}: n for 80% power, and power at n = 166 (all PKU eval-fold prompts)")
-    print("p_disc  p10   p01   | n(a=.05) n(a=.05/11) | power@166 a=.05  a=.05/11")
+    print(f"p_disc  p10   p01   | n(a=.05) n(a=.05/{k}) | power@166 a=.05  a=.05/{k}")
     for pd in (0.15, 0.20, 0.30, 0.40):
         p10, p01 = (pd + delta) / 2, (pd - delta) / 2
-        row = [needed_n(p10, p01, 0.05), needed_n(p10, p01, 0.05 / 11)]
-        pw = [mcnemar_power(166, p10, p01, a) for a in (0.05, 0.05 / 11)]
+        row = [needed_n(p10, p01, 0.05), needed_n(p10, p01, 0.05 / k)]
+        pw = [mcnemar_power(166, p10, p01, a) for a in (0.05, 0.05 / k)]
         print(f"{pd:5.2f}  {p10:.3f} {p01:.3f} | {row[0]!s:>8} {row[1]!s:>11} | {pw[0]:14.2f} {pw[1]:9.2f}")
 
 
