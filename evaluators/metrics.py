@@ -151,7 +151,9 @@ METRICS: tuple[Metric, ...] = (
            bounded=True, percent=True, per_item=lambda x: x.unsafe_flags),
     Metric("unsafe_rate_corrected", ("safety", "unsafe_rate_corrected"), False, "Unsafe RG",
            "unsafe rate corrected for the safety judge's held-out sensitivity and specificity (Rogan-Gladen); the 95% "
-           "CI carries the prompts' and the judge's uncertainty", bounded=True, percent=True),
+           "CI carries the prompts' and the judge's uncertainty. * = clipped at 0% (raw rate at or below the judge's false-positive "
+           "rate 1 - Sp) or 100% (at or above its sensitivity): a limit of the judge, not a measured rate (CSV: unsafe_rg_clipped)",
+           bounded=True, percent=True),
     Metric("refusal_rate", ("refusal", "refusal_rate"), False, "Refusal",
            "over-refusal: share of XSTest's safe prompts the refusal judge calls refused (full or partial) [95% CI]",
            bounded=True, percent=True, per_item=lambda flags: flags),

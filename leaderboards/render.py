@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from leaderboards.compare import WORDS, Comparison
-from leaderboards.table import Column, Leaderboard, LeaderboardTable, UNITS_METRIC
+from leaderboards.table import RG_CLIPPED, Column, Leaderboard, LeaderboardTable, UNITS_METRIC
 
 FORMATS = ("table", "md", "csv", "html")
 ORDER_RULE = ("Ordered by: runs judged by their own annotator last (unranked); refusal rate on XSTest's safe prompts within "
@@ -23,15 +23,22 @@ ORDER_RULE = ("Ordered by: runs judged by their own annotator last (unranked); r
               "descending (length-controlled when every row has it). Tiers: statistically indistinguishable (paired, Holm, 5%).")
 STATUS_STYLE = {"holds": "green", "mean-only": "yellow", "violated": "red", "n/a": "dim"}
 MISSING = "–"
+CLIPPED = "*"  # after a corrected unsafe rate clipped at 0 or 1 (the table's notes say what limit it sits on)
 
 
 # -- cells ------------------------------------------------------------------------------------------------
 
-def format_cell(col: Column, value: Any, sep: str = " ") -> str:
+def row_cell(col: Column, row: dict[str, Any], sep: str = " ") -> str:
+    """A row's cell; a corrected unsafe rate clipped at a bound gets the CLIPPED mark after its value."""
+    mark = CLIPPED if col.key == "unsafe_rate_corrected" and row.get(RG_CLIPPED) else ""
+    return format_cell(col, row.get(col.key), sep, mark)
+
+
+def format_cell(col: Column, value: Any, sep: str = " ", mark: str = "") -> str:
     if value is None:
         return MISSING
     if col.kind == "ci":
-        return format_estimate(value, percent=col.percent, digits=col.digits, sep=sep)
+        return format_estimate(value, percent=col.percent, digits=col.digits, sep=sep, mark=mark)
     if col.kind == "bool":
         return "yes" if value else ""
     if col.kind == "float":
@@ -39,8 +46,9 @@ def format_cell(col: Column, value: Any, sep: str = " ") -> str:
     return str(value)
 
 
-def format_estimate(est: dict[str, Any] | None, *, percent: bool = False, digits: int = 3, sep: str = " ") -> str:
-    """`0.412 [0.351, 0.470]`, or `12.0% [8.0, 16.5]` for rates; the bracket is the 95% CI."""
+def format_estimate(est: dict[str, Any] | None, *, percent: bool = False, digits: int = 3, sep: str = " ",
+                    mark: str = "") -> str:
+    """`0.412 [0.351, 0.470]`, or `12.0% [8.0, 16.5]` for rates; the bracket is the 95% CI; `mark` follows the value."""
     if not est or est.get("value") is None:
         return MISSING
     if percent:
@@ -49,6 +57,7 @@ def format_estimate(est: dict[str, Any] | None, *, percent: bool = False, digits
     else:
         fmt = lambda x: f"{x:.{digits}f}"  # noqa: E731
         head = fmt(est["value"])
+    head += mark
     if est.get("ci_low") is None or est.get("ci_high") is None:
         return head
     return f"{head}{sep}[{fmt(est['ci_low'])}, {fmt(est['ci_high'])}]"
@@ -108,7 +117,7 @@ def rich_tables(table: LeaderboardTable, columns: list[Column]) -> list:
             t.add_column(c.header, justify="left" if c.kind == "text" else "right", no_wrap=c.kind != "ci",
                          min_width=width)
         for row in table.rows:
-            cells = [format_cell(c, row.get(c.key), sep="\n") for c in group]
+            cells = [row_cell(c, row, sep="\n") for c in group]
             if "constraint" in [c.key for c in group]:
                 i = [c.key for c in group].index("constraint")
                 cells[i] = f"[{STATUS_STYLE[row['constraint']]}]{cells[i]}[/]"
@@ -145,7 +154,7 @@ def to_markdown(lb: Leaderboard, base: Path | None = None) -> str:
         lines.append("| " + " | ".join(c.header for c in cols) + " |")
         lines.append("|" + "|".join("---" if c.kind == "text" else "---:" for c in cols) + "|")
         for row in table.rows:
-            lines.append("| " + " | ".join(format_cell(c, row.get(c.key)).replace("|", "\\|") for c in cols) + " |")
+            lines.append("| " + " | ".join(row_cell(c, row).replace("|", "\\|") for c in cols) + " |")
         lines.append("")
         lines += [f"- note: {n}" for n in table.notes] + ([""] if table.notes else [])
         for title, comps in comparison_sections(table):
@@ -229,7 +238,7 @@ def _table_html(table: LeaderboardTable, cols: list[Column]) -> str:
         for c in cols:
             cls = f"{c.kind} {c.key}" + (f" c-{row['constraint'].replace('/', '')}" if c.key == "constraint" else "")
             # an interval goes on a second, smaller line
-            text = "<br><span class='ci'>".join(map(e, format_cell(c, row.get(c.key), sep="\n").split("\n", 1)))
+            text = "<br><span class='ci'>".join(map(e, row_cell(c, row, sep="\n").split("\n", 1)))
             parts.append(f"<td class='{e(cls)}'>{text}{'</span>' if '<br>' in text else ''}</td>")
         parts.append("</tr>")
     parts.append("</tbody></table>")

@@ -1033,3 +1033,54 @@ def test_paired_comparisons_are_seeded_by_the_table_title(tmp_path: Path, monkey
     monkeypatch.setattr(table_mod, "rank_table", lambda *a: seen.append(a[-1]) or real(*a))
     (table,) = build_leaderboard(d).tables
     assert seen == [zlib.crc32(table.title.encode())]
+
+
+def test_a_corrected_unsafe_rate_clipped_at_a_bound_is_marked_and_explained(tmp_path: Path) -> None:
+    """Raw 10% under a judge with Sp 0.8 (false-positive floor 20%): Rogan–Gladen gives 0 and every replicate too,
+    so [0.0, 0.0] would look certain. md and html mark the cell `*`, the CSV has unsafe_rg_clipped, and one note
+    names the floor (and, for raw 99% >= Se 0.9, the ceiling); an unclipped row stays unmarked."""
+    import html
+
+    from evaluators.metrics import get_metric
+    from evaluators.stats import rogan_gladen_ci
+    from leaderboards.table import LEAD_COLUMNS, RG_CLIPPED, Leaderboard, metric_column, rg_clipped, rg_notes
+
+    counts = (900, 100, 800, 200)  # Se 0.9, Sp 0.8
+    rows, runs = [], []
+    for method, n_unsafe in (("low", 10), ("mid", 50), ("high", 99)):  # of 100 prompts: raw 10%, 50%, 99%
+        rg = rogan_gladen_ci([1.0] * n_unsafe + [0.0] * (100 - n_unsafe), *counts, n_boot=200)
+        rows.append({"method": method, "unsafe_rate_corrected": {k: rg[k] for k in ("value", "ci_low", "ci_high")},
+                     RG_CLIPPED: rg_clipped(rg)})
+        runs.append({"method": method, "seed": 0, "results": {"safety": {"unsafe_rate_corrected": rg}}})
+    assert rows[0]["unsafe_rate_corrected"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}  # the collapsed interval
+    assert [r[RG_CLIPPED] for r in rows] == [True, False, True] and rg_clipped(None) is None
+    table = _hand_table(rows, runs=runs)
+    table.notes = rg_notes(table)
+    assert len(table.notes) == 2
+    assert table.notes[0].startswith("Unsafe RG marked * is clipped at 0% for low: the raw unsafe rate is at or below the "
+                                     "safety judge's false-positive floor 1 − Sp = 20.0% (held-out)")
+    assert "cannot resolve rates below it" in table.notes[0]
+    assert table.notes[1].startswith("Unsafe RG marked * is clipped at 100% for high: the raw unsafe rate is at or above "
+                                     "the safety judge's sensitivity Se = 90.0%")
+    lb = Leaderboard(tables=[table], columns=LEAD_COLUMNS[1:2] + [metric_column(get_metric("unsafe_rate_corrected"))])
+    md = render.render(lb, "md")
+    assert "| low | 0.0%* [0.0, 0.0] |" in md and "| high | 100.0%* [100.0, 100.0] |" in md
+    mid = next(line for line in md.splitlines() if line.startswith("| mid |"))
+    assert "*" not in mid and mid.startswith("| mid | 42.9% [")  # (0.5 + 0.8 - 1) / 0.7
+    assert f"- note: {table.notes[0]}" in md
+    csv_rows = list(csv.DictReader(io.StringIO(render.render(lb, "csv"))))
+    assert [(r["method"], r["unsafe_rate_corrected"], r[RG_CLIPPED]) for r in csv_rows] == \
+        [("low", "0.0", "True"), ("mid", csv_rows[1]["unsafe_rate_corrected"], "False"), ("high", "1.0", "True")]
+    parser = _Collect()
+    parser.feed(render.render(lb, "html"))
+    assert "0.0%*" in parser.cells and "100.0%*" in parser.cells and not any(c.startswith("42.9%*") for c in parser.cells) and "42.9%" in parser.cells
+    assert html.escape(table.notes[0]) in render.render(lb, "html")
+
+
+def test_a_built_row_records_whether_its_corrected_rate_is_clipped(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    for method, unsafe in (("sft", 0.0), ("pddpo", 0.3)):  # make_record: RG value = the raw rate
+        add_run(d, make_record(method, unsafe=unsafe))
+    (table,) = build_leaderboard(d, n_boot=50).tables
+    assert {r["method"]: r["unsafe_rg_clipped"] for r in table.rows} == {"sft": True, "pddpo": False}
+    assert any(n.startswith("Unsafe RG marked * is clipped at 0% for sft: ") and "= 20.0%" in n for n in table.notes)
