@@ -185,10 +185,16 @@ def test_string_match_refusal_baseline():
 # -- end to end ---------------------------------------------------------------------------------------------------
 
 
-def test_tiny_judge_trains_scores_writes_its_card_and_is_cached(tiny_cfg, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def judge_cache(tmp_path_factory):
+    """A judge cache private to this module: the first tiny judge test trains, the next ones reuse it."""
+    return tmp_path_factory.mktemp("judge-cache")
+
+
+def test_tiny_judge_trains_scores_writes_its_card_and_is_cached(tiny_cfg, judge_cache, monkeypatch):
     from harness.registries import SCORERS
 
-    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BENCH_CACHE", str(judge_cache))
     cfg = tiny_cfg()
     judge = SCORERS.get("refusal-judge")(cfg)
     assert judge.role == "judge" and judge.kind == "cost" and not judge.is_binary
@@ -209,6 +215,59 @@ def test_tiny_judge_trains_scores_writes_its_card_and_is_cached(tiny_cfg, tmp_pa
     reward = SCORERS.get("reward-judge")(cfg)
     r = reward.score(["Explain photosynthesis."] * 2, ["Plants turn light, water and CO2 into sugar and oxygen.", "No."])
     assert reward.kind == "reward" and len(r) == 2 and "pku-better" in reward.card["heldout"]
+
+
+def _rows(text: str, bar: str) -> list[list[str]]:
+    """The cells of the table lines of `text` whose columns are split by `bar` (rich: ┃ head, │ body; markdown: |)."""
+    return [[c.strip() for c in line.strip().strip(bar).split(bar)] for line in text.splitlines() if line.strip().startswith(bar)]
+
+
+def test_bench_judge_eval_prints_and_writes_accuracy_ci_baselines_and_ece(judge_cache, data_dir, tmp_path, monkeypatch):
+    """`bench judge eval` on the tiny profile: the terminal table and the --json card's markdown table carry, for the
+    held-out source, the card's accuracy with its CI, the length / random / majority / TF-IDF LR baselines and the
+    ECE, in their named columns; "does NOT beat" is printed exactly when a baseline reaches the judge's accuracy."""
+    import copy
+    import io
+    import json
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from evaluators.judges import cli as judge_cli
+    from harness.cli import app
+
+    monkeypatch.setenv("BENCH_CACHE", str(judge_cache))
+    monkeypatch.setattr(judge_cli, "console", Console(width=400, no_color=True))  # no wrapping: one line per row
+    out = tmp_path / "cards" / "judges.json"
+    res = CliRunner().invoke(app, ["judge", "eval", "-j", "refusal-judge", "-p", "tiny", "--data-dir", str(data_dir), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    card = json.loads(out.read_text())["refusal-judge"]
+    (src,) = card["heldout"]
+    h = card["heldout"][src]
+    b, acc = h["baselines"], h["accuracy"]
+    want = {"accuracy": f"{acc['value']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}]", "ECE": f"{h['ece']:.3f}",
+            **{k: f"{b[k]['value']:.3f}" for k in ("length", "random", "majority", "tfidf_lr")}}
+    terminal = {"accuracy": "accuracy [CI]", "ECE": "ECE", "length": "length", "random": "random", "majority": "majority", "tfidf_lr": "tfidf-lr"}
+    head, row = _rows(res.output, "┃")[0], next(r for r in _rows(res.output, "│") if r[0] == src)
+    assert {k: row[head.index(col)] for k, col in terminal.items()} == want
+    md_cols = {"accuracy": "accuracy [95% CI]", "ECE": "ECE", "length": "length", "random": "random", "majority": "majority", "tfidf_lr": "TF-IDF LR"}
+    md_head, _, md_row = _rows(out.with_suffix(".md").read_text(), "|")
+    assert md_row[:2] == ["`refusal-judge`", f"{src} (human)"] and {k: md_row[md_head.index(col)] for k, col in md_cols.items()} == want
+    assert ("does NOT beat" in res.output) == any(v["value"] >= acc["value"] for v in b.values())
+    # distinct values in every column (the tiny card's random and majority tie), and the length baseline tying the judge
+    probe = copy.deepcopy(card)
+    pb = probe["heldout"][src]["baselines"]
+    for k, v in (("length", acc["value"]), ("random", 0.222), ("majority", 0.333), ("tfidf_lr", 0.444)):
+        pb[k]["value"] = v
+    probe_want = {**want, **{k: f"{pb[k]['value']:.3f}" for k in ("length", "random", "majority", "tfidf_lr")}}
+    md_head, _, md_row = _rows(judge_cli.markdown_table({"refusal-judge": probe}), "|")
+    assert {k: md_row[md_head.index(col)] for k, col in md_cols.items()} == probe_want
+    buf = io.StringIO()
+    monkeypatch.setattr(judge_cli, "console", Console(file=buf, width=400, no_color=True))
+    judge_cli.print_card(probe)
+    row = next(r for r in _rows(buf.getvalue(), "│") if r[0] == src)
+    assert {k: row[head.index(col)] for k, col in terminal.items()} == probe_want
+    assert f"does NOT beat every baseline on: {src}" in buf.getvalue()  # a tie does not beat it
 
 
 def test_bad_judge_settings_are_refused():
