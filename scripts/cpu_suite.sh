@@ -24,6 +24,6 @@ for fmt in md csv html; do
     --output "docs/leaderboard-cpu.$fmt" --plots-dir docs/leaderboard-cpu-plots
 done
 .venv/bin/python scripts/readme_results.py docs/leaderboard-cpu.md --seeds "$SEEDS" --runs-dir "$RUNS" --suite cpu-suite \
-  --learned-doc docs/learning-cpu.md
+  --methods "$METHODS" --learned-doc docs/learning-cpu.md
 echo "wrote docs/leaderboard-cpu.{md,csv,html}, docs/leaderboard-cpu-plots/, docs/learning-cpu.md and the README's results table (suite exit $status)"
 exit "$status"

@@ -1,7 +1,7 @@
 """Regenerate the README's cpu results table from the leaderboard export (`scripts/cpu_suite.sh` calls this).
 
     python scripts/readme_results.py docs/leaderboard-cpu.md [--seeds 0,1,2] [--readme README.md]
-                                     [--runs-dir results/cpu-suite --suite cpu-suite]
+                                     [--runs-dir results/cpu-suite --suite cpu-suite --methods sft,pddpo,...]
 
 Everything between the markers `<!-- cpu-results:begin -->` and `<!-- cpu-results:end -->` is replaced by the
 leaderboard's markdown (its table, tiers and the notes that say in words which differences are significant; the
@@ -10,7 +10,8 @@ preceded by one line naming the source file, the seeds and the date. With `--run
 `<!-- cpu-learned:begin -->` and `<!-- cpu-learned:end -->` (under the README's method table) is replaced by what
 each method's cpu runs learned, one row per method: how many seeds passed every check, and each learning check
 (harness/learning.py) with its value and mark per seed, read from the runs' `results.json`; `--learned-doc PAGE`
-also writes every check of every run, with its CI, to PAGE. Nothing is typed by hand in between, so the README can never claim more than the
+also writes every check of every run, with its CI, to PAGE. `--methods` names the suite's methods (cpu_suite.sh
+passes its METHODS): one of them without a finished run gets a row saying so instead of silently missing. Nothing is typed by hand in between, so the README can never claim more than the
 leaderboard and the records do.
 """
 
@@ -58,30 +59,48 @@ def _finished_runs(runs_dir: Path, suite: str | None) -> list[dict]:
     return sorted((r for r in recs if not suite or r.get("suite") == suite), key=lambda r: (r["method"], r["seed"]))
 
 
-def learned_table(runs_dir: Path, suite: str | None) -> str:
-    """Markdown: one row per finished run of the suite (method, seed): the learned summary and every check."""
-    rows = []
+def _by_method(runs_dir: Path, suite: str | None, methods: list[str] | None) -> dict[str, list[dict]]:
+    """method -> its finished runs (by seed): the named methods first, in their order (a method without a finished
+    run maps to []), then any other method of the suite, by name."""
+    by_method: dict[str, list[dict]] = {m: [] for m in methods or []}
     for rec in _finished_runs(runs_dir, suite):
-        train = rec.get("train") or {}
-        checks = "<br>".join(describe(e) for e in train.get("learning") or []) or "no checks (nothing trained)"
-        rows.append((rec["method"], rec["seed"], train.get("learned") or "n/a", checks))
-    if not rows:
-        return "**No finished runs of the suite yet**: run `scripts/cpu_suite.sh`."
+        by_method.setdefault(rec["method"], []).append(rec)
+    return by_method
+
+
+NO_RUN = "no finished run yet"
+NO_RUNS = "**No finished runs of the suite yet**: run `scripts/cpu_suite.sh`."
+
+
+def learned_table(runs_dir: Path, suite: str | None, methods: list[str] | None = None) -> str:
+    """Markdown: one row per finished run of the suite (method, seed): the learned summary and every check; one row
+    per method of `methods` without a finished run."""
+    by_method = _by_method(runs_dir, suite, methods)
+    if not by_method:
+        return NO_RUNS
     out = ["| method | seed | learned | checks (✓ passed, ✗ failed; value [95% CI]) |", "|---|---:|---|---|"]
-    out += [f"| `{m}` | {seed} | {learned} | {checks} |" for m, seed, learned, checks in rows]
+    for method, recs in by_method.items():
+        if not recs:
+            out.append(f"| `{method}` | – | – | {NO_RUN} |")
+        for rec in recs:
+            train = rec.get("train") or {}
+            checks = "<br>".join(describe(e) for e in train.get("learning") or []) or "no checks (nothing trained)"
+            out.append(f"| `{method}` | {rec['seed']} | {train.get('learned') or 'n/a'} | {checks} |")
     return "\n".join(out)
 
 
-def learned_summary(runs_dir: Path, suite: str | None) -> str:
+def learned_summary(runs_dir: Path, suite: str | None, methods: list[str] | None = None) -> str:
     """Markdown: one row per method. How many of its seeds passed every check, then each (stage, check) once with
-    its value and mark per seed, and the rule it failed (its short reason with the value as x, deduplicated)."""
-    by_method: dict[str, list[dict]] = {}
-    for rec in _finished_runs(runs_dir, suite):
-        by_method.setdefault(rec["method"], []).append(rec)
+    its value and mark per seed, and the rule it failed (its short reason with the value as x, deduplicated).
+    A method of `methods` without a finished run gets a row saying so."""
+    by_method = _by_method(runs_dir, suite, methods)
     if not by_method:
-        return "**No finished runs of the suite yet**: run `scripts/cpu_suite.sh`."
+        return NO_RUNS
     out = ["| method | seeds that learned | each check per seed (✓ passed, ✗ failed, · informational) |", "|---|---:|---|"]
     for method, recs in by_method.items():
+        if not recs:
+            out.append(f"| `{method}` | – | {NO_RUN} |")
+            continue
         trained = [r for r in recs if (r.get("train") or {}).get("learning")]
         if not trained:
             out.append(f"| `{method}` | n/a | nothing trained ({len(recs)} seed{'s' if len(recs) != 1 else ''}) |")
@@ -112,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suite", default="cpu-suite", help="with --runs-dir: only this suite's runs")
     ap.add_argument("--learned-doc", type=Path, default=None,
                     help="with --runs-dir: also write every check of every run (one row per run) to this markdown page")
+    ap.add_argument("--methods", default=None, help="with --runs-dir: the suite's methods (comma list); one without a "
+                    "finished run is listed as such, not left out")
     a = ap.parse_args(argv)
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
     if not a.leaderboard.exists():
         print(f"error: {a.leaderboard} does not exist: run scripts/cpu_suite.sh (or bench leaderboard --format md -o ...)",
               file=sys.stderr)
@@ -135,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             if a.learned_doc is not None:
                 a.learned_doc.write_text(f"# What each cpu-suite run learned\n\n{source}\n\nEvery learning check of every "
                                          f"finished run (harness/learning.py; docs/learning-checks.md).\n\n"
-                                         f"{learned_table(a.runs_dir, a.suite)}\n")
+                                         f"{learned_table(a.runs_dir, a.suite, methods)}\n")
                 per_run = f" Every check of every run, with its 95% CI: [{a.learned_doc.as_posix()}]({a.learned_doc.as_posix()})."
-            text = replace_block(text, f"{source}{per_run}\n\n{learned_summary(a.runs_dir, a.suite)}", LEARNED)
+            text = replace_block(text, f"{source}{per_run}\n\n{learned_summary(a.runs_dir, a.suite, methods)}", LEARNED)
         a.readme.write_text(text)
     except ValueError as exc:
         print(f"error: {a.readme}: {exc}", file=sys.stderr)

@@ -628,7 +628,8 @@ def test_readme_results_block_is_replaced_from_the_leaderboard_export(tmp_path: 
 def test_readme_learned_block_summarises_each_method_and_the_page_lists_every_check(tmp_path: Path) -> None:
     """With --runs-dir, the README's learning block is rebuilt from the records: one row per method of the named
     suite (seeds that learned, each check once with its value and mark per seed, the failing reasons once);
-    --learned-doc writes one row per run with every check and its CI; runs of other suites are left out."""
+    --learned-doc writes one row per run with every check and its CI; runs of other suites are left out; a method
+    named in --methods without a finished run gets a "no finished run yet" row in both."""
     import importlib.util
     import json
 
@@ -671,6 +672,15 @@ def test_readme_learned_block_summarises_each_method_and_the_page_lists_every_ch
     assert "| `dpo-helpful` | 0 | no: dpo-helpful acc 0.52 < 0.60 | ✗ dpo-helpful heldout_accuracy 0.52 [0.38, 0.67] (acc 0.52 < 0.60) |" in rows
     assert "| `dpo-helpful` | 1 | yes | ✓ dpo-helpful heldout_accuracy 0.64 [0.5, 0.79] |" in rows
     assert "| `sft` | 0 | n/a | no checks (nothing trained) |" in rows
+    assert "sacpo-kto" not in block + rows  # unnamed: only the methods with runs
+    # --methods (cpu_suite.sh passes its METHODS): a named method without a finished run gets a row, in the given order
+    assert mod.main([str(board), "--readme", str(readme), "--runs-dir", str(runs), "--learned-doc", str(page),
+                     "--methods", "sft,dpo-helpful,sacpo-kto,pddpo"]) == 0
+    text = readme.read_text()
+    block, rows = text[text.index(b):text.index(e)], page.read_text()
+    assert "| `sacpo-kto` | – | no finished run yet |" in block and "| `sacpo-kto` | – | – | no finished run yet |" in rows
+    assert [line.split("`")[1] for line in block.splitlines() if line.startswith("| `")] == ["sft", "dpo-helpful", "sacpo-kto", "pddpo"]
+    assert "| `pddpo` | 1/1 | pddpo lambda: s0 4.19 ✓ |" in block and "safedpo" not in block + rows
 
 
 # -- table.py pinned (issue 15: mutation testing of leaderboards/table.py) ---------------------------------------------
