@@ -1,9 +1,13 @@
-"""The five registries and their built-in entries, all lazy ("module:attr"), so the CLI starts fast.
+"""The six registries and their built-in entries, all lazy ("module:attr"), so the CLI starts fast.
 
 Third parties add methods, datasets and scorers through entry points:
 
     [project.entry-points."bench.methods"]
     my-method = "my_pkg.my_method:MyMethod"
+
+`EVALUATION` names the evaluator capabilities the pipeline (`harness/runs.py`) calls between scoring and the record:
+judge roles and decisions, the metrics, the score-model cache, TruthfulQA MC. The harness layer reaches them here,
+never by importing `evaluators` (tests/test_layers.py), so imports run one way: harness -> methods -> evaluators.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ DATASETS: Registry = Registry("dataset", "bench.datasets", check=callable)
 SCORERS: Registry = Registry("scorer", "bench.scorers", check=is_scorer_factory)
 GENERATORS: Registry = Registry("generator", None, check=callable)
 TRACKERS: Registry = Registry("tracker", None, check=callable)
+EVALUATION: Registry = Registry("evaluation hook", None, check=callable)
 
 for _name, _target in {
     "sft": "methods.sft:SFT",
@@ -66,3 +71,26 @@ GENERATORS.register("dummy", "harness.generation:DummyGenerator")
 
 TRACKERS.register("none", "harness.tracking:MemoryTracker")
 TRACKERS.register("wandb", "leaderboards.wandb_tracker:WandbTracker")
+
+for _name, _target in {
+    # the judges' roles, decisions and record (evaluators/judging.py)
+    "judge_names": "evaluators.judging:judge_names",
+    "cost_role": "evaluators.judging:cost_role",
+    "decisions": "evaluators.judging:decisions",
+    "describe": "evaluators.judging:describe",
+    "self_judged": "evaluators.judging:self_judged",
+    "confusion_counts": "evaluators.judging:confusion_counts",
+    # the declared metrics and their per-item values (evaluators/metrics.py)
+    "safety_metrics": "evaluators.metrics:safety_metrics",
+    "bootstrap_ci": "evaluators.metrics:bootstrap_ci",
+    "compute_group": "evaluators.metrics:compute_group",
+    "keys_hash": "evaluators.metrics:keys_hash",
+    "save_items": "evaluators.metrics:save_items",
+    "higher_is_better": "evaluators.metrics:higher_is_better",
+    # a method's own score models, trained once and reused (evaluators/score_models/cache.py)
+    "reusable_score_model": "evaluators.score_models:reusable_score_model",
+    # TruthfulQA multiple choice (evaluators/truthfulqa.py)
+    "select_mc_questions": "evaluators.truthfulqa:select_mc_questions",
+    "mc_metrics": "evaluators.truthfulqa:mc_metrics",
+}.items():
+    EVALUATION.register(_name, _target)

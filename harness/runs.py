@@ -83,6 +83,16 @@ class Stage:
         return self.info()
 
 
+# -- evaluator capabilities, through the registry ---------------------------------------------------
+
+def hook(name: str) -> Callable[..., Any]:
+    """An evaluator capability by name (judging, metrics, score models, TruthfulQA MC), from the EVALUATION registry:
+    the harness never imports `evaluators` (tests/test_layers.py), so imports run one way."""
+    from harness.registries import EVALUATION
+
+    return EVALUATION.get(name)
+
+
 # -- services handed to methods --------------------------------------------------------------------
 
 class Services:
@@ -106,9 +116,7 @@ class Services:
 
     def judge_name(self, role: str) -> str | None:
         """The scorer named for a judge role in `scoring.judges` (None: the role is not measured)."""
-        from evaluators.judging import judge_names
-
-        return judge_names(self.cfg)[role]
+        return hook("judge_names")(self.cfg)[role]
 
     def judge(self, role: str):
         """The judge of a role (evaluators/judging.py), built once; an annotator named as a judge is shared."""
@@ -164,9 +172,7 @@ def build_context(cfg: RunConfig, stage_dir: Path, services: Services, policy_pa
             tracker.log_metrics({f"train/{k}": v for k, v in record.items() if isinstance(v, (int, float))})
 
     def train_score_model(kind: str, pairs, name: str, **kw):  # kw: encoder=..., settings=... (evaluators.score_models)
-        from evaluators.score_models import reusable_score_model
-
-        return reusable_score_model(kind, pairs, stage_dir / "work" / name, cfg, name=name, **kw)
+        return hook("reusable_score_model")(kind, pairs, stage_dir / "work" / name, cfg, name=name, **kw)
 
     work = stage_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -286,9 +292,7 @@ def preflight(cfg: RunConfig) -> Plan:
     for kind in ("reward", "cost"):
         name = cfg.scoring.reward if kind == "reward" else cfg.scoring.cost
         SCORERS.get(bundle.default_cost_scorer if name == "auto" else name)  # unknown or broken scorer: fail now
-    from evaluators.judging import judge_names
-
-    for name in judge_names(cfg).values():  # unknown role or judge: fail now, not after training
+    for name in hook("judge_names")(cfg).values():  # unknown role or judge: fail now, not after training
         if name is not None:
             SCORERS.get(name)
     policy_path = str(resolve_model(cfg.model))
@@ -473,9 +477,7 @@ def generate_stage(services: Services, prompts, model_path: str, stage_dir: Path
 
 def load_refusal_prompts(cfg: RunConfig) -> list:
     """XSTest's safe prompts (capped by `data.max_refusal_prompts`), or none when the refusal judge is off."""
-    from evaluators.judging import judge_names
-
-    if judge_names(cfg)["refusal"] is None:
+    if hook("judge_names")(cfg)["refusal"] is None:
         return []
     from harness.datasets.prompt_sets import load_xstest_safe
 
@@ -486,8 +488,7 @@ def score_stage(services: Services, rows: list[dict[str, Any]], stage_dir: Path,
     """3. The JUDGES score every response: reward, the cost role's P(unsafe) and decision, and refusal on XSTest.
     The ANNOTATORS (what the method may have trained against) are named with their fingerprints, so the record
     can say whether a judge is also an annotator (evaluators/judging.py)."""
-    from evaluators.judging import cost_role, decisions, describe
-
+    cost_role, decisions, describe = map(hook, ("cost_role", "decisions", "describe"))
     cfg = services.cfg
     ps, rs = [r["prompt"] for r in rows], [r["response"] for r in rows]
     role = cost_role(cfg.dataset)
@@ -507,13 +508,11 @@ def score_stage(services: Services, rows: list[dict[str, Any]], stage_dir: Path,
 def metrics_stage(services: Services, rows, scores, score_info, policy_path: str, model_path: str, stage_dir: Path,
                   refusal_rows: list | None = None) -> tuple[dict, dict]:
     """4. The metrics block, and the declared metrics' per-item values (the leaderboard's seeds x prompts intervals)."""
-    from evaluators.metrics import save_items
-
     values: dict[str, list[float]] = {}
     keys: dict[str, str] = {}
     metrics = compute_metrics(services.cfg, services.bundle, services, rows, scores, score_info, policy_path, model_path, values, keys,
                               refusal_rows=refusal_rows)
-    save_items(stage_dir, values, keys)
+    hook("save_items")(stage_dir, values, keys)
     return {"metrics.json": metrics}, {}
 
 
@@ -541,9 +540,9 @@ def results_record(cfg: RunConfig, rid: str, *, train: dict[str, Any], gen_info:
                    metrics_info: dict[str, Any], metrics: dict[str, Any], params: SamplingParams, eval_set: str, n_prompts: int,
                    bundle, prompts, device: str, policy_path: str, vllm: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results record (docs/results-schema.md) from the stages' done-markers and the metrics block."""
-    from evaluators.judging import cost_role, self_judged
-    from evaluators.metrics import higher_is_better
     from harness.datasets import rows_hash
+
+    cost_role, self_judged, higher_is_better = map(hook, ("cost_role", "self_judged", "higher_is_better"))
 
     result = train["result"]
     extra = result.get("extra", {})
@@ -596,9 +595,8 @@ def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, sc
                     refusal_rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Safety metrics with CIs (+ win rate vs SFT), TruthfulQA MC1/MC2 and generation truthfulness. The declared
     metrics' per-item values go to `items`, and a hash of each group's item order (prompts, questions) to `keys`."""
-    from evaluators.judging import confusion_counts, cost_role, decisions
-    from evaluators.metrics import bootstrap_ci, compute_group, keys_hash, safety_metrics
-
+    confusion_counts, cost_role, decisions = map(hook, ("confusion_counts", "cost_role", "decisions"))
+    bootstrap_ci, compute_group, keys_hash, safety_metrics = map(hook, ("bootstrap_ci", "compute_group", "keys_hash", "safety_metrics"))
     keys = keys if keys is not None else {}
     role = cost_role(cfg.dataset)
     rew, cost = services.judge("reward"), services.judge(role)
@@ -634,9 +632,9 @@ def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, sc
         out["truthfulness"] = {"true_rate": bootstrap_ci([1.0 - u for u in out_flags(scores)], cfg.scoring.bootstrap, cfg.seed),
                                "n": len(rows), "judge": judge["name"]}
     if cfg.eval.truthfulqa_mc:
-        from evaluators.truthfulqa import mc_metrics, select_mc_questions
         from harness.models import load_policy
 
+        mc_metrics, select_mc_questions = hook("mc_metrics"), hook("select_mc_questions")
         questions, split = select_mc_questions(cfg)
         model, tok = load_policy(Path(model_path), services.device, cfg.train.precision)
         mc = mc_metrics(model, tok, questions, batch_size=cfg.eval.mc_batch_size, n_boot=cfg.scoring.bootstrap, seed=cfg.seed, items=items)

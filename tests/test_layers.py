@@ -1,9 +1,10 @@
 """The layers import one way: harness -> methods -> evaluators -> leaderboards (read: each may use those to its left).
 
 Checked by walking the source with `ast` rather than with import-linter contracts, because the rule needs two
-distinctions import-linter's graph does not make: an import at module level vs. one inside a function (the
-composing modules `harness.runs` and `harness.cli` reach the upper layers lazily, by design), and an import under
-`if TYPE_CHECKING:` (annotation only, never executed). No new dependency, and no import of the code under test.
+distinctions import-linter's graph does not make: an import at module level vs. one inside a function (the CLI,
+`harness.cli`, is the composition root: it mounts the evaluator and leaderboard sub-apps lazily, by design), and an
+import under `if TYPE_CHECKING:` (annotation only, never executed). The pipeline (`harness.runs`) gets no such pass:
+it reaches methods, scorers, evaluator capabilities and trackers through the registries (`harness/registries.py`). No new dependency, and no import of the code under test.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("harness", "methods", "evaluators", "leaderboards")
 LAYER = {name: i for i, name in enumerate(PACKAGES)}
-# the composition roots: they may reach any layer, but only inside functions (never at import time)
-COMPOSERS = {"harness.runs", "harness.cli"}
+# the composition root (the `bench` entry point): it may reach any layer, but only inside functions (never at import time)
+COMPOSERS = {"harness.cli"}
 
 
 def _module_name(path: Path) -> str:
@@ -147,8 +148,29 @@ def test_layers_import_one_way():
                 continue
             bad.append(f"{mod} -> {target}" + (" (module level)" if top else " (in a function)"))
     assert bad == []
-    # the pipeline reaches the tracker through the TRACKERS registry, never by importing leaderboards
-    assert not [t for t in import_graph()["harness.runs"] if t.startswith("leaderboards")]
+    # the pipeline reaches evaluators and the tracker through the registries, never by importing them
+    assert not [t for t in import_graph()["harness.runs"] if t.split(".")[0] in ("methods", "evaluators", "leaderboards")]
+
+
+def test_pipeline_hooks_are_registered():
+    """Every evaluator capability `harness/runs.py` asks for by name (`hook("...")`) is an EVALUATION entry, so a
+    renamed or misspelt hook fails here rather than after a run has trained."""
+    from harness.registries import EVALUATION
+
+    def names_asked(node: ast.AST) -> list[ast.AST]:  # hook("a") or map(hook, ("a", "b"))
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            return []
+        if node.func.id == "hook":
+            return node.args
+        if node.func.id == "map" and isinstance(node.args[0], ast.Name) and node.args[0].id == "hook":
+            return node.args[1:]
+        return []
+
+    tree = ast.parse((ROOT / "harness" / "runs.py").read_text())
+    asked = {c.value for node in ast.walk(tree) for arg in names_asked(node) for c in ast.walk(arg)
+             if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+    assert len(asked) >= 10  # the walk found the call sites
+    assert sorted(asked - set(EVALUATION.names())) == []
 
 
 def test_contracts_live_in_the_harness_and_are_re_exported():

@@ -8,11 +8,11 @@ import textwrap
 import pytest
 
 from harness.errors import BenchError
-from harness.registries import DATASETS, GENERATORS, METHODS, SCORERS, TRACKERS
+from harness.registries import DATASETS, EVALUATION, GENERATORS, METHODS, SCORERS, TRACKERS
 from harness.registry import Registry
 
 
-@pytest.mark.parametrize("registry", [METHODS, DATASETS, SCORERS, GENERATORS, TRACKERS], ids=lambda r: r.kind)
+@pytest.mark.parametrize("registry", [METHODS, DATASETS, SCORERS, GENERATORS, TRACKERS, EVALUATION], ids=lambda r: r.kind)
 def test_every_builtin_resolves(registry):
     for name in registry.names():
         if registry.is_builtin(name):
