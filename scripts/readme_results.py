@@ -44,11 +44,16 @@ def _num(x: object) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
 
 
+def _mark(entry: dict) -> str:
+    """✓ passed, ✗ failed, · informational (passed is None)."""
+    return {True: "✓", False: "✗"}.get(entry.get("passed"), "·")
+
+
 def describe(entry: dict) -> str:
     """One learning check in a few words: `stage check value [CI] ✓/✗ (short reason)`."""
     ci = entry.get("ci")
     ci_txt = f" [{_num(ci[0])}, {_num(ci[1])}]" if ci and len(ci) == 2 else ""
-    mark = {True: "✓", False: "✗"}.get(entry.get("passed"), "·")
+    mark = _mark(entry)
     short = entry.get("short") or ""
     return f"{mark} {entry.get('stage', '?')} {entry.get('check', '?')} {_num(entry.get('value'))}{ci_txt}" + (f" ({short})" if short and entry.get("passed") is not True else "")
 
@@ -110,7 +115,7 @@ def learned_summary(runs_dir: Path, suite: str | None, methods: list[str] | None
         for r in trained:
             for e in r["train"]["learning"]:
                 key = (e.get("stage", "?"), e.get("check", "?"))
-                mark = {True: "✓", False: "✗"}.get(e.get("passed"), "·")
+                mark = _mark(e)
                 checks.setdefault(key, []).append(f"s{r['seed']} {_num(e.get('value'))} {mark}")
                 short = _NUMBER.sub("x", e.get("short") or "", count=1)  # the rule, not this seed's value
                 if e.get("passed") is not True and short and short not in reasons.setdefault(key, []):
