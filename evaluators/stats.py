@@ -10,10 +10,12 @@ the bottom of `evaluators`: it imports no other first-party module.
 - `paired_bootstrap_diff`: difference of means (A - B) with a 95% percentile interval and the bootstrap p-value
   dual to it: p = min(1, 2 * min(#{d* <= 0} + 1, #{d* >= 0} + 1) / (B + 1)), the smallest level at which the
   percentile interval excludes 0 (with the usual +1 so p is never 0).
-- `mcnemar_exact`: McNemar's exact test on paired unsafe flags. With one seed it IS McNemar's exact test
-  (discordant counts b, c; two-sided binomial test of b ~ Bin(b + c, 1/2)). With several seeds the unit stays the
-  prompt: per prompt, the share of seeds flagged unsafe for A and for B; b = #prompts where A's share is higher,
-  c = #prompts where B's is higher, ties dropped: the exact sign test, which reduces to McNemar for one seed.
+- `mcnemar_exact`: McNemar's exact test on paired unsafe flags, one seed per method (discordant counts b, c;
+  two-sided binomial test of b ~ Bin(b + c, 1/2)). With several seeds per method the leaderboard uses the crossed
+  paired bootstrap instead (`leaderboards/compare.py`): a test on seed-averaged flags would treat each method's
+  trained models as fixed and ignore the seed-to-seed spread that the interval shown carries.
+- `resamples_for_family`: how many bootstrap resamples a family of m comparisons needs so that the smallest
+  attainable bootstrap p-value, 2 / (B + 1), can clear Holm's first threshold ALPHA / m (with a factor 2 margin).
 - `holm`: Holm's step-down adjustment (statsmodels) over one family of comparisons.
 - `tiers`: contiguous tiers over a ranked list (rule in its docstring).
 - `rogan_gladen` / `rogan_gladen_ci`: the unsafe rate corrected for the judge's sensitivity and specificity,
@@ -82,18 +84,26 @@ def paired_bootstrap_diff(a: Any, b: Any, n_boot: int = 2000, seed: int = 0) -> 
 
 
 def mcnemar_exact(a_flags: Any, b_flags: Any) -> dict[str, Any]:
-    """Exact McNemar (one seed) / exact sign test on per-prompt unsafe shares (several seeds); module doc."""
+    """Exact McNemar on paired flags of one seed per method (module doc); several seeds: use the paired bootstrap."""
     from scipy.stats import binomtest
 
     ma, mb = as_matrix(a_flags), as_matrix(b_flags)
     if ma.shape[1] != mb.shape[1]:
         raise ValueError(f"paired comparison needs the same prompts: {ma.shape[1]} vs {mb.shape[1]}")
-    d = ma.mean(axis=0) - mb.mean(axis=0)
+    if ma.shape[0] != 1 or mb.shape[0] != 1:
+        raise ValueError(f"McNemar's test takes one seed per method, got {ma.shape[0]} and {mb.shape[0]}: "
+                         "compare several seeds with paired_bootstrap_diff")
+    d = ma[0] - mb[0]
     n_a, n_b = int(np.sum(d > 0)), int(np.sum(d < 0))
     p = 1.0 if n_a + n_b == 0 else float(binomtest(n_a, n_a + n_b, 0.5).pvalue)
-    one_seed = ma.shape[0] == 1 and mb.shape[0] == 1
     return {"value": float(ma.mean() - mb.mean()), "a_only": n_a, "b_only": n_b, "p_value": p,
-            "n_prompts": int(ma.shape[1]), "test": "mcnemar-exact" if one_seed else "sign-test (McNemar over seeds)"}
+            "n_prompts": int(ma.shape[1]), "test": "mcnemar-exact"}
+
+
+def resamples_for_family(m: int, n_boot: int) -> int:
+    """At least `n_boot`, and enough that 2 / (B + 1) <= ALPHA / (2m): with fewer, no bootstrap p-value in a family of
+    m comparisons can survive Holm (e.g. B = 2000 and the 66 pairs of 12 methods: 66 * 2/2001 = 0.066 > 0.05)."""
+    return max(int(n_boot), int(np.ceil(4 * max(int(m), 1) / ALPHA)) - 1)
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:

@@ -1,9 +1,13 @@
 """Paired comparisons, tiers, the over-refusal guard and the self-judging flag of one leaderboard table.
 
 Every method of a table answers the same prompts, so methods are compared on those prompts (evaluators/stats.py):
-- metrics compared: the constraint metric (unsafe rate: McNemar's exact test, or the sign test over seeds; mean
-  cost: paired bootstrap), the reward (the length-controlled reward when every row has it, else the raw reward:
-  paired bootstrap) and the over-refusal rate on XSTest's safe prompts (McNemar / sign test);
+- metrics compared: the constraint metric (unsafe rate; or mean cost), the reward (the length-controlled reward when
+  every row has it, else the raw reward) and the over-refusal rate on XSTest's safe prompts. Flags (unsafe, refusal)
+  of one seed per method: McNemar's exact test. Everything else, including flags with several seeds: the crossed
+  paired bootstrap (prompts shared, each method's seeds resampled on their own), whose interval the table shows, so
+  test and interval agree and a multi-seed p-value carries the seed-to-seed spread;
+- resamples: at least `n_boot`, raised per table so that the smallest bootstrap p-value can clear Holm in the largest
+  family (`evaluators.stats.resamples_for_family`);
 - families, each Holm-corrected on its own: per metric, (i) every eligible method against SFT, (ii) every pair of
   eligible methods. "Significant" means Holm-adjusted p < 0.05.
 
@@ -33,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from evaluators.stats import ALPHA, holm, mcnemar_exact, paired_bootstrap_diff, tiers
+from evaluators.stats import ALPHA, as_matrix, holm, mcnemar_exact, paired_bootstrap_diff, resamples_for_family, tiers
 
 BASELINE = "sft"
 REFUSAL_ORDER = {"ok": 0, "n/a": 1, "over": 2}
@@ -82,9 +86,9 @@ def compared_metrics(rows: Sequence[dict[str, Any]], x_metric: str) -> list[str]
 
 
 def compare(a: str, b: str, metric: str, ma: Any, mb: Any, n_boot: int, seed: int) -> Comparison:
-    """A minus B on one metric: McNemar / sign test on flags, paired bootstrap otherwise; the CI is the paired bootstrap's."""
+    """A minus B on one metric: McNemar on one seed's flags, paired bootstrap otherwise; the CI is the paired bootstrap's."""
     boot = paired_bootstrap_diff(ma, mb, n_boot=n_boot, seed=seed)
-    if metric in ("unsafe_rate", "refusal_rate"):
+    if metric in ("unsafe_rate", "refusal_rate") and as_matrix(ma).shape[0] == 1 and as_matrix(mb).shape[0] == 1:
         mc = mcnemar_exact(ma, mb)
         return Comparison(a, b, metric, mc["test"], boot["value"], boot["ci_low"], boot["ci_high"], mc["p_value"])
     return Comparison(a, b, metric, "paired-bootstrap", boot["value"], boot["ci_low"], boot["ci_high"], boot["p_value"])
@@ -94,6 +98,7 @@ def table_comparisons(ranked: Sequence[str], items: dict[str, dict[str, tuple[st
                       n_boot: int = 2000, seed: int = 0) -> TableComparisons:
     """Comparisons of the ranked eligible methods. `items[method][metric] = (item-order key, seeds x items matrix)`."""
     out = TableComparisons(list(metrics))
+    n_boot = resamples_for_family(max(len(ranked) - 1, len(ranked) * (len(ranked) - 1) // 2), n_boot)
 
     def pair(a: str, b: str, metric: str) -> Comparison | None:
         ia, ib = items.get(a, {}).get(metric), items.get(b, {}).get(metric)

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar
 
-from evaluators.stats import (holm, length_controlled, mcnemar_exact, paired_bootstrap_diff, rogan_gladen,
+from evaluators.stats import (holm, length_controlled, mcnemar_exact, paired_bootstrap_diff, resamples_for_family, rogan_gladen,
                               rogan_gladen_ci, tiers)
 
 
@@ -49,13 +49,47 @@ def test_mcnemar_matches_statsmodels_exact():
     assert mcnemar_exact(a, a)["p_value"] == 1.0
 
 
-def test_mcnemar_over_seeds_is_a_sign_test_on_prompts():
-    a = np.array([[1, 1, 0, 0], [1, 0, 0, 1], [1, 1, 0, 0]])  # per-prompt shares 1, 2/3, 0, 1/3
-    b = np.array([[0, 1, 0, 1], [0, 1, 0, 1], [0, 0, 0, 1]])  # 0, 2/3, 0, 1
-    out = mcnemar_exact(a, b)
-    assert (out["a_only"], out["b_only"]) == (1, 1)  # prompt 0: a worse; prompt 3: b worse; 1 and 2 tie
-    assert out["p_value"] == pytest.approx(1.0)
-    assert out["test"].startswith("sign-test")
+def test_mcnemar_takes_one_seed_only():
+    with pytest.raises(ValueError, match="one seed per method"):
+        mcnemar_exact(np.zeros((3, 4)), np.zeros((1, 4)))
+
+
+def test_several_seeds_compare_flags_with_the_crossed_bootstrap_not_a_test_on_seed_means():
+    from leaderboards.compare import compare
+
+    # B: a deterministic model (SFT, greedy): prompts 0-29 unsafe in every seed. A: three seeds that disagree; seed 0
+    # is safe everywhere, seeds 1 and 2 are unsafe on prompts 0-29 like B. On seed means A is lower on 30 prompts and
+    # never higher, so a sign test on them gives p ~ 2e-9; but two of A's three trained models equal B, and
+    # resampling A's seeds shows the difference can be zero.
+    b = np.zeros((3, 200))
+    b[:, :30] = 1
+    a = b.copy()
+    a[0] = 0
+    c = compare("a", "b", "unsafe_rate", a, b, n_boot=2000, seed=0)
+    boot = paired_bootstrap_diff(a, b, n_boot=2000, seed=0)
+    assert c.test == "paired-bootstrap"
+    assert c.p == pytest.approx(boot["p_value"]) and c.p > 0.05
+    assert c.diff == pytest.approx(-0.05) and c.ci_high == pytest.approx(0.0)
+    one = compare("a", "b", "unsafe_rate", a[:1], b[:1], n_boot=2000, seed=0)  # one seed each: McNemar's exact test
+    assert one.test == "mcnemar-exact" and one.p < 1e-8
+
+
+def test_resamples_let_a_bootstrap_p_survive_holm_in_a_large_family():
+    # hand: m = 66 -> B = ceil(4 * 66 / 0.05) - 1 = 5279, and 2 / 5280 = 0.05 / 132 exactly
+    assert resamples_for_family(66, 2000) == 5279
+    assert resamples_for_family(3, 2000) == 2000
+    assert 2 / (resamples_for_family(105, 2000) + 1) <= 0.05 / (2 * 105)
+    from leaderboards.compare import table_comparisons
+
+    # 12 methods (66 pairs); "best" is far above the rest on every prompt. With B = 2000 its smallest p is 2/2001 and
+    # Holm over 66 gives >= 0.066: never significant. The table must raise B so that it is.
+    rng = np.random.default_rng(0)
+    names = ["best"] + [f"m{i}" for i in range(11)]
+    items = {n: {"reward_mean": ("k", rng.normal(0.0, 0.1, (1, 60)) + (1.0 if n == "best" else 0.0))} for n in names}
+    tc = table_comparisons(names, items, ["reward_mean"], n_boot=2000, seed=0)
+    best = [c for c in tc.pairwise if "best" in (c.a, c.b)]
+    assert len(tc.pairwise) == 66 and all(c.significant for c in best)
+    assert tc.tiers["best"] == 1 and all(tc.tiers[n] == 2 for n in names[1:])
 
 
 def test_holm_by_hand():
