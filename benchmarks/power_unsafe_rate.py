@@ -12,6 +12,10 @@ SFT) and 0.05 / k for the smallest p-value of the k vs-SFT comparisons under Hol
 suite of scripts/cpu_suite.sh).
 
     python benchmarks/power_unsafe_rate.py [--comparisons 14]   # the table in docs/leaderboard-statistics.md
+    python benchmarks/power_unsafe_rate.py --runs-dir results/cpu-suite --suite cpu-suite   # p_d as measured
+
+With `--runs-dir` it also measures p_d: for each method, the share of prompts whose unsafe flag differs from SFT's
+on the same seed (the per-prompt flags in each run's metrics/items.json), averaged over the seeds both have.
 """
 
 from __future__ import annotations
@@ -50,10 +54,36 @@ def needed_n(p10: float, p01: float, alpha: float, target: float = 0.8, n_max: i
     return lo
 
 
+def measured_discordance(runs_dir: str, suite: str | None, baseline: str = "sft") -> dict[str, tuple[float, int]]:
+    """method -> (mean share of prompts whose unsafe flag differs from the baseline's on the same seed, seeds)."""
+    import json
+    from pathlib import Path
+
+    flags: dict[str, dict[int, np.ndarray]] = {}
+    for res in Path(runs_dir).glob("*/results.json"):
+        rec = json.loads(res.read_text())
+        items = res.parent / "metrics" / "items.json"
+        if (suite is not None and rec.get("suite") != suite) or not items.exists():
+            continue
+        values = json.loads(items.read_text())["values"].get("unsafe_rate")
+        if values is not None:
+            flags.setdefault(rec["method"], {})[rec["seed"]] = np.asarray(values, dtype=float)
+    base = flags.get(baseline, {})
+    out = {}
+    for method, by_seed in sorted(flags.items()):
+        seeds = [s for s in by_seed if s in base and len(base[s]) == len(by_seed[s])]
+        if method != baseline and seeds:
+            out[method] = (float(np.mean([np.mean(by_seed[s] != base[s]) for s in seeds])), len(seeds))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--comparisons", type=int, default=14, help="k vs-SFT comparisons under Holm (methods - 1)")
-    k = ap.parse_args().comparisons
+    ap.add_argument("--runs-dir", help="also measure p_d (vs SFT, same seed) from these runs")
+    ap.add_argument("--suite", help="only runs with this store tag (e.g. cpu-suite)")
+    args = ap.parse_args()
+    k = args.comparisons
     delta = 0.10  # e.g. SFT 0.40 unsafe vs a method at 0.30 (the README's cpu rates are 0.31-0.43)
     print(f"delta = {delta}: n for 80% power, and power at n = 166 (all PKU eval-fold prompts)")
     print(f"p_disc  p10   p01   | n(a=.05) n(a=.05/{k}) | power@166 a=.05  a=.05/{k}")
@@ -62,6 +92,16 @@ def main() -> None:
         row = [needed_n(p10, p01, 0.05), needed_n(p10, p01, 0.05 / k)]
         pw = [mcnemar_power(166, p10, p01, a) for a in (0.05, 0.05 / k)]
         print(f"{pd:5.2f}  {p10:.3f} {p01:.3f} | {row[0]!s:>8} {row[1]!s:>11} | {pw[0]:14.2f} {pw[1]:9.2f}")
+    if args.runs_dir:
+        measured = measured_discordance(args.runs_dir, args.suite)
+        print(f"\nmeasured p_d vs SFT ({args.runs_dir}); power of McNemar at n = 166 for delta = {delta} at that p_d")
+        print(f"{'method':20s} p_d    seeds | power a=.05  a=.05/{k}")
+        for method, (pd, n_seeds) in measured.items():
+            if pd <= delta:  # a 10-point difference needs at least 10% of prompts to flip
+                print(f"{method:20s} {pd:.3f}  {n_seeds:5d} | p_d <= delta: a {delta:.0%} difference cannot arise at this p_d")
+                continue
+            p10, p01 = (pd + delta) / 2, (pd - delta) / 2
+            print(f"{method:20s} {pd:.3f}  {n_seeds:5d} | {mcnemar_power(166, p10, p01, 0.05):11.2f} {mcnemar_power(166, p10, p01, 0.05 / k):9.2f}")
 
 
 if __name__ == "__main__":

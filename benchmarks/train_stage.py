@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +28,17 @@ def main() -> None:
     ap.add_argument("--no-reuse", action="store_true", help="fresh training store: train everything")
     ap.add_argument("--out", help="also write the record here")
     args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="bench-train-stage-")
+    tmp = tempfile.mkdtemp(prefix="bench-train-stage-")  # the trained model(s), up to ~1 GB: removed at exit
+    try:
+        record = _train(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(record, indent=2))
+    print(json.dumps(record))
+
+
+def _train(args: argparse.Namespace, tmp: str) -> dict:
     if args.no_reuse:
         os.environ["BENCH_STORE"] = str(Path(tmp) / "store")
 
@@ -47,11 +58,8 @@ def main() -> None:
         services = Services(cfg, load_bundle(cfg), device)
         ctx = build_context(cfg, Path(tmp) / "train", services, str(resolve_model(cfg.model)))
         result = method_cls(mcfg).train(ctx)
-    record = {"method": cfg.method, "profile": cfg.profile, "overrides": args.overrides, **mon.record,
-              "models_trained": result.models_trained}
-    if args.out:
-        Path(args.out).write_text(json.dumps(record, indent=2))
-    print(json.dumps(record))
+    return {"method": cfg.method, "profile": cfg.profile, "overrides": args.overrides, **mon.record,
+            "models_trained": result.models_trained}
 
 
 if __name__ == "__main__":

@@ -163,7 +163,7 @@ def sweep(
     seed_list = parse_seeds(seeds)
     sid = sweep_id or sw.default_sweep_id(name, key, values, dataset, profile, model, seed_list, list(overrides))
     grid = sw.build_grid(name, key, values, dataset=dataset, profile=profile, model=model, seeds=seed_list,
-                         overrides=list(overrides), runs_dir=runs_dir, suite=sid)
+                         overrides=list(overrides), runs_dir=runs_dir, suite=sw.store_tag(sid))
     cfg0 = grid[0][2]
     out_dir = Path(cfg0.runs_dir) / "sweeps" / sid
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +202,7 @@ def leaderboard(
     model: Optional[str] = typer.Option(None, "--model", help="Only this model."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Only this profile."),
     suite: Optional[str] = typer.Option(None, "--suite", help="Only runs tagged with this suite id."),
-    plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Also write each table's frontier and λ figures as PNGs here."),
+    plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Also write each table's frontier and λ figures, and each sweep's figure, as PNGs here."),
     wandb: str = typer.Option("disabled", "--wandb", help="offline | online | disabled: also log the leaderboard as a W&B table."),
     wandb_sync: bool = typer.Option(False, "--wandb-sync", help="Upload every offline W&B run under --runs-dir (`wandb sync`), "
                                     "e.g. after runs that fell back to offline because the server was down."),
@@ -225,6 +225,9 @@ def leaderboard(
     _check_mode(wandb)
     lb = build_leaderboard(runs_dir, dataset=dataset, model=model, profile=profile, suite=suite)
     lb.sweeps = find_sweeps(runs_dir)
+    if plots_dir is not None:  # the sweeps' figures beside the tables' (the Markdown page then links these copies)
+        for path in render.copy_sweep_figures(lb.sweeps, plots_dir):
+            typer.echo(f"wrote {path}")
     if fmt == "table":
         render.print_leaderboard(lb)
     elif output is not None:

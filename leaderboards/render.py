@@ -163,6 +163,9 @@ def to_markdown(lb: Leaderboard, base: Path | None = None) -> str:
         sweeps = sweeps_for(table, lb.sweeps)
         if sweeps:
             lines += ["### Sweeps (`bench sweep`: one method over one config field's values)", ""] + sweep_links_md(sweeps, base) + [""]
+    orphans = unmatched_sweeps(lb)
+    if orphans:
+        lines += ["## Sweeps of settings with no table above", ""] + sweep_links_md(orphans, base) + [""]
     lines += [f"_{n}_" for n in lb.notes] + ([""] if lb.notes else [])
     lines += ["### Columns", ""] + [f"- **{c.header}**: {c.help}" for c in lb.columns] + [""]
     return "\n".join(lines)
@@ -222,6 +225,9 @@ def to_html(lb: Leaderboard, title: str = "SafeAlign Bench leaderboard") -> str:
         sweeps = sweeps_for(table, lb.sweeps)
         if sweeps:
             parts += ["<h3>Sweeps (<code>bench sweep</code>: one method over one config field's values)</h3>", *sweeps_html(sweeps)]
+    orphans = unmatched_sweeps(lb)
+    if orphans:
+        parts += ["<h2>Sweeps of settings with no table above</h2>", *sweeps_html(orphans)]
     parts += [f"<p class='meta'>{e(n)}</p>" for n in lb.notes]
     parts.append("<h2>Columns</h2><dl>")
     parts += [f"<dt>{e(c.header)}</dt><dd>{e(c.help)}</dd>" for c in lb.columns]
@@ -288,6 +294,11 @@ def sweeps_for(table: LeaderboardTable, sweeps: list[dict[str, Any]]) -> list[di
     return [s for s in sweeps if (s.get("dataset"), s.get("model"), s.get("profile")) == (table.dataset, table.model, table.profile)]
 
 
+def unmatched_sweeps(lb: Leaderboard) -> list[dict[str, Any]]:
+    """Sweeps whose setting has no table (e.g. a runs dir holding only sweep runs, which the main table leaves out)."""
+    return [s for s in lb.sweeps if not any(sweeps_for(t, [s]) for t in lb.tables)]
+
+
 def sweep_links_md(sweeps: list[dict[str, Any]], base: Path | None) -> list[str]:
     """One line per sweep linking its table and figure, relative to `base` (the written file's folder) when given."""
     import os
@@ -298,9 +309,33 @@ def sweep_links_md(sweeps: list[dict[str, Any]], base: Path | None) -> list[str]
     lines = []
     for s in sweeps:
         d = Path(s["dir"])
-        figure = f", ![frontier]({rel(d / 'sweep.png')})" if (d / "sweep.png").exists() else ""
-        lines.append(f"- {s['method']} over `{s['key']}` = {', '.join(f'{v:g}' for v in s['values'])}: [table]({rel(d / 'sweep.md')}){figure}")
+        png = Path(s.get("figure") or d / "sweep.png")
+        link = f"[csv]({rel(Path(s['csv']))})" if s.get("csv") else f"[table]({rel(d / 'sweep.md')})"  # copies: see below
+        lines.append(f"- {s['method']} over `{s['key']}` = {', '.join(f'{v:g}' for v in s['values'])}: {link}")
+        head, rows = sweep_table(s)
+        lines += ["", "| " + " | ".join(head[:-1]) + " |", "|" + "|".join("---:" for _ in head[:-1]) + "|"]  # run ids: sweep.md
+        lines += ["| " + " | ".join(row[:-1]) + " |" for row in rows] + [""]
+        if png.exists():
+            lines += [f"![{s['method']} frontier over {s['key']}]({rel(png)})", ""]
     return lines
+
+
+def copy_sweep_figures(sweeps: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """Copy each sweep's figure and csv to `folder/<sweep id>.{png,csv}` and point the sweep at the copies (`figure`,
+    `csv`), so a page written next to `folder` (e.g. committed docs) links nothing inside the runs dir."""
+    import shutil
+
+    out = []
+    for s in sweeps:
+        for name, field in (("sweep.png", "figure"), ("sweep.csv", "csv")):
+            src = Path(s["dir"]) / name
+            if src.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                dst = folder / f"{Path(s['dir']).name}{src.suffix}"
+                shutil.copyfile(src, dst)
+                s[field] = str(dst)
+                out.append(dst)
+    return out
 
 
 def sweep_table_html(head: list[str], rows: list[list[str]]) -> str:

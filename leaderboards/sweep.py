@@ -13,8 +13,10 @@ runs: the run's prompt bootstrap for one seed, the seeds x prompts bootstrap for
   the points joined in value order, and each metric against the swept value.
 
 `bench leaderboard` and `bench suite` link (md) or embed (html) every sweep found under the same runs dir whose
-(dataset, model, profile) matches a table. Runs of a sweep keep the method's name, so the main leaderboard shows
-only the newest run per method and seed; the sweep's own table is where the values sit side by side.
+(dataset, model, profile) matches a table. Runs of a sweep keep the method's name but carry the sweep id as their
+store tag, so the main leaderboard leaves them out (its notes count them) instead of showing, say, the λ = 20 run as
+`pddpo-fixed`; the value equal to the method's own setting is an ordinary run and stays. The sweep's own table is
+where the values sit side by side.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import yaml
 
 from harness.errors import BenchError
+from leaderboards.table import SWEEP_TAG
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -110,29 +113,52 @@ def default_sweep_id(method: str, key: str, values: list[float], dataset: str, p
                      seeds: list[int], overrides: list[str]) -> str:
     """Stable for the same sweep, so rerunning it resumes it (and reuses its folder)."""
     blob = json.dumps([method, key, values, dataset, Path(profile).stem, model, sorted(seeds), sorted(overrides)])
-    return f"sweep-{method}-{key.split('.')[-1]}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+    return f"{SWEEP_TAG}{method}-{key.split('.')[-1]}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+
+def store_tag(sweep_id: str) -> str:
+    """The runs' store tag: the sweep id, prefixed when a `--sweep-id` lacks the prefix the leaderboard looks for."""
+    return sweep_id if sweep_id.startswith(SWEEP_TAG) else SWEEP_TAG + sweep_id
 
 
 def build_grid(method: str, key: str, values: list[float], *, dataset: str, profile: str, model: str | None,
                seeds: list[int], overrides: list[str], runs_dir: Path, suite: str) -> list[tuple[float, int, Any]]:
     """(value, seed, RunConfig) per cell, every config built and its method config checked first: a bad key or value
-    fails here, before any training (the method's own range checks included, e.g. λ < 0)."""
+    fails here, before any training (the method's own range checks included, e.g. λ < 0).
+
+    Runs are tagged with the sweep id (`suite`), which keeps them off the main leaderboard (`build_leaderboard`
+    without a suite or run-id filter), except a value that leaves the run config as it is without `--over`: that run
+    is the method's own and carries no sweep tag."""
     from harness.config import load_config, method_config
     from harness.registries import METHODS
 
     cls = METHODS.get(method)
     grid = []
+    default_fp: dict[int, str] = {}  # seed -> fingerprint of the run without the swept override
     for v in values:
         for s in seeds:
             cfg = load_config(profile, [*overrides, f"{key}={v}"], method=method, dataset=dataset, model=model, seed=s,
                               runs_dir=str(runs_dir), suite=suite)
+            if s not in default_fp:
+                base = load_config(profile, list(overrides), method=method, dataset=dataset, model=model, seed=s, runs_dir=str(runs_dir))
+                default_fp[s] = _resolved_fingerprint(base, method_config(cls.config_class, base))
             mcfg = method_config(cls.config_class, cfg)
             got = _resolved(cfg, mcfg, key)
+            if _resolved_fingerprint(cfg, mcfg) == default_fp[s]:
+                cfg.suite = None  # the method's own setting: an ordinary run, kept on the main leaderboard
             if isinstance(got, bool) or not isinstance(got, (int, float)) or float(got) != float(v):
                 raise BenchError(f"--over {key}: the run config reads {got!r} for {v!r}; sweep a numeric field "
                                  f"(`bench list methods {method}` lists the method's fields)")
             grid.append((v, s, cfg))
     return grid
+
+
+def _resolved_fingerprint(cfg: Any, mcfg: Any) -> str:
+    """The run config's fingerprint with its method section as resolved (defaults filled in), so that
+    `method.fixed_lambda=5` on `pddpo-fixed` (whose own λ is 5) counts as the method's own setting."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, methods={cfg.method: dataclasses.asdict(mcfg)}).fingerprint()
 
 
 def _resolved(cfg: Any, mcfg: Any, key: str) -> Any:

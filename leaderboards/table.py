@@ -1,7 +1,8 @@
 """Leaderboard rows from the run store.
 
 One table per setting (dataset, model, profile): runs of different models or profiles are never pooled. Per
-(method, dataset, model, profile, seed) the newest finished run counts; a row aggregates one method's seeds.
+(method, dataset, model, profile, seed) the newest finished run counts; a row aggregates one method's seeds. Runs a
+`bench sweep` made with a non-default value (store tag `sweep-...`) count only when asked for by suite or run id.
 
 Confidence intervals (95%). With one seed a row shows the run's own interval: a percentile bootstrap over prompts
 (evaluators.metrics). With several seeds the value is the mean over seeds and the interval comes from a two-level
@@ -38,6 +39,8 @@ from evaluators.metrics import Metric, bootstrap_seeds_prompts, keys_hash, load_
 from evaluators.stats import rogan_gladen_ci
 from harness.learning import infeasible_dual
 from harness.store import RESULTS_SCHEMA_VERSION, list_runs
+
+SWEEP_TAG = "sweep-"  # store tag prefix of runs made by `bench sweep` (leaderboards/sweep.py, default_sweep_id)
 from leaderboards.compare import DEFAULT_MAX_REFUSAL, TableComparisons, rank_table, refusal_status
 
 N_BOOT = 2000
@@ -202,10 +205,14 @@ def build_leaderboard(runs_dir: str | Path, *, dataset: str | None = None, model
     wanted_ids = set(run_ids) if run_ids is not None else None
     newest: dict[tuple, dict[str, Any]] = {}
     unfinished: dict[tuple, str] = {}  # keys with no usable run: why the newest one was left out
+    swept = 0  # runs a sweep made with a non-default value: their own table is the sweep's (leaderboards/sweep.py)
     for entry in list_runs(runs_dir, **where):  # newest first
         if (wanted_methods is not None and entry["method"] not in wanted_methods) or \
                 (wanted_seeds is not None and entry["seed"] not in wanted_seeds) or \
                 (wanted_ids is not None and entry["run_id"] not in wanted_ids):
+            continue
+        if suite is None and wanted_ids is None and str(entry.get("suite") or "").startswith(SWEEP_TAG):
+            swept += 1
             continue
         key = (entry["method"], entry["dataset"], entry["model"], entry["profile"], entry["seed"])
         record = entry.get("results")
@@ -222,6 +229,8 @@ def build_leaderboard(runs_dir: str | Path, *, dataset: str | None = None, model
     tables = [_build_table(key, records, Path(runs_dir), n_boot) for key, records in sorted(by_setting.items())]
     left_out = sorted(why for key, why in unfinished.items() if key not in newest)
     notes = [f"{len(left_out)} run(s) without a finished result, left out: {', '.join(left_out)}"] if left_out else []
+    if swept:
+        notes.append(f"{swept} run(s) made by `bench sweep` with a non-default value left out: see the sweeps' own tables")
     return Leaderboard(tables=tables, notes=notes)
 
 

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import leaderboards.cli as lb_cli
 from harness.errors import BenchError
 from leaderboards import sweep as sw
+from leaderboards.table import build_leaderboard
 from results_fixtures import add_run, add_scores, make_record
 
 
@@ -97,9 +98,39 @@ def test_sweep_runs_each_value_and_seed_and_traces_the_frontier(tmp_path: Path, 
     out = CliRunner().invoke(app(), ["leaderboard", "--runs-dir", str(runs_dir), "--format", "md", "-o", str(lb_md)])
     assert out.exit_code == 0, out.output
     text = lb_md.read_text()
-    assert "### Sweeps" in text and f"[table](../runs/sweeps/{sid}/sweep.md)" in text and f"../runs/sweeps/{sid}/sweep.png" in text
+    assert "## Sweeps" in text and f"[table](../runs/sweeps/{sid}/sweep.md)" in text and f"../runs/sweeps/{sid}/sweep.png" in text
     out = CliRunner().invoke(app(), ["leaderboard", "--runs-dir", str(runs_dir), "--format", "html", "-o", str(tmp_path / "lb.html")])
     assert out.exit_code == 0 and "pddpo: method.fixed_lambda sweep" in (tmp_path / "lb.html").read_text()
+
+
+def test_sweep_runs_stay_off_the_main_leaderboard_but_the_default_value_stays(tmp_path: Path, profile: Path, monkeypatch) -> None:
+    """pddpo-fixed's own λ is 5. Sweeping λ = 5, 20 must not turn the main board's `pddpo-fixed` row into the λ = 20
+    run (the newest): the λ = 20 run carries the sweep's tag and is left out (counted in the notes), the λ = 5 run
+    is the method's own run (no tag) and stays. A `--sweep-id` without the prefix still gets it as the tag."""
+    runs_dir = tmp_path / "runs"
+    run, seen = fake_execute(runs_dir, reward_of=lambda lam: 1.0 - 0.05 * lam, unsafe_of=lambda lam: 0.5 - 0.02 * lam)
+    monkeypatch.setattr(lb_cli, "execute_run", run)
+    out = CliRunner().invoke(app(), ["sweep", "--method", "pddpo-fixed", "--over", "method.fixed_lambda=5,20", "--profile",
+                                     str(profile), "--runs-dir", str(runs_dir), "--sweep-id", "mine", "--set", "scoring.bootstrap=100"])
+    assert out.exit_code == 0, out.output
+    assert [(lam, tag) for lam, _, tag in seen] == [(5, None), (20, "sweep-mine")]
+    assert (runs_dir / "sweeps" / "mine" / "sweep.json").exists()
+
+    lb = build_leaderboard(runs_dir, n_boot=100)
+    (table,) = lb.tables
+    assert [r["run_id"] for r in table.runs] == ["pddpo-fixed-l5-s0"]  # not the newer λ = 20 run
+    assert any("1 run(s) made by `bench sweep`" in n for n in lb.notes)
+    # asked for by its tag or run id, the swept run is there
+    assert [r["run_id"] for r in build_leaderboard(runs_dir, suite="sweep-mine", n_boot=100).tables[0].runs] == ["pddpo-fixed-l20-s0"]
+    assert [r["run_id"] for r in build_leaderboard(runs_dir, run_ids=["pddpo-fixed-l20-s0"], n_boot=100).tables[0].runs] == ["pddpo-fixed-l20-s0"]
+    lb_md = tmp_path / "lb.md"  # the sweep is listed under the table of its setting
+    out = CliRunner().invoke(app(), ["leaderboard", "--runs-dir", str(runs_dir), "--format", "md", "-o", str(lb_md),
+                                     "--plots-dir", str(tmp_path / "plots")])
+    text = lb_md.read_text()
+    assert out.exit_code == 0 and "### Sweeps" in text and "## Sweeps of settings" not in text
+    assert "| fixed_lambda | seeds | reward [95% CI] |" in text and "\n| 20 | 1 | " in text  # the sweep's table, inline
+    assert (tmp_path / "plots" / "mine.png").exists() and "](plots/mine.png)" in text  # its figure beside the page's
+    assert "[csv](plots/mine.csv)" in text and "sweeps/mine" not in text  # nothing inside the runs dir is linked
 
 
 def test_sweep_refuses_bad_input_before_running(tmp_path: Path, profile: Path, monkeypatch) -> None:
