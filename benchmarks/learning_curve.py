@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -104,6 +105,7 @@ def main() -> None:
     trainer.add_callback(Probe())
     train_time[1] = time.perf_counter()
     trainer.train()
+    shutil.rmtree(tmp, ignore_errors=True)  # the trainer's scratch folder and cached reference log-probs
     t = cfg.train
     result = {"bench": "learning_curve", "method": args.method, "view": view, "profile": args.profile, "overrides": args.overrides,
               "train_pairs": len(pairs), "heldout_pairs": len(heldout), "heldout_fold": "dual", "beta": beta,
