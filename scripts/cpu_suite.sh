@@ -7,6 +7,10 @@
 # Resumable: the suite id and runs dir are fixed, so a rerun (also with more seeds) skips every finished stage.
 # About 100 min per seed on 2 free cores (issue 12's measurement before reuse of stage-1 trainings); niced.
 # RUNS (default results/cpu-suite) keeps the runs outside `runs/` so ad-hoc runs never mix into this table.
+# SWEEP=0,1,2,5,10,20 also runs `bench sweep --method pddpo-fixed --over method.fixed_lambda=$SWEEP` (seed 0, or
+# SWEEP_SEEDS) in the same runs dir before the pages are written, so they show the reward / unsafe-rate frontier
+# (issue 11): stage 1 comes from the store, so each λ > 0 costs one stage-2 DPO run plus the evaluation (~12 min on
+# 2 free cores). The sweep's runs carry its store tag: this suite's table (`--suite cpu-suite`) leaves them out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS="${1:-0,1,2}"
@@ -19,6 +23,10 @@ export BENCH_DATA_DIR="${BENCH_DATA_DIR:-$(cd .. && pwd)/shared/data}" HF_HUB_OF
 status=0
 nice -n "${NICE:-5}" "$BENCH" suite --methods "$METHODS" --profile cpu --seeds "$SEEDS" --runs-dir "$RUNS" \
   --suite-id cpu-suite || status=$?   # 1 = some run failed: still write what finished
+if [ -n "${SWEEP:-}" ]; then
+  nice -n "${NICE:-5}" "$BENCH" sweep --method pddpo-fixed --over "method.fixed_lambda=$SWEEP" --profile cpu \
+    --seeds "${SWEEP_SEEDS:-0}" --runs-dir "$RUNS" || status=$?
+fi
 for fmt in md csv html; do
   "$BENCH" leaderboard --runs-dir "$RUNS" --profile cpu --dataset pku-saferlhf --suite cpu-suite --format "$fmt" \
     --output "docs/leaderboard-cpu.$fmt" --plots-dir docs/leaderboard-cpu-plots
