@@ -202,7 +202,7 @@ def leaderboard(
     model: Optional[str] = typer.Option(None, "--model", help="Only this model."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Only this profile."),
     suite: Optional[str] = typer.Option(None, "--suite", help="Only runs tagged with this suite id."),
-    plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Also write each table's frontier and λ figures, and each sweep's figure, as PNGs here."),
+    plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Also write each table's frontier and λ figures as PNGs here, and copy each sweep's figure and csv (the md page links the copies)."),
     wandb: str = typer.Option("disabled", "--wandb", help="offline | online | disabled: also log the leaderboard as a W&B table."),
     wandb_sync: bool = typer.Option(False, "--wandb-sync", help="Upload every offline W&B run under --runs-dir (`wandb sync`), "
                                     "e.g. after runs that fell back to offline because the server was down."),

@@ -310,7 +310,7 @@ def sweep_links_md(sweeps: list[dict[str, Any]], base: Path | None) -> list[str]
     for s in sweeps:
         d = Path(s["dir"])
         png = Path(s.get("figure") or d / "sweep.png")
-        link = f"[csv]({rel(Path(s['csv']))})" if s.get("csv") else f"[table]({rel(d / 'sweep.md')})"  # copies: see below
+        link = f"[csv]({rel(Path(s['csv']))})" if s.get("csv") else f"[table]({rel(d / 'sweep.md')})"  # csv: --plots-dir copy
         lines.append(f"- {s['method']} over `{s['key']}` = {', '.join(f'{v:g}' for v in s['values'])}: {link}")
         head, rows = sweep_table(s)
         lines += ["", "| " + " | ".join(head[:-1]) + " |", "|" + "|".join("---:" for _ in head[:-1]) + "|"]  # run ids: sweep.md
