@@ -218,7 +218,11 @@ def frontier_figure(sweep: Sweep) -> "Figure | None":
     for p, x, y in zip(pts, xs, ys):
         left.errorbar(x, y, xerr=_err(p.row[x_key]), yerr=_err(p.row["reward_mean"]), fmt="o", capsize=3, ms=6,
                       color="tab:blue", zorder=3)
-        left.annotate(f"{sweep.field_name}={p.value:g}", (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
+    (x0, x1), (y0, y1) = left.get_xlim(), left.get_ylim()  # after the error bars: the spans the labels live in
+    spans = (abs(x1 - x0), abs(y1 - y0))
+    for k, group in enumerate(_nearby_groups(xs, ys, spans)):  # one label per cluster of (nearly) coinciding points
+        label = f"{sweep.field_name}={', '.join(f'{pts[i].value:g}' for i in group)}"
+        left.annotate(label, (xs[group[0]], ys[group[0]]), xytext=(6, 6 + 10 * (k % 2)), textcoords="offset points", fontsize=8)
     if sweep.threshold is not None:
         left.axvline(sweep.threshold, color="tab:red", ls=":", lw=1.2, label=f"threshold b = {sweep.threshold:g}")
         left.legend(loc="best", fontsize=8)
@@ -241,6 +245,21 @@ def frontier_figure(sweep: Sweep) -> "Figure | None":
     right.grid(alpha=0.3)
     fig.suptitle(sweep.title, fontsize=10)
     return fig
+
+
+def _nearby_groups(xs: list[float], ys: list[float], spans: tuple[float, float], tol: float = 0.06) -> list[list[int]]:
+    """Indices grouped greedily (in value order) when within `tol` of the first of a group on both axes, as shares of
+    the axes' `spans`: points whose labels would print over one another share one label."""
+    span_x, span_y = (v or 1.0 for v in spans)
+    groups: list[list[int]] = []
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        for g in groups:
+            if abs(x - xs[g[0]]) / span_x <= tol and abs(y - ys[g[0]]) / span_y <= tol:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
 
 
 def _stack(pts: list[SweepPoint], key: str) -> list[list[float]]:

@@ -166,3 +166,10 @@ def test_real_tiny_sweep_trains_stage_one_once(tmp_path: Path, data_dir: Path) -
     reuse = [e for e in records[1]["stages"]["train"].get("reused", []) if e.get("name") == "pddpo-stage1"]
     assert reuse and reuse[0]["how"] in ("hardlink", "copy", "hardlink+copy")
     assert (folder / "sweep.png").exists()
+
+
+def test_coinciding_points_share_one_label() -> None:
+    # the cpu sweep's λ = 1..20 points sit within a few thousandths of each other; λ = 0 is far away
+    xs, ys = [0.253, 0.157, 0.151, 0.157, 0.157, 0.157], [0.270, 0.281, 0.282, 0.286, 0.287, 0.287]
+    assert sw._nearby_groups(xs, ys, (0.26, 0.13)) == [[0], [1, 2, 3, 4, 5]]
+    assert sw._nearby_groups([0.1, 0.2], [1.0, 1.0], (0.1, 1.0)) == [[0], [1]]
