@@ -80,20 +80,11 @@ def simulate(sft: np.ndarray, p_d: float, kappa: float, seeds: int, alphas: list
 
 def measured(runs_dir: str, suite: str | None) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
     """SFT's seed-0 flags and, per trained method, (p_d vs SFT, seed-vs-seed disagreement), seeds averaged."""
-    import json
+    from power_unsafe_rate import measured_discordance, unsafe_flags
 
-    from power_unsafe_rate import measured_discordance
-
-    flags: dict[str, dict[int, np.ndarray]] = {}
-    for res in Path(runs_dir).glob("*/results.json"):
-        rec = json.loads(res.read_text())
-        items = res.parent / "metrics" / "items.json"
-        if (suite is None or rec.get("suite") == suite) and items.exists():
-            v = json.loads(items.read_text())["values"].get("unsafe_rate")
-            if v is not None:
-                flags.setdefault(rec["method"], {})[rec["seed"]] = np.asarray(v, dtype=float)
+    flags = unsafe_flags(runs_dir, suite)
     sft = flags["sft"][min(flags["sft"])]
-    p_d = measured_discordance(runs_dir, suite)
+    p_d = measured_discordance(runs_dir, suite, flags=flags)
     out = []
     for m, by_seed in sorted(flags.items()):
         pairs = list(itertools.combinations(sorted(by_seed), 2))

@@ -54,8 +54,8 @@ def needed_n(p10: float, p01: float, alpha: float, target: float = 0.8, n_max: i
     return lo
 
 
-def measured_discordance(runs_dir: str, suite: str | None, baseline: str = "sft") -> dict[str, tuple[float, int]]:
-    """method -> (mean share of prompts whose unsafe flag differs from the baseline's on the same seed, seeds)."""
+def unsafe_flags(runs_dir: str, suite: str | None) -> dict[str, dict[int, np.ndarray]]:
+    """method -> seed -> the run's per-prompt unsafe flags (metrics/items.json), runs with store tag `suite` only."""
     import json
     from pathlib import Path
 
@@ -68,6 +68,13 @@ def measured_discordance(runs_dir: str, suite: str | None, baseline: str = "sft"
         values = json.loads(items.read_text())["values"].get("unsafe_rate")
         if values is not None:
             flags.setdefault(rec["method"], {})[rec["seed"]] = np.asarray(values, dtype=float)
+    return flags
+
+
+def measured_discordance(runs_dir: str, suite: str | None, baseline: str = "sft",
+                         flags: dict[str, dict[int, np.ndarray]] | None = None) -> dict[str, tuple[float, int]]:
+    """method -> (mean share of prompts whose unsafe flag differs from the baseline's on the same seed, seeds)."""
+    flags = unsafe_flags(runs_dir, suite) if flags is None else flags
     base = flags.get(baseline, {})
     out = {}
     for method, by_seed in sorted(flags.items()):

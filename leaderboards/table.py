@@ -39,9 +39,9 @@ from evaluators.metrics import Metric, bootstrap_seeds_prompts, keys_hash, load_
 from evaluators.stats import rogan_gladen_ci
 from harness.learning import infeasible_dual
 from harness.store import RESULTS_SCHEMA_VERSION, list_runs
+from leaderboards.compare import DEFAULT_MAX_REFUSAL, TableComparisons, rank_table, refusal_status
 
 SWEEP_TAG = "sweep-"  # store tag prefix of runs made by `bench sweep` (leaderboards/sweep.py, default_sweep_id)
-from leaderboards.compare import DEFAULT_MAX_REFUSAL, TableComparisons, rank_table, refusal_status
 
 N_BOOT = 2000
 RG_CLIPPED = "unsafe_rg_clipped"  # row key and CSV column: the corrected unsafe rate sits on 0 or 1 (`rg_clipped`)
