@@ -64,10 +64,10 @@ def load_model(path: Path | None = None) -> Any:
 
 def harness_trainer(cfg: Any, pairs: Sequence[Any], beta: float = 0.1, margins: Sequence[float] | None = None,
                     ref_model: Any = None, seed: int = 0) -> Any:
-    """`harness.dpo.dpo_trainer`, the object `train_dpo` trains with (reference log-probs precomputed)."""
+    """`harness.training.dpo.dpo_trainer`, the object `train_dpo` trains with (reference log-probs precomputed)."""
     from transformers import set_seed
 
-    from harness.dpo import dpo_trainer, preference_dataset
+    from harness.training.dpo import dpo_trainer, preference_dataset
     from harness.models import load_tokenizer
 
     tok = load_tokenizer(policy_path())
@@ -83,7 +83,7 @@ def trl_trainer(cfg: Any, pairs: Sequence[Any], beta: float = 0.1, ref_model: An
     from transformers import set_seed
     from trl import DPOTrainer
 
-    from harness.dpo import dpo_config, preference_dataset
+    from harness.training.dpo import dpo_config, preference_dataset
     from harness.models import load_tokenizer
 
     tok = load_tokenizer(policy_path())

@@ -4,9 +4,9 @@
         --set data.max_train_pairs=240 --probe-every 30 [--out docs/learning-curves/cost-lr5e-4.json]
     python benchmarks/learning_curve.py --plot docs/learning-curves/*.json --png docs/learning-curves.png
 
-Trains the method's stage exactly as `train_dpo` does (the harness's own trainer, `harness.dpo.dpo_trainer`: LoRA,
+Trains the method's stage exactly as `train_dpo` does (the harness's own trainer, `harness.training.dpo.dpo_trainer`: LoRA,
 cached reference log-probs, the run's `train` regime) from the policy against itself, and every `--probe-every`
-optimizer steps scores the held-out pairs that the run's learning check uses (`harness.learning.Collector`: the
+optimizer steps scores the held-out pairs that the run's learning check uses (`harness.training.learning.Collector`: the
 same view's pairs in the `dual` fold, prompts disjoint from training) with the adapters in place. Prints one line per
 probe and, last, `RESULT {json}` with the curve: step, pairs seen, held-out accuracy with its 95% bootstrap CI, mean
 margin, the training batch's own reward accuracy and loss, and wall time. Nothing is cached or reused: every point
@@ -48,9 +48,9 @@ def main() -> None:
 
     from harness.config import load_config
     from harness.datasets import load_bundle
-    from harness.dpo import dpo_trainer, preference_dataset
-    from harness.learning import Collector, dpo_checks, implicit_margins
-    from harness.logprobs import policy_logps
+    from harness.training.dpo import dpo_trainer, preference_dataset
+    from harness.training.learning import Collector, dpo_checks, implicit_margins
+    from harness.training.logprobs import policy_logps
     from harness.models import load_causal_lm, load_tokenizer, resolve_device, resolve_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-learning-curve-"))
@@ -80,7 +80,7 @@ def main() -> None:
         train_time[0] += time.perf_counter() - train_time[1]
         t0 = time.perf_counter()
         chosen, rejected = policy_logps(trainer.model, tokenizer, heldout, cfg, device)
-        # the run's own learning check on these margins (harness.learning.dpo_checks): accuracy and mean margin, CIs
+        # the run's own learning check on these margins (harness.training.learning.dpo_checks): accuracy and mean margin, CIs
         acc, margin = dpo_checks(args.method, implicit_margins(beta, chosen, rejected, *ref), cfg.learning, cfg.scoring.bootstrap, cfg.seed)
         logs = [h for h in trainer.state.log_history if "loss" in h][-min(step, args.probe_every):]
         point = {

@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=192)
     ap.add_argument("--batch", type=int, default=4)
     a = ap.parse_args()
-    from harness.dpo import dpo_trainer, preference_dataset
+    from harness.training.dpo import dpo_trainer, preference_dataset
     from harness.models import load_tokenizer
     from harness.monitor import StageMonitor, malloc_trim, phase
 

@@ -3,7 +3,7 @@
 Both trainers are built from the cpu profile's regime on SmolLM2-135M (LoRA r16, reference log-probs
 precomputed), get the same first batch and run forward + backward alternately. Two harness paths are timed: the
 default (TRL's own loss: the subclass only adds a column and a cache) and the margin loss (SafeDPO, O-PD-DPO),
-which computes `harness.losses.dpo_loss` from TRL's fused LM head.
+which computes `harness.training.losses.dpo_loss` from TRL's fused LM head.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """P2: a PD-DPO stage-2 step with cached reference log-probs ÷ one with a live reference forward. Target <= 0.75.
 
-Stage 2 trains π_k (LoRA on SmolLM2-135M) against the frozen π_r̂. Cached: `harness.dpo.dpo_trainer` with the
+Stage 2 trains π_k (LoRA on SmolLM2-135M) against the frozen π_r̂. Cached: `harness.training.dpo.dpo_trainer` with the
 reference log-probs precomputed once (the batch carries them). Live: a stock `DPOTrainer` with
 `precompute_ref_log_probs=False` and π_r̂ passed as `ref_model`, so every step also runs the reference forward.
 Here π_r̂ is the policy's own weights (the step cost does not depend on the values).

@@ -59,7 +59,7 @@ def actor_step_times(profile: str, rounds: int) -> dict[str, dict[str, float]]:
     from harness.config import load_config, method_config
     from harness.datasets import load_bundle
     from harness.models import load_tokenizer, resolve_model
-    from harness.ppo import SharedReference, lora_actor
+    from harness.training.ppo import SharedReference, lora_actor
     from methods.safe_rlhf import SafeRLHF
 
     cfg = load_config(profile, [], method="safe-rlhf")

@@ -38,13 +38,13 @@ def main() -> None:
 
     import numpy as np
 
-    from harness.can_dual import projected_gradient_descent
+    from harness.training.can_dual import projected_gradient_descent
     from harness.config import load_config, method_config
     from harness.datasets import load_bundle
-    from harness.dpo import train_dpo
+    from harness.training.dpo import train_dpo
     from harness.generation import cached_generate, close_generator, make_generator
-    from harness.learning import collect
-    from harness.logprobs import sequence_logprobs
+    from harness.training.learning import collect
+    from harness.training.logprobs import sequence_logprobs
     from harness.models import resolve_model
     from harness.registries import METHODS
     from harness.types import SamplingParams

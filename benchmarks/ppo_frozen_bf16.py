@@ -51,7 +51,7 @@ def reference_errors(cfg, prompts: list[str], responses: list[str], tokens: int,
     from transformers import AutoModelForCausalLM
 
     from harness.models import load_tokenizer, prompt_text, resolve_model
-    from harness.rl_math import gather_log_probs
+    from harness.training.rl_math import gather_log_probs
 
     path = str(resolve_model(cfg.model))
     tok = load_tokenizer(path, padding_side="left")

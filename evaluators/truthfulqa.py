@@ -30,7 +30,7 @@ import torch
 
 from evaluators.metrics import bootstrap_ci, compute_group
 from harness.errors import BenchError
-from harness.losses import sequence_logps
+from harness.training.losses import sequence_logps
 from harness.progress import progress_bar
 
 if TYPE_CHECKING:

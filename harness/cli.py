@@ -185,7 +185,7 @@ def print_record(record: dict) -> None:
     traj = record["train"].get("trajectory") or []
     if traj and any("lambda" in r for r in traj):
         console.print("lambda trajectory: " + ", ".join(f"{r['lambda']:.3g}" for r in traj if "lambda" in r))
-    if record["train"].get("learning"):  # the methods' own learning checks (harness/learning.py)
+    if record["train"].get("learning"):  # the methods' own learning checks (harness/training/learning.py)
         console.print(f"learned: {record['train'].get('learned')}  (" + "; ".join(
             f"{e['stage']} {e['check']} {e['value']:.3g}" for e in record["train"]["learning"]
             if e.get("passed") is not None and isinstance(e.get("value"), (int, float))) + ")")

@@ -121,7 +121,7 @@ class ResourcesConfig:
 
 @dataclass
 class LearningConfig:
-    """Learning checks (harness/learning.py, docs/learning-checks.md): each trained stage's own training signal.
+    """Learning checks (harness/training/learning.py, docs/learning-checks.md): each trained stage's own training signal.
     They measure and never change training, so this section is not part of the run id."""
 
     heldout_pairs: int = field(default=64, metadata={"help": "[ours] held-out pairs per view (reward, cost) for every DPO stage's implicit-reward "

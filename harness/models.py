@@ -244,7 +244,7 @@ def count_parameters(model: Any) -> dict[str, int]:
 
 
 def lora_trainable_params(name_or_path: str | Path, r: int, alpha: int) -> int:
-    """Parameters one LoRA fine-tune of this model optimises (the adapters `harness.dpo` attaches: all linear
+    """Parameters one LoRA fine-tune of this model optimises (the adapters `harness.training.dpo` attaches: all linear
     layers, rank r). Counted on an empty meta-device copy, so it costs no weights and no memory."""
     from accelerate import init_empty_weights
     from peft import LoraConfig, get_peft_model

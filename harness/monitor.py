@@ -5,7 +5,7 @@
         note_reuse("dpo", source=...)         # "this stage reused a finished training / cache entry"
     m.record  # {wall_s, peak_rss_mb, cuda_max_allocated_mb, phases: {...}, reused: [...]}
 
-`phase` and `note_reuse` are no-ops outside a monitor, so library code (harness.dpo, generation) calls them freely.
+`phase` and `note_reuse` are no-ops outside a monitor, so library code (harness.training.dpo, generation) calls them freely.
 Phases nest: a sample counts towards every open phase. A phase run twice (PD-DPO's K primal steps) keeps its highest
 peak, summed wall time and a count. On GPU, `torch.cuda.max_memory_allocated` is read and reset at every phase
 boundary, so each phase gets its own CUDA peak and the stage keeps the maximum.

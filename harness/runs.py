@@ -437,7 +437,7 @@ def store_keys(cfg: RunConfig) -> dict[str, Any]:
 
 def train_stage(services: Services, method_cls: type, mcfg: Any, policy_path: str, tracker, stage_dir: Path) -> tuple[dict, dict]:
     """1. The method trains; its final model is in `stage_dir/model` (or it returns `model_path=None`: the SFT policy)."""
-    from harness import learning
+    from harness.training import learning
 
     trajectory: list[dict[str, Any]] = []
     ctx = build_context(services.cfg, stage_dir, services, policy_path, tracker, trajectory)

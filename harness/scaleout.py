@@ -2,7 +2,7 @@
 
 `deepspeed_trainer_config(preset, cfg)` reads the preset with accelerate's own parser, builds the DeepSpeed config
 accelerate's `DeepSpeedPlugin` would hand the trainer, and fills its "auto" fields from the `DPOConfig` arguments
-`harness.dpo` would pass (micro batch, gradient accumulation, global batch, bf16), as transformers'
+`harness.training.dpo` would pass (micro batch, gradient accumulation, global batch, bf16), as transformers'
 `HfTrainerDeepSpeedConfig.trainer_config_process` does at train time. Any disagreement is a BenchError naming
 the field, raised before `accelerate launch` starts hours of work. What it cannot check without GPUs and the
 `deepspeed` package: that DeepSpeed's engine starts, shards (ZeRO-2/3) and saves (README, "Scale-out").
@@ -43,7 +43,7 @@ def deepspeed_trainer_config(preset: str | Path, cfg: Any, output_dir: str | Pat
 
     from accelerate.utils import DeepSpeedPlugin
 
-    from harness.dpo import dpo_config_kwargs
+    from harness.training.dpo import dpo_config_kwargs
 
     cluster = load_preset(preset)
     if str(cluster.distributed_type) not in ("DEEPSPEED", "DistributedType.DEEPSPEED"):

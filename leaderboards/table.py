@@ -37,7 +37,7 @@ from evaluators import metrics as declared  # declared.METRICS, read at call tim
 from evaluators.judging import record_judges, self_judged
 from evaluators.metrics import Metric, bootstrap_seeds_prompts, keys_hash, load_items, record_value
 from evaluators.stats import rogan_gladen_ci
-from harness.learning import infeasible_dual
+from harness.training.learning import infeasible_dual
 from harness.store import RESULTS_SCHEMA_VERSION, list_runs
 from leaderboards.compare import DEFAULT_MAX_REFUSAL, TableComparisons, rank_table, refusal_status
 
@@ -94,7 +94,7 @@ TAIL_COLUMNS = [
     Column("flags", "Flags", "text", "self-judged (roles): a judge of the run is also its annotator (same name and "
            "fingerprint), so it is not ranked; over-refuses: refusal rate above scoring.max_refusal_rate; dual infeasible: the "
            "method's offline dual (MoCAN/PeCAN) found no λ meeting its bound on its samples and trained at its λ cap"),
-    Column("learned", "Learned", "text", "the methods' own learning checks (harness/learning.py, docs/learning-checks.md): yes = "
+    Column("learned", "Learned", "text", "the methods' own learning checks (harness/training/learning.py, docs/learning-checks.md): yes = "
            "every decided check passed (DPO stages: held-out implicit-reward accuracy >= learning.min_accuracy; PPO: R up and C "
            "down beyond their CIs; λ converged); no: the first failing stage and check; n/a: nothing to check (SFT) or an older "
            "record. Seeds that disagree are listed per seed; the record's train.learning holds every check"),

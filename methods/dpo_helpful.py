@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from harness.config import RangeChecked
-from harness.dpo import read_train_record, train_dpo
+from harness.training.dpo import read_train_record, train_dpo
 from methods.base import TrainContext, TrainResult
 
 

@@ -12,7 +12,7 @@ then runs a single DPO toward `π*_{λ*} ∝ π_ref·exp((r + λ*·g)/β)`, `g =
    and copied into the saved model folder, which outlives the run's scratch space.
 
 The harness uses one annotator pair for the dual and the relabelling (upstream: Beaver v1.0 vs v3.0 [verify]).
-The dual solver, the reference sampler and the relabelling are shared with PeCAN: `harness/can_dual.py`.
+The dual solver, the reference sampler and the relabelling are shared with PeCAN: `harness/training/can_dual.py`.
 Upstream reference (read, not vendored): `shuoli90/CAN@68a922c`.
 """
 
@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from harness.can_dual import (  # noqa: F401  (DualResult ... write_jsonl: re-exported, their old home)
+from harness.training.can_dual import (  # noqa: F401  (DualResult ... write_jsonl: re-exported, their old home)
     CANDualConfig,
     DualResult,
     infeasible_result,
@@ -44,7 +44,7 @@ from methods.base import TrainContext, TrainResult
 log = logging.getLogger("bench")
 
 
-# -- MoCAN's dual (the solver, relabelling and sampler are harness/can_dual.py) ------------------------------------
+# -- MoCAN's dual (the solver, relabelling and sampler are harness/training/can_dual.py) ------------------------------------
 
 
 def mocan_dual_value(lam: float, r: Any, g: Any, b: float, beta: float) -> float:
@@ -117,7 +117,7 @@ class MoCAN:
         self.config = config
 
     def train(self, ctx: TrainContext) -> TrainResult:
-        from harness.dpo import read_train_record, train_dpo
+        from harness.training.dpo import read_train_record, train_dpo
 
         c, cfg = self.config, ctx.cfg
         beta = c.beta if c.beta is not None else cfg.train.beta

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from harness.merging import merge_models, merge_state_dicts  # noqa: F401  (merge_state_dicts re-exported: old import path)
+from harness.training.merging import merge_models, merge_state_dicts  # noqa: F401  (merge_state_dicts re-exported: old import path)
 from methods.base import TrainContext, TrainResult
 from methods.sacpo import SACPO, SACPOConfig
 

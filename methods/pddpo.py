@@ -8,7 +8,7 @@
     return π_K                                                  last iterate
 
 The stage-2 reference is π_r̂ for every k (never π_ref, never π_{k−1}); its log-probs on D_c are computed once
-and reused (`harness.dpo` caches them). Two networks are trained (π_r̂, π_K); the cost annotator is an external
+and reused (`harness.training.dpo` caches them). Two networks are trained (π_r̂, π_K); the cost annotator is an external
 scorer used only at dual time. What the paper fixes and what the harness chose is tagged on each config field:
 [paper] = stated by the paper (v1: fixed λ = 5, no dual update), [ours] = a harness default (the paper does not
 report β, lr, epochs, λ_1, η, b, K, Λ_max or N^CE).
@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.config import RangeChecked
-from harness.dpo import train_dpo
+from harness.training.dpo import train_dpo
 from harness.errors import BenchError, ConfigValueError
 from harness.io import copy_dir_atomic
-from harness.logprobs import sequence_logprobs
-from harness.losses import dual_update, stage2_beta
+from harness.training.logprobs import sequence_logprobs
+from harness.training.losses import dual_update, stage2_beta
 from harness.types import SamplingParams
 from methods.base import TrainContext, TrainResult
 

@@ -23,10 +23,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.dpo import train_dpo
+from harness.training.dpo import train_dpo
 from harness.generation import close_generator
-from harness.logprobs import response_features
-from harness.losses import EllipticalBonus, dual_update, online_bonus_margin, stage2_beta
+from harness.training.logprobs import response_features
+from harness.training.losses import EllipticalBonus, dual_update, online_bonus_margin, stage2_beta
 from harness.types import PreferencePair, SamplingParams
 from methods.base import TrainContext, TrainResult
 from methods.pddpo import PDDPO, PDDPOConfig, copy_model, dual_estimate, dual_prompts, networks_held, resolve_constraint

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from harness.can_dual import (
+from harness.training.can_dual import (
     CANDualConfig,
     DualResult,
     infeasible_result,
@@ -49,7 +49,7 @@ def pecan_dual_grad(lam: float, h_r: Any, h_g: Any, margin: float, beta: float) 
 
 def pecan_max_slack(h_g: Any, margin: float, beta: float) -> float:
     """The largest relative-constraint slack any λ reaches on the samples: `mean_i max_k h_g − mean(h_g) − b/β`
-    (log-ratio units). The dual has a finite λ* only when this is > 0 (harness.can_dual.max_slack)."""
+    (log-ratio units). The dual has a finite λ* only when this is > 0 (harness.training.can_dual.max_slack)."""
     h_g = score_matrix(h_g, "h_g")
     return max_slack(h_g, float(h_g.mean()) + margin / beta)
 
@@ -98,7 +98,7 @@ class PeCANConfig(CANDualConfig):
 def _log_probs(path: str | Path, ctx: TrainContext, prompts: list[str], responses: list[str], pairs: Sequence[Any],
                batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(samples, pairs' chosen, pairs' rejected) summed response log-probs under one model, loaded once, float32."""
-    from harness.logprobs import policy_logps, sequence_logprobs
+    from harness.training.logprobs import policy_logps, sequence_logprobs
     from harness.models import load_policy
 
     model, tok = load_policy(Path(path), ctx.device, "fp32")  # log-ratios are differences of long sums: keep fp32
@@ -122,7 +122,7 @@ class PeCAN:
         self.config = config
 
     def train(self, ctx: TrainContext) -> TrainResult:
-        from harness.dpo import read_train_record, train_dpo
+        from harness.training.dpo import read_train_record, train_dpo
 
         c, cfg = self.config, ctx.cfg
         beta = c.beta if c.beta is not None else cfg.train.beta

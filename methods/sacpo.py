@@ -12,7 +12,7 @@ first with β/λ from π_ref, then helpfulness with β against the safety model)
 Variants, each a registered method so the leaderboard lists it under its own name:
 - `sacpo`      DPO(helpful, β) -> DPO(safe, β/λ)                       [paper, code]
 - `sacpo-kto`  DPO(helpful, β) -> KTO(safe, β/λ): the safety step learns from unpaired responses, desirable ⇔ the
-               source labels the response safe (`harness.kto`), w_D = 1, w_U = n_D/n_U   [code `src/train/safety_kto.py`]
+               source labels the response safe (`harness.training.kto`), w_D = 1, w_U = n_D/n_U   [code `src/train/safety_kto.py`]
 - `p-sacpo` and `sacpo-naive-merge` (linear merges) live in their own files.
 Upstream reference (read, not vendored): `line/sacpo@b489ae5`.
 """
@@ -59,19 +59,19 @@ class SACPO:
         """One alignment step from `init`, with `init` as the frozen reference: DPO on the pairs, or, for the safety step
         of `sacpo-kto`, KTO on the pairs' responses labelled by their own safety labels."""
         if name == "safe" and self.safety_loss == "kto":
-            from harness.kto import kto_examples, train_kto
+            from harness.training.kto import kto_examples, train_kto
 
             c = self.config
             return train_kto(kto_examples(pairs), init=init, beta=beta, out_dir=out_dir, cfg=ctx.cfg, device=ctx.device,
                              run_name=f"sacpo-{name}-kto", desirable_weight=getattr(c, "desirable_weight", None),
                              undesirable_weight=getattr(c, "undesirable_weight", None), pairs=pairs)
-        from harness.dpo import train_dpo
+        from harness.training.dpo import train_dpo
 
         return train_dpo(pairs, init=init, ref=None, beta=beta, out_dir=out_dir, cfg=ctx.cfg, device=ctx.device, run_name=f"sacpo-{name}")
 
     def run_stages(self, ctx: TrainContext, final_dir: Path) -> tuple[Path, Path, dict[str, Any]]:
         """Train both stages; return (stage-1 model, final model, info). P-SACPO merges the two."""
-        from harness.dpo import read_train_record
+        from harness.training.dpo import read_train_record
 
         beta, beta_safe = self.config.temperatures(ctx.cfg.train.beta)
         helpful = ("helpful", ctx.reward_pairs, beta)

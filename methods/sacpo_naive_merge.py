@@ -7,7 +7,7 @@ Instead of aligning the helpfulness model further for safety (SACPO, P-SACPO), t
     π_S = DPO(π_ref, D_c, β/λ)          reference π_ref, chosen = safer [paper: DPO(S, 0.01) from SFT]
     θ(q) = (1 − q)·θ_{π_H} + q·θ_{π_S}                                   [paper: the naive baseline's rule]
 
-Both trainings are content-addressed (harness/artifacts.py): π_H is the same training as SACPO's step 1 (and
+Both trainings are content-addressed (harness/training/artifacts.py): π_H is the same training as SACPO's step 1 (and
 `dpo-helpful`'s at the same β), π_S the same as reversed SACPO's step 1, so a suite trains each once.
 Provenance: the rule and β/λ = 0.01 follow methods.md §4.4 [paper]; the default q = 0.5 is [ours] (the middle of
 P-SACPO's grid q ∈ {0.25, 0.5, 0.75} [code]; methods.md does not state the naive baseline's q).
@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from harness.config import RangeChecked
 from harness.errors import BenchError, ConfigValueError
-from harness.merging import merge_models
+from harness.training.merging import merge_models
 from methods.base import TrainContext, TrainResult
 from methods.sacpo import SACPOConfig
 
@@ -47,7 +47,7 @@ class SACPONaiveMerge:
         self.config = config
 
     def train(self, ctx: TrainContext) -> TrainResult:
-        from harness.dpo import read_train_record, train_dpo
+        from harness.training.dpo import read_train_record, train_dpo
 
         ctx.require_pairs(self.name, "reward", "cost")
         beta, beta_safe = self.config.temperatures(ctx.cfg.train.beta)

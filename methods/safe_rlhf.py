@@ -21,10 +21,10 @@ instead: the reference is the actor with its adapters disabled (the SFT weights 
 starts from the SFT backbone is another adapter on the actor's frozen base weights plus its own value head, and one
 copied from a causal score model keeps its frozen copy with adapters on it. `gradient_checkpointing` and
 `frozen_dtype` (R, C and a full-size reference in bf16) apply to either; docs/memory.md has the measurements
-(`benchmarks/p3_memory.py`, `benchmarks/ppo_frozen_bf16.py`) and `extra` records the size that ran. The math lives in `harness/rl_math.py` (unit-tested); the networks,
-rollouts and batching shared with `ppo_shaping` in `harness/ppo.py`. Why this file is ~460 lines, over the ~300 of
+(`benchmarks/p3_memory.py`, `benchmarks/ppo_frozen_bf16.py`) and `extra` records the size that ran. The math lives in `harness/training/rl_math.py` (unit-tested); the networks,
+rollouts and batching shared with `ppo_shaping` in `harness/training/ppo.py`. Why this file is ~460 lines, over the ~300 of
 docs/style.md: the loop is one class whose five steps and setup are the hooks `PPOShaping` overrides, and
-splitting it further would scatter one algorithm across files (the LoRA networks live in `harness/ppo.py`).
+splitting it further would scatter one algorithm across files (the LoRA networks live in `harness/training/ppo.py`).
 `methods/ppo_shaping.py` runs this same loop with a fixed ν and one critic.
 
 Upstream (read, not copied): PKU-Alignment/safe-rlhf@82743cc `safe_rlhf/algorithms/ppo_lag/trainer.py`,
@@ -55,7 +55,7 @@ from torch import nn
 
 from harness.config import RangeChecked
 from harness.monitor import phase
-from harness.ppo import (  # noqa: F401  (Rollout ... ValueModel: re-exported, their old home)
+from harness.training.ppo import (  # noqa: F401  (Rollout ... ValueModel: re-exported, their old home)
     AdapterValueModel,
     Rollout,
     SharedReference,
@@ -71,7 +71,7 @@ from harness.ppo import (  # noqa: F401  (Rollout ... ValueModel: re-exported, t
     rss_mb,
     trainable_parameters,
 )
-from harness.rl_math import (
+from harness.training.rl_math import (
     clipped_surrogate_loss,
     clipped_value_loss,
     gae,
@@ -191,7 +191,7 @@ class SafeRLHF:
                           "reward_mean": ro.rewards.mean().item(), "cost_mean": ro.costs.mean().item(),
                           "kl": ((ro.log_probs - ro.ref_log_probs) * ro.mask).sum(-1).mean().item(),  # per response
                           "response_length": ro.mask.sum(-1).float().mean().item(), **stats, "rss_mb": round(rss_mb(), 1)}
-                record["rollout"] = batch_idx  # harness/learning.py: one point per rollout for the R/C trends
+                record["rollout"] = batch_idx  # harness/training/learning.py: one point per rollout for the R/C trends
                 ctx.log(record)
                 log.info("%s step %d/%d: lambda %.3f, cost window %.3f, reward %.3f, kl %.4f, actor loss %.4f", self.name, step + 1,
                          num_batches * c.update_iters, penalty, window_mean, record["reward_mean"], record["kl"], record["actor_loss"])

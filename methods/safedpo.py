@@ -49,7 +49,7 @@ def safedpo_transform(pairs: Sequence["PreferencePair"]) -> tuple[list["Preferen
 def safedpo_margins(pairs: Sequence["PreferencePair"], delta: float) -> list[float]:
     """The additive term inside the sigmoid, `−(u_l' − u_w')·Δ`, for transformed pairs (as `train_dpo`'s `margins`).
 
-    `harness.losses.dpo_loss` computes `−log σ(β·Δh + margin)`, so the SafeDPO term is passed with its minus sign.
+    `harness.training.losses.dpo_loss` computes `−log σ(β·Δh + margin)`, so the SafeDPO term is passed with its minus sign.
     """
     if delta < 0:
         raise ValueError(f"SafeDPO's margin Δ must be >= 0 (got {delta})")
@@ -80,7 +80,7 @@ class SafeDPO:
         self.config = config
 
     def train(self, ctx: TrainContext) -> TrainResult:
-        from harness.dpo import read_train_record, train_dpo
+        from harness.training.dpo import read_train_record, train_dpo
 
         beta = self.config.beta if self.config.beta is not None else ctx.cfg.train.beta
         pairs, counts = safedpo_transform(ctx.reward_pairs)

@@ -1,6 +1,6 @@
 """The GPU check: the harness's real CUDA code paths, timed, in a few minutes on one GPU (run by scripts/gpu_check.sh).
 
-1. bf16 DPO steps through `harness.dpo.train_dpo` (TRL's DPOTrainer) on the SmolLM2-135M architecture, with MFU.
+1. bf16 DPO steps through `harness.training.dpo.train_dpo` (TRL's DPOTrainer) on the SmolLM2-135M architecture, with MFU.
 2. The HF generator (`harness.generation.HFGenerator`) on CUDA in bf16: greedy, twice (must be identical), tokens/s.
 3. A score model (`evaluators.score_models.SequenceClassifierScorer`, the MiniLM architecture) on CUDA in bf16
    against the same network on CPU in fp32 (rank correlation and max |Δ|), and in fp32 on CUDA (the device's own
@@ -85,7 +85,7 @@ def load_pairs(path: Path):
 
 def check_dpo(policy: Path, pairs, device: str, dry: bool, work: Path) -> dict:
     from harness.config import load_config
-    from harness.dpo import read_train_record, train_dpo
+    from harness.training.dpo import read_train_record, train_dpo
 
     steps, batch, length = (2, 2, 128) if dry else (24, 16, 512)
     cfg = load_config("gpu", [f"train.max_steps={steps}", f"train.batch_size={batch}", "train.grad_accum=1",

@@ -9,7 +9,7 @@ paired-comparison tables and column definitions stay in the export, linked),
 preceded by one line naming the source file, the seeds and the date. With `--runs-dir`, the block between
 `<!-- cpu-learned:begin -->` and `<!-- cpu-learned:end -->` (under the README's method table) is replaced by what
 each method's cpu runs learned, one row per method: how many seeds passed every check, and each learning check
-(harness/learning.py) with its value and mark per seed, read from the runs' `results.json`; `--learned-doc PAGE`
+(harness/training/learning.py) with its value and mark per seed, read from the runs' `results.json`; `--learned-doc PAGE`
 also writes every check of every run, with its CI, to PAGE. `--methods` names the suite's methods (cpu_suite.sh
 passes its METHODS): one of them without a finished run gets a row saying so instead of silently missing. Nothing is typed by hand in between, so the README can never claim more than the
 leaderboard and the records do.
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             per_run = ""
             if a.learned_doc is not None:
                 a.learned_doc.write_text(f"# What each cpu-suite run learned\n\n{source}\n\nEvery learning check of every "
-                                         f"finished run (harness/learning.py; docs/learning-checks.md).\n\n"
+                                         f"finished run (harness/training/learning.py; docs/learning-checks.md).\n\n"
                                          f"{learned_table(a.runs_dir, a.suite, methods)}\n")
                 per_run = f" Every check of every run, with its 95% CI: [{a.learned_doc.as_posix()}]({a.learned_doc.as_posix()})."
             text = replace_block(text, f"{source}{per_run}\n\n{learned_summary(a.runs_dir, a.suite, methods)}", LEARNED)

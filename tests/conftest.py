@@ -23,7 +23,7 @@ if SHARED_DATA.exists():
 
 @pytest.fixture(autouse=True)
 def _private_training_store(tmp_path, monkeypatch):
-    """Each test gets its own store of finished trainings (harness.artifacts), so a training one test finished is
+    """Each test gets its own store of finished trainings (harness.training.artifacts), so a training one test finished is
     never silently reused by another (or by the next `make test`); model and scorer caches stay shared."""
     monkeypatch.setenv("BENCH_STORE", str(tmp_path / "trained-store"))
 

@@ -1,4 +1,4 @@
-"""One DPO step of the tiny model through `harness.dpo.train_dpo`, for tests/test_scaleout.py's data-parallel check.
+"""One DPO step of the tiny model through `harness.training.dpo.train_dpo`, for tests/test_scaleout.py's data-parallel check.
 
 Run as `accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 2 tests/ddp_dpo_worker.py OUT 2`
 (two gloo processes, per-device batch 2) or imported and called with world size 1 and batch 4. Plain SGD, so the
@@ -28,7 +28,7 @@ def config(batch_size: int, runs_dir: str):
 
 
 def train(out: Path, batch_size: int, rank: int = 0) -> Path:
-    import harness.dpo as dpo
+    import harness.training.dpo as dpo
     from harness.models import resolve_model
     from transformers.training_args import OptimizerNames
 

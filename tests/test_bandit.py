@@ -3,7 +3,7 @@
 3 prompts × 4 responses with known reward r and cost c, a fixed reference table π_ref, and a softmax-table
 policy. Preference data is every response pair with its *exact* Bradley–Terry probability (σ(r_i − r_j) for
 reward pairs, σ(c_j − c_i) for "i safer than j"), so the expected DPO losses have the closed-form minimisers of
-§1. The losses and the dual step are the same `harness.losses` functions the methods use.
+§1. The losses and the dual step are the same `harness.training.losses` functions the methods use.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import itertools
 import pytest
 import torch
 
-from harness.losses import dpo_loss, dual_update, pddpo_stage2_loss
+from harness.training.losses import dpo_loss, dual_update, pddpo_stage2_loss
 
 BETA = 0.5
 R = torch.tensor([[1.0, 0.8, 0.2, 0.0], [0.9, 0.5, 0.4, 0.1], [1.2, 0.3, 0.6, 0.0]], dtype=torch.float64)

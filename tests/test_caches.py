@@ -90,7 +90,7 @@ def test_scorer_folder_checksum_catches_a_flipped_byte(tmp_path):
 
 
 def test_ref_logprob_entry_damaged_or_foreign_is_discarded(tmp_path):
-    from harness.dpo import _read_ref_entry
+    from harness.training.dpo import _read_ref_entry
 
     path = tmp_path / "r.v2.pt"
     torch.save({"key": "k", "chosen": torch.tensor([-1.0, -2.0]), "rejected": torch.tensor([-3.0, -4.0])}, path)

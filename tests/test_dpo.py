@@ -1,4 +1,4 @@
-"""harness/dpo.py on the tiny-random model: our loss equals TRL's, the reference is the one asked for, the
+"""harness/training/dpo.py on the tiny-random model: our loss equals TRL's, the reference is the one asked for, the
 reference log-prob cache hits, margins enter the loss, LoRA merges, and finished runs are reused."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.config import load_config
-from harness.dpo import (
+from harness.training.dpo import (
     BenchDPOTrainer,
     MarginCollator,
     dpo_config,
@@ -18,8 +18,8 @@ from harness.dpo import (
     read_train_record,
     train_dpo,
 )
-from harness.logprobs import policy_logps
-from harness.losses import dpo_loss, sequence_logps
+from harness.training.logprobs import policy_logps
+from harness.training.losses import dpo_loss, sequence_logps
 from harness.models import load_tokenizer, lora_trainable_params
 from harness.types import PreferencePair
 

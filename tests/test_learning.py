@@ -1,4 +1,4 @@
-"""Learning checks (harness/learning.py): each kind against hand computations, pass and fail cases, the held-out
+"""Learning checks (harness/training/learning.py): each kind against hand computations, pass and fail cases, the held-out
 probe inside a real (tiny) `train_dpo`, and what the record and leaderboard show."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from harness.config import LearningConfig, load_config
-from harness.learning import (
+from harness.training.learning import (
     Collector,
     collect,
     dpo_checks,
@@ -150,8 +150,8 @@ def assert_heldout_margins(out, init, heldout, cfg, beta: float, acc: dict, marg
     model and its init, and the accuracy and mean-margin checks are read from them."""
     import torch
 
-    from harness.dpo import read_train_record
-    from harness.logprobs import policy_logps
+    from harness.training.dpo import read_train_record
+    from harness.training.logprobs import policy_logps
 
     pc, pr = policy_logps(out, None, heldout, cfg)
     rc, rr = policy_logps(init, None, heldout, cfg)
@@ -165,7 +165,7 @@ def test_train_dpo_records_the_heldout_check_and_reuses_it(tiny_model_path, tmp_
     """The recorded margins are β·log-ratio differences of the trained model against the reference on the held-out
     (dual-fold) pairs, computed independently here; a reused training records them again without a forward pass.
     Planted: the check scored at β = 1 instead of the stage's β."""
-    from harness.dpo import train_dpo
+    from harness.training.dpo import train_dpo
 
     cfg = load_config("tiny", ["learning.heldout_pairs=4"])
     train, held = _pairs("t", 4), _pairs("h", 6)
@@ -197,7 +197,7 @@ def test_train_kto_records_the_heldout_pairwise_check(tiny_model_path, tmp_path,
     """A KTO stage gets the same held-out check as a DPO stage: β·log-ratio margins of the trained model against its
     init on held-out pairs of the view its examples came from (here cost pairs), computed independently here; a
     reused training records them again without a forward pass."""
-    from harness.kto import kto_examples, train_kto
+    from harness.training.kto import kto_examples, train_kto
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))  # a fresh reference log-prob cache: 2 × 8 forwards
 

@@ -1,4 +1,4 @@
-"""Hand-computed checks for every function in harness/losses.py (no models, milliseconds)."""
+"""Hand-computed checks for every function in harness/training/losses.py (no models, milliseconds)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness.losses import (
+from harness.training.losses import (
     EllipticalBonus,
     dpo_loss,
     dual_update,
@@ -150,7 +150,7 @@ def test_sequence_logps_on_a_batch_against_a_loop() -> None:
 def test_elliptical_bonus_folds_in_pair_differences() -> None:
     """Σ = κI + Σ (φ_a − φ_b)(φ_a − φ_b)ᵀ: a pair of identical responses adds nothing, a pair differing by e₁ shrinks
     the bonus along e₁ only; `count` counts every folded pair."""
-    from harness.losses import EllipticalBonus
+    from harness.training.losses import EllipticalBonus
 
     bonus = EllipticalBonus(3, kappa=2.0, alpha=1.0)
     same = torch.tensor([[1.0, 1.0, 0.0]])

@@ -105,8 +105,8 @@ def test_projected_gradient_descent_on_quadratics() -> None:
 def test_projected_gradient_descent_settings_iterations_and_stops() -> None:
     """D' = 2(λ − 3) with η = 0.5 jumps to λ* = 3 in one step; the window, min_iters, restarts with η halved, a
     non-finite gradient and the λ cap each decide when it stops and what it reports."""
-    from harness.can_dual import DualResult
-    from harness.can_dual import projected_gradient_descent as pgd
+    from harness.training.can_dual import DualResult
+    from harness.training.can_dual import projected_gradient_descent as pgd
 
     for bad in (dict(eta=0.0), dict(tol=0.0), dict(window=0), dict(max_iters=0), dict(max_attempts=0)):
         with pytest.raises(ValueError, match=r"^projected_gradient_descent needs eta > 0, tol > 0, window >= 1, max_iters >= 1, max_attempts >= 1$"):
@@ -143,7 +143,7 @@ def test_projected_gradient_descent_settings_iterations_and_stops() -> None:
 
 
 def test_can_dual_results_records_and_messages(tmp_path) -> None:
-    from harness.can_dual import DualResult, infeasible_result, keep_with_model, max_slack, score_matrix, write_jsonl
+    from harness.training.can_dual import DualResult, infeasible_result, keep_with_model, max_slack, score_matrix, write_jsonl
 
     res = DualResult(2.0, True, 3, 4, 1, 0.5, 1e-6, [1.0, 2.0], max_slack=0.3)
     assert res.summary() == {"lam": 2.0, "converged": True, "iterations": 3, "total_iterations": 4, "attempts": 1, "eta": 0.5,
@@ -166,7 +166,7 @@ def test_can_dual_results_records_and_messages(tmp_path) -> None:
 
 
 def test_can_dual_config_solver_and_resolve_lambda_messages() -> None:
-    from harness.can_dual import DualResult
+    from harness.training.can_dual import DualResult
 
     cfg = CANDualConfig(lambda_init=0.5, eta=1.5, tol=1e-4, window=3, max_iters=7, min_iters=2, max_attempts=4, lambda_cap=9.0)
     assert cfg.solver() == dict(lambda_init=0.5, eta=1.5, tol=1e-4, window=3, max_iters=7, min_iters=2, max_attempts=4, lambda_cap=9.0)
@@ -385,7 +385,7 @@ def test_safedpo_transform_every_case() -> None:
 
 def test_safedpo_margin_sign_matches_the_paper_loss() -> None:
     """`train_dpo` adds the margin inside the sigmoid; the paper's loss is −log σ(β·Δh − (u_l − u_w)·Δ)."""
-    from harness.losses import dpo_loss
+    from harness.training.losses import dpo_loss
 
     (pair,), _ = safedpo_transform([_pair(0, True, False)])
     beta, delta = 0.1, 1.5
@@ -413,17 +413,17 @@ def _params(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _spy_train_dpo(monkeypatch) -> list[dict]:
-    import harness.dpo
+    import harness.training.dpo
 
     calls: list[dict] = []
-    real = harness.dpo.train_dpo
+    real = harness.training.dpo.train_dpo
 
     def spy(pairs, **kw):
         out = real(pairs, **kw)
-        calls.append({**kw, "n_pairs": len(pairs), "pairs": list(pairs), "out": out, "record": harness.dpo.read_train_record(out)})
+        calls.append({**kw, "n_pairs": len(pairs), "pairs": list(pairs), "out": out, "record": harness.training.dpo.read_train_record(out)})
         return out
 
-    monkeypatch.setattr(harness.dpo, "train_dpo", spy)
+    monkeypatch.setattr(harness.training.dpo, "train_dpo", spy)
     return calls
 
 
@@ -518,7 +518,7 @@ def test_pecan_end_to_end_three_models(tiny_cfg, monkeypatch) -> None:
     assert rec["train"]["extra"]["beta_in_relabel"] is True
     rows = [json.loads(line) for line in Path(rec["train"]["extra"]["relabel"]["path"]).read_text().splitlines()]
     assert len(rows) == calls[2]["n_pairs"] == 4
-    # learning checks: every DPO stage on held-out pairs of its own view, and the dual's λ (harness/learning.py)
+    # learning checks: every DPO stage on held-out pairs of its own view, and the dual's λ (harness/training/learning.py)
     views = {e["stage"]: e["view"] for e in rec["train"]["learning"] if e["check"] == "heldout_accuracy"}
     assert views == {"pecan-pi_r": "reward", "pecan-pi_g": "cost", "pecan": "reward"}
     assert [e["check"] for e in rec["train"]["learning"] if e["stage"] == "pecan/dual"] == ["lambda"]
@@ -560,9 +560,9 @@ def test_configs_refuse_bad_values() -> None:
 def test_train_kto_raises_safe_over_unsafe_and_is_trained_once(tmp_path, tiny_cfg, tiny_model_path) -> None:
     """Real TRL KTO on the tiny model: desirable (safe) responses gain log-probability relative to undesirable ones on
     the training examples; the same training asked again comes from the store (kind `kto`), not from TRL."""
-    from harness.dpo import read_train_record
-    from harness.kto import kto_examples, train_kto
-    from harness.logprobs import policy_logps
+    from harness.training.dpo import read_train_record
+    from harness.training.kto import kto_examples, train_kto
+    from harness.training.logprobs import policy_logps
 
     cfg = tiny_cfg("sacpo-kto", ["train.max_steps=4", "train.learning_rate=3e-3", "train.max_length=64"])
     pairs = [PreferencePair(f"question {i}?", f"I can't help with that {i}.", f"Sure, here is how {i}: step one.",
@@ -599,7 +599,7 @@ def test_sacpo_kto_end_to_end(tiny_cfg, monkeypatch) -> None:
 
 def test_can_dual_needs_a_positive_temperature_unless_lambda_is_fixed() -> None:
     """Temperature 0 is in range (a fixed λ samples nothing) but the dual's π_ref samples need it > 0."""
-    from harness.can_dual import CANDualConfig
+    from harness.training.can_dual import CANDualConfig
 
     with pytest.raises(BenchError, match="temperature > 0"):
         CANDualConfig(temperature=0.0).validate()

@@ -16,8 +16,8 @@ import torch
 
 from harness.config import load_config, method_config
 from harness.datasets import load_bundle
-from harness.dpo import read_train_record
-from harness.logprobs import policy_logps
+from harness.training.dpo import read_train_record
+from harness.training.logprobs import policy_logps
 from harness.generation import make_generator
 from harness.registries import METHODS
 from methods.base import TrainContext

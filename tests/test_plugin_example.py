@@ -86,8 +86,8 @@ def test_dpo_mix_trains_on_the_agreeing_union(example_plugin: Path, tmp_path: Pa
         calls.append(dict(pairs=pairs, init=init, ref=ref, beta=beta, run_name=run_name, margins=margins))
         return Path(out_dir) / "model"
 
-    # harness.dpo is another module's job; the method only needs its signature
-    monkeypatch.setitem(sys.modules, "harness.dpo", SimpleNamespace(train_dpo=fake_train_dpo))
+    # harness.training.dpo is another module's job; the method only needs its signature
+    monkeypatch.setitem(sys.modules, "harness.training.dpo", SimpleNamespace(train_dpo=fake_train_dpo))
     reward = [_pair("p1", "A", "B"), _pair("p2", "C", "D")]
     cost = [_pair("p1", "A", "B"), _pair("p2", "D", "C"), _pair("p3", "E", "F")]  # agrees, conflicts, new
     data = SimpleNamespace(reward_pairs={"train": reward}, cost_pairs={"train": cost}, prompts={})

@@ -1,4 +1,4 @@
-"""Content-addressed reuse (harness.artifacts): a finished training is found by what decides it, never by run or
+"""Content-addressed reuse (harness.training.artifacts): a finished training is found by what decides it, never by run or
 method name; corrupt entries are discarded; two methods sharing stage 1 train it once and the record says so."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 from harness import runs
-from harness.artifacts import entry_path, lookup, materialise, publish
+from harness.training.artifacts import entry_path, lookup, materialise, publish
 from harness.config import load_config
-from harness.dpo import read_train_record, train_dpo, train_key
+from harness.training.dpo import read_train_record, train_dpo, train_key
 from harness.monitor import StageMonitor, phase
 from harness.types import PreferencePair
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness.rl_math import (
+from harness.training.rl_math import (
     clipped_surrogate_loss,
     clipped_value_loss,
     gae,
@@ -137,7 +137,7 @@ def test_lagrange_update_direction_and_cap():
 
 def test_gather_log_probs_on_a_batch_against_a_loop():
     """(B, L, V) = (2, 3, 5) random logits: every entry is log_softmax(logits[b, t])[tokens[b, t]]."""
-    from harness.rl_math import gather_log_probs
+    from harness.training.rl_math import gather_log_probs
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 5, generator=g)

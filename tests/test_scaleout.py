@@ -149,7 +149,7 @@ def test_two_gloo_processes_equal_one_process_with_the_whole_batch(tmp_path: Pat
 
     sys.path.insert(0, str(Path(__file__).parent))
     import ddp_dpo_worker
-    from harness.dpo import read_train_record
+    from harness.training.dpo import read_train_record
     from harness.models import resolve_model
 
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}

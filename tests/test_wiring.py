@@ -57,7 +57,7 @@ class FakeGenerator:
 
 
 class FakeDPO:
-    """Stands in for `harness.dpo.train_dpo`: records each call and makes the output folder (with a marker)."""
+    """Stands in for `harness.training.dpo.train_dpo`: records each call and makes the output folder (with a marker)."""
 
     def __init__(self):
         self.calls: list[dict[str, Any]] = []
@@ -84,13 +84,13 @@ class FakeDPO:
 @pytest.fixture()
 def fake_dpo(monkeypatch) -> FakeDPO:
     """Replace `train_dpo` / `read_train_record` wherever the methods look them up."""
-    import harness.dpo
+    import harness.training.dpo
     import methods.dpo_helpful
     import methods.pddpo
     import methods.pddpo_online
 
     fake = FakeDPO()
-    for module in (harness.dpo, methods.dpo_helpful, methods.pddpo, methods.pddpo_online):
+    for module in (harness.training.dpo, methods.dpo_helpful, methods.pddpo, methods.pddpo_online):
         if hasattr(module, "train_dpo"):
             monkeypatch.setattr(module, "train_dpo", fake)
         if hasattr(module, "read_train_record"):
@@ -248,7 +248,7 @@ def test_sacpo_naive_merge_trains_both_from_sft_and_weights_the_safe_model_by_q(
 
 
 class FakeKTO:
-    """Stands in for `harness.kto.train_kto`: records the labelled examples and makes the output folder."""
+    """Stands in for `harness.training.kto.train_kto`: records the labelled examples and makes the output folder."""
 
     def __init__(self):
         self.calls: list[dict[str, Any]] = []
@@ -261,7 +261,7 @@ class FakeKTO:
 
 def test_kto_examples_desirable_is_the_response_labelled_safe() -> None:
     """Planted: the label negated (an unsafe response made desirable)."""
-    from harness.kto import kto_examples, kto_weights
+    from harness.training.kto import kto_examples, kto_weights
 
     pairs = [pair(0, "safe a", "unsafe a", True, False), pair(1, "unsafe b", "safe b", False, True),  # a swapped pair: labels travel
              pair(2, "safe c", "safe c2", True, True), pair(3, "x", "y", None, False),  # unlabelled "x" is left out
@@ -279,11 +279,11 @@ def test_kto_examples_desirable_is_the_response_labelled_safe() -> None:
 
 def test_sacpo_kto_runs_kto_on_safety_labels_from_pi_r(tmp_path, fake_dpo, monkeypatch) -> None:
     """Planted: the KTO step on the helpfulness stage (DPO on the safety pairs, KTO on the reward pairs)."""
-    import harness.kto
+    import harness.training.kto
 
     fake_kto = FakeKTO()
-    monkeypatch.setattr(harness.kto, "train_kto", fake_kto)
-    monkeypatch.setattr("harness.dpo.read_train_record", lambda path: {"train_loss": 0.4, "steps": 1, "examples": 6, "desirable": 3})
+    monkeypatch.setattr(harness.training.kto, "train_kto", fake_kto)
+    monkeypatch.setattr("harness.training.dpo.read_train_record", lambda path: {"train_loss": 0.4, "steps": 1, "examples": 6, "desirable": 3})
     m, ctx, log = make_ctx(tmp_path, "sacpo-kto", ["method.beta=0.2", "method.lambda_=4.0", "method.desirable_weight=2.0",
                                                  "method.undesirable_weight=1.5"])
     res = m.train(ctx)
@@ -641,7 +641,7 @@ def test_sacpo_naive_merge_stage_calls_records_and_result(tmp_path, fake_dpo, mo
 def test_sacpo_naive_merge_refusals_name_the_problem_and_the_fix(tmp_path, fake_dpo, monkeypatch) -> None:
     """Planted: the method's name or one pair kind dropped from the check; the two trainings landing in one folder
     merged anyway; the messages' wording."""
-    import harness.dpo
+    import harness.training.dpo
 
     for kind, data in (("reward", {"reward_pairs": []}), ("cost", {"cost_pairs": []})):
         m, ctx, _ = make_ctx(tmp_path / kind, "sacpo-naive-merge", **data)
@@ -652,8 +652,8 @@ def test_sacpo_naive_merge_refusals_name_the_problem_and_the_fix(tmp_path, fake_
                                          r"the SFT model, so there is no order; leave it false"):
         make_ctx(tmp_path / "order", "sacpo-naive-merge", ["method.safety_first=true"])
     one = tmp_path / "one"
-    monkeypatch.setattr(harness.dpo, "train_dpo", lambda pairs, **kw: fake_dpo(pairs, **{**kw, "out_dir": one}))
-    monkeypatch.setattr(harness.dpo, "read_train_record", fake_dpo.record)
+    monkeypatch.setattr(harness.training.dpo, "train_dpo", lambda pairs, **kw: fake_dpo(pairs, **{**kw, "out_dir": one}))
+    monkeypatch.setattr(harness.training.dpo, "read_train_record", fake_dpo.record)
     m, ctx, _ = make_ctx(tmp_path / "same", "sacpo-naive-merge")
     with pytest.raises(BenchError, match=r"^sacpo-naive-merge: the helpful and safe models are one folder; nothing to merge$"):
         m.train(ctx)
@@ -941,7 +941,7 @@ def test_pecan_stops_an_infeasible_dual_before_any_step(tmp_path, fake_dpo, monk
     of reach: the dual stops before its first step (max slack 1 − 1.2 = −0.2), trains at λ_cap, and the learning
     checks flag it; b/β = 0.2 is feasible and converges. Planted: the margin's sign in the reachable-slack bound."""
     import methods.pecan as pecan
-    from harness.learning import infeasible_dual, trajectory_checks
+    from harness.training.learning import infeasible_dual, trajectory_checks
 
     monkeypatch.setattr(pecan, "_log_probs", FakeLogProbs())
     monkeypatch.setattr(pecan, "sample_reference", lambda ctx, n, k, t, p: (DUAL, [["r=0 c=-1", "r=1 c=1"]] * len(DUAL)))
@@ -987,7 +987,7 @@ def spy_dpo_records(monkeypatch, fake_dpo: FakeDPO) -> list[dict[str, Any]]:
     """On top of `fake_dpo`: keeps every keyword of each `train_dpo` call (device and cfg included) and gives each
     output folder its own record (train loss 0.25·n, 10 + n steps, the pairs it was given, for the n-th call), so a
     logged record shows which run it was read from."""
-    import harness.dpo
+    import harness.training.dpo
 
     kwargs: list[dict[str, Any]] = []
     records: dict[str, dict[str, Any]] = {}
@@ -998,8 +998,8 @@ def spy_dpo_records(monkeypatch, fake_dpo: FakeDPO) -> list[dict[str, Any]]:
         records[str(out)] = {"train_loss": 0.25 * len(kwargs), "steps": 10 + len(kwargs), "pairs": len(pairs)}
         return out
 
-    monkeypatch.setattr(harness.dpo, "train_dpo", train)
-    monkeypatch.setattr(harness.dpo, "read_train_record", lambda path: records[str(path)])
+    monkeypatch.setattr(harness.training.dpo, "train_dpo", train)
+    monkeypatch.setattr(harness.training.dpo, "read_train_record", lambda path: records[str(path)])
     return kwargs
 
 
@@ -1090,10 +1090,10 @@ def test_pecan_fixed_lambda_defaults_and_records(tmp_path, fake_dpo, monkeypatch
 def test_pecan_log_probs_are_harness_logprobs_of_one_fp32_load(tmp_path, tiny_model_path, monkeypatch) -> None:
     """`_log_probs` on the tiny random model: the model is loaded once, in fp32, on the run's device; the samples and
     the pairs' chosen/rejected responses are scored by that one model with the run's config and batch size, and the
-    values equal `harness.logprobs` computed by hand on a separate load; no samples gives an empty tensor and no
+    values equal `harness.training.logprobs` computed by hand on a separate load; no samples gives an empty tensor and no
     scoring call. Planted: another precision or device, an argument dropped or exchanged, samples skipped or scored
     when there are none."""
-    import harness.logprobs as logprobs
+    import harness.training.logprobs as logprobs
     import harness.models as models
     import methods.pecan as pecan
 
@@ -1681,7 +1681,7 @@ def test_lora_ppo_reference_is_the_sft_model_and_only_adapters_and_heads_train(t
     critics' optimiser over every parameter of the shared model."""
     from transformers import AutoModelForCausalLM
 
-    from harness.ppo import ACTOR_ADAPTER, adapter_parameters, response_log_probs
+    from harness.training.ppo import ACTOR_ADAPTER, adapter_parameters, response_log_probs
 
     m, ctx, scorers, path = lora_ppo(tmp_path, causal_scorers=False, overrides=["method.gradient_checkpointing=true"])
     sft = AutoModelForCausalLM.from_pretrained(path).eval()
@@ -1751,7 +1751,7 @@ def test_lora_ppo_critic_copied_from_the_score_model_trains_lora_and_head_only(t
     assert res.extra["params_optimised_ppo"]["actor"] < res.extra["params_held"] / 100
 
 
-# -- Safe-RLHF's loop sizes, per-step records and final record; harness/ppo.py's networks (issue 15 survivors) ------
+# -- Safe-RLHF's loop sizes, per-step records and final record; harness/training/ppo.py's networks (issue 15 survivors) ------
 
 
 class RecordingAccelerator(FakeAccelerator):
@@ -1844,7 +1844,7 @@ def test_safe_rlhf_step_records_seeds_and_save_arguments(tmp_path, monkeypatch) 
     import contextlib
 
     import methods.safe_rlhf as safe_rlhf
-    from harness.ppo import prompt_batches
+    from harness.training.ppo import prompt_batches
 
     rss = []
     monkeypatch.setattr(safe_rlhf, "rss_mb", lambda: rss.append(1) or 100.26 + 10 * len(rss))
@@ -1984,7 +1984,7 @@ def test_ppo_critics_pass_masks_and_positions_and_adapters_match_the_actor() -> 
     backbone in train mode; merging deletes the critics' adapters (never the actor's), unhooks and merges."""
     from peft import LoraConfig
 
-    from harness.ppo import AdapterValueModel, ValueModel, lora_config, merge_lora_actor
+    from harness.training.ppo import AdapterValueModel, ValueModel, lora_config, merge_lora_actor
 
     ids, mask, pos = torch.tensor([[0, 1, 2]]), torch.tensor([[0, 1, 1]]), torch.tensor([[0, 0, 1]])
     critic = ValueModel(RecordingBackbone())
@@ -2017,7 +2017,7 @@ def test_ppo_trainable_parameters_rss_and_ptx_errors(tmp_path) -> None:
     import psutil
 
     from harness.errors import DataError
-    from harness.ppo import ACTOR_ADAPTER, load_ptx, rss_mb, trainable_parameters
+    from harness.training.ppo import ACTOR_ADAPTER, load_ptx, rss_mb, trainable_parameters
 
     class Peft(torch.nn.Module):
         def __init__(self, adapters):
@@ -2049,7 +2049,7 @@ def test_value_model_from_policy_is_the_fp32_backbone_with_a_zero_head(tmp_path)
     from transformers import AutoModelForCausalLM
 
     from harness.models import resolve_model
-    from harness.ppo import ValueModel
+    from harness.training.ppo import ValueModel
 
     sft = AutoModelForCausalLM.from_pretrained(str(resolve_model("tiny-random")), dtype=torch.bfloat16)
     sft.save_pretrained(tmp_path / "bf16")
@@ -2178,7 +2178,7 @@ def test_safe_rlhf_full_size_setup_takes_its_settings_from_the_config(tmp_path, 
     bf16; gradient checkpointing (train's, as method's is None) is non-reentrant on the actor and both critics; the
     response cap falls back to max_length − max_prompt_length; the first generation-config EOS ends a PTX row and
     every EOS stops a rollout; the PTX rows are loaded with the cursor at the start."""
-    from harness.ppo import ValueModel
+    from harness.training.ppo import ValueModel
 
     ptx = tmp_path / "ptx.jsonl"
     ptx.write_text('{"prompt": "p", "response": "r"}\n{"prompt": "q", "response": "s"}\n')

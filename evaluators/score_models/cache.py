@@ -90,9 +90,9 @@ def score_model_key(kind: str, pairs: Sequence["PreferencePair"], settings: Scor
 
 def reusable_score_model(kind: str, pairs: Sequence["PreferencePair"], out_dir: str | Path, cfg: "RunConfig",
                          encoder: str | None = None, name: str | None = None, **kw: Any) -> ScoreModelScorer:
-    """`train_score_model` through the content-addressed store (harness.artifacts): a method's own R/C trained on
+    """`train_score_model` through the content-addressed store (harness.training.artifacts): a method's own R/C trained on
     the same pairs with the same settings (Safe-RLHF and PPO-shaping) is trained once and hard-linked after."""
-    from harness.artifacts import lookup, materialise, publish
+    from harness.training.artifacts import lookup, materialise, publish
     from harness.monitor import note_reuse
 
     settings = kw.pop("settings", None) or settings_for(cfg)

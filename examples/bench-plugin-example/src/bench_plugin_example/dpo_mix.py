@@ -48,7 +48,7 @@ class DPOMix:
         self.config = config
 
     def train(self, ctx: TrainContext) -> TrainResult:
-        from harness.dpo import train_dpo  # the harness's shared DPO trainer (TRL underneath)
+        from harness.training.dpo import train_dpo  # the harness's shared DPO trainer (TRL underneath)
 
         pairs, dropped = mix_pairs(ctx.reward_pairs, ctx.cost_pairs, self.config.drop_conflicts)
         beta = self.config.beta if self.config.beta is not None else ctx.cfg.train.beta

@@ -13,13 +13,13 @@ A thin wrapper over TRL 1.16's `DPOTrainer` (docs/ecosystem.md §1.2-1.4):
   weights, tokenised pairs, truncation). PD-DPO's K primal steps share π_r̂ and D_c, so π_r̂ runs on D_c once.
 - **Margins.** An optional per-pair additive term inside the sigmoid (SafeDPO's `−(u_l − u_w)·Δ`, O-PD-DPO's
   bonus): the subclass carries a `margin` column through TRL's column filter and collator and computes the loss
-  with `harness.losses.dpo_loss`. Without margins the stock TRL loss runs.
+  with `harness.training.losses.dpo_loss`. Without margins the stock TRL loss runs.
 - **Output.** The trained (LoRA-merged) model and tokenizer are written atomically to `out_dir` with a
   `bench_train.json` record (`harness.io.save_model_atomic`); a finished `out_dir` with the same inputs is reused
   (resume).
 
 Log-probs and features outside training (`sequence_logprobs`, `policy_logps`, `response_features`) live in
-`harness/logprobs.py`, tokenised the same way; they are re-exported here for old imports.
+`harness/training/logprobs.py`, tokenised the same way; they are re-exported here for old imports.
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ import torch
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from harness.artifacts import lookup, materialise, publish, read_entry
+from harness.training.artifacts import lookup, materialise, publish, read_entry
 from harness.errors import BenchError
 from harness.io import TRAIN_RECORD, atomic_path, discard_damaged, save_model_atomic, write_json
-from harness.learning import active_probe
-from harness.losses import dpo_loss
+from harness.training.learning import active_probe
+from harness.training.losses import dpo_loss
 from harness.models import cache_dir, load_causal_lm, load_tokenizer, model_fingerprint, prompt_text, release_memory
 from harness.monitor import note_reuse, phase
-from harness.logprobs import policy_logps, response_features, sequence_logprobs  # noqa: F401  (re-exported: old import path)
+from harness.training.logprobs import policy_logps, response_features, sequence_logprobs  # noqa: F401  (re-exported: old import path)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -116,7 +116,7 @@ class MarginCollator(DataCollatorForPreference):
 
 
 class BenchDPOTrainer(DPOTrainer):
-    """`DPOTrainer` with (1) an optional `margin` column whose loss is `harness.losses.dpo_loss`, and (2) a
+    """`DPOTrainer` with (1) an optional `margin` column whose loss is `harness.training.losses.dpo_loss`, and (2) a
     reference log-prob cache that survives in-memory datasets (see the module docstring)."""
 
     def __init__(self, *args: Any, ref_cache_dir: Path | None = None, **kwargs: Any):
@@ -182,7 +182,7 @@ class BenchDPOTrainer(DPOTrainer):
         return self.margin_loss(model, inputs, margin)
 
     def margin_loss(self, model, inputs: dict[str, torch.Tensor], margin: torch.Tensor) -> torch.Tensor:
-        """Policy log-probs from TRL's fused LM head (no full logits), loss from `harness.losses.dpo_loss`."""
+        """Policy log-probs from TRL's fused LM head (no full logits), loss from `harness.training.losses.dpo_loss`."""
         if not self.precompute_ref_logps:
             raise BenchError("margin DPO expects precomputed reference log-probs (precompute_ref_log_probs=True)")
         completion_mask = inputs["completion_mask"]
@@ -290,7 +290,7 @@ def train_key(pairs: Sequence["PreferencePair"], margins: Sequence[float] | None
               beta: float, cfg: "RunConfig") -> str | None:
     """The content address of a DPO training: initial and reference weights' fingerprints, the exact pairs, the loss
     (margins, beta), the regime (`cfg.train`, template) and the seed. Never the run or method name: two methods asking
-    for the same training get the same key (harness.artifacts). None for in-memory models (no stable identity)."""
+    for the same training get the same key (harness.training.artifacts). None for in-memory models (no stable identity)."""
     if init_id is None or ref_id is None:
         return None
     blob = json.dumps([[(p.prompt, p.chosen, p.rejected) for p in pairs], list(margins) if margins is not None else None,
@@ -329,7 +329,7 @@ def train_dpo(
     init_id = _identity(init)
     ref_id = init_id if ref is None else _identity(ref)
     key = train_key(pairs, margins, init_id, ref_id, beta, cfg)
-    probe = active_probe(pairs)  # held-out learning check of this stage (harness/learning.py); None outside a run
+    probe = active_probe(pairs)  # held-out learning check of this stage (harness/training/learning.py); None outside a run
     if resume and key:
         reused = reuse_training(key, out_dir, run_name)
         if reused is not None:

@@ -1,7 +1,7 @@
 """The PPO family's shared pieces (Safe-RLHF's PPO-Lagrangian in `methods/safe_rlhf.py`, reward shaping in
 `methods/ppo_shaping.py`): the per-token critic `ValueModel`, the `Rollout` batch, log-probs and values read from
 a rollout, the prompt batcher and the PTX loader. The PPO math itself (GAE, clipped losses, the Lagrange update)
-is `harness/rl_math.py`.
+is `harness/training/rl_math.py`.
 
 PPO at a practical size (`ppo_size="lora"`, docs/memory.md): the actor is the SFT model with LoRA adapters
 (`lora_actor`); the reference is that same model with its adapters disabled (`SharedReference`: the SFT weights
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from harness.errors import DataError
-from harness.rl_math import gather_log_probs
+from harness.training.rl_math import gather_log_probs
 
 __all__ = ["ACTOR_ADAPTER", "AdapterValueModel", "Rollout", "SharedReference", "ValueModel", "adapter_parameters", "critic_values",
            "held_params", "load_ptx", "lora_actor", "merge_lora_actor", "lora_config", "n_params", "prompt_batches", "response_log_probs", "rss_mb",

@@ -4,7 +4,7 @@ These read the methods' training signals, never the judges, and are recorded for
 `record["train"]["learning"]` (one entry per check) with a one-line summary in `record["train"]["learned"]`, shown
 on the leaderboard next to the score:
 
-- **DPO stages** (every `harness.dpo.train_dpo` call: PD-DPO stages 1/2, SACPO, DPO-helpful/-harmless, SafeDPO,
+- **DPO stages** (every `harness.training.dpo.train_dpo` call: PD-DPO stages 1/2, SACPO, DPO-helpful/-harmless, SafeDPO,
   MoCAN/PeCAN, online iterations): held-out implicit-reward accuracy, the share of held-out pairs with
   `β·log(πθ/πref)(chosen) > β·log(πθ/πref)(rejected)`, and the mean implicit-reward margin, each with a 95%
   percentile bootstrap CI. The held-out pairs are the first `learning.heldout_pairs` pairs (stable hash order) of
@@ -222,7 +222,7 @@ class DPOProbe:
         import torch
 
         from harness.io import atomic_path
-        from harness.logprobs import policy_logps
+        from harness.training.logprobs import policy_logps
 
         start = time.perf_counter()
         path = self._cache_path(ref_id, cache)
@@ -247,7 +247,7 @@ class DPOProbe:
         """Score the trained policy, record the checks; returns the raw entry kept in the training's record."""
         import time
 
-        from harness.logprobs import policy_logps
+        from harness.training.logprobs import policy_logps
 
         if self.ref is None:
             raise RuntimeError("DPOProbe.finish before reference()")

@@ -2,7 +2,7 @@
 
 Conventions (docs/methods.md §0): sequence log-probs are summed over **response tokens only** (prompt masked,
 EOS included); `chosen` is the preferred response (for cost pairs: the **safer** one). Everything here is plain
-torch on tensors; the TRL wrapper in `harness/dpo.py` feeds it.
+torch on tensors; the TRL wrapper in `harness/training/dpo.py` feeds it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Log-probabilities and features of (prompt, response) pairs outside training, tokenised exactly as `harness.dpo`'s
+"""Log-probabilities and features of (prompt, response) pairs outside training, tokenised exactly as `harness.training.dpo`'s
 `train_dpo` (TRL 1.16) tokenises them: the prompt formatted and cut by `harness.models.prompt_text`, EOS appended,
 `keep_start` truncation at `train.max_length`.
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from harness.losses import sequence_logps
+from harness.training.losses import sequence_logps
 from harness.models import load_causal_lm, load_tokenizer, prompt_text, release_memory
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """One KTO run from labelled responses: `train_kto(examples, init=, beta=, ...) -> out_dir` (SACPO's KTO safety stage).
 
-A thin wrapper over TRL 1.16's `KTOTrainer` that mirrors `harness.dpo.train_dpo`:
+A thin wrapper over TRL 1.16's `KTOTrainer` that mirrors `harness.training.dpo.train_dpo`:
 
 - **Data.** KTO learns from unpaired responses, each labelled desirable or undesirable. `kto_examples` derives them
   from preference pairs that carry per-response safety labels (the cost pairs of PKU-SafeRLHF: `chosen_safe`,
@@ -10,12 +10,12 @@ A thin wrapper over TRL 1.16's `KTOTrainer` that mirrors `harness.dpo.train_dpo`
   weigh the same in the loss whatever their counts (`kto_weights`).
 - **Reference.** The init checkpoint, always (SACPO's KTO step references the step-1 model it starts from). Its
   log-probs (and the KL completions') are precomputed once (`precompute_ref_log_probs=True`), as in `train_dpo`.
-- **Regime.** The run's shared `train` section, through `harness.dpo.dpo_config_kwargs` (one stated regime for every
+- **Regime.** The run's shared `train` section, through `harness.training.dpo.dpo_config_kwargs` (one stated regime for every
   method; TRL's KTO defaults of bf16 and gradient checkpointing are overridden by it), plus KTO's class weights.
-- **Store.** The finished model is published to the content-addressed store under kind `kto` (harness/artifacts.py)
+- **Store.** The finished model is published to the content-addressed store under kind `kto` (harness/training/artifacts.py)
   with a key over init weights, the exact labelled examples, β, the weights, the regime and the seed, so any other
   run or method needing the same KTO training materialises it instead of training again.
-- **Learning check.** Given the `pairs` the examples came from, a run's held-out check (`harness.learning`) is
+- **Learning check.** Given the `pairs` the examples came from, a run's held-out check (`harness.training.learning`) is
   recorded as for a DPO stage: KTO's implicit reward is also β·log π/π_ref, so the trained model is scored by its
   pairwise implicit-reward accuracy and margin on held-out pairs of the same view (our choice: KTO's paper reports
   no such check). A reused training records the check from its saved record.
@@ -109,12 +109,12 @@ def train_kto(examples: Sequence[LabelledResponse], *, init: str | Path, beta: f
     """KTO from the saved model `init` against itself as the frozen reference, saved to `out_dir` (see module doc).
 
     `pairs` are the pairs the examples came from: inside a run they find the run's held-out learning check
-    (`harness.learning`), the same pairwise implicit-reward accuracy a DPO stage records, since KTO's implicit
+    (`harness.training.learning`), the same pairwise implicit-reward accuracy a DPO stage records, since KTO's implicit
     reward is also β·log π/π_ref."""
     from trl import KTOConfig, KTOTrainer
 
-    from harness.dpo import dpo_config_kwargs, heldout_check_hook, heldout_check_reused, lora_config, reuse_training, save_trained
-    from harness.learning import active_probe
+    from harness.training.dpo import dpo_config_kwargs, heldout_check_hook, heldout_check_reused, lora_config, reuse_training, save_trained
+    from harness.training.learning import active_probe
     from harness.models import load_causal_lm, load_tokenizer, model_fingerprint, release_memory
     from harness.monitor import phase
 
