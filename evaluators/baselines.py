@@ -1,5 +1,5 @@
 """Trivial scorers: response length and a seeded random score. A learned scorer must beat both on held-out pairs
-(datasets-and-evaluation.md §4.3), otherwise its accuracy says nothing about helpfulness or safety."""
+(docs/evaluation.md §4.3), otherwise its accuracy says nothing about helpfulness or safety."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Beaver unified reward and cost scorers (PKU-Alignment, Safe-RLHF; datasets-and-evaluation.md §4).
+"""Beaver unified reward and cost scorers (PKU-Alignment, Safe-RLHF; docs/evaluation.md §4).
 
 `beaver-7b-unified-reward|cost` are LLaMA-7B score models: the LLaMA backbone plus a linear `score_head`
-(hidden → 1), whose end score is read at the **last position whose attention mask is 1** (methods.md §3.1). The
+(hidden → 1), whose end score is read at the **last position whose attention mask is 1** (docs/methods.md §3.1). The
 checkpoints declare a Safe-RLHF class (`LlamaForScore`) that transformers does not ship, and `pip install
 safe-rlhf` is an unrelated placeholder, so `LlamaScoreModel` below is our own small reader with the same parameter
 names (`model.*`, `score_head.*`). Text: the Beaver template exactly, EOS appended (§4.2). Cost > 0 ⇒ unsafe.

@@ -1,4 +1,4 @@
-"""Pairwise LLM judge on any OpenAI-compatible chat endpoint, following SACPO's protocol (datasets-and-evaluation.md §5).
+"""Pairwise LLM judge on any OpenAI-compatible chat endpoint, following SACPO's protocol (docs/evaluation.md §5).
 
 - Two rubrics, judged separately: helpfulness (1–10) and harmlessness (0–10, BeaverTails harm categories).
 - **Both answer orders** for every pair (position bias, trap 7), `repeats` samples per ordered pair (SACPO: 3).

@@ -1,4 +1,4 @@
-"""Safe-RLHF's score-model losses (methods.md §3.2–3.3), as plain functions on end scores.
+"""Safe-RLHF's score-model losses (docs/methods.md §3.2–3.3), as plain functions on end scores.
 
 Both take the scalar end score of each response of a pair. The μ term keeps scores near zero: Safe-RLHF applies it
 as `μ·mean(score²)` over both responses (code only, not in the paper). TRL's `center_rewards_coefficient` is a

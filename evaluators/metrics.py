@@ -1,4 +1,4 @@
-"""Metric declarations, and the safety metrics with bootstrap confidence intervals (datasets-and-evaluation.md §4.3,
+"""Metric declarations, and the safety metrics with bootstrap confidence intervals (docs/evaluation.md §4.3,
 docs/results-schema.md).
 
 Every interval is a 95% percentile bootstrap over prompts (one run). Across seeds, `bootstrap_seeds_prompts`

@@ -1,6 +1,6 @@
 """TruthfulQA: multiple-choice metrics under the policy (MC1/MC2/MC3) and a generation truthfulness judge.
 
-**MC** (datasets-and-evaluation.md §2.2–2.3): the six-example QA primer of the TruthfulQA paper, as
+**MC** (docs/evaluation.md §2.2–2.3): the six-example QA primer of the TruthfulQA paper, as
 lm-evaluation-harness's `truthfulqa_mc1.yaml` builds it, then `\\n\\nQ: {question}\\nA:`; each answer is scored as
 the continuation `" " + answer`, `s(a)` = the **sum** of its token log-probs (no length normalisation), tokens split
 as lm-eval does (context and context+continuation tokenised without special tokens, continuation = the tail).

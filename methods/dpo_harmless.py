@@ -1,4 +1,4 @@
-"""`dpo-harmless`: DPO on the cost pairs D_c with chosen = the **safer** response (methods.md §8).
+"""`dpo-harmless`: DPO on the cost pairs D_c with chosen = the **safer** response (docs/methods.md §8).
 
 SACPO's naive-merge ingredient uses β = 0.01; the default here is the shared train.beta.
 """

@@ -1,4 +1,4 @@
-"""`dpo-helpful`: DPO on the reward pairs D_r (chosen = more helpful), reference = the SFT model (methods.md §8).
+"""`dpo-helpful`: DPO on the reward pairs D_r (chosen = more helpful), reference = the SFT model (docs/methods.md §8).
 
 Upstream: safe-rlhf `scripts/dpo.sh` (β 0.1, lr 1e-6, 2 epochs); the harness runs every method under the run's
 one shared `train` regime, so only β is a method option here.

@@ -1,6 +1,6 @@
-"""MoCAN (arXiv 2405.19544, NeurIPS 2024; methods.md §5.1): model-based constrained alignment in one DPO run.
+"""MoCAN (arXiv 2405.19544, NeurIPS 2024; docs/methods.md §5.1): model-based constrained alignment in one DPO run.
 
-The dual of the KL-regularised constrained problem (methods.md §1) is convex and smooth in λ, so MoCAN solves it
+The dual of the KL-regularised constrained problem (docs/methods.md §1) is convex and smooth in λ, so MoCAN solves it
 *offline*, on responses sampled once from the SFT policy π_ref and scored by the reward and cost annotators, and
 then runs a single DPO toward `π*_{λ*} ∝ π_ref·exp((r + λ*·g)/β)`, `g = −cost`:
 

@@ -1,4 +1,4 @@
-"""P-SACPO (arXiv 2404.11049 §6; methods.md §4.4): SACPO plus a linear weight merge, no extra training.
+"""P-SACPO (arXiv 2404.11049 §6; docs/methods.md §4.4): SACPO plus a linear weight merge, no extra training.
 
     θ(q) = (1 − q)·θ_{π_r} + q·θ_{SACPO}
 

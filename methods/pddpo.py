@@ -1,4 +1,4 @@
-"""`pddpo`: Primal-Dual DPO (arXiv 2510.05703), Algorithm 1 as reconstructed in methods.md §2.5.
+"""`pddpo`: Primal-Dual DPO (arXiv 2510.05703), Algorithm 1 as reconstructed in docs/methods.md §2.5.
 
     π_r̂ ← DPO(π_ref, D_r, β)                                    stage 1 (reward pairs)
     for k = 1..K:
@@ -41,7 +41,7 @@ class PDDPOConfig(RangeChecked):
     lambda_init: float = field(default=1.0, metadata={"range": ">=0", "help": "[ours] λ_1 of the dual loop (paper: unknown)"})
     num_iterations: int = field(default=3, metadata={"range": ">=0", "help": "[ours] K primal-dual iterations (paper: unknown; 3-5 suggested)"})
     eta: float = field(default=10.0, metadata={"range": ">=0", "help": "[ours] dual step size η; ~10-20 moves λ by O(1) when Ĉ is a rate"})
-    lambda_max: float = field(default=20.0, metadata={"range": ">0", "help": "[ours] projection cap Λ_max (guards β/λ collapse, methods.md §2.10.6)"})
+    lambda_max: float = field(default=20.0, metadata={"range": ">0", "help": "[ours] projection cap Λ_max (guards β/λ collapse, docs/methods.md §2.10.6)"})
     lambda_min: float = field(default=0.0, metadata={"range": ">=0", "help": "[ours] λ_k <= this -> π_k = π_r̂ without training (the λ = 0 guard: β/λ is infinite)"})
     threshold: float | None = field(default=None, metadata={"help": "[ours] constraint b in the estimator's units; None = scoring.threshold"})
     threshold_units: str | None = field(default=None, metadata={"range": "in:unsafe_rate|mean_cost", "help": "[ours] unsafe_rate (fraction with cost > 0) | mean_cost (raw mean); None = scoring.threshold_units"})

@@ -1,4 +1,4 @@
-"""`pddpo-online`: O-PD-DPO, the online variant of PD-DPO (methods.md §2.8).
+"""`pddpo-online`: O-PD-DPO, the online variant of PD-DPO (docs/methods.md §2.8).
 
 Known from the paper: exploration bonuses from inverted feature covariances go *inside* the rearranged DPO
 objective. The loss used here is the spec's **RECONSTRUCTION [derived], not the paper's published loss**:
@@ -129,7 +129,7 @@ class OnlinePDDPO(PDDPO):
             model_path=str(ctx.out_dir), models_trained=2,
             networks_held=networks_held(["frozen SFT feature model (φ for the elliptical bonuses)"]), trajectory=trajectory,
             extra={"mode": "online", "beta": beta, "threshold": b, "threshold_units": units, "lambda_final": lam,
-                   "iterations": c.num_iterations, "loss": "RECONSTRUCTION (methods.md §2.8), not the paper's loss",
+                   "iterations": c.num_iterations, "loss": "RECONSTRUCTION (docs/methods.md §2.8), not the paper's loss",
                    "provenance": "no O-PD-DPO experiment is known [paper]; every setting here is [ours]"},
         )
 

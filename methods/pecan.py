@@ -1,4 +1,4 @@
-"""PeCAN (arXiv 2405.19544, NeurIPS 2024; methods.md §5.2): preference-based constrained alignment.
+"""PeCAN (arXiv 2405.19544, NeurIPS 2024; docs/methods.md §5.2): preference-based constrained alignment.
 
 Without reward or cost models, PeCAN uses two pre-aligned policies as implicit scorers:
 `π_r = DPO(π_ref, D_r, β)` and `π_g = DPO(π_ref, D_c, β)` give `h_r = log π_r/π_ref` and `h_g = log π_g/π_ref`

@@ -1,4 +1,4 @@
-"""`ppo-shaping`: PPO on the shaped score `R − ν·C` with a **fixed** ν and one critic (methods.md §8).
+"""`ppo-shaping`: PPO on the shaped score `R − ν·C` with a **fixed** ν and one critic (docs/methods.md §8).
 
 The Safe-RLHF baseline that shows what the learned λ buys: the same R and C (trained on this method's own train
 split), the same KL shaping, GAE and clipped PPO losses, but the cost enters the reward with a constant weight and

@@ -1,6 +1,6 @@
-"""SACPO (arXiv 2404.11049, NeurIPS 2024; methods.md §4): stepwise alignment for constrained preference optimisation.
+"""SACPO (arXiv 2404.11049, NeurIPS 2024; docs/methods.md §4): stepwise alignment for constrained preference optimisation.
 
-With `π*_r ∝ π_ref·exp(r/β)`, the Lagrangian optimum for a fixed λ factorises (methods.md §1, stepwise identity):
+With `π*_r ∝ π_ref·exp(r/β)`, the Lagrangian optimum for a fixed λ factorises (docs/methods.md §1, stepwise identity):
 
     π*_λ ∝ π*_r·exp(g/(β/λ))
 
@@ -53,7 +53,7 @@ class SACPO:
     def __init__(self, config: SACPOConfig):  # beta, lambda_, beta_over_lambda > 0: their "range" metadata
         self.config = config
 
-    safety_loss: ClassVar[str] = "dpo"  # the safety step's alignment loss L_align: dpo | kto (methods.md §4.1)
+    safety_loss: ClassVar[str] = "dpo"  # the safety step's alignment loss L_align: dpo | kto (docs/methods.md §4.1)
 
     def align(self, ctx: TrainContext, name: str, pairs: list, init: str | Path, beta: float, out_dir: Path) -> Path:
         """One alignment step from `init`, with `init` as the frozen reference: DPO on the pairs, or, for the safety step
@@ -81,7 +81,7 @@ class SACPO:
 
         (name1, pairs1, beta1), (name2, pairs2, beta2) = stages
         first = self.align(ctx, name1, pairs1, ctx.policy_path, beta1, ctx.work_dir / f"sacpo_{name1}")
-        # the frozen reference of stage 2 is its starting checkpoint, the stage-1 model (methods.md §4.2)
+        # the frozen reference of stage 2 is its starting checkpoint, the stage-1 model (docs/methods.md §4.2)
         final = self.align(ctx, name2, pairs2, first, beta2, final_dir)
         info: dict[str, Any] = {"beta": beta, "beta_over_lambda": beta_safe, "lambda": beta / beta_safe, "order": f"{name1}->{name2}",
                                 "safety_loss": self.safety_loss}

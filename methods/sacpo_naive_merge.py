@@ -1,4 +1,4 @@
-"""`sacpo-naive-merge`: SACPO's naive-merging ablation (arXiv 2404.11049; methods.md §4.4), no stepwise alignment.
+"""`sacpo-naive-merge`: SACPO's naive-merging ablation (arXiv 2404.11049; docs/methods.md §4.4), no stepwise alignment.
 
 Instead of aligning the helpfulness model further for safety (SACPO, P-SACPO), two models are aligned
 *independently from the SFT model* and their weights are averaged linearly:
@@ -9,8 +9,8 @@ Instead of aligning the helpfulness model further for safety (SACPO, P-SACPO), t
 
 Both trainings are content-addressed (harness/training/artifacts.py): π_H is the same training as SACPO's step 1 (and
 `dpo-helpful`'s at the same β), π_S the same as reversed SACPO's step 1, so a suite trains each once.
-Provenance: the rule and β/λ = 0.01 follow methods.md §4.4 [paper]; the default q = 0.5 is [ours] (the middle of
-P-SACPO's grid q ∈ {0.25, 0.5, 0.75} [code]; methods.md does not state the naive baseline's q).
+Provenance: the rule and β/λ = 0.01 follow docs/methods.md §4.4 [paper]; the default q = 0.5 is [ours] (the middle of
+P-SACPO's grid q ∈ {0.25, 0.5, 0.75} [code]; the paper does not state the naive baseline's q).
 """
 
 from __future__ import annotations
@@ -69,4 +69,4 @@ class SACPONaiveMerge:
         return TrainResult(model_path=str(out), models_trained=2, networks_held=["policy", "reference"],
                            extra={"variant": "naive-merge", "beta": beta, "beta_over_lambda": beta_safe, "lambda": beta / beta_safe,
                                   "q": q, "merged": {"helpful (weight 1-q)": str(models["helpful"]), "safe (weight q)": str(models["safe"])},
-                                  "provenance": "rule and beta/lambda = 0.01 [paper, methods.md 4.4]; q = 0.5 [ours]"})
+                                  "provenance": "rule and beta/lambda = 0.01 [paper, docs/methods.md §4.4]; q = 0.5 [ours]"})

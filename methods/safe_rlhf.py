@@ -1,4 +1,4 @@
-"""`safe-rlhf`: PPO-Lagrangian with a learned multiplier (Safe-RLHF, arXiv 2310.12773; methods.md §3).
+"""`safe-rlhf`: PPO-Lagrangian with a learned multiplier (Safe-RLHF, arXiv 2310.12773; docs/methods.md §3).
 
     min_θ max_{λ≥0}  −J_R(θ) + λ·(J_C(θ) − d)
 
@@ -38,7 +38,7 @@ Upstream (read, not copied): PKU-Alignment/safe-rlhf@82743cc `safe_rlhf/algorith
 - **Position ids** are derived from the attention mask in every forward pass, matching `generate` on left-padded
   prompts (upstream relies on defaults).
 - Scale-out: DDP through accelerate works as is (the episode-cost window is averaged over ranks, as upstream).
-  7B-class runs need ZeRO-3 for the frozen models too (ecosystem.md §8, TRL's `prepare_deepspeed`): not wired here.
+  7B-class runs need ZeRO-3 for the frozen models too (docs/scale-out.md, TRL's `prepare_deepspeed`): not wired here.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ log = logging.getLogger("bench")
 
 @dataclass
 class SafeRLHFConfig(RangeChecked):
-    """PPO-Lagrangian hyper-parameters; defaults are upstream's `scripts/ppo-lag.sh` (methods.md §3.4).
+    """PPO-Lagrangian hyper-parameters; defaults are upstream's `scripts/ppo-lag.sh` (docs/methods.md §3.4).
 
     Sizes left at 0 follow the run config, so one file scales from the tiny profile to 7B: prompts per rollout =
     `train.batch_size` (upstream 16/device), rollouts = `train.max_steps` when set, else `rollout_epochs` (or

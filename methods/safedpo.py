@@ -1,4 +1,4 @@
-"""SafeDPO (arXiv 2505.20065, ICLR 2026; methods.md §7): a hard safety constraint in one DPO run.
+"""SafeDPO (arXiv 2505.20065, ICLR 2026; docs/methods.md §7): a hard safety constraint in one DPO run.
 
 The target is `π*(y|x) ∝ π_ref(y|x)·exp(r/β)·1[safe(x, y)]`. SafeDPO reaches it from helpfulness pairs with
 per-response safety labels by (1) a data transform T(D) and (2) a safety margin Δ inside the sigmoid:

@@ -1,4 +1,4 @@
-"""`sft`: the SFT policy itself, untrained — the reference point and the win-rate anchor (methods.md §8)."""
+"""`sft`: the SFT policy itself, untrained — the reference point and the win-rate anchor (docs/methods.md §8)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's results: the cpu-profile suite (all 15 registered methods) on PKU-SafeRLHF, judged by the leaderboard
-# judges, then the leaderboard (md/csv/html + figures) in docs/ and the README table regenerated from it.
+# judges, then the leaderboard (md/csv/html + figures) in docs/ and the README's numbers regenerated from it.
 #
 #   scripts/cpu_suite.sh [SEEDS]          # default 0,1,2 (issue 10: 3 seeds); e.g. scripts/cpu_suite.sh 0
 #
@@ -32,6 +32,7 @@ for fmt in md csv html; do
     --output "docs/leaderboard-cpu.$fmt" --plots-dir docs/leaderboard-cpu-plots
 done
 .venv/bin/python scripts/readme_results.py docs/leaderboard-cpu.md --seeds "$SEEDS" --runs-dir "$RUNS" --suite cpu-suite \
-  --methods "$METHODS" --learned-doc docs/learning-cpu.md
-echo "wrote docs/leaderboard-cpu.{md,csv,html}, docs/leaderboard-cpu-plots/, docs/learning-cpu.md and the README's results table (suite exit $status)"
+  --methods "$METHODS" --learned-doc docs/learning-cpu.md --readme docs/results-cpu.md --learned-page docs/methods-overview.md
+.venv/bin/python scripts/readme_numbers.py   # the README's headline, judges and cost blocks, from docs/
+echo "wrote docs/leaderboard-cpu.{md,csv,html}, docs/leaderboard-cpu-plots/, docs/learning-cpu.md, docs/results-cpu.md and the README's numbers (suite exit $status)"
 exit "$status"

@@ -1,7 +1,9 @@
-"""Regenerate the README's cpu results table from the leaderboard export (`scripts/cpu_suite.sh` calls this).
+"""Regenerate docs/results-cpu.md's results table (and docs/methods-overview.md's learning block) from the leaderboard
+export and the runs' records (`scripts/cpu_suite.sh` calls this; the README's own numbers are scripts/readme_numbers.py's).
 
-    python scripts/readme_results.py docs/leaderboard-cpu.md [--seeds 0,1,2] [--readme README.md]
+    python scripts/readme_results.py docs/leaderboard-cpu.md [--seeds 0,1,2] [--readme docs/results-cpu.md]
                                      [--runs-dir results/cpu-suite --suite cpu-suite --methods sft,pddpo,...]
+                                     [--learned-page docs/methods-overview.md]
 
 Everything between the markers `<!-- cpu-results:begin -->` and `<!-- cpu-results:end -->` is replaced by the
 leaderboard's markdown (its table, tiers and the notes that say in words which differences are significant; the
@@ -131,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("leaderboard", type=Path, help="the leaderboard's markdown export (bench leaderboard --format md)")
     ap.add_argument("--seeds", default="?", help="seeds the suite ran, for the header line")
-    ap.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "README.md")
+    ap.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "results-cpu.md",
+                    help="the page holding the cpu-results block")
+    ap.add_argument("--learned-page", type=Path, default=None,
+                    help="with --runs-dir: the page holding the cpu-learned block (default: the --readme page)")
     ap.add_argument("--runs-dir", type=Path, default=None, help="also regenerate the learning-checks block from these runs' records")
     ap.add_argument("--suite", default="cpu-suite", help="with --runs-dir: only this suite's runs")
     ap.add_argument("--learned-doc", type=Path, default=None,
@@ -164,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
                                          f"finished run (harness/training/learning.py; docs/learning-checks.md).\n\n"
                                          f"{learned_table(a.runs_dir, a.suite, methods)}\n")
                 per_run = f" Every check of every run, with its 95% CI: [{a.learned_doc.as_posix()}]({a.learned_doc.as_posix()})."
-            text = replace_block(text, f"{source}{per_run}\n\n{learned_summary(a.runs_dir, a.suite, methods)}", LEARNED)
+            learned = f"{source}{per_run}\n\n{learned_summary(a.runs_dir, a.suite, methods)}"
+            if a.learned_page is not None and a.learned_page != a.readme:
+                a.learned_page.write_text(replace_block(a.learned_page.read_text(), learned, LEARNED))
+            else:
+                text = replace_block(text, learned, LEARNED)
         a.readme.write_text(text)
     except ValueError as exc:
         print(f"error: {a.readme}: {exc}", file=sys.stderr)

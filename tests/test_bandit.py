@@ -1,4 +1,4 @@
-"""LLM-free correctness test of PD-DPO's math on a tabular constrained bandit (methods.md §1, §2.3-2.5).
+"""LLM-free correctness test of PD-DPO's math on a tabular constrained bandit (docs/methods.md §1, §2.3-2.5).
 
 3 prompts × 4 responses with known reward r and cost c, a fixed reference table π_ref, and a softmax-table
 policy. Preference data is every response pair with its *exact* Bradley–Terry probability (σ(r_i − r_j) for
@@ -24,7 +24,7 @@ I, J = map(list, zip(*itertools.combinations(range(R.shape[1]), 2)))
 
 
 def closed_form(lam: float) -> torch.Tensor:
-    """π*_λ ∝ π_ref·exp((r − λc)/β) (methods.md §1)."""
+    """π*_λ ∝ π_ref·exp((r − λc)/β) (docs/methods.md §1)."""
     return torch.softmax(REF + (R - lam * C) / BETA, dim=-1)
 
 

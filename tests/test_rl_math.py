@@ -1,4 +1,4 @@
-"""PPO-Lagrangian math against hand-computed values (methods.md §3.4)."""
+"""PPO-Lagrangian math against hand-computed values (docs/methods.md §3.4)."""
 
 from __future__ import annotations
 

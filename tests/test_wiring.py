@@ -635,7 +635,7 @@ def test_sacpo_naive_merge_stage_calls_records_and_result(tmp_path, fake_dpo, mo
     assert res.model_path == str(ctx.out_dir) and res.models_trained == 2 and res.networks_held == ["policy", "reference"]
     assert res.extra == {"variant": "naive-merge", "beta": 0.1, "beta_over_lambda": 0.01, "lambda": pytest.approx(10.0), "q": 0.5,
                          "merged": {"helpful (weight 1-q)": str(helpful), "safe (weight q)": str(safe)},
-                         "provenance": "rule and beta/lambda = 0.01 [paper, methods.md 4.4]; q = 0.5 [ours]"}
+                         "provenance": "rule and beta/lambda = 0.01 [paper, docs/methods.md §4.4]; q = 0.5 [ours]"}
 
 
 def test_sacpo_naive_merge_refusals_name_the_problem_and_the_fix(tmp_path, fake_dpo, monkeypatch) -> None:
@@ -1621,7 +1621,7 @@ def test_online_pddpo_two_iterations_records_and_lambda_zero_guard(tmp_path, fak
     assert "frozen SFT feature model (φ for the elliptical bonuses)" in res.networks_held
     assert {k: res.extra[k] for k in ("mode", "beta", "threshold", "threshold_units", "lambda_final", "iterations")} == {
         "mode": "online", "beta": 0.1, "threshold": 0.2, "threshold_units": "unsafe_rate", "lambda_final": 0.0, "iterations": 2}
-    assert (res.extra["loss"], res.extra["provenance"]) == ("RECONSTRUCTION (methods.md §2.8), not the paper's loss",
+    assert (res.extra["loss"], res.extra["provenance"]) == ("RECONSTRUCTION (docs/methods.md §2.8), not the paper's loss",
                                                             "no O-PD-DPO experiment is known [paper]; every setting here is [ours]")
     for bad in ("method.sample_temperature=0", "method.warm_start=other"):
         with pytest.raises(BenchError, match="(sample_temperature': 0.0|warm_start': 'other') is out of range; use (a value > 0|one of previous, pi_r)"):

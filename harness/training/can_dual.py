@@ -1,4 +1,4 @@
-"""The CAN family's shared machinery (MoCAN, PeCAN; arXiv 2405.19544, methods.md §5): the projected-gradient dual
+"""The CAN family's shared machinery (MoCAN, PeCAN; arXiv 2405.19544, docs/methods.md §5): the projected-gradient dual
 solver, the Bernoulli relabelling of preference pairs, the sampler of π_ref responses for the dual, and the settings
 both methods share (`CANDualConfig`). The method files (`methods/mocan.py`, `methods/pecan.py`) hold only their own
 dual objective and `train`.
@@ -66,7 +66,7 @@ def projected_gradient_descent(
     max_attempts: int = 5,
     lambda_cap: float | None = None,
 ) -> DualResult:
-    """Minimise a convex D over λ ≥ 0 given D': `λ ← max(0, λ − η·D'(λ))` (CAN's dual solver, methods.md §5.1).
+    """Minimise a convex D over λ ≥ 0 given D': `λ ← max(0, λ − η·D'(λ))` (CAN's dual solver, docs/methods.md §5.1).
 
     Converged once the last `window` iterates all lie within `tol` of the current one (and at least `min_iters`
     steps were taken). Otherwise restart from `lambda_init` with η halved, at most `max_attempts` attempts in all

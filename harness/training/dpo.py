@@ -1,6 +1,6 @@
 """One DPO run, the way every DPO-family method needs it: `train_dpo(pairs, init=, ref=, beta=, ...) -> out_dir`.
 
-A thin wrapper over TRL 1.16's `DPOTrainer` (docs/ecosystem.md §1.2-1.4):
+A thin wrapper over TRL 1.16's `DPOTrainer` (docs/methods.md §10):
 
 - **Reference.** `ref=None` means "the init checkpoint"; any other reference (PD-DPO's π_r̂ while warm-starting
   from π_{k-1}) is passed to TRL explicitly. Reference log-probs are always precomputed once
@@ -60,7 +60,7 @@ log = logging.getLogger("bench")
 
 
 def usable_pairs(pairs: Sequence["PreferencePair"], margins: Sequence[float] | None = None) -> tuple[list[int], int]:
-    """Indices of pairs DPO can learn from: chosen and rejected must differ (methods.md §8). (kept, dropped)."""
+    """Indices of pairs DPO can learn from: chosen and rejected must differ (docs/methods.md §8). (kept, dropped)."""
     if margins is not None and len(margins) != len(pairs):
         raise BenchError(f"train_dpo: {len(margins)} margins for {len(pairs)} pairs (one margin per pair)")
     keep = [i for i, p in enumerate(pairs) if p.chosen.strip() != p.rejected.strip()]

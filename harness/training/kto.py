@@ -5,7 +5,7 @@ A thin wrapper over TRL 1.16's `KTOTrainer` that mirrors `harness.training.dpo.t
 - **Data.** KTO learns from unpaired responses, each labelled desirable or undesirable. `kto_examples` derives them
   from preference pairs that carry per-response safety labels (the cost pairs of PKU-SafeRLHF: `chosen_safe`,
   `rejected_safe`): desirable ⇔ the response is labelled safe, as upstream SACPO's `src/util.py` does
-  (desirable ⇔ `is_response_k_safe`; methods.md §4.2). A response without a label is left out, never guessed.
+  (desirable ⇔ `is_response_k_safe`; docs/methods.md §4.2). A response without a label is left out, never guessed.
 - **Weights.** `w_D = 1`, `w_U = n_desirable / n_undesirable` [code `src/train/safety_kto.py`]: the two classes then
   weigh the same in the loss whatever their counts (`kto_weights`).
 - **Reference.** The init checkpoint, always (SACPO's KTO step references the step-1 model it starts from). Its

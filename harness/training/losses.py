@@ -58,7 +58,7 @@ def dpo_loss(
 
 
 def stage2_beta(beta: float, lam: float) -> float:
-    """PD-DPO's stage-2 temperature β/λ (methods.md §2.3). λ ≤ 0 has no finite temperature: the primal solution
+    """PD-DPO's stage-2 temperature β/λ (docs/methods.md §2.3). λ ≤ 0 has no finite temperature: the primal solution
     is π_r̂ itself, so callers must skip training instead (§2.4 "λ = 0 guard")."""
     if not lam > 0:
         raise ValueError(f"PD-DPO stage 2 needs λ > 0 (got {lam}); at λ = 0 the solution is π_r̂: skip training")
@@ -76,7 +76,7 @@ def pddpo_stage2_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PD-DPO primal step: `L_DPO(θ; π_r̂, β/λ, D_c)` on cost pairs (chosen = safer), reference = π_r̂.
 
-    Minimiser: π ∝ π_r̂·exp(−λc/β) = π*_λ (methods.md §2.3). Raises for λ ≤ 0 (see `stage2_beta`).
+    Minimiser: π ∝ π_r̂·exp(−λc/β) = π*_λ (docs/methods.md §2.3). Raises for λ ≤ 0 (see `stage2_beta`).
     """
     return dpo_loss(pol_safe, pol_unsafe, rhat_safe, rhat_unsafe, stage2_beta(beta, lam), margin)
 
@@ -90,7 +90,7 @@ def online_bonus_margin(
 ) -> torch.Tensor:
     """O-PD-DPO exploration term `(B(x,y_u) − B(x,y_s))/λ` with `B = b_r + λ·b_c`.
 
-    RECONSTRUCTION (methods.md §2.8, [derived]), not the paper's published loss: substituting the optimistic
+    RECONSTRUCTION (docs/methods.md §2.8, [derived]), not the paper's published loss: substituting the optimistic
     target π_ref·exp((r̂ + b_r − λ(ĉ − b_c))/β) into the Bradley–Terry cost likelihood gives
     ĉ(y_u) − ĉ(y_s) = (β/λ)[h^{π_r̂}(y_s) − h^{π_r̂}(y_u)] + (B(y_u) − B(y_s))/λ.
     """
@@ -113,7 +113,7 @@ def pddpo_online_loss(
     bonus_c_safe: torch.Tensor,
     bonus_c_unsafe: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bonus-augmented stage-2 loss of O-PD-DPO. RECONSTRUCTION (methods.md §2.8), re-derive before relying on it:
+    """Bonus-augmented stage-2 loss of O-PD-DPO. RECONSTRUCTION (docs/methods.md §2.8), re-derive before relying on it:
 
     `−log σ( (β/λ)·[h^{π_r̂}(y_s) − h^{π_r̂}(y_u)] + (B(y_u) − B(y_s))/λ )`, `B = b_r + λ·b_c`.
     """
@@ -125,7 +125,7 @@ def pddpo_online_loss(
 
 
 def dual_update(lam: float, cost_estimate: float, threshold: float, eta: float, lam_max: float) -> float:
-    """Projected subgradient step on the dual: `λ ← clip(λ + η·(Ĉ − b), 0, Λ_max)` (methods.md §2.4).
+    """Projected subgradient step on the dual: `λ ← clip(λ + η·(Ĉ − b), 0, Λ_max)` (docs/methods.md §2.4).
 
     `Ĉ − b` is −D'(λ), so this is gradient descent on the convex dual D; λ rises while the constraint is violated.
     """
@@ -138,7 +138,7 @@ def dual_update(lam: float, cost_estimate: float, threshold: float, eta: float, 
 
 
 def ridge_inverse(dim: int, kappa: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Σ⁻¹ for Σ = κ·I (no data yet). κ > 0 keeps Σ invertible (methods.md §2.10.9)."""
+    """Σ⁻¹ for Σ = κ·I (no data yet). κ > 0 keeps Σ invertible (docs/methods.md §2.10.9)."""
     if not kappa > 0:
         raise ValueError(f"ridge κ must be > 0 (got {kappa})")
     return torch.eye(dim, dtype=dtype) / kappa
@@ -159,7 +159,7 @@ def elliptical_bonus(phi: torch.Tensor, inv: torch.Tensor, alpha: float) -> torc
 
 
 class EllipticalBonus:
-    """Running Σ⁻¹ over pair feature differences, `Σ = κI + Σ_pairs (φ1 − φ2)(φ1 − φ2)ᵀ` (methods.md §2.8)."""
+    """Running Σ⁻¹ over pair feature differences, `Σ = κI + Σ_pairs (φ1 − φ2)(φ1 − φ2)ᵀ` (docs/methods.md §2.8)."""
 
     def __init__(self, dim: int, kappa: float, alpha: float):
         self.inv = ridge_inverse(dim, kappa)

@@ -1,7 +1,7 @@
 """Linear weight merging of two saved models of one architecture: `(1 − q)·θ_a + q·θ_b`, tensor by tensor.
 
 Used by P-SACPO (π_r with the SACPO model) and SACPO's naive-merge ablation (DPO(helpful) with DPO(safe), both from
-the SFT model); methods.md §4.4. Float32 accumulation, cast back to a's dtype; upstream merges with mergekit in bf16.
+the SFT model); docs/methods.md §4.4. Float32 accumulation, cast back to a's dtype; upstream merges with mergekit in bf16.
 """
 
 from __future__ import annotations

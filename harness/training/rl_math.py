@@ -1,4 +1,4 @@
-"""PPO / PPO-Lagrangian math for Safe-RLHF and PPO reward shaping (methods.md §3.4, §8), as plain torch.
+"""PPO / PPO-Lagrangian math for Safe-RLHF and PPO reward shaping (docs/methods.md §3.4, §8), as plain torch.
 
 Layout convention: every per-token tensor is (B, L) over the **response actions** of a rollout: column t is the
 t-th generated token, `log_probs[:, t] = log π(a_t | s_t)` and `values[:, t] = V(s_t)` (the state *before* a_t).
@@ -51,7 +51,7 @@ def kl_shaped_rewards(
 
     `k_t = log π_θ(a_t|s_t) − log π_ref(a_t|s_t)`. The reward stream is `−β·k_t + 1[t=T]·R(x,y)` (KL lowers
     reward); the cost stream is `+β·k_t + 1[t=T]·C(x,y)` (KL raises cost), so after the (1+λ)-normalised mixing
-    the actor's net KL weight is β for every λ (methods.md §3.4).
+    the actor's net KL weight is β for every λ (docs/methods.md §3.4).
     """
     if stream not in ("reward", "cost"):
         raise ValueError(f"stream must be 'reward' or 'cost', got {stream!r}")
