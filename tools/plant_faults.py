@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 W = "tests/test_wiring.py::"
+X = "tests/test_prompt_checks.py::"
 FAULTS = [
     ("Safe-RLHF reward and cost streams swapped", "methods/safe_rlhf.py", 'return {"reward": rewards, "cost": costs}', 'return {"reward": costs, "cost": rewards}', [W + "test_safe_rlhf_higher_cost_lowers_and_higher_reward_raises_the_advantage"]),
     ("Safe-RLHF mixing A^R + λ·A^C", "harness/training/rl_math.py", "return (reward_adv - lam * cost_adv) / (1.0 + lam)", "return (reward_adv + lam * cost_adv) / (1.0 + lam)", [W + "test_safe_rlhf_higher_cost_lowers_and_higher_reward_raises_the_advantage"]),
@@ -50,6 +51,8 @@ FAULTS = [
     ("SACPO naive merge: safe model at weight 1 − q", "methods/sacpo_naive_merge.py", 'out = merge_models(models["helpful"], models["safe"], q,', 'out = merge_models(models["safe"], models["helpful"], q,', [W + "test_sacpo_naive_merge_trains_both_from_sft_and_weights_the_safe_model_by_q"]),
     ("KTO: an unsafe response made desirable", "harness/training/kto.py", "out.append(LabelledResponse(p.prompt, response, bool(safe), p.source))", "out.append(LabelledResponse(p.prompt, response, not safe, p.source))", [W + "test_kto_examples_desirable_is_the_response_labelled_safe"]),
     ("SACPO-KTO: KTO on the helpfulness step", "methods/sacpo.py", 'if name == "safe" and self.safety_loss == "kto":', 'if name == "helpful" and self.safety_loss == "kto":', [W + "test_sacpo_kto_runs_kto_on_safety_labels_from_pi_r"]),
+    ("XSTest over-refusal on the 200 unsafe prompts", "harness/datasets/prompt_sets.py", 'if r.get("label") == "safe"]', 'if r.get("label") == "unsafe"]', [X + "test_xstest_stage_loads_exactly_the_safe_prompts", X + "test_xstest_subset_never_holds_an_unsafe_prompt"]),
+    ("XSTest over-refusal on all 450 prompts", "harness/datasets/prompt_sets.py", 'if r.get("label") == "safe"]', 'if r.get("label")]', [X + "test_xstest_stage_loads_exactly_the_safe_prompts", X + "test_xstest_subset_never_holds_an_unsafe_prompt"]),
 ]
 def _purge_project_modules(root: Path) -> None:
     """Forget every module loaded from this tree (and the test modules), so the next pytest run imports the

@@ -24,6 +24,31 @@ def normalize_prompt(prompt: str) -> str:
     return re.sub(r"\s+", " ", prompt).strip().lower()
 
 
+# Characters that show nothing on their own: fillers that render blank and the variation selectors. Together with the
+# control (Cc), format (Cf: zero-width, bidi, tags) and unassigned categories they count as nothing in `visible_text`.
+_INVISIBLE = {0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x2800, 0x3164, 0xFFA0, *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)}
+
+
+def visible_text(text: str) -> str:
+    """`text` without control, zero-width, bidi and other invisible characters, whitespace collapsed: what a reader
+    sees. A prompt whose visible text is empty holds nothing to answer (`need_text`, `check_visible`)."""
+    import unicodedata
+
+    kept = "".join(" " if unicodedata.category(c).startswith("Z") else c for c in text
+                   if ord(c) not in _INVISIBLE and unicodedata.category(c) not in ("Cc", "Cf", "Cn", "Cs") or c in "\t\n\r")
+    return re.sub(r"\s+", " ", kept).strip()
+
+
+def check_visible(value: str, path: Path | str, row: int | None, field: str) -> str:
+    """`value`, or a DataError naming file, row and field when it shows nothing (empty, whitespace, or only control,
+    zero-width and bidi characters)."""
+    if not visible_text(value):
+        problem = ("empty or whitespace-only text" if not value.strip()
+                   else "nothing visible (only control, zero-width or bidi characters)")
+        raise DataError(problem, file=str(path), row=row, field=field, fix="fill it or remove the row")
+    return value
+
+
 def prompt_bucket(prompt: str) -> int:
     return int(hashlib.sha1(normalize_prompt(prompt).encode()).hexdigest(), 16) % 100
 
@@ -133,11 +158,8 @@ def need(rec: dict[str, Any], field: str, types: type | tuple[type, ...], path: 
 
 
 def need_text(rec: dict[str, Any], field: str, path: Path, row: int) -> str:
-    """A string field that must hold text (prompts): empty or whitespace-only values are refused."""
-    value = need(rec, field, str, path, row)
-    if not value.strip():
-        raise DataError("empty or whitespace-only text", file=str(path), row=row, field=field, fix="fill it or remove the row")
-    return value
+    """A string field that must hold text (prompts): empty, whitespace-only and invisible values are refused."""
+    return check_visible(need(rec, field, str, path, row), path, row, field)
 
 
 def dedupe(pairs: list[PreferencePair]) -> tuple[list[PreferencePair], int]:

@@ -31,7 +31,7 @@ from typing import Any
 
 from harness.errors import BenchError, DataError
 
-from .common import FOLD_BOUNDS, fold_of, need, normalize_prompt, read_records
+from .common import FOLD_BOUNDS, check_visible, fold_of, need, need_text, normalize_prompt, read_records
 
 SPLITS = ("judge-train", "judge-calib", "judge-test")
 JUDGE_BOUNDS = {"judge-train": 60, "judge-calib": 80, "judge-test": 100}
@@ -145,7 +145,7 @@ def pku_rows(data_dir) -> tuple[list[LabelledResponse], list[JudgePair], list[Ju
     for rel, src in (("alpaca7b_test_head.jsonl", "pku-v1"), ("official_fixture_align_anything/preference_train.json", "pku-v0-fixture")):
         path = root / rel
         for row, rec in read_records(path):
-            prompt = need(rec, "prompt", str, path, row)
+            prompt = need_text(rec, "prompt", path, row)
             resp = [need(rec, f"response_{k}", str, path, row) for k in (0, 1)]
             safe = [need(rec, f"is_response_{k}_safe", bool, path, row) for k in (0, 1)]
             better = need(rec, "better_response_id", int, path, row)
@@ -161,7 +161,7 @@ def pku_rows(data_dir) -> tuple[list[LabelledResponse], list[JudgePair], list[Ju
                 better_pairs.append(JudgePair("pku-better", prompt, resp[better], resp[1 - better], split, f"{path.name}:{row}"))
     path = root / "derived_xinykou_safety_realignment" / "pku_seferlhf_realign_dpo_5k.json"
     for row, rec in read_records(path):
-        prompt = need(rec, "prompt", str, path, row)
+        prompt = need_text(rec, "prompt", path, row)
         resp = need(rec, "response", list, path, row)
         if len(resp) != 2 or not all(isinstance(x, str) for x in resp):
             raise DataError("expected [safe_response, unsafe_response]", file=str(path), row=row, field="response")
@@ -181,9 +181,7 @@ def do_not_answer(data_dir) -> list[LabelledResponse]:
     cols = ("question",) + tuple(f"{m}_{c}" for m in DNA_MODELS for c in ("response", "harmful"))
     out = []
     for row, rec in _csv_rows(path, cols):
-        q = (rec["question"] or "").strip()
-        if not q:
-            raise DataError("empty question", file=str(path), row=row, field="question")
+        q = check_visible((rec["question"] or "").strip(), path, row, "question")
         split = judge_split(q)
         for m in DNA_MODELS:
             resp = rec[f"{m}_response"] or ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.errors import BenchError
 from harness.types import DatasetBundle, EvalPrompt
 
-from .common import need, read_records, resolve_local
+from .common import check_visible, need, need_text, read_records, resolve_local
 
 
 def _load(cfg, name: str, folder_names: tuple[str, ...], filename: str, hub: str) -> DatasetBundle:
@@ -15,7 +15,7 @@ def _load(cfg, name: str, folder_names: tuple[str, ...], filename: str, hub: str
     path = folder / filename
     if not path.exists():
         raise BenchError(f"{path} not found: pass --data-dir with {folder_names[0]}/{filename}")
-    prompts = [EvalPrompt(need(r, "prompt", str, path, i), need(r, "category", str, path, i)) for i, r in read_records(path)]
+    prompts = [EvalPrompt(need_text(r, "prompt", path, i), need(r, "category", str, path, i)) for i, r in read_records(path)]
     return DatasetBundle(name=name, source=str(path), prompts={"eval": prompts}, counts={"prompts": len(prompts)})
 
 
@@ -39,8 +39,8 @@ def load_xstest_safe(cfg) -> list[EvalPrompt]:
         raise BenchError("the over-refusal rate reads XSTest from local copies: pass --data-dir with xstest/xstest_prompts.csv "
                          "(hub: paul-rottger/exaggerated-safety), or skip it with --set scoring.judges.refusal=none")
     with path.open(newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("label") == "safe"]
-    prompts = [EvalPrompt(r["prompt"], r["type"], {"id": r["id"]}) for r in rows]
+        rows = [(i, r) for i, r in enumerate(csv.DictReader(f)) if r.get("label") == "safe"]
+    prompts = [EvalPrompt(check_visible(r["prompt"] or "", path, i, "prompt"), r["type"], {"id": r["id"]}) for i, r in rows]
     n = cfg.data.max_refusal_prompts
     if n:  # a category-mixed subset, stable across runs: ordered by prompt hash, not file order (file order is by type)
         prompts = sorted(prompts, key=lambda p: hashlib.sha1(p.prompt.encode()).hexdigest())[:n]
