@@ -20,7 +20,7 @@ from typing import Any
 from harness.errors import BenchError, DataError
 from harness.types import DatasetBundle, EvalPrompt, PreferencePair
 
-from .common import fold_of, hub_offline, resolve_local
+from .common import check_visible, fold_of, hub_offline, resolve_local
 
 HUB_ID = "truthfulqa/truthful_qa"
 HUB_REVISION = "main"  # [verify] pin the commit on a networked host
@@ -46,9 +46,7 @@ def _from_csv(folder: Path) -> list[dict[str, Any]]:
         if missing:
             raise DataError("missing column", file=str(path), field=missing[0], fix=f"expected columns {', '.join(CSV_COLUMNS)}")
         for i, rec in enumerate(reader):
-            q = (rec["Question"] or "").strip()
-            if not q:
-                raise DataError("empty question", file=str(path), row=i, field="Question")
+            q = check_visible((rec["Question"] or "").strip(), path, i, "Question")
             rows.append({"question": q, "category": rec["Category"], "type": rec["Type"], "best_answer": rec["Best Answer"].strip(),
                          "correct_answers": _split_answers(rec["Correct Answers"]), "incorrect_answers": _split_answers(rec["Incorrect Answers"])})
     mc_path = folder / "data" / "mc_task.json"
