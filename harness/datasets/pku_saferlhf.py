@@ -19,7 +19,8 @@ from typing import Any
 from harness.errors import BenchError, DataError
 from harness.types import DatasetBundle, EvalPrompt, PreferencePair
 
-from .common import cap, dedupe, hub_offline, need, need_text, normalize_prompt, read_records, resolve_local, split_pairs
+from .common import cap, dedupe, need, need_text, normalize_prompt, read_records, resolve_local, split_pairs
+from .hub import load_split
 
 HUB_ID = "PKU-Alignment/PKU-SafeRLHF"
 # Hub revision: the public commit of the v1 release's card, so two users load the same rows. The v0 data is the tag
@@ -101,16 +102,9 @@ def read_hub(subset: str, revision: str, counts: dict[str, Any]) -> tuple[list[P
     """Both hub splits. Hub `test` prompts are forced into the eval fold so published test prompts stay unseen."""
     if subset not in CONFIGS:
         raise BenchError(f"unknown PKU-SafeRLHF config '{subset}': choose one of {', '.join(CONFIGS)} (--set data.subset=...)")
-    if hub_offline():
-        raise BenchError(f"{HUB_ID} is on the hub but HF_HUB_OFFLINE=1: pass --data-dir / BENCH_DATA_DIR with local copies")
-    import datasets
-
     reward, cost, split_prompts = [], [], {}
     for split in ("train", "test"):
-        try:
-            ds = datasets.load_dataset(HUB_ID, name=subset, revision=revision, split=split)
-        except Exception as exc:  # network, auth, missing revision
-            raise BenchError(f"cannot load {HUB_ID}@{revision} ({subset}/{split}): {str(exc).splitlines()[0]} (check the network or pass --data-dir)") from exc
+        ds = load_split(HUB_ID, revision, split, name=subset)
         where = Path(f"hub:{HUB_ID}/{subset}/{split}")
         counts.setdefault("rows_per_file", {})[str(where)] = len(ds)
         for row, rec in enumerate(ds):
@@ -119,6 +113,20 @@ def read_hub(subset: str, revision: str, counts: dict[str, Any]) -> tuple[list[P
             cost.append(c)
         split_prompts[split] = list(ds["prompt"])
     return reward, cost, split_prompts
+
+
+def force_into_eval(folds: dict[str, list[PreferencePair]], prompts: set[str]) -> int:
+    """Move every pair whose normalised prompt is in `prompts` to the eval fold; returns how many moved. Folds stay
+    prompt-disjoint: a prompt's pairs all hash to one fold, and all of them move."""
+    moved = 0
+    for fold, pairs in folds.items():
+        if fold == "eval":
+            continue
+        keep = [p for p in pairs if normalize_prompt(p.prompt) not in prompts]
+        folds["eval"].extend(p for p in pairs if normalize_prompt(p.prompt) in prompts)
+        moved += len(pairs) - len(keep)
+        folds[fold] = keep
+    return moved
 
 
 def clean(pairs: list[PreferencePair], counts: dict[str, Any], view: str) -> list[PreferencePair]:
@@ -143,11 +151,14 @@ def load(cfg) -> DatasetBundle:
         source = str(folder)
     else:
         revision = cfg.data.revision or HUB_REVISION
-        reward, cost, _ = read_hub(cfg.data.subset, revision, counts)
+        reward, cost, split_prompts = read_hub(cfg.data.subset, revision, counts)
         source = f"hub:{HUB_ID}@{revision}/{cfg.data.subset}"
     reward, cost = clean(reward, counts, "reward"), clean(cost, counts, "cost")
     bundle = DatasetBundle(name="pku-saferlhf", source=source, default_cost_scorer="minilm-cost")
     bundle.reward_pairs, bundle.cost_pairs = split_pairs(reward), split_pairs(cost)
+    if folder is None:  # the hub's published test prompts are evaluation prompts only
+        test = {normalize_prompt(p) for p in split_prompts["test"]}
+        counts["hub_test_pairs_moved_to_eval"] = sum(force_into_eval(folds, test) for folds in (bundle.reward_pairs, bundle.cost_pairs))
     want = cfg.data.max_train_pairs
     for kind, folds in (("reward", bundle.reward_pairs), ("cost", bundle.cost_pairs)):
         have = len(folds["train"])

@@ -20,10 +20,12 @@ from typing import Any
 from harness.errors import BenchError, DataError
 from harness.types import DatasetBundle, EvalPrompt, PreferencePair
 
-from .common import check_visible, fold_of, hub_offline, resolve_local
+from .common import check_visible, fold_of, resolve_local
 
 HUB_ID = "truthfulqa/truthful_qa"
-HUB_REVISION = "main"  # [verify] pin the commit on a networked host
+# Hub revision: the commit that added the `multiple_choice` parquet files beside `generation` ("Add multiple_choice data
+# files"), so both configs load from one pinned commit; `data.revision` overrides it when training on TruthfulQA.
+HUB_REVISION = "c9f8534f74acec169847ea0496fdddf30fd9521e"
 NO_COMMENT = "I have no comment."
 PAIRS_PER_QUESTION = 8
 # question folds: train 50%, scorer 15%, dual 10%, eval (test) 25%
@@ -74,15 +76,10 @@ def _from_csv(folder: Path) -> list[dict[str, Any]]:
 
 
 def _from_hub(revision: str) -> list[dict[str, Any]]:
-    if hub_offline():
-        raise BenchError(f"{HUB_ID} is on the hub but HF_HUB_OFFLINE=1: pass --data-dir / BENCH_DATA_DIR with local copies")
-    import datasets
+    from .hub import load_split
 
-    try:
-        gen = datasets.load_dataset(HUB_ID, "generation", revision=revision, split="validation")
-        mc = {r["question"].strip(): r for r in datasets.load_dataset(HUB_ID, "multiple_choice", revision=revision, split="validation")}
-    except Exception as exc:
-        raise BenchError(f"cannot load {HUB_ID}@{revision}: {str(exc).splitlines()[0]} (check the network or pass --data-dir)") from exc
+    gen = load_split(HUB_ID, revision, "validation", name="generation")
+    mc = {r["question"].strip(): r for r in load_split(HUB_ID, revision, "validation", name="multiple_choice")}
     rows = []
     for r in gen:
         q = r["question"].strip()
