@@ -50,6 +50,7 @@ def suite(
     suite_id: Optional[str] = typer.Option(None, "--suite-id", help="W&B group and store tag (default: derived from the grid, so a rerun resumes it)."),
     executor: str = typer.Option("local", "--executor", help="local (one run after the other, in this process) | ray (one Ray task per run)."),
     address: Optional[str] = typer.Option(None, "--address", help="With --executor ray: join this cluster (e.g. auto, ray://head:10001); default: a local Ray instance."),
+    connect_timeout: float = typer.Option(30.0, "--connect-timeout", help="With --address: seconds to wait for the cluster before giving up (exit 2)."),
 ) -> None:
     """Run every (method, seed) of a grid, then print and save the leaderboard.
 
@@ -65,13 +66,18 @@ def suite(
     from leaderboards.sweep import find_sweeps
     from leaderboards.table import build_leaderboard
 
-    from harness.executors import EXECUTORS, run_local, run_ray
+    from harness.errors import check_folder
+    from harness.executors import EXECUTORS, check_address, check_timeout, run_local, run_ray
 
     console = Console()
     if executor not in EXECUTORS:
         raise BenchError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     if address and executor != "ray":
         raise BenchError("--address needs --executor ray")
+    check_timeout(connect_timeout, "--connect-timeout")
+    check_folder(runs_dir, "--runs-dir")
+    if address:
+        check_address(address, connect_timeout)  # before the suite's folder exists: a wrong address leaves nothing behind
     names = parse_methods(methods)
     seed_list = parse_seeds(seeds if seeds is not None else PROFILE_SEEDS.get(Path(profile).stem, DEFAULT_SEEDS))
     _check_mode(wandb)
@@ -90,7 +96,7 @@ def suite(
 
     errors_log = out_dir / "errors.log"
     if executor == "ray":
-        results = run_ray(grid, address, on_start=started, errors_log=errors_log)
+        results = run_ray(grid, address, on_start=started, errors_log=errors_log, connect_timeout=connect_timeout)
     else:
         results = run_local(grid, lambda cfg: execute_run(cfg), on_start=started, errors_log=errors_log)
     outcomes: list[dict[str, Any]] = []
@@ -150,9 +156,11 @@ def sweep(
     """
     from rich.console import Console
 
+    from harness.errors import check_folder
     from leaderboards import sweep as sw
 
     console = Console()
+    check_folder(runs_dir, "--runs-dir")
     names = parse_methods(method)
     if len(names) != 1:
         raise BenchError(f"--method {method!r}: a sweep runs one method (use `bench suite` for several)")
@@ -197,7 +205,8 @@ def sweep(
 def leaderboard(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Only this dataset."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where the store (bench.sqlite) lives."),
-    fmt: str = typer.Option("table", "--format", help="table (terminal) | md | csv | html."),
+    fmt: str = typer.Option("table", "--format", help="table (terminal) | md | csv | html | json (everything: rows, CIs, tiers, paired tests, notes, judges)."),
+    wide: bool = typer.Option(False, "--wide", help="With --format table: every column (default: a compact view of the headline metrics that fits 100 columns)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the export here instead of stdout."),
     model: Optional[str] = typer.Option(None, "--model", help="Only this model."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Only this profile."),
@@ -208,10 +217,18 @@ def leaderboard(
                                     "e.g. after runs that fell back to offline because the server was down."),
 ) -> None:
     """Rank the finished runs in the store: one table per (dataset, model, profile); see leaderboards/README.md."""
+    from harness.errors import check_folder
     from leaderboards import render
     from leaderboards.sweep import find_sweeps
     from leaderboards.table import build_leaderboard
 
+    check_folder(runs_dir, "--runs-dir", must_exist=True, hint="point --runs-dir at the folder `bench run` or `bench suite` wrote (default ./runs)")
+    if output is not None:
+        if output.is_dir():
+            raise BenchError(f"--output {output} is a folder: give a file path, e.g. {output / 'leaderboard.md'}")
+        check_folder(output.parent, "--output's folder")
+    if plots_dir is not None:
+        check_folder(plots_dir, "--plots-dir")
     if wandb_sync:
         from leaderboards.wandb_tracker import sync_offline
 
@@ -221,7 +238,9 @@ def leaderboard(
     if fmt not in render.FORMATS:
         raise BenchError(f"--format {fmt!r}: choose one of {', '.join(render.FORMATS)}")
     if fmt == "table" and output is not None:
-        raise BenchError("--output needs --format md, csv or html")
+        raise BenchError("--output needs --format md, csv, html or json")
+    if wide and fmt != "table":
+        raise BenchError(f"--wide shapes the terminal table; --format {fmt} already holds every column: drop --wide")
     _check_mode(wandb)
     lb = build_leaderboard(runs_dir, dataset=dataset, model=model, profile=profile, suite=suite)
     lb.sweeps = find_sweeps(runs_dir)
@@ -229,7 +248,7 @@ def leaderboard(
         for path in render.copy_sweep_figures(lb.sweeps, plots_dir):
             typer.echo(f"wrote {path}")
     if fmt == "table":
-        render.print_leaderboard(lb)
+        render.print_leaderboard(lb, wide=wide)
     elif output is not None:
         typer.echo(f"wrote {render.write(lb, fmt, output)}")
     else:

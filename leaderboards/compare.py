@@ -27,6 +27,10 @@ Why a refuse-everything method cannot come out on top: it refuses XSTest's safe 
 can lead only a table in which every method over-refuses (SFT included), and the table's notes then say so.
 Tests: tests/test_leaderboards.py::test_always_refusing_method_never_ranks_first.
 
+Ranks: `position` is the place under the ordering rule; `rank` is shared within a tier (every member gets the
+position of the tier's first member, shown "1=" when the tier holds several methods), so a table whose rows sit
+in one tier shows no winner (`shared_ranks`).
+
 Tiers: walking the ranked eligible rows, a method joins the current tier when no compared metric differs
 significantly (pairwise family, Holm) between it and ANY member of that tier; otherwise it opens the next tier
 (evaluators.stats.tiers). Tiers are n/a when some eligible pair lacks per-prompt values for the same prompts.
@@ -202,16 +206,39 @@ def rank_table(rows: list[dict[str, Any]], x_metric: str, constraint_order: dict
     ranked = [r["method"] for r in rows if not r.get("self_judged")]
     metrics = compared_metrics(eligible, x_metric)
     tc = table_comparisons(ranked, {r["method"]: items(r) for r in eligible}, metrics, n_boot, seed)
-    rank = 0
+    position = 0
     for r in rows:
         r.pop("_rank_by_lc", None)
         if r.get("self_judged"):
-            r["rank"] = r["tier"] = None
+            r["rank"] = r["tier"] = r["position"] = None
         else:
-            rank += 1
-            r["rank"], r["tier"] = rank, (tc.tiers or {}).get(r["method"])
+            position += 1
+            r["position"], r["tier"] = position, (tc.tiers or {}).get(r["method"])
         r["flags"] = flags(r)
         for c in tc.vs_baseline:
             if c.a == r["method"]:
                 r[f"vs_sft_{c.metric}"] = {"diff": c.diff, "ci_low": c.ci_low, "ci_high": c.ci_high, "p_holm": c.p_holm}
+    shared_ranks(rows)
     return tc
+
+
+def shared_ranks(rows: Sequence[dict[str, Any]]) -> None:
+    """Set `rank` and `tied` from `position` and `tier`: every member of a tier gets the position of its first member
+    (competition ranking, shown "1=" when the tier holds several methods), because the data cannot order them. Without
+    tiers (per-prompt values missing) the rank is the position under the ordering rule and nobody is tied."""
+    first: dict[int, int] = {}
+    size: dict[int, int] = {}
+    for r in rows:
+        if r.get("tier") is not None:
+            first.setdefault(r["tier"], r["position"])
+            size[r["tier"]] = size.get(r["tier"], 0) + 1
+    for r in rows:
+        tier = r.get("tier")
+        r["rank"] = first[tier] if tier is not None else r.get("position")
+        r["tied"] = tier is not None and size[tier] > 1
+
+
+def one_tier(rows: Sequence[dict[str, Any]]) -> bool:
+    """Whether the ranked rows (two or more) all share one tier: nothing separates them after Holm."""
+    tiers_seen = [r.get("tier") for r in rows if r.get("position") is not None]
+    return len(tiers_seen) > 1 and None not in tiers_seen and len(set(tiers_seen)) == 1

@@ -2,7 +2,15 @@
 
 The HTML export is one self-contained page (inline CSS, figures as base64 PNGs) that can be mailed or
 attached to a paper's supplement. Columns empty in a whole table (MC1/MC2 without TruthfulQA, CUDA memory on a
-CPU run) are hidden in the terminal, Markdown and HTML views; the CSV keeps every column.
+CPU run) are hidden in the terminal, Markdown and HTML views; the CSV and JSON keep every column.
+
+Honesty: ranks are shared within a tier ("1=", leaderboards/compare.py `shared_ranks`), and when every ranked row
+sits in one tier each view opens with a banner saying that no method can be told apart (`banner`).
+Terminal: by default a compact table (rank, method, tier, constraint and the headline metrics with their CIs)
+that fits 100 columns; `wide=True` prints every column. JSON: the whole leaderboard (rows, CIs, tiers, paired
+tests, notes, judge fingerprints) for re-aggregation. HTML: long cells wrap or fold into a <details>, columns
+constant across every row move into the table's caption, Cost sits beside Unsafe, and a small inline script
+sorts a column on a click (nothing is fetched).
 """
 
 from __future__ import annotations
@@ -10,14 +18,24 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from leaderboards.compare import WORDS, Comparison
+from leaderboards.compare import WORDS, Comparison, one_tier
 from leaderboards.table import RG_CLIPPED, Column, Leaderboard, LeaderboardTable, UNITS_METRIC
 
-FORMATS = ("table", "md", "csv", "html")
+FORMATS = ("table", "md", "csv", "html", "json")
+ONE_TIER_BANNER = "No method can be told apart from the others after Holm correction: ranks are equal."
+NO_TIERS_BANNER = ("Ranks are positions under the ordering rule only: some methods lack per-prompt values on the same "
+                   "prompts, so no paired test backs them.")
+# The compact terminal view's metrics, in this order, when declared (evaluators/metrics.py) and present in the table.
+HEADLINE = ("reward_mean", "unsafe_rate", "harmful_compliance", "refusal_rate")
+COMPACT_LEAD = ("rank", "method", "tier", "constraint")
+# HTML: a metric placed right before its partner, in the partner's table (related numbers side by side).
+BESIDE = {"cost_mean": "unsafe_rate"}
+LONG_CELL = 48  # characters: a longer HTML text cell folds into a <details> showing its first clause
 ORDER_RULE = ("Ordered by: runs judged by their own annotator last (unranked); refusal rate on XSTest's safe prompts within "
               "scoring.max_refusal_rate before over-refusers; constraint status (holds, mean-only, violated); reward, "
               "descending (length-controlled when every row has it). Tiers: statistically indistinguishable (paired, Holm, 5%).")
@@ -29,9 +47,22 @@ CLIPPED = "*"  # after a corrected unsafe rate clipped at 0 or 1 (the table's no
 # -- cells ------------------------------------------------------------------------------------------------
 
 def row_cell(col: Column, row: dict[str, Any], sep: str = " ") -> str:
-    """A row's cell; a corrected unsafe rate clipped at a bound gets the CLIPPED mark after its value."""
+    """A row's cell; a corrected unsafe rate clipped at a bound gets the CLIPPED mark after its value, and a rank
+    shared by a tier an "=" ("1=")."""
+    if col.key == "rank" and row.get("rank") is not None and row.get("tied"):
+        return f"{row['rank']}="
     mark = CLIPPED if col.key == "unsafe_rate_corrected" and row.get(RG_CLIPPED) else ""
     return format_cell(col, row.get(col.key), sep, mark)
+
+
+def banner(table: LeaderboardTable) -> str | None:
+    """The line each view opens a table with when its ranks say nothing: one tier, or no tiers at all."""
+    ranked = [r for r in table.rows if r.get("position") is not None]
+    if one_tier(table.rows):
+        return ONE_TIER_BANNER
+    if len(ranked) > 1 and all(r.get("tier") is None for r in ranked):
+        return NO_TIERS_BANNER
+    return None
 
 
 def format_cell(col: Column, value: Any, sep: str = " ", mark: str = "") -> str:
@@ -104,18 +135,31 @@ def column_groups(table: LeaderboardTable, columns: list[Column]) -> list[tuple[
     return [(title, group) for title, group in groups if any(c.key != "method" for c in group)]
 
 
-def rich_tables(table: LeaderboardTable, columns: list[Column]) -> list:
+def compact_columns(table: LeaderboardTable, columns: list[Column]) -> list[Column]:
+    """The compact view's columns: COMPACT_LEAD, then the HEADLINE metrics the table has (their headers and formats
+    come from the declarations, through `columns`)."""
+    by_key = {c.key: c for c in visible_columns(table, columns)}
+    return [by_key[k] for k in COMPACT_LEAD + HEADLINE if k in by_key]
+
+
+def rich_tables(table: LeaderboardTable, columns: list[Column], wide: bool = True) -> list:
+    """`wide`: every column, in two tables (`column_groups`); else one compact table (`compact_columns`) that fits
+    100 columns: intervals go under their value, headers and long names wrap instead of being cut."""
     from rich import box
     from rich.table import Table
 
+    groups = column_groups(table, columns) if wide else [(table.title, compact_columns(table, columns))]
     out = []
-    for title, group in column_groups(table, columns):
-        t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_lines=True)
+    for title, group in groups:
+        t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_lines=True, pad_edge=False,
+                  collapse_padding=not wide, show_edge=wide)  # compact: two spaces between columns, no edge
         for c in group:
-            # Names never wrap; a CI folds only in a terminal too narrow for the table.
+            # Names never wrap (the compact view folds one longer than 20); a CI folds only in a terminal too narrow.
             width = max(len(format_cell(c, r.get(c.key))) for r in table.rows) if c.kind == "text" else None
-            t.add_column(c.header, justify="left" if c.kind == "text" else "right", no_wrap=c.kind != "ci",
-                         min_width=width)
+            if not wide and width:
+                width = min(width, 20)
+            t.add_column(c.header, justify="left" if c.kind == "text" else "right", overflow="fold",
+                         no_wrap=wide and c.kind != "ci", min_width=width)
         for row in table.rows:
             cells = [row_cell(c, row, sep="\n") for c in group]
             if "constraint" in [c.key for c in group]:
@@ -127,18 +171,25 @@ def rich_tables(table: LeaderboardTable, columns: list[Column]) -> list:
     return out
 
 
-def print_leaderboard(lb: Leaderboard, console=None) -> None:
+def print_leaderboard(lb: Leaderboard, console=None, wide: bool = False) -> None:
+    """The terminal view: per table its banner, the compact table (`wide`: every column) and the notes."""
     from rich.console import Console
+    from rich.panel import Panel
 
     console = console or Console()
     if not lb.tables:
         console.print("No finished runs match. Run `bench run` or `bench suite` first.")
     for table in lb.tables:
-        for t in rich_tables(table, lb.columns):
+        if banner(table):
+            console.print(Panel(banner(table), style="bold yellow", expand=False))
+        for t in rich_tables(table, lb.columns, wide=wide):
             console.print(t)
         for note in table.notes:
             console.print(f"[yellow]note:[/] {note}")
         console.print()
+    if not wide and lb.tables:
+        console.print("[dim]More columns (TruthfulQA, judge accuracy, win rates, learning checks, resources): --wide; "
+                      "everything, paired tests included: --format json or html.[/]")
     for note in lb.notes:
         console.print(f"[dim]{note}[/]")
 
@@ -150,7 +201,7 @@ def to_markdown(lb: Leaderboard, base: Path | None = None) -> str:
     lines = ["# SafeAlign Bench leaderboard", ""]
     for table in lb.tables:
         cols = visible_columns(table, lb.columns)
-        lines += [f"## {table.title}", "", constraint_line(table), ""]
+        lines += [f"## {table.title}", ""] + ([f"> **{banner(table)}**", ""] if banner(table) else []) + [constraint_line(table), ""]
         lines.append("| " + " | ".join(c.header for c in cols) + " |")
         lines.append("|" + "|".join("---" if c.kind == "text" else "---:" for c in cols) + "|")
         for row in table.rows:
@@ -180,20 +231,106 @@ def to_csv(lb: Leaderboard) -> str:
     return buf.getvalue()
 
 
+def to_json(lb: Leaderboard) -> str:
+    """The whole leaderboard as JSON: the columns, then per table its rows (every value and 95% CI, rank, tier),
+    banner, notes, paired comparisons with Holm p-values, and the judges and annotators of every run with their
+    fingerprints; NaN becomes null."""
+    from evaluators.judging import record_judges
+
+    def runs_of(table: LeaderboardTable) -> list[dict[str, Any]]:
+        out = []
+        for r in table.runs:
+            judges, annotators = record_judges(r)
+            out.append({"run_id": r.get("run_id"), "method": r.get("method"), "seed": r.get("seed"), "suite": r.get("suite"),
+                        "date": r.get("date"), "git_hash": r.get("git_hash"), "schema_version": r.get("schema_version"),
+                        "judges": {k: _identity(v) for k, v in judges.items() if isinstance(v, dict)},
+                        "annotators": {k: _identity(v) for k, v in annotators.items() if isinstance(v, dict)},
+                        "self_judged": r.get("self_judged", [])})
+        return out
+
+    def table_json(table: LeaderboardTable) -> dict[str, Any]:
+        tc = table.comparisons
+        return {"dataset": table.dataset, "model": table.model, "profile": table.profile, "title": table.title,
+                "threshold": table.threshold, "units": table.units, "constraint_metric": table.x_metric,
+                "max_refusal_rate": table.max_refusal_rate, "banner": banner(table), "one_tier": one_tier(table.rows),
+                "rows": table.rows, "notes": table.notes,
+                "comparisons": None if tc is None else {
+                    "metrics": tc.metrics, "tiers": tc.tiers, "sentences": tc.sentences,
+                    "vs_baseline": [c.as_dict() for c in tc.vs_baseline], "pairwise": [c.as_dict() for c in tc.pairwise]},
+                "runs": runs_of(table)}
+
+    data = {"title": "SafeAlign Bench leaderboard", "generated": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "columns": [{"key": c.key, "header": c.header, "kind": c.kind, "help": c.help, "higher_is_better": c.higher_is_better,
+                         "percent": c.percent} for c in lb.columns],
+            "tables": [table_json(t) for t in lb.tables], "notes": lb.notes,
+            "sweeps": [{k: v for k, v in s.items() if k != "dir"} for s in lb.sweeps]}
+    return json.dumps(_plain(data), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _identity(scorer: dict[str, Any]) -> dict[str, Any]:
+    """A judge's or annotator's name, fingerprint, role and kind (what identifies it), without its held-out numbers."""
+    return {k: scorer.get(k) for k in ("name", "fingerprint", "role", "kind") if k in scorer}
+
+
+def _plain(x: Any) -> Any:
+    """JSON-ready: numpy scalars and arrays to Python, NaN and infinities to None, paths and tuples to str and lists."""
+    import math
+
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if hasattr(x, "tolist"):  # numpy scalar or array
+        return _plain(x.tolist())
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, (str, int, bool)) or x is None:
+        return x
+    return str(x)
+
+
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1500px;
        padding: 0 1rem; color: #1f2328; }
 h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #d0d7de; }
-table { border-collapse: collapse; font-size: 0.84rem; margin: 0.6rem 0; }
-th, td { border: 1px solid #d0d7de; padding: 0.25rem 0.45rem; text-align: right; white-space: nowrap; }
+table { border-collapse: collapse; font-size: 0.84rem; margin: 0.6rem 0; max-width: 100%; }
+caption { caption-side: bottom; text-align: left; color: #57606a; font-size: 0.8rem; padding-top: 0.3rem; }
+th, td { border: 1px solid #d0d7de; padding: 0.25rem 0.45rem; text-align: right; white-space: nowrap; vertical-align: top; }
 th { background: #f6f8fa; white-space: normal; vertical-align: bottom; } td.text, th.text { text-align: left; }
+td.text { white-space: normal; overflow-wrap: anywhere; max-width: 24rem; } td.method { white-space: nowrap; }
+table.sortable th { cursor: pointer; } table.sortable th[data-dir=asc]::after { content: " ▲"; }
+table.sortable th[data-dir=desc]::after { content: " ▼"; }
 td .ci { color: #57606a; font-size: 0.78rem; }
-tr.pareto td.method { font-weight: 600; }
+td details summary { cursor: pointer; } td details[open] summary { color: #57606a; }
+tr.lead td.method { font-weight: 600; }
+.banner { border: 1px solid #d4a72c; background: #fff8c5; padding: 0.6rem 0.9rem; font-weight: 600; border-radius: 6px; }
 .c-holds { color: #1a7f37; font-weight: 600; } .c-mean-only { color: #9a6700; font-weight: 600; }
 .c-violated { color: #cf222e; font-weight: 600; } .c-na { color: #6e7781; }
 .note { color: #9a6700; } .meta { color: #6e7781; font-size: 0.85rem; }
 img { max-width: 100%; border: 1px solid #d0d7de; margin: 0.5rem 0; }
 dt { font-weight: 600; } dd { margin: 0 0 0.4rem 1rem; }
+"""
+
+# Click a header to sort its table by that column (again: the other way); cells carry their sort key in data-v,
+# missing values sort last. Inline, so the page stays self-contained.
+_SORT_JS = """
+document.querySelectorAll("table.sortable").forEach(function (t) {
+  t.querySelectorAll("thead th").forEach(function (th, i) {
+    th.title = (th.title ? th.title + " " : "") + "(click to sort)";
+    th.addEventListener("click", function () {
+      var asc = th.dataset.dir !== "asc", body = t.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      t.querySelectorAll("thead th").forEach(function (h) { delete h.dataset.dir; });
+      th.dataset.dir = asc ? "asc" : "desc";
+      rows.sort(function (a, b) {
+        var x = a.cells[i].dataset.v, y = b.cells[i].dataset.v;
+        if (x === "" || y === "") { return (x === "") - (y === ""); }
+        var nx = Number(x), ny = Number(y), c = isNaN(nx) || isNaN(ny) ? x.localeCompare(y) : nx - ny;
+        return asc ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
 """
 
 
@@ -204,18 +341,22 @@ def to_html(lb: Leaderboard, title: str = "SafeAlign Bench leaderboard") -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
              f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>",
-             f"<p class='meta'>Generated {now}. Brackets are 95% confidence intervals; the columns are explained "
-             "at the end of the page.</p>"]
+             f"<p class='meta'>Generated {now}. Brackets are 95% confidence intervals; click a column header to sort; "
+             "the columns are explained at the end of the page.</p>"]
     if not lb.tables:
         parts.append("<p>No finished runs match.</p>")
     for table in lb.tables:
-        parts += [f"<h2>{e(table.title)}</h2>", f"<p>{e(constraint_line(table))}</p>"]
-        parts += [_table_html(table, cols) for _, cols in column_groups(table, lb.columns)]
+        parts.append(f"<h2>{e(table.title)}</h2>")
+        if banner(table):
+            parts.append(f"<p class='banner'>{e(banner(table))}</p>")
+        parts.append(f"<p>{e(constraint_line(table))}</p>")
+        parts += [_table_html(table, cols) for _, cols in html_groups(table, lb.columns)]
         parts += [f"<p class='note'>Note: {e(n)}</p>" for n in table.notes]
         for title, comps in comparison_sections(table):
-            parts.append(f"<details><summary>{e(title)}</summary><table><thead><tr>"
+            parts.append(f"<details><summary>{e(title)}</summary><table class='sortable'><thead><tr>"
                          + "".join(f"<th class='text'>{e(h)}</th>" for h in COMPARISON_HEAD) + "</tr></thead><tbody>"
-                         + "".join("<tr>" + "".join(f"<td class='text'>{e(x)}</td>" for x in comparison_cells(c)) + "</tr>" for c in comps)
+                         + "".join("<tr>" + "".join(f"<td class='text' data-v='{e(_sort_text(x))}'>{e(x)}</td>"
+                                                    for x in comparison_cells(c)) + "</tr>" for c in comps)
                          + "</tbody></table></details>")
         for fig, alt in ((frontier_figure(table), "reward vs cost with the Pareto frontier"),
                          (lambda_figure(table), "lambda trajectories")):
@@ -231,21 +372,84 @@ def to_html(lb: Leaderboard, title: str = "SafeAlign Bench leaderboard") -> str:
     parts += [f"<p class='meta'>{e(n)}</p>" for n in lb.notes]
     parts.append("<h2>Columns</h2><dl>")
     parts += [f"<dt>{e(c.header)}</dt><dd>{e(c.help)}</dd>" for c in lb.columns]
-    parts.append("</dl></body></html>")
+    parts.append(f"</dl><script>{_SORT_JS}</script></body></html>")
     return "\n".join(parts)
 
 
-def _table_html(table: LeaderboardTable, cols: list[Column]) -> str:
+def html_groups(table: LeaderboardTable, columns: list[Column]) -> list[tuple[str, list[Column]]]:
+    """`column_groups`, with each BESIDE metric moved right before its partner, into the partner's table."""
+    groups = column_groups(table, columns)
+    for key, partner in BESIDE.items():
+        moved = [c for _, cols in groups for c in cols if c.key == key]
+        if not moved or not any(c.key == partner for _, cols in groups for c in cols):
+            continue
+        groups = [(title, [c for c in cols if c.key != key]) for title, cols in groups]
+        for _, cols in groups:
+            if any(c.key == partner for c in cols):
+                cols.insert([c.key for c in cols].index(partner), moved[0])
+    return [(title, cols) for title, cols in groups if any(c.key != "method" for c in cols)]
+
+
+def constant_columns(table: LeaderboardTable, cols: list[Column]) -> list[Column]:
+    """Columns whose cell reads the same on every row (two rows or more): the HTML folds them into the caption.
+    The rank, method and tier columns always stay."""
+    if len(table.rows) < 2:
+        return []
+    return [c for c in cols if c.key not in ("rank", "method", "tier") and len({row_cell(c, r) for r in table.rows}) == 1]
+
+
+def _sort_key(col: Column, row: dict[str, Any]) -> str:
+    """What a cell sorts by: the value of an estimate, the position for the rank, the number or the text."""
+    v = row.get("position") if col.key == "rank" else row.get(col.key)
+    if isinstance(v, dict):
+        v = v.get("value")
+    if v is None or v == "":
+        return ""
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    return f"{v:.9g}" if isinstance(v, (int, float)) else str(v)
+
+
+def _sort_text(text: str) -> str:
+    """The sort key of a rendered cell: its leading number when it has one ("12.0% [..]" -> 12.0), else the text."""
+    head = text.split(" ")[0].rstrip("%*=")
+    try:
+        return f"{float(head):.9g}"
+    except ValueError:
+        return "" if text == MISSING else text
+
+
+def _cell_html(col: Column, row: dict[str, Any]) -> str:
+    """A cell's content: an interval on a second, smaller line; a long text as its first clause in a <details>."""
     e = html.escape
-    parts = ["<table><thead><tr>", *[f"<th class='{c.kind}' title='{e(c.help)}'>{e(c.header)}</th>" for c in cols],
-             "</tr></thead><tbody>"]
+    text = row_cell(col, row, sep="\n")
+    if col.kind == "text" and len(text) > LONG_CELL:
+        head = text.split("; ")[0]
+        head = head if len(head) <= LONG_CELL else head[:LONG_CELL].rsplit(" ", 1)[0]
+        return f"<details><summary>{e(head)} …</summary>{e(text)}</details>"
+    if "\n" in text:
+        value, ci = text.split("\n", 1)
+        return f"{e(value)}<br><span class='ci'>{e(ci)}</span>"
+    return e(text)
+
+
+def _table_html(table: LeaderboardTable, cols: list[Column]) -> str:
+    """One sortable table; columns constant across its rows become a caption line. The first tier's method names
+    are bold only when there are several tiers (one tier: no winner to mark)."""
+    e = html.escape
+    folded = constant_columns(table, cols)
+    cols = [c for c in cols if c not in folded]
+    several_tiers = len({r.get("tier") for r in table.rows if r.get("tier") is not None}) > 1
+    parts = ["<table class='sortable'>"]
+    if folded:  # caption-side: bottom (CSS) shows it under the table
+        same = " · ".join(f"{c.header}: {row_cell(c, table.rows[0]) or 'none'}" for c in folded)
+        parts.append(f"<caption>Same for every row: {e(same)}</caption>")
+    parts += ["<thead><tr>", *[f"<th class='{c.kind}' title='{e(c.help)}'>{e(c.header)}</th>" for c in cols], "</tr></thead><tbody>"]
     for row in table.rows:
-        parts.append(f"<tr class='{'pareto' if row.get('pareto') else ''}'>")
+        parts.append(f"<tr class='{'lead' if several_tiers and row.get('tier') == 1 else ''}'>")
         for c in cols:
             cls = f"{c.kind} {c.key}" + (f" c-{row['constraint'].replace('/', '')}" if c.key == "constraint" else "")
-            # an interval goes on a second, smaller line
-            text = "<br><span class='ci'>".join(map(e, row_cell(c, row, sep="\n").split("\n", 1)))
-            parts.append(f"<td class='{e(cls)}'>{text}{'</span>' if '<br>' in text else ''}</td>")
+            parts.append(f"<td class='{e(cls)}' data-v='{e(_sort_key(c, row))}'>{_cell_html(c, row)}</td>")
         parts.append("</tr>")
     parts.append("</tbody></table>")
     return "".join(parts)
@@ -358,8 +562,8 @@ def sweeps_html(sweeps: list[dict[str, Any]]) -> list[str]:
 
 
 def render(lb: Leaderboard, fmt: str) -> str:
-    """The export as text (`fmt` in md, csv, html)."""
-    exporters = {"md": to_markdown, "csv": to_csv, "html": to_html}
+    """The export as text (`fmt` in md, csv, html, json)."""
+    exporters = {"md": to_markdown, "csv": to_csv, "html": to_html, "json": to_json}
     if fmt not in exporters:
         raise ValueError(f"unknown export format {fmt!r}: choose one of {', '.join(exporters)}")
     return exporters[fmt](lb)

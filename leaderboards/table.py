@@ -81,7 +81,8 @@ GROUP_COLUMNS = [
     Column("profile", "Profile", "text", "config profile (tiny | cpu | cpu-long | gpu | a YAML file)"),
 ]
 LEAD_COLUMNS = [
-    Column("rank", "#", "int", "position under the ordering rule (none for a run judged by its own annotator)"),
+    Column("rank", "#", "int", "rank under the ordering rule, shared within a tier: \"1=\" on several rows means the paired "
+           "tests (Holm) cannot order them (none for a run judged by its own annotator)"),
     Column("method", "Method", "text", "registered method name"),
     Column("tier", "Tier", "int", "methods in one tier are statistically indistinguishable (paired tests, Holm, 5%; "
            "leaderboards/compare.py)"),
@@ -252,8 +253,33 @@ def _build_table(key: tuple[str, str, str], records: list[dict[str, Any]], runs_
     front = set(pareto_front([_point(row, table.x_metric) if not row.get("self_judged") else None for row in table.rows]))
     for i, row in enumerate(table.rows):
         row["pareto"] = i in front
-    table.notes = comparability_notes(table.runs) + _ci_notes(table.rows) + rg_notes(table) + judge_notes(table)
+    table.notes = comparability_notes(table.runs) + _ci_notes(table.rows) + rg_notes(table) + judge_notes(table) + wall_notes(table)
     return table
+
+
+def reused_work(record: dict[str, Any]) -> list[str]:
+    """What a run took from a cache instead of computing it (`stages.<stage>.reused`, `stages.generate.cache_hit`,
+    docs/results-schema.md), in words: its wall time is then not the method's cost."""
+    out = []
+    for stage, info in (record.get("stages") or {}).items():
+        if not isinstance(info, dict):
+            continue
+        for item in info.get("reused") or []:
+            if isinstance(item, dict):
+                saved = f", {item['seconds_saved']:.0f} s saved" if isinstance(item.get("seconds_saved"), (int, float)) else ""
+                out.append(f"{item.get('kind', '?')} {item.get('name') or ''}".strip() + f" ({stage}{saved})")
+        if stage == "generate" and info.get("cache_hit"):
+            out.append("generations (generate, cache hit)")
+    return out
+
+
+def wall_notes(table: LeaderboardTable) -> list[str]:
+    """One line naming the runs whose wall time is shortened by reused work (the Wall s column mixes them)."""
+    reused = [f"{r['method']} s{r['seed']}: {', '.join(work)}" for r in table.runs if (work := reused_work(r))]
+    if not reused:
+        return []
+    return [f"Wall s mixes runs that reused cached work with runs that computed everything ({'; '.join(reused)}); "
+            "whether other processes shared the machine is not recorded, so wall times are not the methods' costs"]
 
 
 def _build_row(table: LeaderboardTable, method: str, runs: list[dict[str, Any]], runs_dir: Path,
