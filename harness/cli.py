@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.errors import BenchError
+from harness.errors import BenchError, RunFailed
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -36,7 +36,10 @@ SetOpt = typer.Option(None, "--set", help="Override any config field: --set trai
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
-         quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors; no progress bars.")) -> None:
+         quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors; no progress bars."),
+         debug: bool = typer.Option(False, "--debug", help="On a failed run, print the traceback too (it is always in the run's run.log).")) -> None:
+    global _DEBUG
+    _DEBUG = debug
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", handlers=[_rich_handler()])
     for noisy in ("httpx", "urllib3", "datasets", "filelock", "fsspec"):
@@ -366,6 +369,10 @@ def entry() -> None:
         rc = app(standalone_mode=False)
     except BenchError as exc:
         _fail(str(exc), 2)
+    except RunFailed as exc:  # a method or scorer (plugin) failed inside a stage: the run is marked failed, exit 1
+        if _DEBUG:
+            print(exc.details, file=sys.stderr, end="")
+        _fail(str(exc), 1)
     except KeyboardInterrupt:
         _fail(INTERRUPTED, 130)
     except SystemExit:
@@ -390,6 +397,7 @@ def entry() -> None:
 
 INTERRUPTED = "interrupted: finished stages are kept; rerun the same command or `bench run --resume RUN_ID` to continue"
 _INTERRUPTED = False
+_DEBUG = False  # `bench --debug`: a failed run's traceback is printed above its one line
 
 
 def _on_sigint(signum, frame) -> None:
@@ -401,7 +409,7 @@ def _on_sigint(signum, frame) -> None:
 def _fail(message: str, code: int) -> None:
     from rich.markup import escape
 
-    err.print(f"[red]error:[/] {escape(message)}" if code == 2 else escape(message), highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/] {escape(message)}" if code in (1, 2) else escape(message), highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

@@ -37,3 +37,13 @@ def os_error_message(exc: OSError) -> str | None:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write {where} ({exc.strerror}): make it writable or choose another --runs-dir / $BENCH_CACHE"
     return None
+
+
+class RunFailed(Exception):
+    """A stage of a run failed inside a component (a method, scorer or generator; a plugin's bug, or its `sys.exit`).
+    The CLI prints the message as one line and exits 1; the run is marked failed in the store, its finished stages
+    are kept, and the traceback is in `log_path` (`bench --debug` also prints it, from `details`)."""
+
+    def __init__(self, message: str, *, log_path: str | None = None, details: str = ""):
+        super().__init__(message)
+        self.log_path, self.details = log_path, details

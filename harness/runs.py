@@ -391,23 +391,31 @@ def _execute(cfg: RunConfig, plan: Plan, rid: str, run_dir: Path, note: Callable
     services = Services(cfg, bundle, device)
     refusal_prompts = plan.refusal_prompts
     tracker = make_tracker(cfg, rid)
+    current = {"stage": "train"}  # the stage a failure is blamed on
+
+    def track(stage: str, status: str) -> None:
+        if status == "running":
+            current["stage"] = stage
+        note(stage, status)
+
     try:
         # 1. train: the method turns the SFT policy into the aligned one
-        train = Stage(run_dir, "train").run(note, partial(train_stage, services, method_cls, mcfg, policy_path, tracker))
+        train = Stage(run_dir, "train").run(track, partial(train_stage, services, method_cls, mcfg, policy_path, tracker))
         model_path = train["result"]["model_path"] or policy_path
         # 2. generate: responses to the evaluation prompts (needs the trained model)
-        gen_info = Stage(run_dir, "generate").run(note, partial(generate_stage, services, prompts, model_path,
+        gen_info = Stage(run_dir, "generate").run(track, partial(generate_stage, services, prompts, model_path,
                                                                        refusal_prompts=refusal_prompts))
         rows = read_json(run_dir / "generate" / "generations.json")
         refusal_path = run_dir / "generate" / "refusal_generations.json"
         refusal_rows = read_json(refusal_path) if refusal_path.exists() else []
         # 3. score: the judges score every response (and the XSTest refusals)
-        score_info = Stage(run_dir, "score").run(note, partial(score_stage, services, rows, refusal_rows=refusal_rows))
+        score_info = Stage(run_dir, "score").run(track, partial(score_stage, services, rows, refusal_rows=refusal_rows))
         scores = read_json(run_dir / "score" / "scores.json")
         # 4. metrics: CIs, win rates vs SFT, TruthfulQA (needs the scores and both models)
-        metrics_info = Stage(run_dir, "metrics").run(note, partial(metrics_stage, services, rows, scores, score_info, policy_path, model_path,
+        metrics_info = Stage(run_dir, "metrics").run(track, partial(metrics_stage, services, rows, scores, score_info, policy_path, model_path,
                                                                       refusal_rows=refusal_rows))
         metrics = read_json(run_dir / "metrics" / "metrics.json")
+        current["stage"] = "record"
 
         record = results_record(cfg, rid, train=train, gen_info=gen_info, score_info=score_info, metrics_info=metrics_info,
                                 metrics=metrics, params=services.sampling(), eval_set=eval_set, n_prompts=len(rows),
@@ -420,12 +428,74 @@ def _execute(cfg: RunConfig, plan: Plan, rid: str, run_dir: Path, note: Callable
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         upsert_run(cfg.runs_dir, rid, status=status, **store_kw)
+        failure = stage_failure(exc, current["stage"], rid, run_dir, services)
+        if failure is not None:
+            raise failure from exc
         raise
     finally:
         try:
             tracker.finish()
         except Exception as exc:  # noqa: BLE001
             log.warning("tracker finish failed: %s", exc)
+
+
+RUN_LOG = "run.log"  # in the run folder: the traceback of every failed attempt, appended
+
+
+def stage_failure(exc: BaseException, stage: str, rid: str, run_dir: Path, services: Services) -> Exception | None:
+    """The one-line `RunFailed` for a component that failed inside a stage (an exception, or a `sys.exit` that would
+    otherwise end the process without a word), its traceback appended to the run's log; None for what the CLI already
+    reports in one line (Ctrl-C, bad input, a full or read-only disk)."""
+    import traceback
+
+    from harness.errors import RunFailed, os_error_message
+
+    if isinstance(exc, (KeyboardInterrupt, GeneratorExit, BenchError, RunFailed)):
+        return None
+    if isinstance(exc, OSError) and os_error_message(exc) is not None:
+        return None
+    who, plugin = blame(exc, stage, services)
+    if isinstance(exc, SystemExit):
+        what = f"called sys.exit({exc.code!r})"
+    else:
+        text = str(exc).strip().splitlines()
+        what = f"raised {type(exc).__name__}" + (f": {text[0][:200]}" if text else "")
+    details = "".join(traceback.format_exception(exc))
+    log_path = run_dir / RUN_LOG
+    try:
+        with open(log_path, "a", encoding="utf-8") as fh:
+            stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            fh.write(f"{stamp} run {rid}: {stage} stage failed in {who}\n{details}\n")
+        where = f"traceback in {log_path}"
+    except OSError:
+        where = "the traceback could not be saved"
+    fix = "fix or uninstall the plugin" if plugin else "report it with the log"
+    return RunFailed(f"run {rid} failed in the {stage} stage: {who} {what} (the run is marked failed, finished stages are kept; "
+                     f"{where}, `bench --debug ...` prints it; {fix}, then rerun to resume)", log_path=str(log_path), details=details)
+
+
+def blame(exc: BaseException, stage: str, services: Services) -> tuple[str, bool]:
+    """(the component an exception came from, e.g. "scorer plugin 'x'", whether it is a plugin): the innermost scorer
+    (judge or annotator) in its traceback, being built or scoring; else the stage's own component (the method, in train)."""
+    from harness.registries import METHODS, SCORERS
+
+    built = {id(obj): name for name, obj in services._scorers.items()}
+    makers = (Services.scorer.__code__, Services.judge.__code__)
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        owner = frame.f_locals.get("self")
+        if owner is not None and id(owner) in built:
+            found = built[id(owner)]
+        elif frame.f_code in makers and isinstance(frame.f_locals.get("name"), str):
+            found = frame.f_locals["name"]
+        tb = tb.tb_next
+    registry, name = (SCORERS, found) if found else (METHODS, services.cfg.method) if stage == "train" else (None, None)
+    if registry is None:
+        return "the harness", False
+    plugin = not registry.is_builtin(name)
+    return f"{registry.kind} {'plugin ' if plugin else ''}'{name}'", plugin
 
 
 def store_keys(cfg: RunConfig) -> dict[str, Any]:
