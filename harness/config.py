@@ -61,6 +61,7 @@ class TrainConfig:
     beta: float = field(default=0.1, metadata={"help": "KL coefficient of the DPO family"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward pass: less memory, more compute"})
+    chunked_logps: bool = field(default=True, metadata={"help": "[ours] score response tokens through the LM head in token chunks (harness.training.losses.chunked_token_logps), never building the batch's full-vocabulary logits: DPO, KTO and log-prob scoring; false = TRL's fused head / full logits"})
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters (on every linear layer) instead of all weights; merged before saving"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank r"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling α (the update is scaled by α / r)"})

@@ -162,3 +162,98 @@ def test_gradient_checkpointing_trains_lora_dpo_to_the_same_weights(tiny_model_p
     assert (ckpt - before).abs().max() > 1e-5
     assert losses[True] == pytest.approx(losses[False], abs=1e-6)
     assert torch.allclose(ckpt, plain, atol=1e-6)
+
+
+def test_chunked_head_sequence_logps_match_the_full_logits(tiny_model_path, cfg) -> None:
+    """`model_sequence_logps` (backbone + chunked head, response positions only) equals the plain-logits path on the
+    tiny Llama, and `sequence_logprobs` under `train.chunked_logps` equals it with the switch off."""
+    from transformers import AutoModelForCausalLM
+
+    from harness.training.logprobs import model_sequence_logps, scoring_batches, sequence_logprobs
+
+    tok = load_tokenizer(tiny_model_path)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_path), dtype=torch.float32).eval()
+    prompts, responses = [p.prompt for p in PAIRS], [p.chosen if i % 2 else p.rejected for i, p in enumerate(PAIRS)]
+    ids, attn, mask = next(scoring_batches(tok, prompts, responses, cfg, len(PAIRS), "cpu"))
+    assert attn.min() == 0  # padded rows in the batch
+    with torch.no_grad():
+        full = sequence_logps(model(input_ids=ids, attention_mask=attn).logits, ids, mask)
+        chunked = model_sequence_logps(model, ids, attn, mask, chunk=5)
+    torch.testing.assert_close(chunked, full, atol=1e-5, rtol=0)
+    off = load_config("tiny", method="dpo-helpful", overrides=["train.chunked_logps=false"])
+    torch.testing.assert_close(sequence_logprobs(model, tok, prompts, responses, cfg),
+                               sequence_logprobs(model, tok, prompts, responses, off), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_dpo_loss_and_grads_agree_with_and_without_the_chunked_head(tiny_model_path, tmp_path, lora: bool) -> None:
+    """The harness's trainer with the chunked head (a 7-token chunk, so batches span several) and with TRL's own fused
+    head: the same reference columns, loss, margin loss, logged metrics and gradients (full fine-tuning: the tied
+    head/embedding gets a gradient; LoRA: the head is frozen)."""
+    from transformers import AutoModelForCausalLM
+
+    from harness.training.dpo import dpo_trainer
+
+    over = ["train.lora=true", "train.lora_r=4", "train.lora_alpha=8"] if lora else []
+    ref_path = _perturbed_copy(tiny_model_path, tmp_path / "ref")
+    tok = load_tokenizer(tiny_model_path)
+    results = {}
+    for chunked in (False, True):
+        cfg = load_config("tiny", method="dpo-helpful", overrides=[*over, f"train.chunked_logps={str(chunked).lower()}"])
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_model_path), dtype=torch.float32)
+        ref = AutoModelForCausalLM.from_pretrained(str(ref_path), dtype=torch.float32).eval()
+        trainer = dpo_trainer(model, ref, preference_dataset(PAIRS, tok, cfg, [0.0] * len(PAIRS)), tok, cfg, 0.3,
+                              tmp_path / f"t{chunked}", "cpu", tmp_path / f"cache{chunked}")
+        if chunked:  # a small chunk, so a batch's response tokens span several tiles
+            trainer.chunked_logps = 7
+            assert trainer._install_chunked_head()
+        assert trainer.chunked_head is chunked
+        batch = next(iter(trainer.get_train_dataloader()))
+        trainer.model.train()
+        loss = trainer.compute_loss(trainer.model, {k: v for k, v in batch.items() if k != "margin"})
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        with torch.no_grad():
+            margin_loss = trainer.compute_loss(trainer.model, {**batch, "margin": torch.tensor([0.5, -1.0])})
+        metrics = {k: v[0] for k, v in trainer._metrics["train"].items() if k != "num_tokens"}
+        results[chunked] = (batch["ref_chosen_logps"], batch["ref_rejected_logps"], loss.item(), margin_loss.item(), metrics, grads)
+    (rc0, rr0, l0, m0, met0, g0), (rc1, rr1, l1, m1, met1, g1) = results[False], results[True]
+    torch.testing.assert_close(rc1, rc0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(rr1, rr0, atol=1e-5, rtol=0)
+    assert l1 == pytest.approx(l0, abs=1e-6) and m1 == pytest.approx(m0, abs=1e-6) and m1 != pytest.approx(l1, abs=1e-3)
+    assert met1.keys() == met0.keys() and all(met1[k] == pytest.approx(met0[k], abs=1e-5) for k in met0), (met0, met1)
+    assert g1.keys() == g0.keys() and len(g0) > 0
+    assert ("model.embed_tokens.weight" in g0) is not lora  # tied head: trained in full fine-tuning only
+    for name in g0:
+        # fp32 sums in another order (TRL's tiles against ours): measured up to 7e-6 on gradients of size ~1
+        torch.testing.assert_close(g1[name], g0[name], atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_kto_scores_through_the_chunked_head_with_trl_s_loss(tiny_model_path, tmp_path) -> None:
+    """`bench_kto_trainer` (train_kto's trainer) swaps in the chunked head and gives TRL's own head's reference
+    log-probs (completions and KL completions) and loss."""
+    from transformers import AutoModelForCausalLM
+    from trl import KTOConfig
+
+    from harness.training.dpo import dpo_config_kwargs
+    from harness.training.kto import bench_kto_trainer, kto_dataset, kto_examples
+
+    pairs = [PreferencePair(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, chosen_safe=True, rejected_safe=False)
+             for p in PAIRS[:4]]
+    tok = load_tokenizer(tiny_model_path)
+    out = {}
+    for chunk in (None, 5):
+        cfg = load_config("tiny", method="dpo-helpful", overrides=["train.batch_size=4"])
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_model_path), dtype=torch.float32)
+        args = KTOConfig(**dpo_config_kwargs(cfg, 0.1, tmp_path / f"k{chunk}", "cpu"))
+        trainer = bench_kto_trainer()(model=model, ref_model=None, args=args, train_dataset=kto_dataset(kto_examples(pairs), tok, cfg),
+                                      processing_class=tok, chunked_logps=chunk)
+        assert trainer.chunked_head is (chunk is not None)
+        batch = next(iter(trainer.get_train_dataloader()))
+        with torch.no_grad():
+            out[chunk] = ({k: v for k, v in batch.items() if k.startswith("ref_")}, trainer.compute_loss(trainer.model, batch).item())
+    (ref0, loss0), (ref1, loss1) = out[None], out[5]
+    assert ref0.keys() == ref1.keys() and len(ref0) >= 2
+    for k in ref0:
+        torch.testing.assert_close(ref1[k], ref0[k], atol=1e-5, rtol=0)
+    assert loss1 == pytest.approx(loss0, abs=1e-6)

@@ -200,3 +200,55 @@ def test_sequence_logps_stay_float32_whatever_the_mask_dtype() -> None:
     logits, labels = torch.zeros(1, 3, 4), torch.tensor([[0, 1, 2]])
     got = sequence_logps(logits, labels, torch.tensor([[0, 1, 1]], dtype=torch.float64))
     assert got.dtype == torch.float32 and got.item() == pytest.approx(2 * math.log(0.25))
+
+
+# -- chunked LM-head log-probs (no full logits) ----------------------------------------------------------------------
+
+
+def _head_case(seed: int, bias: bool):
+    """Random (B=3, T=7, H=5) hidden states, a V=11 head, labels and a response mask with prompt and padding gaps."""
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(3, 7, 5, generator=g, dtype=torch.float64).float().requires_grad_()
+    weight = torch.randn(11, 5, generator=g).requires_grad_()
+    b = torch.randn(11, generator=g).requires_grad_() if bias else None
+    labels = torch.randint(0, 11, (3, 7), generator=g)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 0, 0]])
+    return hidden, weight, b, labels, mask
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 7, 64])  # 3 and 4 divide neither the 13 scored rows nor T
+@pytest.mark.parametrize("bias", [False, True])
+def test_chunked_sequence_logps_values_and_grads_equal_full_logits(chunk: int, bias: bool) -> None:
+    from harness.training.losses import chunked_sequence_logps
+
+    hidden, weight, b, labels, mask = _head_case(chunk, bias)
+    weights = torch.tensor([0.7, -1.3, 2.0])  # a non-uniform upstream gradient per sequence
+    logits = hidden @ weight.t() + (b if bias else 0)
+    full = sequence_logps(logits, labels, mask)
+    full_grads = torch.autograd.grad((full * weights).sum(), [hidden, weight] + ([b] if bias else []))
+    got = chunked_sequence_logps(hidden, weight, b, labels, mask, chunk=chunk)
+    got_grads = torch.autograd.grad((got * weights).sum(), [hidden, weight] + ([b] if bias else []))
+    torch.testing.assert_close(got, full, atol=1e-6, rtol=0)
+    for ours, ref in zip(got_grads, full_grads):
+        torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
+    assert got_grads[0][:, -1].abs().max() == 0  # the last position predicts nothing: no gradient reaches it
+
+
+def test_chunked_token_logps_frozen_head_stats_and_empty_mask() -> None:
+    from harness.training.losses import chunked_token_logps
+
+    hidden, weight, _, labels, mask = _head_case(5, False)
+    weight = weight.detach()  # a frozen head (LoRA): no weight gradient is asked for or built
+    logp, entropy, mean_logit, top1 = chunked_token_logps(hidden, weight, None, labels, mask, chunk=2, stats=True)
+    log_p = torch.log_softmax(hidden @ weight.t(), -1)
+    on = mask.bool()
+    torch.testing.assert_close(logp[on], log_p.gather(-1, labels.unsqueeze(-1)).squeeze(-1)[on], atol=1e-6, rtol=0)
+    torch.testing.assert_close(entropy[on], -(log_p.exp() * log_p).sum(-1)[on], atol=1e-6, rtol=0)
+    torch.testing.assert_close(mean_logit[on], (hidden @ weight.t()).mean(-1)[on], atol=1e-6, rtol=0)
+    assert torch.equal(top1[on], (log_p.argmax(-1) == labels)[on]) and not top1[~on].any()
+    assert (logp[~on] == 0).all() and not entropy.requires_grad
+    (grad,) = torch.autograd.grad(logp.sum(), [hidden])
+    assert grad[~on].abs().max() == 0 and grad[on].abs().min() > 0
+    # nothing scored: a differentiable zero, not a failure (an all-prompt micro-batch)
+    empty = chunked_token_logps(hidden, weight, None, labels, torch.zeros_like(mask))[0]
+    assert empty.abs().max() == 0 and torch.autograd.grad(empty.sum(), [hidden])[0].abs().max() == 0

@@ -14,6 +14,9 @@ A thin wrapper over TRL 1.16's `DPOTrainer` (docs/methods.md §10):
 - **Margins.** An optional per-pair additive term inside the sigmoid (SafeDPO's `−(u_l − u_w)·Δ`, O-PD-DPO's
   bonus): the subclass carries a `margin` column through TRL's column filter and collator and computes the loss
   with `harness.training.losses.dpo_loss`. Without margins the stock TRL loss runs.
+- **LM head.** Every log-prob the trainer takes (policy, reference precompute, margin loss) goes through the chunked
+  head of `harness.training.logprobs.ChunkedHeadMixin`: response positions only, a few hundred tokens per tile, no
+  full-vocabulary logits (`train.chunked_logps`; false keeps TRL 1.16's fused head, which tiles 4,096 × 32,768 on CPU).
 - **Output.** The trained (LoRA-merged) model and tokenizer are written atomically to `out_dir` with a
   `bench_train.json` record (`harness.io.save_model_atomic`); a finished `out_dir` with the same inputs is reused
   (resume).
@@ -45,7 +48,8 @@ from harness.training.learning import active_probe
 from harness.training.losses import dpo_loss
 from harness.models import cache_dir, load_causal_lm, load_tokenizer, model_fingerprint, prompt_text, release_memory
 from harness.monitor import note_reuse, phase
-from harness.training.logprobs import policy_logps, response_features, sequence_logprobs  # noqa: F401  (re-exported: old import path)
+from harness.training.logprobs import ChunkedHeadMixin, policy_logps, response_features, sequence_logprobs  # noqa: F401  (re-exported: old import path)
+from harness.training.losses import LOGP_CHUNK_TOKENS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -115,9 +119,10 @@ class MarginCollator(DataCollatorForPreference):
         return out
 
 
-class BenchDPOTrainer(DPOTrainer):
-    """`DPOTrainer` with (1) an optional `margin` column whose loss is `harness.training.losses.dpo_loss`, and (2) a
-    reference log-prob cache that survives in-memory datasets (see the module docstring)."""
+class BenchDPOTrainer(ChunkedHeadMixin, DPOTrainer):
+    """`DPOTrainer` with (1) an optional `margin` column whose loss is `harness.training.losses.dpo_loss`, (2) a
+    reference log-prob cache that survives in-memory datasets and (3) the chunked LM head for every log-prob it takes,
+    policy, reference and margin loss (`chunked_logps` tokens per chunk; None = TRL's head; see the module docstring)."""
 
     def __init__(self, *args: Any, ref_cache_dir: Path | None = None, **kwargs: Any):
         self.ref_cache_dir = ref_cache_dir  # read by _precompute_ref_logps, which runs inside super().__init__
@@ -133,6 +138,7 @@ class BenchDPOTrainer(DPOTrainer):
         return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != "margin"})
 
     def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        self._install_chunked_head()  # runs inside TRL's __init__: the reference pass scores through the chunked head too
         if self.ref_cache_dir is None:
             return self._precompute(dataset, name, batch_size)
         h = hashlib.sha256()
@@ -182,7 +188,7 @@ class BenchDPOTrainer(DPOTrainer):
         return self.margin_loss(model, inputs, margin)
 
     def margin_loss(self, model, inputs: dict[str, torch.Tensor], margin: torch.Tensor) -> torch.Tensor:
-        """Policy log-probs from TRL's fused LM head (no full logits), loss from `harness.training.losses.dpo_loss`."""
+        """Policy log-probs from the fused LM head (ours or TRL's: no full logits), loss from `harness.training.losses.dpo_loss`."""
         if not self.precompute_ref_logps:
             raise BenchError("margin DPO expects precomputed reference log-probs (precompute_ref_log_probs=True)")
         completion_mask = inputs["completion_mask"]
@@ -283,6 +289,7 @@ def dpo_trainer(model: "PreTrainedModel", ref_model: "PreTrainedModel | None", d
         model=model, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(cfg),
         data_collator=MarginCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length, truncation_mode=args.truncation_mode),
         ref_cache_dir=ref_cache_dir if ref_cache_dir is not None else cache_dir() / "ref_logps",
+        chunked_logps=LOGP_CHUNK_TOKENS if cfg.train.chunked_logps else None,
     )
 
 

@@ -15,6 +15,7 @@ A thin wrapper over TRL 1.16's `KTOTrainer` that mirrors `harness.training.dpo.t
 - **Store.** The finished model is published to the content-addressed store under kind `kto` (harness/training/artifacts.py)
   with a key over init weights, the exact labelled examples, β, the weights, the regime and the seed, so any other
   run or method needing the same KTO training materialises it instead of training again.
+- **LM head.** Log-probs go through the chunked head (`bench_kto_trainer`, `train.chunked_logps`), as in `train_dpo`.
 - **Learning check.** Given the `pairs` the examples came from, a run's held-out check (`harness.training.learning`) is
   recorded as for a DPO stage: KTO's implicit reward is also β·log π/π_ref, so the trained model is scored by its
   pairwise implicit-reward accuracy and margin on held-out pairs of the same view (our choice: KTO's paper reports
@@ -28,6 +29,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -102,6 +104,17 @@ def kto_key(examples: Sequence[LabelledResponse], init_id: str | None, beta: flo
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+@lru_cache(maxsize=1)
+def bench_kto_trainer() -> type:
+    """TRL's `KTOTrainer` scoring through the chunked LM head (`harness.training.logprobs.ChunkedHeadMixin`: policy,
+    reference and KL-completion log-probs, no full-vocabulary logits); built on first use, as TRL is imported lazily."""
+    from trl import KTOTrainer
+
+    from harness.training.logprobs import ChunkedHeadMixin
+
+    return type("BenchKTOTrainer", (ChunkedHeadMixin, KTOTrainer), {"__doc__": bench_kto_trainer.__doc__})
+
+
 def train_kto(examples: Sequence[LabelledResponse], *, init: str | Path, beta: float, out_dir: Path, cfg: "RunConfig",
               device: str, run_name: str = "kto", desirable_weight: float | None = None,
               undesirable_weight: float | None = None, resume: bool = True,
@@ -111,10 +124,11 @@ def train_kto(examples: Sequence[LabelledResponse], *, init: str | Path, beta: f
     `pairs` are the pairs the examples came from: inside a run they find the run's held-out learning check
     (`harness.training.learning`), the same pairwise implicit-reward accuracy a DPO stage records, since KTO's implicit
     reward is also β·log π/π_ref."""
-    from trl import KTOConfig, KTOTrainer
+    from trl import KTOConfig
 
     from harness.training.dpo import dpo_config_kwargs, heldout_check_hook, heldout_check_reused, lora_config, reuse_training, save_trained
     from harness.training.learning import active_probe
+    from harness.training.losses import LOGP_CHUNK_TOKENS
     from harness.models import load_causal_lm, load_tokenizer, model_fingerprint, release_memory
     from harness.monitor import phase
 
@@ -148,8 +162,8 @@ def train_kto(examples: Sequence[LabelledResponse], *, init: str | Path, beta: f
     scratch = out_dir.with_name(f".{out_dir.name}.trainer{os.getpid()}")
     with phase(f"{run_name}/trainer_init+ref_logps", trim=True):
         args = KTOConfig(**dpo_config_kwargs(cfg, beta, scratch, device), desirable_weight=w_d, undesirable_weight=w_u)
-        trainer = KTOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=lora_config(cfg))
+        trainer = bench_kto_trainer()(model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                      peft_config=lora_config(cfg), chunked_logps=LOGP_CHUNK_TOKENS if cfg.train.chunked_logps else None)
     with phase(f"{run_name}/train_steps", trim=True):
         output = trainer.train()
     with phase(f"{run_name}/merge+save", trim=True):

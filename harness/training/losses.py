@@ -31,6 +31,112 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
     return (token_logps * keep).sum(-1)
 
 
+# Tokens per LM-head chunk: the transient is ~3 chunk × vocab fp32 tiles in backward (256 × 49,152 × 4 B = 50 MB
+# each for SmolLM2), against 8 × 192 × 49,152 × 4 B = 0.3 GB per copy of a batch's full logits.
+LOGP_CHUNK_TOKENS = 256
+
+
+class ChunkedHeadLogps(torch.autograd.Function):
+    """log p(target) of `hidden @ weight.T + bias` row by row, `chunk` rows at a time, never holding more than one
+    (chunk, V) logits tile; backward recomputes each tile (Liger's fused-linear idea, plain torch for CPU).
+
+    forward(hidden (N, H), weight (V, H), bias (V,) | None, targets (N,), chunk, stats) ->
+    (log p (N,), entropy (N,), mean logit (N,), target is the first argmax (N,) bool), all in fp32. The last three
+    are computed only with `stats` (else None) and carry no gradient (TRL logs them). Gradients flow to `hidden`,
+    `weight` and `bias` only where autograd asks for them (a frozen LoRA head gets none), accumulated in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk, stats):
+        ctx.set_materialize_grads(False)
+        w = weight.float()  # no copy for an fp32 head
+        b = None if bias is None else bias.float()
+        n = hidden.shape[0]
+        logp, lse = hidden.new_empty(n, dtype=torch.float32), hidden.new_empty(n, dtype=torch.float32)
+        entropy = mean_logit = top1 = None
+        if stats:
+            entropy, mean_logit = torch.empty_like(logp), torch.empty_like(logp)
+            top1 = torch.empty(n, dtype=torch.bool, device=hidden.device)
+        for s in range(0, n, chunk):
+            z = hidden[s : s + chunk].float() @ w.t()  # (c, V)
+            if b is not None:
+                z += b
+            lse[s : s + chunk] = z.logsumexp(-1)
+            logp[s : s + chunk] = z.gather(-1, targets[s : s + chunk].unsqueeze(-1)).squeeze(-1) - lse[s : s + chunk]
+            if stats:
+                mean_logit[s : s + chunk] = z.mean(-1)
+                top1[s : s + chunk] = z.argmax(-1) == targets[s : s + chunk]
+                z -= lse[s : s + chunk, None]  # log p, in place
+                entropy[s : s + chunk] = -(z.exp() * z).sum(-1)
+        ctx.save_for_backward(hidden, weight, bias, targets, lse)
+        ctx.chunk = chunk
+        if stats:
+            ctx.mark_non_differentiable(entropy, mean_logit, top1)
+        return logp, entropy, mean_logit, top1
+
+    @staticmethod
+    def backward(ctx, grad_logp, *_):
+        hidden, weight, bias, targets, lse = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        if grad_logp is None or not (need_h or need_w or need_b):
+            return None, None, None, None, None, None
+        w = weight.float()
+        b = None if bias is None else bias.float()
+        g = grad_logp.float()
+        grad_h = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+        for s in range(0, hidden.shape[0], ctx.chunk):
+            h = hidden[s : s + ctx.chunk].float()
+            z = h @ w.t()
+            if b is not None:
+                z += b
+            # d log p(t) / dz = onehot(t) - softmax(z), scaled by the incoming gradient, built in place in the tile
+            z.sub_(lse[s : s + ctx.chunk, None]).exp_().mul_(-g[s : s + ctx.chunk, None])
+            z.scatter_add_(-1, targets[s : s + ctx.chunk, None], g[s : s + ctx.chunk, None])
+            if need_h:
+                grad_h[s : s + ctx.chunk] = z @ w
+            if need_w:
+                grad_w.addmm_(z.t(), h)
+            if need_b:
+                grad_b += z.sum(0)
+        return (None if grad_h is None else grad_h.to(hidden.dtype), None if grad_w is None else grad_w.to(weight.dtype),
+                None if grad_b is None else grad_b.to(bias.dtype), None, None, None)
+
+
+def chunked_token_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                        mask: torch.Tensor, chunk: int = LOGP_CHUNK_TOKENS, stats: bool = False):
+    """Per-token log p(targets) under the LM head `(weight, bias)` without building the (B, T, V) logits.
+
+    Args:
+        hidden: (B, T, H) final hidden states, already aligned: `hidden[:, t]` predicts `targets[:, t]` (shift first).
+        weight, bias: the LM head, (V, H) and (V,) or None.
+        targets: (B, T) token ids; only positions with `mask` are read.
+        mask: (B, T) bool or 0/1: the positions to score; only those rows reach the head.
+
+    Returns:
+        (log p, entropy, mean logit, is_top1), each (B, T) and 0 (False) off the mask; the last three are None
+        unless `stats` (and carry no gradient). fp32.
+    """
+    keep = mask.bool()
+    rows, h = keep.nonzero(as_tuple=True), hidden[keep]  # (N, H): the scored positions only
+    outs = ChunkedHeadLogps.apply(h, weight, bias, targets[keep], int(chunk), stats)
+
+    def spread(x: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None:
+            return None
+        # index_put keeps the result connected to `hidden` even when no position is scored
+        return x.new_zeros(keep.shape).index_put(rows, x)
+    return tuple(spread(x) for x in outs)
+
+
+def chunked_sequence_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
+                           mask: torch.Tensor, chunk: int = LOGP_CHUNK_TOKENS) -> torch.Tensor:
+    """`sequence_logps(hidden @ weight.T + bias, labels, mask)` computed chunk by chunk (`chunked_token_logps`):
+    same conventions (hidden[:, t] scores labels[:, t + 1]; mask on response tokens, aligned with labels), (B,) fp32."""
+    return chunked_token_logps(hidden[:, :-1], weight, bias, labels[:, 1:], mask[:, 1:], chunk)[0].sum(-1)
+
+
 # -- DPO losses ---------------------------------------------------------------------------------------------------
 
 
