@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -223,7 +224,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return dict(value)
         args = typing.get_args(tp)
         item_tp = args[0] if args else Any
-        items = [coerce(v, item_tp, f"{key}[]") if item_tp is not Any else v for v in value]
+        items = [coerce(v, item_tp, f"{key}[{i}]") if item_tp is not Any else v for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if tp is Any:
         return value
@@ -236,24 +237,29 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool):
             raise BenchError(f"config key '{key}': {value!r} is not an int")
+        number: int | None = None
         if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str):
             try:
-                return int(value)
+                number = int(value)
             except ValueError:
                 pass
-        raise BenchError(f"config key '{key}': {value!r} is not an int")
+        if number is None:
+            raise BenchError(f"config key '{key}': {_short(value)} is not an int")
+        if not -INT_LIMIT <= number < INT_LIMIT:  # torch, numpy and SQLite take 64-bit ints: a larger one crashes after work
+            raise BenchError(f"config key '{key}': {_short(value)} overflows a 64-bit int; give a smaller value (--set {key}=...)")
+        return number
     if tp is float:
         if isinstance(value, bool):
             raise BenchError(f"config key '{key}': {value!r} is not a float")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        if isinstance(value, (int, float, str)):
             try:
-                return float(value)
+                return finite(float(value), key, value)
+            except OverflowError:  # an int beyond a float's range (10**400)
+                raise BenchError(f"config key '{key}': {_short(value)} overflows a float; give a finite value (--set {key}=...)") from None
             except ValueError:
                 pass
         raise BenchError(f"config key '{key}': {value!r} is not a float")
@@ -262,6 +268,39 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             raise BenchError(f"config key '{key}': {value!r} is not a string")
         return str(value)
     return value
+
+
+INT_LIMIT = 2**63
+
+
+def _short(value: Any, width: int = 40) -> str:
+    """repr(value), cut to `width` characters (a 400-digit number in an error line)."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def finite(number: float, key: str, given: Any = None) -> float:
+    """`number`, or a BenchError when it is inf, -inf or NaN: a non-finite value passes `> 0`-style range checks (or
+    fails all of them, NaN) and reaches training or results.json as `Infinity`. `given` is what the user wrote
+    (1e309 overflows to inf)."""
+    if math.isfinite(number):
+        return number
+    shown = given if given is not None else number
+    raise BenchError(f"config key '{key}': {shown!r} is not a finite number; give a finite value (--set {key.split('[')[0]}=...)")
+
+
+def non_finite_field(config: Any) -> tuple[str, Any] | None:
+    """(dotted name, value) of the first float field of a config dataclass (nested sections included) that is not
+    finite; None when all are. Catches configs built directly (plugins, tests) that never went through `coerce`."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            inner = non_finite_field(value)
+            if inner:
+                return f"{f.name}.{inner[0]}", inner[1]
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f.name, value
+    return None
 
 
 def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
@@ -273,6 +312,7 @@ def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in fields:
+            key = str(key)  # a YAML key such as 1 or true
             close = [n for n in fields if n.startswith(key[:3])]
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
             raise BenchError(f"unknown config key '{prefix}{key}'{hint}")
@@ -307,8 +347,8 @@ def in_range(value: Any, spec: str) -> bool:
     spec = spec.strip()
     if spec.startswith("in:"):
         return str(value) in spec[3:].split("|")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False  # inf, -inf and NaN are in no range: a bound is always a finite number
     for op, test in ((">=", lambda a, b: a >= b), ("<=", lambda a, b: a <= b), (">", lambda a, b: a > b), ("<", lambda a, b: a < b)):
         if spec.startswith(op):
             return test(value, _bound(spec[len(op):]))
@@ -319,10 +359,13 @@ def in_range(value: Any, spec: str) -> bool:
 
 
 def check_ranges(config: Any) -> None:
-    """Raise `ConfigValueError` for the first field of a config dataclass outside its declared range."""
+    """Raise `ConfigValueError` for the first field of a config dataclass outside its declared range, or holding a
+    non-finite float (declared range or not)."""
     for f in dataclasses.fields(config):
         spec = f.metadata.get("range")
         value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigValueError(f.name, f"{value!r} is not a finite number; give a finite value")
         if spec and value is not None and not in_range(value, spec):
             raise ConfigValueError(f.name, f"{value!r} is out of range; use {describe_range(spec)}")
 
@@ -404,10 +447,40 @@ def profile_path(profile: str) -> Path:
     path = Path(profile)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return path
-    path = CONFIG_DIR / f"{profile}.yaml"
-    if not path.exists():
-        raise BenchError(f"unknown profile '{profile}': choose one of {', '.join(PROFILES)} or pass a YAML file path")
-    return path
+    builtin = CONFIG_DIR / f"{profile}.yaml"
+    if builtin.exists():
+        return builtin
+    if path.suffix in (".yaml", ".yml"):
+        raise BenchError(f"profile file {profile} does not exist: check the path, or use one of {', '.join(PROFILES)}")
+    raise BenchError(f"unknown profile '{profile}': choose one of {', '.join(PROFILES)} or pass a YAML file path")
+
+
+def read_yaml_mapping(path: str | Path, what: str = "profile") -> dict[str, Any]:
+    """The mapping a YAML file holds ({} for an empty file), or a one-line BenchError naming the file and the problem:
+    a folder, unreadable or non-UTF-8 bytes, a YAML syntax error (with its line and column), or a top level that is
+    not a mapping of config keys."""
+    path = Path(path)
+    if path.is_dir():
+        raise BenchError(f"{what} {path} is a folder, not a YAML file: give the path of a .yaml file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"{what} {path}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    except OSError as exc:
+        raise BenchError(f"{what} {path}: cannot read it ({exc.strerror or exc}): check the path and its permissions") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise BenchError(f"{what} {path}: invalid YAML{where} ({problem}): fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BenchError(f"{what} {path}: holds a YAML {type(data).__name__}, not a mapping of config keys "
+                         "(e.g. `train: {learning_rate: 1.0e-5}`): fix the file")
+    return data
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -426,11 +499,13 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def read_profile(profile: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
     """A profile's raw tree; `extends: <profile>` starts from that profile's tree and overrides it key by key."""
-    raw = yaml.safe_load(profile_path(profile).read_text()) or {}
+    raw = read_yaml_mapping(profile_path(profile))
     raw.setdefault("profile", Path(profile).stem)
     base = raw.pop("extends", None)
     if base is None:
         return raw
+    if not isinstance(base, str):
+        raise BenchError(f"profile '{profile}': 'extends: {base!r}' is not a profile name; use e.g. `extends: cpu` or a YAML path")
     if base in (*_chain, profile):
         raise BenchError(f"profile '{profile}': 'extends: {base}' makes a cycle ({' -> '.join((*_chain, profile, base))}); remove one extends")
     return _deep_merge(read_profile(base, (*_chain, profile)), raw)
@@ -455,7 +530,7 @@ def load_config(profile: str = "cpu", overrides: list[str] | None = None, **fiel
 # inside torch after work has been done. (key, test, what is accepted)
 _POS, _NONNEG = (lambda v: v > 0), (lambda v: v >= 0)
 RANGES: tuple[tuple[str, Any, str], ...] = (
-    ("seed", _NONNEG, "an int >= 0"),
+    ("seed", lambda v: 0 <= v < 2**32, "an int in [0, 2**32) (numpy's seed range)"),
     ("data.max_train_pairs", _NONNEG, "an int >= 0 (0 = all)"),
     ("data.max_scorer_pairs", _NONNEG, "an int >= 0 (0 = all)"),
     ("data.max_dual_prompts", _NONNEG, "an int >= 0 (0 = all)"),
@@ -490,7 +565,11 @@ RANGES: tuple[tuple[str, Any, str], ...] = (
 
 
 def validate_config(cfg: RunConfig) -> RunConfig:
-    """Refuse values outside `RANGES` and inconsistent combinations, naming the key and what it accepts."""
+    """Refuse non-finite floats, values outside `RANGES` and inconsistent combinations, naming the key and what it
+    accepts."""
+    bad = non_finite_field(cfg)
+    if bad:
+        raise BenchError(f"config key '{bad[0]}': {bad[1]!r} is not a finite number; give a finite value (--set {bad[0]}=...)")
     for key, ok, accepted in RANGES:
         node: Any = cfg
         for part in key.split("."):

@@ -182,3 +182,137 @@ def test_every_numeric_method_field_declares_a_range():
             if numeric and not f.metadata.get("range") and f.name not in UNBOUNDED:
                 missing.append(f"{name}.{f.name}")
     assert missing == []
+
+
+# -- non-finite numbers (issue 29): every numeric field of every section and every method refuses them ------------
+
+NON_FINITE = ("inf", "-inf", ".inf", "-.inf", "nan", ".nan", "Infinity", "1e309", "-1e309")
+
+
+def _numeric_fields(cls, prefix=""):
+    """(dotted key, is_sequence) of every int/float field of a config dataclass, nested sections included."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _numeric_fields(tp, f"{prefix}{f.name}.")
+            continue
+        args = typing.get_args(tp) or (tp,)
+        if any(a in (int, float) for a in args):
+            yield f"{prefix}{f.name}", typing.get_origin(tp) in (list, tuple)
+
+
+def _tiny(overrides, method="sft"):
+    """`load_config("tiny", overrides, method=...)` from a profile tree read once (reading the YAML is most of the
+    cost of a load_config, and these tests build ~1000 configs)."""
+    import copy
+
+    from harness.config import apply_overrides, build_dataclass, read_profile, validate_config
+
+    if not hasattr(_tiny, "tree"):
+        _tiny.tree = read_profile("tiny")
+    tree = copy.deepcopy(_tiny.tree)
+    tree["method"] = method
+    return validate_config(build_dataclass(RunConfig, apply_overrides(tree, overrides)))
+
+
+def test_every_numeric_field_of_every_section_refuses_non_finite_values():
+    keys = list(_numeric_fields(RunConfig))
+    assert {"seed", "train.beta", "train.learning_rate", "scoring.threshold", "resources.cpus", "learning.min_accuracy",
+            "generation.gpu_memory_utilization"} <= {k for k, _ in keys}
+    for key, sequence in keys:
+        for raw in NON_FINITE:
+            value = f"[{raw}, 1]" if sequence else raw
+            with pytest.raises(BenchError) as exc:
+                _tiny([f"{key}={value}"])
+            assert f"config key '{key}" in str(exc.value) and "\n" not in str(exc.value), (key, raw, str(exc.value))
+    with pytest.raises(BenchError, match="'train.beta': 'inf' is not a finite number"):
+        load_config("tiny", ["train.beta=inf"])  # and through the public entry point
+
+
+def test_every_numeric_field_of_every_registered_method_refuses_non_finite_values():
+    from harness.registries import METHODS
+
+    import dataclasses
+
+    from harness.config import parse_overrides
+
+    checked = 0
+    for name in METHODS.names():
+        cls = METHODS.get(name).config_class
+        base = _tiny([], method=name)
+        for key, sequence in _numeric_fields(cls):
+            for raw in NON_FINITE:
+                ((_, value),) = parse_overrides([f"method.{key}={f'[{raw}, 0.9]' if sequence else raw}"])  # as --set reads it
+                cfg = dataclasses.replace(base, methods={**base.methods, name: {**base.methods.get(name, {}), key: value}})
+                with pytest.raises(BenchError, match=rf"config key 'methods\.{name}\.{key}\b"):
+                    method_config(cls, cfg)
+                checked += 1
+    assert checked >= 40 * len(NON_FINITE)
+
+
+def test_non_finite_messages_name_the_value_and_the_fix():
+    with pytest.raises(BenchError, match=r"config key 'train.beta': 'inf' is not a finite number; give a finite value "
+                                         r"\(--set train.beta=\.\.\.\)"):
+        load_config("tiny", ["train.beta=inf"])
+    with pytest.raises(BenchError, match=r"'train.beta': 1000000.* overflows a float"):
+        load_config("tiny", ["train.beta=1" + "0" * 400])  # an int beyond a float's range: OverflowError before
+    with pytest.raises(BenchError, match=r"'train.max_steps': 1000000.* overflows a 64-bit int"):
+        load_config("tiny", ["train.max_steps=1" + "0" * 30])
+    with pytest.raises(BenchError, match=r"'seed': 4294967296 is out of range"):
+        load_config("tiny", [f"seed={2**32}"])  # numpy's seed range
+    assert load_config("tiny", ["train.beta=1e308", f"seed={2**32 - 1}"]).train.beta == 1e308  # finite: accepted
+
+
+def test_configs_built_directly_refuse_non_finite_values():
+    """A plugin or test that builds a config without a profile: RangeChecked configs refuse on construction (declared
+    range or not), and `validate_config` refuses a RunConfig holding one anywhere."""
+    from dataclasses import dataclass, field
+
+    from harness.config import RangeChecked, TrainConfig, in_range, validate_config
+    from methods.pddpo import PDDPOConfig
+
+    with pytest.raises(BenchError, match="'eta': inf is not a finite number"):
+        PDDPOConfig(eta=float("inf"))
+
+    @dataclass
+    class Plain(RangeChecked):
+        scale: float = field(default=1.0, metadata={"help": "no declared range"})
+
+    with pytest.raises(BenchError, match="'scale': nan is not a finite number"):
+        Plain(scale=float("nan"))
+    with pytest.raises(BenchError, match=r"config key 'train.weight_decay': inf is not a finite number"):
+        validate_config(RunConfig(train=TrainConfig(weight_decay=float("inf"))))
+    assert not any(in_range(v, spec) for v in (float("inf"), float("-inf"), float("nan")) for spec in (">=0", "<=1", "[0,inf)", "(-inf,inf)"))
+
+
+# -- malformed profiles (issue 29): one line naming the file and the problem, never a yaml traceback ---------------
+
+@pytest.mark.parametrize("content, match", [
+    ("train: {beta: [1\n", r"invalid YAML at line 2, column 1 \(expected ',' or '\]'.*\): fix the file"),
+    ("train:\n  beta: 0.1\n   lr: 2\n", r"invalid YAML at line 3"),
+    ("- tiny\n- cpu\n", "holds a YAML list, not a mapping of config keys"),
+    ("just words\n", "holds a YAML str, not a mapping"),
+    ("extends: [cpu, tiny]\n", r"'extends: \['cpu', 'tiny'\]' is not a profile name"),
+    ("1: 2\n", "unknown config key '1'"),
+    (b"train: {beta: 0.1}\n# \xff\xfe\n", r"not UTF-8 text \(byte 21\): save it as UTF-8"),
+])
+def test_malformed_profiles_are_refused_in_one_line(tmp_path, content, match):
+    path = tmp_path / "mine.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(BenchError, match=match) as exc:
+        load_config(str(path))
+    assert "\n" not in str(exc.value)
+
+
+def test_profile_paths_of_the_wrong_kind(tmp_path):
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(BenchError, match="folder.yaml is a folder, not a YAML file"):
+        load_config(str(tmp_path / "folder.yaml"))
+    with pytest.raises(BenchError, match=r"profile file .*missing.yaml does not exist: check the path"):
+        load_config(str(tmp_path / "missing.yaml"))
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_config(str(tmp_path / "empty.yaml")).profile == "empty"  # empty = every default
