@@ -97,11 +97,44 @@ def run(
     else:
         fields.update({"runs_dir": str(runs_dir) if runs_dir else None, "wandb.mode": wandb})
         cfg = _config(profile or "cpu", overrides, **{**fields, "method": method or "sft"})
+    execute(cfg)
+
+
+def execute(cfg, title: str = "run") -> None:
+    """Check every input (`runs.preflight`), run the stages with one line each, print the record (`bench run`, `bench eval`)."""
+    from harness import runs
+
     plan = runs.preflight(cfg)  # every input checked before any output or work
-    console.print(f"[bold]run[/] {runs.run_id(cfg)}  method={cfg.method} dataset={cfg.dataset} model={cfg.model} profile={cfg.profile} seed={cfg.seed}")
+    what = f"checkpoint={cfg.method_section()['checkpoint']} " if title == "eval" else ""
+    console.print(f"[bold]{title}[/] {runs.run_id(cfg)}  method={cfg.method} {what}dataset={cfg.dataset} model={cfg.model} "
+                  f"profile={cfg.profile} seed={cfg.seed}")
     record = runs.run(cfg, on_stage=lambda stage, status: console.print(f"  [cyan]{stage:<8}[/] {status}"), plan=plan)
     if record is not None:  # None: a non-zero rank of a data-parallel run (rank 0 writes and prints the record)
         print_record(record)
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option(..., "--model", help="The checkpoint: a local transformers folder, a hub id or a built-in name (`bench list models`)."),
+    name: str = typer.Option(..., "--name", help="The leaderboard row and the record's method (not a registered method's name)."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Whose eval prompts and judges: pku-saferlhf | truthfulqa | hh-rlhf-harmless (default: the profile's)."),
+    profile: str = typer.Option(None, "--profile", "-p", help="tiny | cpu | cpu-long | gpu, or a YAML file (default cpu); its `model` is the SFT "
+                                "policy the win rates compare against and whose leaderboard table the row joins."),
+    seed: int = typer.Option(None, "--seed", help="Seed of sampling and bootstrap resampling (default: the profile's, 0)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Read datasets from local copies (default $BENCH_DATA_DIR)."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where runs and bench.sqlite live (default ./runs)."),
+    wandb: Optional[str] = typer.Option(None, "--wandb", help="offline (default) | online | disabled."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Generation backend: auto | hf | vllm."),
+    overrides: Optional[list[str]] = SetOpt,
+) -> None:
+    """Evaluate a checkpoint as it is: generate, score and compute metrics with `bench run`'s judges and eval sets; the
+    record joins the leaderboard as NAME (with the checkpoint's path and fingerprint)."""
+    from harness.checkpoint import KEY, check_name
+
+    check_name(name)
+    fields = {"method": name, f"methods.{name}.{KEY}": model, "dataset": dataset, "seed": seed, "generation.backend": backend,
+              "data.data_dir": str(data_dir) if data_dir else None, "runs_dir": str(runs_dir) if runs_dir else None, "wandb.mode": wandb}
+    execute(_config(profile or "cpu", overrides, **fields), title="eval")
 
 
 def resume_config(runs_dir: Path, rid: str, profile: str | None, overrides: list[str] | None, fields: dict, wandb: str | None):

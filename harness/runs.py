@@ -231,8 +231,8 @@ def _follow_training(cfg: RunConfig, rid: str) -> None:
     the weights it ends with equal rank 0's, and generation, scoring and metrics happen once, on rank 0.
     """
     from harness.datasets import load_bundle
+    from harness.checkpoint import method_class
     from harness.models import resolve_device, resolve_model
-    from harness.registries import METHODS
 
     rank, _ = world()
     run_dir = Path(cfg.runs_dir) / rid
@@ -240,7 +240,7 @@ def _follow_training(cfg: RunConfig, rid: str) -> None:
         return
     scratch = run_dir / f".rank{rank}"
     shutil.rmtree(scratch, ignore_errors=True)
-    method_cls = METHODS.get(cfg.method)
+    method_cls = method_class(cfg)
     mcfg = method_config(method_cls.config_class, cfg)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -272,14 +272,15 @@ def preflight(cfg: RunConfig) -> Plan:
     a writable runs dir and a readable store, the data (every file, row and field), the evaluation prompts, the
     scorers, the model and its tokenizer (and that every prompt fits its context), the generation backend and the
     TruthfulQA MC targets. A bad input fails here with one BenchError line, never after training."""
+    from harness.checkpoint import check_checkpoint, is_evaluation, method_class
     from harness.datasets import load_bundle, load_eval_prompts
     from harness.generation import choose_backend
     from harness.io import folder_problem
     from harness.models import BUILTIN_MODELS, load_tokenizer, resolve_device, resolve_model
-    from harness.registries import METHODS, SCORERS
+    from harness.registries import SCORERS
     from harness.store import check_store
 
-    method_cls = METHODS.get(cfg.method)
+    method_cls = method_class(cfg)  # a registered method, or `bench eval`'s checkpoint (harness/checkpoint.py)
     mcfg = method_config(method_cls.config_class, cfg)
     check_writable(Path(cfg.runs_dir))
     check_store(cfg.runs_dir)
@@ -301,6 +302,9 @@ def preflight(cfg: RunConfig) -> Plan:
         if problem:
             raise BenchError(f"model folder {policy_path} is damaged ({problem}): re-save or re-download it")
     check_context(load_tokenizer(policy_path), policy_path, cfg, bundle, prompts)
+    if is_evaluation(cfg):  # `bench eval`: the checkpoint resolves, is intact, and every prompt fits its context
+        checkpoint_path, checkpoint_tokenizer = check_checkpoint(cfg)
+        check_context(checkpoint_tokenizer, checkpoint_path, cfg, bundle, prompts)
     if cfg.eval.truthfulqa_mc:
         from harness.datasets.truthfulqa import load_questions
 
