@@ -253,3 +253,58 @@ def test_wall_time_note_names_runs_that_reused_work(tmp_path: Path) -> None:
     assert "pddpo s0: dpo pddpo-stage1 (train, 335 s saved)" in note and "sft" not in note
     add_run(d := tmp_path / "plain", make_record("sft"))
     assert not [n for n in build_leaderboard(d, n_boot=N_BOOT).tables[0].notes if n.startswith("Wall s")]
+
+
+# -- figures ------------------------------------------------------------------------------------------------------------------
+
+def _crowded(d: Path, names: list[str], trajectories: dict[str, dict[int, list[float]]] | None = None) -> None:
+    """Methods whose points nearly coincide (the labels' worst case), with λ trajectories for some."""
+    rng = np.random.default_rng(3)
+    for name in names:
+        for seed, lams in (trajectories or {}).get(name, {0: []}).items():
+            traj = [{"iteration": k + 1, "lambda": v, "cost_estimate": 0.3 - 0.01 * k} for k, v in enumerate(lams)]
+            add_run(d, make_record(name, seed=seed, reward=0.3 + 0.004 * rng.standard_normal(), cost=0.3,
+                                   unsafe=0.2 + 0.006 * rng.standard_normal(), trajectory=traj))
+
+
+def test_frontier_labels_never_overlap_and_the_axes_say_what_the_table_says(tmp_path: Path) -> None:
+    from leaderboards.plots import frontier_figure, palette
+
+    names = ["sft", "dpo-helpful", "dpo-harmless", "safedpo", "sacpo", "sacpo-kto", "sacpo-naive-merge", "pddpo",
+             "pddpo-online", "p-sacpo", "pecan", "mocan"]
+    _crowded(tmp_path / "runs", names)
+    (table,) = build_leaderboard(tmp_path / "runs", n_boot=N_BOOT).tables
+    fig = frontier_figure(table)
+    (ax,) = fig.axes
+    renderer = fig.canvas.get_renderer()
+    labels = [t for t in ax.texts if t.get_text() in names]
+    assert sorted(t.get_text() for t in labels) == sorted(names)
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert not [(labels[i].get_text(), labels[j].get_text()) for i in range(len(boxes)) for j in range(i) if boxes[i].overlaps(boxes[j])]
+    frame = ax.get_window_extent(renderer)
+    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in boxes)
+    unsafe = declared.get_metric("unsafe_rate")
+    assert "safety judge" in ax.get_xlabel() and f"column {unsafe.label};" in ax.get_xlabel() and "cost > 0" not in ax.get_xlabel()
+    assert "column Reward; higher is better" in ax.get_ylabel()
+    assert len(set(palette(len(names)))) == len(names) and len(set(palette(40))) == 40  # no colour repeats
+
+
+def test_lambda_figure_has_one_panel_per_method_a_legend_outside_and_a_readable_cap(tmp_path: Path) -> None:
+    from leaderboards.plots import lambda_figure
+
+    _crowded(tmp_path / "runs", ["sft", "pddpo", "pecan"],
+             {"pddpo": {0: [1.0, 2.0, 3.0, 4.0], 1: [1.5, 2.5, 3.0, 3.5], 2: [100.0] * 4}, "pecan": {0: [0.5, 1.0, 1.5, 2.0]}})
+    (table,) = build_leaderboard(tmp_path / "runs", n_boot=N_BOOT).tables
+    fig = lambda_figure(table)
+    panels = [a for a in fig.axes if a.get_title()]
+    assert [a.get_title() for a in panels] == ["pddpo", "pecan"]
+    assert panels[0].get_yscale() == "symlog" and panels[1].get_yscale() == "linear"  # the cap at 100 vs λ 1-4
+    assert panels[0].get_ylim()[0] == 0.0
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    assert not any(box.overlaps(a.get_window_extent(renderer)) for a in fig.axes if a.get_visible())
+    assert {t.get_text() for t in legend.get_texts()} >= {"seed 0", "seed 1", "seed 2", "b = 0.2"}
