@@ -350,6 +350,9 @@ def runs_cmd(runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"), method: 
         counts = rebuild(runs_dir)
         console.print(f"reindexed {counts['runs']} run folder(s) under {runs_dir} ({counts['finished']} finished)"
                       + ("; the damaged store was kept beside it" if counts["damaged_store_kept"] else ""))
+        for rid, problem in counts["skipped"]:  # never indexed, so no later listing trips over them
+            console.print(f"[yellow]skipped[/] {rid}: {problem} (fix it or move the folder away, then reindex)", highlight=False,
+                          soft_wrap=True)
     reconcile(runs_dir)  # rows whose process died are shown as interrupted, not running forever
     rows = list_runs(runs_dir, **({"method": method} if method else {}))
     if not rows:
@@ -362,7 +365,7 @@ def runs_cmd(runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"), method: 
         t.add_column(name)
     for r in rows:
         s = ((r["results"] or {}).get("results") or {}).get("safety") or {}
-        fmt = lambda m: f"{m['value']:.3f}" if isinstance(m, dict) else "-"  # noqa: E731
+        fmt = lambda m: f"{m['value']:.3f}" if isinstance(m, dict) and isinstance(m.get("value"), (int, float)) else "-"  # noqa: E731
         t.add_row(r["run_id"], r["status"], r["stage"] or "-", fmt(s.get("reward_mean")), fmt(s.get("unsafe_rate")))
     out = console if console.width >= width + 50 else Console(width=width + 50)  # a narrow terminal wraps, never truncates
     out.print(t)

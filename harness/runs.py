@@ -366,13 +366,32 @@ def run(cfg: RunConfig, on_stage: Callable[[str, str], None] | None = None, plan
     note = on_stage or (lambda stage, status: log.info("[%s] %s: %s", rid, stage, status))
     if results_path.exists():
         note("all", "finished earlier (cached)")
-        return read_json(results_path)
+        return cached_record(cfg, run_dir)
     plan = plan or preflight(cfg)
     with run_lock(cfg.runs_dir, rid, on_wait=lambda holder: note("all", f"waiting: another process ({holder}) is running this run")):
         if results_path.exists():  # the other process finished it while we waited
             note("all", "finished by another process (cached)")
             return read_json(results_path)
         return _execute(cfg, plan, rid, run_dir, note)
+
+
+def cached_record(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """A finished run's record, re-registered in the store when its row is missing (the store was deleted or rebuilt
+    elsewhere); a record that no longer fits the results schema is refused with the way to rebuild it."""
+    from harness.store import heal, record_problem, writable
+
+    results_path = run_dir / "results.json"
+    try:
+        record = read_json(results_path)
+    except ValueError as exc:
+        record, problem = None, f"is not valid JSON ({exc})"
+    else:
+        problem = record_problem(record, run_dir.name)
+    if problem:
+        raise BenchError(f"{results_path} {problem}: delete that file and rerun to rebuild the record from the finished stages")
+    if writable(cfg.runs_dir):
+        heal(cfg.runs_dir)
+    return record
 
 
 def _execute(cfg: RunConfig, plan: Plan, rid: str, run_dir: Path, note: Callable[[str, str], None]) -> dict[str, Any]:

@@ -1,6 +1,10 @@
 """The run store: an embedded SQLite file (`<runs_dir>/bench.sqlite`) indexing every run's results record.
 
-The JSON record in each run folder is the source of truth; the store is an index the leaderboards read.
+The JSON record in each run folder is the source of truth; the store is an index the leaderboards read, and it
+heals: a listing registers any finished run folder whose row is missing (`heal`), `reindex` rebuilds it from the
+folders, and a record that does not fit the results schema (`record_problem`) is skipped and reported, never indexed.
+On a runs dir this process cannot write, listings read the store read-only into an in-memory index, together with
+the finished run folders it lacks.
 Schema version of the results record: `RESULTS_SCHEMA_VERSION` (documented in docs/results-schema.md).
 """
 
@@ -9,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
+import math
 import os
 import shutil
 import sqlite3
@@ -20,6 +26,7 @@ from typing import Any, Callable, Iterator
 from harness.errors import BenchError
 
 RESULTS_SCHEMA_VERSION = "1.1"
+log = logging.getLogger("bench")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -46,25 +53,46 @@ def store_path(runs_dir: str | Path) -> Path:
 BUSY_TIMEOUT_S = 30  # a writer waits at most this long for another process's write (WAL keeps readers unblocked)
 
 
+class StoreReadOnly(BenchError):
+    """The store (or its folder) cannot be written: listings fall back to a read-only index (`list_runs`)."""
+
+
+def _read_only_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
 def _connect(runs_dir: str | Path) -> sqlite3.Connection:
     path = store_path(runs_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
         con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
         if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             con.execute("PRAGMA journal_mode = WAL")  # readers never block writers; several runs share one store
         con.execute(_DDL)
     except sqlite3.DatabaseError as exc:
-        raise _store_error(path, exc) from None
+        error = _store_error(path, exc)
+        raise (StoreReadOnly(str(error)) if _read_only_error(exc) else error) from None
+    except PermissionError as exc:
+        raise StoreReadOnly(f"cannot write the run store {path} ({exc.strerror}): make it writable or choose another --runs-dir") from None
     return con
+
+
+def writable(runs_dir: str | Path) -> bool:
+    """Whether this process may write the runs dir and its store (a missing runs dir counts: it is made on the first
+    write). `list_runs` reads a store it may not write read-only."""
+    root, path = Path(runs_dir), store_path(runs_dir)
+    if not root.exists():
+        return True
+    return os.access(root, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
 def _store_error(path: Path, exc: Exception) -> BenchError:
     text = str(exc).lower()
     if "locked" in text or "busy" in text:
         return BenchError(f"run store {path} stayed locked for {BUSY_TIMEOUT_S} s ({exc}): another process holds it; retry")
-    if "readonly" in text or "read-only" in text or "unable to open" in text:
+    if _read_only_error(exc):
         return BenchError(f"cannot write the run store {path} ({exc}): make it writable or choose another --runs-dir")
     if "not a database" in text or "malformed" in text or "corrupt" in text or not isinstance(exc, sqlite3.OperationalError):
         return BenchError(f"run store {path} is damaged ({exc}): `bench runs --reindex --runs-dir {path.parent}` rebuilds it from the run folders")
@@ -100,17 +128,162 @@ def upsert_run(runs_dir: str | Path, run_id: str, *, method: str, dataset: str, 
 
 
 def list_runs(runs_dir: str | Path, **where: Any) -> list[dict[str, Any]]:
-    """Rows as dicts (with `results` parsed), filtered by equality on any column, newest first."""
-    if not store_path(runs_dir).exists():
-        return []
+    """Rows as dicts (with `results` parsed), filtered by equality on any column, newest first. Finished run folders
+    whose row is missing are registered first (`heal`); a runs dir this process cannot write is read through an
+    in-memory index (`read_only_index`), so listings and leaderboards work there too."""
     clauses = " AND ".join(f"{k} = ?" for k in where)
     sql = "SELECT * FROM runs" + (f" WHERE {clauses}" if clauses else "") + " ORDER BY updated DESC"
-    with closing(_connect(runs_dir)) as con, _errors(runs_dir):
+    con: sqlite3.Connection | None = None
+    if writable(runs_dir):
+        try:
+            heal(runs_dir)
+            if not store_path(runs_dir).exists():
+                return []
+            con = _connect(runs_dir)
+        except StoreReadOnly:  # a read-only file system, or a store made by another user
+            con = None
+    if con is None:
+        con = read_only_index(runs_dir)
+    with closing(con), _errors(runs_dir):
         con.row_factory = sqlite3.Row
         rows = [dict(r) for r in con.execute(sql, tuple(where.values()))]
     for r in rows:
         r["results"] = json.loads(r["results"]) if r["results"] else None
     return rows
+
+
+# -- healing: the run folders are the source of truth --------------------------------------------------------------
+
+def record_problem(record: Any, run_id: str | None = None) -> str | None:
+    """Why a results record does not fit the results schema (docs/results-schema.md) well enough to be indexed, or
+    None: a JSON object with a `schema_version`, the index fields (`run_id` = its folder's name, `method`, `dataset`,
+    `model`, `profile` as text, `seed` an integer) and a `results` object whose every estimate (`value`, `ci_low`,
+    `ci_high`) and count (`n`, `n_prompts`) is a finite number or null. Listings and leaderboards format these."""
+    if not isinstance(record, dict):
+        return f"is a JSON {type(record).__name__}, not an object"
+    if not isinstance(record.get("schema_version"), str):
+        return "has no schema_version"
+    if run_id is not None and record.get("run_id") != run_id:
+        return f"names run {record.get('run_id')!r}, not its folder {run_id!r}"
+    for key in ("run_id", "method", "dataset", "model", "profile"):
+        if not isinstance(record.get(key), str) or not record[key]:
+            return f"field '{key}' is {record.get(key)!r}, not a name"
+    if not isinstance(record.get("seed"), int) or isinstance(record.get("seed"), bool):
+        return f"field 'seed' is {record.get('seed')!r}, not an integer"
+    if not isinstance(record.get("results"), dict):
+        return "field 'results' is not an object"
+    return _numbers_problem(record["results"], "results")
+
+
+_NUMERIC = ("value", "ci_low", "ci_high", "n", "n_prompts")
+
+
+def _numbers_problem(node: Any, where: str) -> str | None:
+    if isinstance(node, list):
+        return next((p for i, x in enumerate(node) if (p := _numbers_problem(x, f"{where}[{i}]"))), None)
+    if not isinstance(node, dict):
+        return None
+    for key, value in node.items():
+        if key in _NUMERIC and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            return f"'{where}.{key}' is {value!r}, not a number"
+        problem = _numbers_problem(value, f"{where}.{key}")
+        if problem:
+            return problem
+    return None
+
+
+def folder_row(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(store row, None) for a run folder (`config.yaml`; `results.json` makes it finished, else its last finished
+    stage and `interrupted`, or `running` while locked), or (None, why it cannot be indexed)."""
+    import yaml
+
+    cfg_path, results_path = run_dir / "config.yaml", run_dir / "results.json"
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else None
+        results = json.loads(results_path.read_text()) if results_path.exists() else None
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        return None, f"cannot read its config.yaml/results.json ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+    if results is not None:
+        problem = record_problem(results, run_dir.name)
+        if problem:
+            return None, f"results.json {problem}"
+        keys = results
+    elif isinstance(cfg, dict):
+        keys = cfg
+    else:
+        return None, "config.yaml is not a mapping"
+    try:
+        fields = {k: keys[k] for k in ("method", "dataset", "model", "profile", "seed")}
+    except KeyError as exc:
+        return None, f"config.yaml has no {exc}"
+    done = [s for s in STAGES if (run_dir / s / "done.json").exists()]
+    root = run_dir.parent
+    status = "finished" if results else "running" if is_running(root, run_dir.name) else "interrupted"
+    mtime = (cfg_path if cfg_path.exists() else results_path).stat().st_mtime
+    return dict(run_id=run_dir.name, **fields, suite=keys.get("suite"), status=status, stage=done[-1] if done else None,
+                created=mtime, updated=results_path.stat().st_mtime if results else mtime,
+                results=json.dumps(results) if results else None), None
+
+
+_INSERT = ("INSERT INTO runs VALUES (:run_id, :method, :dataset, :model, :profile, :seed, :suite, :status, :stage, "
+           ":created, :updated, :results)")
+
+
+def _unindexed(runs_dir: str | Path, known: set[str]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """(rows, skipped) for the finished run folders (a `results.json`) whose run id is not in `known`; a folder whose
+    record does not fit the schema is skipped with its problem, and logged."""
+    rows, skipped = [], []
+    for results_path in sorted(Path(runs_dir).glob("*/results.json")):
+        if results_path.parent.name in known:
+            continue
+        row, problem = folder_row(results_path.parent)
+        if problem:
+            skipped.append((results_path.parent.name, problem))
+            log.warning("run folder %s not indexed: %s (fix or move the folder away)", results_path.parent, problem)
+        else:
+            rows.append(row)
+    return rows, skipped
+
+
+def heal(runs_dir: str | Path) -> int:
+    """Register every finished run folder whose row is missing (or not finished: its process died between writing
+    results.json and its row). Returns how many rows it wrote. Safe beside running writers: rows are upserts."""
+    root = Path(runs_dir)
+    if not root.is_dir() or next(root.glob("*/results.json"), None) is None:
+        return 0
+    known: set[str] = set()
+    if store_path(root).exists():
+        with closing(_connect(root)) as con, _errors(root):
+            known = {r[0] for r in con.execute("SELECT run_id FROM runs WHERE status = 'finished' AND results IS NOT NULL")}
+    rows, _ = _unindexed(root, known)
+    if rows:
+        with closing(_connect(root)) as con, con, _errors(root):
+            con.executemany(_INSERT.replace("INSERT", "INSERT OR REPLACE", 1), rows)
+    return len(rows)
+
+
+def read_only_index(runs_dir: str | Path) -> sqlite3.Connection:
+    """An in-memory index for a runs dir this process cannot write: the store's rows (opened read-only and immutable,
+    so sqlite needs no journal beside it), plus the finished run folders it lacks."""
+    root = Path(runs_dir)
+    mem = sqlite3.connect(":memory:")
+    mem.execute(_DDL)
+    path = store_path(root)
+    if path.exists():
+        try:
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)) as src:
+                mem.executemany(_INSERT, [dict(zip(COLUMNS, r)) for r in src.execute(f"SELECT {', '.join(COLUMNS)} FROM runs")])
+        except sqlite3.DatabaseError as exc:
+            mem.close()
+            raise _store_error(path, exc) from None
+    known = {r[0] for r in mem.execute("SELECT run_id FROM runs WHERE status = 'finished' AND results IS NOT NULL")}
+    rows, _ = _unindexed(root, known)
+    mem.executemany(_INSERT.replace("INSERT", "INSERT OR REPLACE", 1), rows)
+    return mem
+
+
+COLUMNS = ("run_id", "method", "dataset", "model", "profile", "seed", "suite", "status", "stage", "created", "updated", "results")
 
 
 @contextlib.contextmanager
@@ -169,7 +342,7 @@ def is_running(runs_dir: str | Path, run_id: str) -> bool:
 def reconcile(runs_dir: str | Path) -> int:
     """Rows still `running` whose process is gone (killed, crashed before it could say so) become `interrupted`.
     Returns how many rows changed."""
-    if not store_path(runs_dir).exists():
+    if not store_path(runs_dir).exists() or not writable(runs_dir):  # read-only: shown as stored
         return 0
     stale = [r["run_id"] for r in list_runs(runs_dir, status="running") if not is_running(runs_dir, r["run_id"])]
     if stale:
@@ -184,29 +357,25 @@ def reconcile(runs_dir: str | Path) -> int:
 STAGES = ("train", "generate", "score", "metrics")
 
 
-def reindex(runs_dir: str | Path) -> dict[str, int]:
-    """Rebuild the store from the run folders (the source of truth): each `<run>/config.yaml` gives a row; its
-    `results.json` makes it finished, else its last finished stage and `interrupted` (or `running` while locked).
-    A damaged store is kept beside the new one as `bench.sqlite.damaged-<time>`. Returns counts."""
-    import yaml
-
+def reindex(runs_dir: str | Path) -> dict[str, Any]:
+    """Rebuild the store from the run folders (the source of truth): each `<run>/config.yaml` (or `results.json`)
+    gives a row; its `results.json` makes it finished, else its last finished stage and `interrupted` (or `running`
+    while locked). A folder that cannot be read, or whose record does not fit the results schema (`record_problem`),
+    is skipped and reported in `skipped` as (run id, problem). A damaged store is kept beside the new one as
+    `bench.sqlite.damaged-<time>`. Returns counts."""
     root = Path(runs_dir)
     path = store_path(root)
+    if not writable(root):
+        raise BenchError(f"cannot reindex {root}: this process may not write it (listings and leaderboards still work "
+                         "read-only; reindex as the owner of the folder)")
     rows: list[dict[str, Any]] = []
-    for cfg_path in sorted(root.glob("*/config.yaml")):
-        run_dir = cfg_path.parent
-        try:
-            cfg = yaml.safe_load(cfg_path.read_text())
-            results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else None
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            raise BenchError(f"{run_dir}: cannot read its config.yaml/results.json ({exc}); move the folder away and reindex again") from None
-        done = [s for s in STAGES if (run_dir / s / "done.json").exists()]
-        status = "finished" if results else "running" if is_running(root, run_dir.name) else "interrupted"
-        mtime = cfg_path.stat().st_mtime
-        rows.append(dict(run_id=run_dir.name, method=cfg["method"], dataset=cfg["dataset"], model=cfg["model"], profile=cfg["profile"],
-                         seed=cfg["seed"], suite=cfg.get("suite"), status=status, stage=done[-1] if done else None,
-                         created=mtime, updated=(run_dir / "results.json").stat().st_mtime if results else mtime,
-                         results=json.dumps(results) if results else None))
+    skipped: list[tuple[str, str]] = []
+    for run_dir in sorted({p.parent for p in (*root.glob("*/config.yaml"), *root.glob("*/results.json"))}):
+        row, problem = folder_row(run_dir)
+        if problem:
+            skipped.append((run_dir.name, problem))
+        else:
+            rows.append(row)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{tmp}{suffix}").unlink(missing_ok=True)
@@ -214,8 +383,7 @@ def reindex(runs_dir: str | Path) -> dict[str, int]:
     try:
         with con:
             con.execute(_DDL)
-            con.executemany("INSERT INTO runs VALUES (:run_id, :method, :dataset, :model, :profile, :seed, :suite, :status, :stage, "
-                            ":created, :updated, :results)", rows)
+            con.executemany(_INSERT, rows)
     finally:
         con.close()
     moved = 0
@@ -229,4 +397,5 @@ def reindex(runs_dir: str | Path) -> dict[str, int]:
     for suffix in ("-wal", "-shm"):  # the old write-ahead log belongs to the old file
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     os.replace(tmp, path)
-    return {"runs": len(rows), "finished": sum(r["status"] == "finished" for r in rows), "damaged_store_kept": moved}
+    return {"runs": len(rows), "finished": sum(r["status"] == "finished" for r in rows), "damaged_store_kept": moved,
+            "skipped": skipped}

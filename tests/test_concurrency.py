@@ -95,7 +95,7 @@ def test_reindex_rebuilds_a_lost_or_damaged_store_and_dead_runs_stop_running(tmp
     for suffix in ("-wal", "-shm"):
         Path(f"{store}{suffix}").unlink(missing_ok=True)
     counts = reindex(cfg.runs_dir)
-    assert counts == {"runs": 2, "finished": 1, "damaged_store_kept": 1}
+    assert counts == {"runs": 2, "finished": 1, "damaged_store_kept": 1, "skipped": []}
     rows = {r["run_id"]: r for r in list_runs(cfg.runs_dir)}
     assert rows[rec["run_id"]]["status"] == "finished" and rows[rec["run_id"]]["results"] == rec
     assert rows[dead.name]["status"] == "interrupted"
