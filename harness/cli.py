@@ -80,9 +80,15 @@ def run(
 ) -> None:
     """Train METHOD, generate for the eval prompts, score, compute metrics. Re-running skips finished stages."""
     from harness import runs
+    from harness.errors import check_folder
 
     if launcher not in ("none", "accelerate"):
         raise BenchError(f"unknown launcher '{launcher}': use none or accelerate")
+    if num_processes < 1:  # torch-elastic would assert after the launch
+        raise BenchError(f"--num-processes {num_processes}: give 1 or more (one process per GPU)")
+    check_folder(runs_dir or Path("runs"), "--runs-dir")
+    if data_dir is not None:
+        check_folder(data_dir, "--data-dir")
     if launcher == "accelerate" and os.environ.get("ACCELERATE_PROCESS_ID") is None and "LOCAL_RANK" not in os.environ:
         command = accelerate_command(accelerate_config, num_processes, sys.argv[1:])
         if not resume:  # a DeepSpeed preset that disagrees with the run config fails here, not after the launch
@@ -143,6 +149,10 @@ def resume_config(runs_dir: Path, rid: str, profile: str | None, overrides: list
     from harness import runs
 
     cfg = runs.load_run_config(runs_dir, rid)
+    if runs.run_id(cfg) != rid:  # resuming would train (and record) another run under the same name
+        raise BenchError(f"--resume {rid}: its saved config.yaml no longer matches the run id (it now gives {runs.run_id(cfg)}; "
+                         "edited by hand, or saved by another version): restore the file to resume, or start a new run "
+                         f"from it with `bench run --profile {Path(runs_dir) / rid / 'config.yaml'}`")
     asked = {k: v for k, v in fields.items() if v is not None}
     if profile is not None:
         asked["profile"] = Path(profile).stem
@@ -343,9 +353,11 @@ def runs_cmd(runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"), method: 
              reindex: bool = typer.Option(False, "--reindex", help="Rebuild bench.sqlite from the run folders (keeps a damaged store "
                                           "aside as bench.sqlite.damaged-<time>). Run it while no run writes to this runs dir.")) -> None:
     """Runs in the store with their status and headline numbers. Run ids are printed whole (paste them into --resume)."""
+    from harness.errors import check_folder
     from harness.store import list_runs, reconcile
     from harness.store import reindex as rebuild
 
+    check_folder(runs_dir, "--runs-dir")
     if reindex:
         counts = rebuild(runs_dir)
         console.print(f"reindexed {counts['runs']} run folder(s) under {runs_dir} ({counts['finished']} finished)"

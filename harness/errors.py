@@ -39,6 +39,27 @@ def os_error_message(exc: OSError) -> str | None:
     return None
 
 
+def check_folder(path: object, option: str, *, must_exist: bool = False, hint: str = "") -> None:
+    """A folder option (`--runs-dir`, `--data-dir`, `--plots-dir`) checked before any work: a BenchError line when the
+    path, or a folder above it, is a regular file, or (`must_exist`) when there is no folder at the path. `hint` ends
+    the missing-folder line (what usually belongs there)."""
+    from pathlib import Path
+
+    target = Path(str(path))
+    for part in (target, *target.parents):
+        try:
+            if not part.exists():
+                continue
+            if part.is_dir():
+                break
+        except OSError:  # an unreadable parent: the command's own write or read reports it
+            break
+        where = "is a file" if part == target else f"is inside {part}, which is a file"
+        raise BenchError(f"{option} {target} {where}, not a folder: point {option} at a folder")
+    if must_exist and not target.is_dir():
+        raise BenchError(f"{option} {target} does not exist{': ' + hint if hint else ''}")
+
+
 class RunFailed(Exception):
     """A stage of a run failed inside a component (a method, scorer or generator; a plugin's bug, or its `sys.exit`).
     The CLI prints the message as one line and exits 1; the run is marked failed in the store, its finished stages

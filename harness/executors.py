@@ -19,8 +19,13 @@ the driver does; the store's own locking (`sqlite3` busy timeout) serialises the
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
+import socket
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -34,6 +39,9 @@ _FORWARD_ENV = ("BENCH_DATA_DIR", "BENCH_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "H
                 "TOKENIZERS_PARALLELISM", "WANDB_MODE", "WANDB_DIR", "WANDB_SILENT", "BENCH_QUIET", "XDG_CACHE_HOME", "PYTHONPATH")
 
 Cell = tuple[str, int, Any]  # (method, seed, RunConfig)
+# Seconds `--address` may take to answer before `bench suite` gives up (`--connect-timeout`): Ray's own connect loop
+# retries for minutes and, inside its C++ client, does not see Ctrl-C or SIGTERM until a retry ends.
+CONNECT_TIMEOUT_S = 30.0
 
 
 def outcome(method: str, seed: int, record: dict[str, Any] | None = None, error: BaseException | None = None) -> dict[str, Any]:
@@ -89,9 +97,51 @@ def _absolute(cfg: Any) -> Any:
     return dataclasses.replace(cfg, runs_dir=str(Path(cfg.runs_dir).resolve()), data=data)
 
 
-def ray_init(address: str | None, num_cpus: int | None = None) -> bool:
+def check_timeout(seconds: float, option: str) -> None:
+    """A wait bound given by the user: a finite number of seconds > 0, or a one-line BenchError."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
+        raise BenchError(f"{option} {seconds}: give a finite number of seconds > 0, e.g. {option} {CONNECT_TIMEOUT_S:g}")
+
+
+def address_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) that a Ray address names (`host:port`, `ray://host:port`, `[::1]:port`); None for `auto` and
+    `local`, which Ray resolves itself. A malformed address is a BenchError."""
+    if address in ("auto", "local"):
+        return None
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = rest.rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BenchError(f"--address {address}: expected host:port (e.g. 10.0.0.5:6379, ray://head:10001) or auto")
+    return host, int(port)
+
+
+def _unreachable(address: str, seconds: float, why: str) -> BenchError:
+    return BenchError(f"--address {address}: no Ray cluster answered within {seconds:g} s ({why}); start one with "
+                      "`ray start --head`, check the address, raise --connect-timeout, or drop --address for a local instance")
+
+
+def check_address(address: str, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Preflight of `--address`: well-formed, and something accepts a TCP connection there within `connect_timeout`
+    seconds (`auto` and `local` are left to Ray). Nothing listening fails at once, a silent host after the timeout."""
+    check_timeout(connect_timeout, "--connect-timeout")
+    endpoint = address_endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=connect_timeout).close()
+    except OSError as exc:  # refused, unreachable, unknown host, or socket.timeout
+        raise _unreachable(address, connect_timeout, exc.strerror or str(exc) or type(exc).__name__) from None
+
+
+def ray_init(address: str | None, num_cpus: int | None = None, connect_timeout: float = CONNECT_TIMEOUT_S) -> bool:
     """Start (no address) or join (address) Ray; returns True when this call started it (and must shut it down).
-    An instance already initialised in this process (tests) is reused as it is."""
+    An instance already initialised in this process (tests) is reused as it is.
+
+    Joining is bounded by `connect_timeout` seconds: a TCP connect to the address first (nothing listening fails at
+    once), then `ray.init` in a helper thread that this one waits for (`_join`), so Ctrl-C and SIGTERM end it."""
+    if address:
+        check_address(address, connect_timeout)
     try:
         import ray
     except ImportError:
@@ -100,25 +150,53 @@ def ray_init(address: str | None, num_cpus: int | None = None) -> bool:
         return False
     env = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ}
     kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "runtime_env": {"env_vars": env}}
-    if address:
-        kw["address"] = address
-    elif num_cpus:
-        kw["num_cpus"] = num_cpus
-    try:
+    if not address:
+        if num_cpus:
+            kw["num_cpus"] = num_cpus
         ray.init(**kw)
-    except ConnectionError as exc:
-        raise BenchError(f"--address {address}: cannot reach a Ray cluster ({exc}); start one with `ray start --head` "
-                         "or drop --address for a local instance") from None
+        return True
+    kw["address"] = address
+    _join(ray, kw, address, connect_timeout)
     return True
 
 
+def _join(ray: Any, kw: dict[str, Any], address: str, timeout: float) -> None:
+    """`ray.init(address=...)` in a helper thread, waited for at most `timeout` seconds by this thread. Ray's connect
+    loop blocks inside its C++ client for up to ~40 s per call, where no Python signal handler runs; waiting here in
+    short joins keeps Ctrl-C (KeyboardInterrupt) and SIGTERM (the default action: Ray sets its handler only on the
+    main thread) working. On timeout the helper is left as a daemon thread: the command exits right after."""
+    box: dict[str, BaseException] = {}
+
+    def connect() -> None:
+        try:
+            ray.init(**kw)
+        except BaseException as exc:  # noqa: BLE001  (handed to the waiting thread)
+            box["error"] = exc
+
+    helper = threading.Thread(target=connect, name="bench-ray-connect", daemon=True)
+    helper.start()
+    deadline = time.monotonic() + timeout
+    while helper.is_alive() and time.monotonic() < deadline:
+        helper.join(min(0.5, max(0.0, deadline - time.monotonic())))
+    if helper.is_alive():
+        raise _unreachable(address, timeout, "timed out")
+    error = box.get("error")
+    if isinstance(error, (ConnectionError, RuntimeError)):  # RuntimeError: Ray's "Failed to connect to GCS"
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        raise _unreachable(address, timeout, " ".join(str(error).split())[:200]) from None
+    if error is not None:
+        raise error
+
+
 def run_ray(grid: list[Cell], address: str | None = None, on_start: Callable[[int, Cell], None] | None = None,
-            errors_log: Path | None = None, num_cpus: int | None = None) -> Iterator[dict[str, Any]]:
+            errors_log: Path | None = None, num_cpus: int | None = None,
+            connect_timeout: float = CONNECT_TIMEOUT_S) -> Iterator[dict[str, Any]]:
     """Every cell as a Ray task, all submitted at once; Ray runs as many side by side as the resources allow.
     Outcomes come back in completion order; the driver ingests each record (module docstring)."""
     import ray
 
-    started = ray_init(address, num_cpus)
+    started = ray_init(address, num_cpus, connect_timeout)
     try:
         task = ray.remote(_ray_task)
         pending: dict[Any, Cell] = {}

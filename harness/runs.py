@@ -204,9 +204,9 @@ def load_run_config(runs_dir: str | Path, rid: str) -> RunConfig:
     path = Path(runs_dir) / rid / "config.yaml"
     if not path.exists():
         raise BenchError(f"no run '{rid}' under {runs_dir}: `bench runs` lists the run ids")
-    import yaml
+    from harness.config import read_yaml_mapping
 
-    return config_from_dict(yaml.safe_load(path.read_text()))
+    return config_from_dict(read_yaml_mapping(path, f"run {rid}: saved config"))
 
 
 def world() -> tuple[int, int]:
@@ -317,6 +317,9 @@ def preflight(cfg: RunConfig) -> Plan:
 
 def check_writable(runs_dir: Path) -> None:
     """The runs dir exists (or can be made) and takes a file: a read-only or full disk fails before any work."""
+    from harness.errors import check_folder
+
+    check_folder(runs_dir, "--runs-dir")  # a regular file there (or above it): one line, not NotADirectoryError
     probe = runs_dir / f".write-probe-{os.getpid()}"
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)

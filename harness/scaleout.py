@@ -23,6 +23,8 @@ def preset_path(name: str) -> Path:
     path = path if path.exists() else Path(name)
     if not path.exists():
         raise BenchError(f"accelerate config '{name}' not found: use ddp, zero2, zero3 or a YAML path")
+    if not path.is_file():
+        raise BenchError(f"--accelerate-config {name} is a folder, not a YAML file: use ddp, zero2, zero3 or a YAML path")
     return path
 
 

@@ -35,6 +35,7 @@ def test_four_runs_and_a_reader_share_one_store_and_one_run_id_trains_once(tmp_p
     """Seeds 0-3 plus a second process asking for seed 0 (the same run id), while `bench leaderboard` reads in a loop:
     no row lost, nothing corrupted, the duplicate waits for the lock and returns the first one's record."""
     runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()  # `bench leaderboard` refuses a runs dir that does not exist (yet)
     procs = [bench("run", "--profile", "tiny", "--seed", str(s), *FAST, runs_dir=runs_dir) for s in (0, 1, 2, 3, 0)]
     reads, t0 = 0, time.time()
     while any(p.poll() is None for p in procs):

@@ -179,6 +179,69 @@ def _args(*argv):
     return lambda d, t, m: list(argv)
 
 
+# -- issue 29: paths of the wrong kind, malformed profiles, edited saved configs, non-finite numbers, process counts --
+
+def _a_file(t) -> Path:
+    (t / "a-file").write_text("not a folder\n")
+    return t / "a-file"
+
+
+def _profile(content: str | None):
+    """A custom profile file holding `content` (None: a folder named like a profile)."""
+    def setup(d, t, m):
+        path = t / "mine.yaml"
+        if content is None:
+            path.mkdir()
+        else:
+            path.write_text(content)
+        return ["--profile", str(path)]
+    return setup
+
+
+def _saved_run(edit):
+    """A started run (its folder holds only config.yaml) whose config.yaml is then changed by `edit(text) -> text`."""
+    def setup(d, t, m):
+        from harness import runs
+        from harness.config import dump_yaml, load_config
+
+        cfg = load_config("tiny", method="sft", runs_dir=str(t / "runs"), **{"data.data_dir": str(d)})
+        rid = runs.run_id(cfg)
+        (t / "runs" / rid).mkdir(parents=True)
+        (t / "runs" / rid / "config.yaml").write_text(edit(dump_yaml(cfg)))
+        m.setattr(cli, "_RESUME_ID", rid, raising=False)
+        return ["--resume", rid]
+    return setup
+
+
+def _edited_learning_rate(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    (i,) = [i for i, ln in enumerate(lines) if ln.strip().startswith("learning_rate:")]
+    lines[i] = lines[i].split(":")[0] + ": 0.123\n"
+    return "".join(lines)
+
+
+ISSUE_29 = [
+    ("non-finite-set", _args("--set", "train.beta=inf"), ["'train.beta'", "'inf' is not a finite number", "--set train.beta="]),
+    ("nan-set", _args("--set", "scoring.threshold=nan"), ["'scoring.threshold'", "not a finite number"]),
+    ("overflow-method-set", _args("--method", "pddpo", "--set", "method.eta=1e309"), ["'methods.pddpo.eta'", "'1e309' is not a finite number"]),
+    ("overflow-int-set", _args("--set", "train.max_steps=" + "9" * 30), ["'train.max_steps'", "overflows a 64-bit int"]),
+    ("runs-dir-is-a-file", lambda d, t, m: ["--runs-dir", str(_a_file(t))], ["a-file is a file, not a folder", "--runs-dir"]),
+    ("runs-dir-inside-a-file", lambda d, t, m: ["--runs-dir", str(_a_file(t) / "runs")], ["inside", "which is a file", "--runs-dir"]),
+    ("runs-dir-set-to-a-file", lambda d, t, m: ["--set", f"runs_dir={_a_file(t)}"], ["is a file, not a folder", "--runs-dir"]),
+    ("data-dir-is-a-file", lambda d, t, m: ["--data-dir", str(_a_file(t))], ["a-file is a file, not a folder", "--data-dir"]),
+    ("malformed-profile", _profile("train: {beta: [1\n"), ["mine.yaml", "invalid YAML at line 2", "fix the file"]),
+    ("profile-not-a-mapping", _profile("- tiny\n- cpu\n"), ["mine.yaml", "not a mapping of config keys"]),
+    ("profile-is-a-folder", _profile(None), ["mine.yaml is a folder", "YAML file"]),
+    ("profile-file-missing", _args("--profile", "/nonexistent-i29/mine.yaml"), ["profile file", "does not exist"]),
+    ("num-processes-zero", _args("--launcher", "accelerate", "--num-processes", "0"), ["--num-processes 0", "1 or more"]),
+    ("num-processes-negative", _args("--launcher", "accelerate", "--num-processes", "-3"), ["--num-processes -3", "1 or more"]),
+    ("accelerate-config-missing", _args("--launcher", "accelerate", "--accelerate-config", "/nonexistent-i29/ds.yaml"),
+     ["accelerate config", "not found"]),
+    ("resume-edited-config", _saved_run(_edited_learning_rate), ["--resume", "no longer matches the run id", "bench run --profile"]),
+    ("resume-malformed-config", _saved_run(lambda text: text + "train: [\n"), ["saved config", "invalid YAML", "fix the file"]),
+]
+
+
 MATRIX = [
     ("malformed-jsonl", _append("{not json\n"), ["rows.jsonl", "row 365", "invalid JSON", "fix or remove"]),
     ("truncated-gzip", _gz_truncated, ["rows.jsonl.gz", "truncated gzip", "re-download"]),
@@ -221,6 +284,7 @@ MATRIX = [
     ("broken-plugin", _broken_plugin, ["plugin 'broken'", "plugin bug at import", "pip uninstall"]),
     ("missing-data-dir", lambda d, t, m: ["--data-dir", str(t / "nowhere")], ["does not exist", "--data-dir"]),
     ("unknown-profile", _args("--profile", "nope"), ["unknown profile 'nope'", "YAML"]),
+    *ISSUE_29,
 ]
 
 
@@ -241,7 +305,7 @@ def test_bad_input_fails_fast_with_one_line(kind, setup, words, data, tmp_path, 
         assert w in lines[0], (w, lines[0])
     runs_dir = tmp_path / "runs"
     made = [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")] if runs_dir.exists() else []
-    if kind == "resume-conflicting-flags":  # the saved run is the user's own; it stays as it was
+    if kind.startswith("resume-") and kind != "resume-unknown-run":  # the saved run is the user's own; it stays as it was
         assert [p.name for p in made] == [cli._RESUME_ID] and sorted(os.listdir(made[0])) == ["config.yaml"]
     else:
         assert made == [], made
@@ -256,6 +320,63 @@ def test_bad_input_fails_fast_with_one_line(kind, setup, words, data, tmp_path, 
 
 def test_matrix_has_at_least_25_kinds():
     assert len({m[0] for m in MATRIX}) >= 25
+
+
+# -- the same contract for the other commands: (kind, setup(tmp_path) -> argv, expected words in the one line) -------
+
+def _runs(t) -> Path:
+    (t / "runs").mkdir(exist_ok=True)
+    return t / "runs"
+
+
+SUITE = ["suite", "--methods", "sft", "--profile", "tiny"]
+COMMANDS = [
+    ("runs: runs dir is a file", lambda t: ["runs", "--runs-dir", str(_a_file(t))], ["--runs-dir", "is a file, not a folder"]),
+    ("runs --reindex: runs dir is a file", lambda t: ["runs", "--reindex", "--runs-dir", str(_a_file(t))], ["--runs-dir", "is a file"]),
+    ("leaderboard: runs dir is a file", lambda t: ["leaderboard", "--runs-dir", str(_a_file(t))], ["--runs-dir", "is a file"]),
+    ("leaderboard: runs dir missing", lambda t: ["leaderboard", "--runs-dir", str(t / "nowhere")], ["--runs-dir", "does not exist", "bench run"]),
+    ("leaderboard: output is a folder", lambda t: ["leaderboard", "--runs-dir", str(_runs(t)), "--format", "md", "-o", str(t)],
+     ["--output", "is a folder", "file path"]),
+    ("leaderboard: output inside a file", lambda t: ["leaderboard", "--runs-dir", str(_runs(t)), "--format", "md", "-o", str(_a_file(t) / "lb.md")],
+     ["--output's folder", "is a file"]),
+    ("leaderboard: plots dir is a file", lambda t: ["leaderboard", "--runs-dir", str(_runs(t)), "--plots-dir", str(_a_file(t))],
+     ["--plots-dir", "is a file"]),
+    ("suite: runs dir is a file", lambda t: [*SUITE, "--runs-dir", str(_a_file(t))], ["--runs-dir", "is a file"]),
+    ("suite: non-finite --set", lambda t: [*SUITE, "--runs-dir", str(_runs(t)), "--set", "train.learning_rate=-inf"],
+     ["'train.learning_rate'", "not a finite number"]),
+    ("suite: malformed profile", lambda t: ["suite", "--methods", "sft", "--runs-dir", str(_runs(t)), *_profile("a: [\n")(None, t, None)],
+     ["mine.yaml", "invalid YAML"]),
+    ("suite: unreachable ray address", lambda t: [*SUITE, "--runs-dir", str(_runs(t)), "--executor", "ray", "--address", "127.0.0.1:1",
+                                                  "--connect-timeout", "2"],
+     ["--address 127.0.0.1:1", "no Ray cluster answered within 2 s", "ray start --head", "--connect-timeout"]),
+    ("suite: malformed ray address", lambda t: [*SUITE, "--runs-dir", str(_runs(t)), "--executor", "ray", "--address", "nohost"],
+     ["--address nohost", "host:port"]),
+    ("suite: NaN connect timeout", lambda t: [*SUITE, "--runs-dir", str(_runs(t)), "--executor", "ray", "--address", "127.0.0.1:1",
+                                              "--connect-timeout", "nan"], ["--connect-timeout nan", "finite number of seconds > 0"]),
+    ("suite: zero connect timeout", lambda t: [*SUITE, "--runs-dir", str(_runs(t)), "--executor", "ray", "--address", "127.0.0.1:1",
+                                               "--connect-timeout", "0"], ["--connect-timeout 0", "seconds > 0"]),
+    ("sweep: runs dir is a file", lambda t: ["sweep", "--method", "pddpo", "--over", "method.fixed_lambda=0,1", "--profile", "tiny",
+                                             "--runs-dir", str(_a_file(t))], ["--runs-dir", "is a file"]),
+    ("sweep: non-finite value", lambda t: ["sweep", "--method", "pddpo", "--over", "method.fixed_lambda=0,inf", "--profile", "tiny",
+                                           "--runs-dir", str(_runs(t))], ["fixed_lambda", "inf"]),
+    ("data show: malformed profile", lambda t: ["data", "show", "pku-saferlhf", *_profile("- x\n")(None, t, None)], ["not a mapping"]),
+]
+
+
+@pytest.mark.parametrize("kind,setup,words", COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_other_commands_refuse_bad_paths_and_waits_with_one_line(kind, setup, words, tmp_path, monkeypatch, capsys):
+    """`bench runs / leaderboard / suite / sweep / data`: exit 2, one line naming the option and the fix, no traceback,
+    and nothing written (the tree under tmp_path is as the setup left it)."""
+    monkeypatch.chdir(tmp_path)
+    argv = setup(tmp_path)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    code, err = bench(argv, capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
 
 # -- repaired, not refused: duplicates and consistency-filter violations are dropped and counted -------------------

@@ -309,3 +309,101 @@ def test_generation_is_freed_before_scoring(tiny_cfg, monkeypatch) -> None:
     assert record["generation"]["vllm"] == {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_model_len": 512,
                                             "enforce_eager": True}
     assert record["distributed"]["world_size"] == 1
+
+
+# -- bounded waits for a Ray address (issue 29): loopback only ----------------------------------------------------
+
+@pytest.fixture
+def silent_listener():
+    """A loopback port that accepts TCP connections and never answers: a TCP check passes, Ray's handshake hangs."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    yield f"127.0.0.1:{srv.getsockname()[1]}"
+    srv.close()
+
+
+@pytest.fixture
+def hanging_ray(monkeypatch):
+    """A stand-in `ray` module whose init blocks until the test ends, as Ray's C++ connect loop does (~40 s per call,
+    not interruptible by Python signal handlers)."""
+    import threading
+    import types
+
+    release = threading.Event()
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: release.wait(), shutdown=lambda: None)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    safety = threading.Timer(10, release.set)  # an unbounded wait then returns (and the test fails) instead of hanging
+    safety.start()
+    yield fake
+    release.set()
+    safety.cancel()
+
+
+def test_joining_a_silent_address_gives_up_after_the_timeout(silent_listener, hanging_ray) -> None:
+    import time
+
+    from harness.errors import BenchError
+    from harness.executors import ray_init
+
+    t0 = time.monotonic()
+    with pytest.raises(BenchError, match=rf"--address {silent_listener}: no Ray cluster answered within 1.5 s \(timed out\)"):
+        ray_init(silent_listener, connect_timeout=1.5)
+    assert 1.5 <= time.monotonic() - t0 < 4
+
+
+def test_ctrl_c_ends_the_wait_for_a_ray_address(silent_listener, hanging_ray) -> None:
+    import signal
+    import threading
+    import time
+
+    from harness.executors import ray_init
+
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        ray_init(silent_listener, connect_timeout=60)
+    assert time.monotonic() - t0 < 5
+
+
+def test_ray_address_checks() -> None:
+    from harness.errors import BenchError
+    from harness.executors import address_endpoint, check_address, check_timeout
+
+    assert address_endpoint("ray://head:10001") == ("head", 10001) and address_endpoint("[::1]:6379") == ("::1", 6379)
+    assert address_endpoint("auto") is None and address_endpoint("10.0.0.5:6379") == ("10.0.0.5", 6379)
+    for bad in ("nohost", "host:", "host:70000", ":6379", "host:port"):
+        with pytest.raises(BenchError, match="expected host:port"):
+            address_endpoint(bad)
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(BenchError, match="finite number of seconds > 0"):
+            check_timeout(bad, "--connect-timeout")
+    with pytest.raises(BenchError, match="Connection refused"):
+        check_address("127.0.0.1:1", 2)
+
+
+def test_real_ray_join_ends_on_timeout_and_on_sigterm(tmp_path: Path, silent_listener) -> None:
+    """The real CLI and the real Ray client against a loopback port that never answers: exit 2 with the error as the
+    last line once --connect-timeout passes, and SIGTERM ends the process during the wait (it used to be ignored)."""
+    import signal
+    import time
+
+    argv = [sys.executable, "-m", "harness.cli", "suite", "--methods", "sft", "--profile", "tiny", "--runs-dir", str(tmp_path / "runs"),
+            "--executor", "ray", "--address", silent_listener]
+    t0 = time.monotonic()
+    out = subprocess.run([*argv, "--connect-timeout", "3"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(f"error: --address {silent_listener}: no Ray cluster answered within 3 s")
+    assert "Traceback" not in out.stderr and time.monotonic() - t0 < 60
+    proc = subprocess.Popen([*argv, "--connect-timeout", "120"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # Ray logs this line when its connect loop starts
+        if "Connecting to existing Ray cluster" in line:
+            break
+    time.sleep(1)
+    assert proc.poll() is None, "the suite should still be waiting for the cluster"
+    proc.send_signal(signal.SIGTERM)
+    t1 = time.monotonic()
+    proc.wait(timeout=20)
+    assert time.monotonic() - t1 < 10 and proc.returncode in (-signal.SIGTERM, signal.SIGTERM)
