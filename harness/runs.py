@@ -283,6 +283,10 @@ def preflight(cfg: RunConfig) -> Plan:
     method_cls = method_class(cfg)  # a registered method, or `bench eval`'s checkpoint (harness/checkpoint.py)
     mcfg = method_config(method_cls.config_class, cfg)
     check_writable(Path(cfg.runs_dir))
+    if cfg.data.data_dir:  # --data-dir, --set data.data_dir or $BENCH_DATA_DIR naming a file: one line, not "no files under"
+        from harness.errors import check_folder
+
+        check_folder(cfg.data.data_dir, "--data-dir")
     check_store(cfg.runs_dir)
     device = resolve_device(cfg.device)
     choose_backend(cfg.generation.backend, device)

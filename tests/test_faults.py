@@ -359,6 +359,12 @@ COMMANDS = [
                                              "--runs-dir", str(_a_file(t))], ["--runs-dir", "is a file"]),
     ("sweep: non-finite value", lambda t: ["sweep", "--method", "pddpo", "--over", "method.fixed_lambda=0,inf", "--profile", "tiny",
                                            "--runs-dir", str(_runs(t))], ["fixed_lambda", "inf"]),
+    ("eval: runs dir is a file", lambda t: ["eval", "--model", "tiny-random", "--name", "mine", "--profile", "tiny", "--runs-dir", str(_a_file(t))],
+     ["--runs-dir", "is a file"]),
+    ("eval: data dir is a file", lambda t: ["eval", "--model", "tiny-random", "--name", "mine", "--profile", "tiny", "--runs-dir", str(_runs(t)),
+                                            "--data-dir", str(_a_file(t))], ["--data-dir", "is a file"]),
+    ("eval: non-finite --set", lambda t: ["eval", "--model", "tiny-random", "--name", "mine", "--profile", "tiny", "--runs-dir", str(_runs(t)),
+                                          "--set", "generation.top_p=nan"], ["'generation.top_p'", "not a finite number"]),
     ("data show: malformed profile", lambda t: ["data", "show", "pku-saferlhf", *_profile("- x\n")(None, t, None)], ["not a mapping"]),
 ]
 
