@@ -86,6 +86,11 @@ def suite(
     # Build every config first: a bad --set fails before hours of training, not after.
     grid = [(m, s, load_config(profile, overrides, method=m, dataset=dataset, model=model, seed=s,
                                runs_dir=str(runs_dir), suite=suite_id, **extra)) for m in names for s in seed_list]
+    from harness.config import method_config
+    from harness.registries import METHODS
+
+    for m, _, cfg in {cell[0]: cell for cell in grid}.values():  # each method's own section too (--set method.X=...)
+        method_config(METHODS.get(m).config_class, cfg)
     cfg0 = grid[0][2]
     out_dir = Path(cfg0.runs_dir) / "suites" / suite_id
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -344,6 +344,8 @@ COMMANDS = [
     ("suite: runs dir is a file", lambda t: [*SUITE, "--runs-dir", str(_a_file(t))], ["--runs-dir", "is a file"]),
     ("suite: non-finite --set", lambda t: [*SUITE, "--runs-dir", str(_runs(t)), "--set", "train.learning_rate=-inf"],
      ["'train.learning_rate'", "not a finite number"]),
+    ("suite: non-finite method --set", lambda t: ["suite", "--methods", "sft,pddpo", "--profile", "tiny", "--runs-dir", str(_runs(t)),
+                                                  "--set", "methods.pddpo.eta=inf"], ["'methods.pddpo.eta'", "not a finite number"]),
     ("suite: malformed profile", lambda t: ["suite", "--methods", "sft", "--runs-dir", str(_runs(t)), *_profile("a: [\n")(None, t, None)],
      ["mine.yaml", "invalid YAML"]),
     ("suite: unreachable ray address", lambda t: [*SUITE, "--runs-dir", str(_runs(t)), "--executor", "ray", "--address", "127.0.0.1:1",
