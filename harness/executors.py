@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import socket
 import threading
@@ -42,6 +41,7 @@ Cell = tuple[str, int, Any]  # (method, seed, RunConfig)
 # Seconds `--address` may take to answer before `bench suite` gives up (`--connect-timeout`): Ray's own connect loop
 # retries for minutes and, inside its C++ client, does not see Ctrl-C or SIGTERM until a retry ends.
 CONNECT_TIMEOUT_S = 30.0
+MAX_WAIT_S = 86_400.0  # a day: a larger bound is a typo (and overflows the OS's timeout types)
 
 
 def outcome(method: str, seed: int, record: dict[str, Any] | None = None, error: BaseException | None = None) -> dict[str, Any]:
@@ -98,9 +98,10 @@ def _absolute(cfg: Any) -> Any:
 
 
 def check_timeout(seconds: float, option: str) -> None:
-    """A wait bound given by the user: a finite number of seconds > 0, or a one-line BenchError."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
-        raise BenchError(f"{option} {seconds}: give a finite number of seconds > 0, e.g. {option} {CONNECT_TIMEOUT_S:g}")
+    """A wait bound given by the user: a number of seconds in (0, MAX_WAIT_S], or a one-line BenchError."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= MAX_WAIT_S:  # NaN fails too
+        raise BenchError(f"{option} {seconds}: give a finite number of seconds > 0 and at most {MAX_WAIT_S:g}, "
+                         f"e.g. {option} {CONNECT_TIMEOUT_S:g}")
 
 
 def address_endpoint(address: str) -> tuple[str, int] | None:

@@ -377,7 +377,7 @@ def test_ray_address_checks() -> None:
     for bad in ("nohost", "host:", "host:70000", ":6379", "host:port"):
         with pytest.raises(BenchError, match="expected host:port"):
             address_endpoint(bad)
-    for bad in (0, -1, float("inf"), float("nan")):
+    for bad in (0, -1, float("inf"), float("nan"), 1e12):
         with pytest.raises(BenchError, match="finite number of seconds > 0"):
             check_timeout(bad, "--connect-timeout")
     with pytest.raises(BenchError, match="Connection refused"):
