@@ -226,6 +226,7 @@ def folder_row(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
                 results=json.dumps(results) if results else None), None
 
 
+_WARNED: set[tuple[str, str]] = set()
 _INSERT = ("INSERT INTO runs VALUES (:run_id, :method, :dataset, :model, :profile, :seed, :suite, :status, :stage, "
            ":created, :updated, :results)")
 
@@ -240,7 +241,9 @@ def _unindexed(runs_dir: str | Path, known: set[str]) -> tuple[list[dict[str, An
         row, problem = folder_row(results_path.parent)
         if problem:
             skipped.append((results_path.parent.name, problem))
-            log.warning("run folder %s not indexed: %s (fix or move the folder away)", results_path.parent, problem)
+            if (str(results_path), problem) not in _WARNED:  # once per process: a command may list twice
+                _WARNED.add((str(results_path), problem))
+                log.warning("run folder %s not indexed: %s (fix or move the folder away)", results_path.parent, problem)
         else:
             rows.append(row)
     return rows, skipped

@@ -57,6 +57,11 @@ class RaisingJudge:
         raise ValueError("scorer bug while scoring")
 
 
+class UnbuildableJudge(RaisingJudge):
+    def __init__(self, cfg=None, **_):
+        raise OSError("judge weights missing from the plugin package")
+
+
 @pytest.fixture()
 def plugins(monkeypatch):
     for reg in (METHODS, SCORERS):
@@ -64,6 +69,7 @@ def plugins(monkeypatch):
     for name, cls in (("raising-plugin", RaisingMethod), ("exiting-plugin", ExitingMethod), ("keep-sft-plugin", KeepSFT)):
         monkeypatch.setitem(METHODS._entries, name, cls)
     monkeypatch.setitem(SCORERS._entries, "boom-judge", RaisingJudge)
+    monkeypatch.setitem(SCORERS._entries, "unbuildable-judge", UnbuildableJudge)
 
 
 def bench(argv: list[str], capsys) -> tuple[int, str]:
@@ -84,10 +90,12 @@ CASES = [
     ("exiting-plugin", [], "train", ["method plugin 'exiting-plugin'", "called sys.exit(3)"]),
     ("keep-sft-plugin", ["--set", "scoring.judges.reward=boom-judge", *FAST], "score",
      ["scorer plugin 'boom-judge'", "raised ValueError: scorer bug while scoring"]),
+    ("keep-sft-plugin", ["--set", "scoring.judges.reward=unbuildable-judge", *FAST], "score",  # fails while being built
+     ["scorer plugin 'unbuildable-judge'", "raised OSError: judge weights missing from the plugin package"]),
 ]
 
 
-@pytest.mark.parametrize("method,extra,stage,words", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("method,extra,stage,words", CASES, ids=[c[0] if c[0] != "keep-sft-plugin" else c[3][0].split("'")[1] for c in CASES])
 def test_a_failing_plugin_gives_one_line_exit_1_and_a_failed_run(method, extra, stage, words, plugins, tmp_path, data_dir, capsys):
     runs_dir = tmp_path / "runs"
     argv = ["run", "--method", method, "--profile", "tiny", "--runs-dir", str(runs_dir), "--data-dir", str(data_dir), *extra]

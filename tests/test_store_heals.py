@@ -156,6 +156,21 @@ def test_reindex_skips_an_unreadable_folder_instead_of_stopping(tmp_path, capsys
     assert rows_on_disk(runs_dir) == {good["run_id"]: "finished"}
 
 
+def test_a_listing_skips_an_unreadable_folder_with_a_warning(tmp_path, capsys, caplog):
+    runs_dir = tmp_path / "runs"
+    good = finished_run(runs_dir, "sft")
+    assert list_runs(runs_dir)  # the store exists: `bench runs` reads it twice (stale rows, then the listing)
+    bad = finished_run(runs_dir, "pddpo")
+    (runs_dir / bad["run_id"] / "results.json").write_text('{"schema_version": "1.1", "run_id": ')  # cut off mid-write
+    caplog.clear()
+    code, out, err = bench(["runs", "--runs-dir", str(runs_dir)], capsys)
+    assert code == 0 and good["run_id"] in out and bad["run_id"] not in out, err
+    assert "Traceback" not in err, err
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]  # the bench logger's one warning
+    assert bad["run_id"] in warning and "not indexed" in warning and "cannot read" in warning, warning
+    assert rows_on_disk(runs_dir) == {good["run_id"]: "finished"}
+
+
 def test_listing_formats_only_numbers(tmp_path, capsys):
     """A row indexed before the schema check (an older version wrote it) is shown with '-', not a crash."""
     from harness.store import upsert_run
