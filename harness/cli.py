@@ -84,8 +84,9 @@ def run(
 
     if launcher not in ("none", "accelerate"):
         raise BenchError(f"unknown launcher '{launcher}': use none or accelerate")
-    if num_processes < 1:  # torch-elastic would assert after the launch
-        raise BenchError(f"--num-processes {num_processes}: give 1 or more (one process per GPU)")
+    cores = os.cpu_count() or 1
+    if not 1 <= num_processes <= cores:  # torch-elastic asserts on < 1; more processes than cores is a typo, not a plan
+        raise BenchError(f"--num-processes {num_processes}: give 1 to {cores} (this machine's CPU cores; one process per GPU)")
     check_folder(runs_dir or Path("runs"), "--runs-dir")
     if data_dir is not None:
         check_folder(data_dir, "--data-dir")
