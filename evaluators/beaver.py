@@ -97,7 +97,10 @@ class BeaverScorer(BatchedScorer):
         self.tokenizer = load_scorer_tokenizer(name_or_path, revision)
         if self.tokenizer.eos_token_id is None:
             raise BenchError(f"tokenizer of '{name_or_path}' has no EOS token; the Beaver template needs one")
-        weights = model_fingerprint(name_or_path) if Path(str(name_or_path)).exists() else f"{name_or_path}@{revision or 'main'}"
+        # a hub id is named by the commit its files came from (transformers records it), not by the branch asked for:
+        # scores cached under "@main" would outlive a new commit on main, or a different copy in another hub cache
+        commit = getattr(self.model.config, "_commit_hash", None)
+        weights = model_fingerprint(name_or_path) if Path(str(name_or_path)).exists() else f"{name_or_path}@{commit or revision or 'main'}"
         self.fingerprint = f"{self.name}:{weights}:beaver+eos:{max_length}"
 
     def encode(self, prompt: str, response: str) -> list[int]:

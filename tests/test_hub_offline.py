@@ -25,6 +25,7 @@ import pytest
 from harness.config import load_config
 from harness.datasets import hh_rlhf, load_bundle, load_eval_prompts, pku_saferlhf, rows_hash, truthfulqa
 from harness.errors import BenchError
+from hub_cache import add_snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 PKU_NEWER = hashlib.sha1(b"a newer PKU-SafeRLHF commit on main").hexdigest()  # a commit the fixture makes up
@@ -41,29 +42,6 @@ PKU_CARD = "---\nconfigs:\n" + "".join(
 TQA_CARD = ("---\nlicense: apache-2.0\nconfigs:\n- config_name: generation\n  data_files:\n  - split: validation\n    path: generation/validation-*\n"
             "- config_name: multiple_choice\n  data_files:\n  - split: validation\n    path: multiple_choice/validation-*\n---\n# truthful_qa\n")
 HH_CARD = "---\nlicense: mit\n---\n"
-
-
-def _git_blob_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def add_snapshot(cache: Path, repo_id: str, commit: str, files: dict[str, bytes], refs: tuple[str, ...] = ()) -> Path:
-    """One commit of a dataset repo in the hub cache layout; returns its snapshot folder."""
-    root = cache / f"datasets--{repo_id.replace('/', '--')}"
-    snap = root / "snapshots" / commit
-    for rel, data in files.items():
-        etag = _git_blob_sha1(data) if rel in ("README.md", ".gitattributes") else hashlib.sha256(data).hexdigest()  # LFS: sha256
-        blob = root / "blobs" / etag
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        if not blob.exists():
-            blob.write_bytes(data)
-        link = snap / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    for ref in refs:
-        (root / "refs").mkdir(exist_ok=True)
-        (root / "refs" / ref).write_text(commit)  # no newline, as huggingface_hub writes it
-    return snap
 
 
 def _pku_files(data_dir: Path, change_first_label: bool = False) -> dict[str, bytes]:
