@@ -142,33 +142,49 @@ def compact_columns(table: LeaderboardTable, columns: list[Column]) -> list[Colu
     return [by_key[k] for k in COMPACT_LEAD + HEADLINE if k in by_key]
 
 
-def rich_tables(table: LeaderboardTable, columns: list[Column], wide: bool = True) -> list:
+def rich_tables(table: LeaderboardTable, columns: list[Column], wide: bool = True, console=None) -> list:
     """`wide`: every column, in two tables (`column_groups`); else one compact table (`compact_columns`) that fits
-    100 columns: intervals go under their value, headers and long names wrap instead of being cut."""
+    100 columns: intervals go under their value, headers and long names wrap instead of being cut. In a terminal
+    narrower than the compact table's minimum (`console`), its last metrics move to a second table with the method
+    again, rather than be cropped."""
+    if wide:
+        out = [_rich_table(table, title, group, wide) for title, group in column_groups(table, columns)]
+    else:
+        first, rest = compact_columns(table, columns), []
+        n_lead = sum(c.key in COMPACT_LEAD for c in first)
+        out = [_rich_table(table, table.title, first, wide)]
+        # the width with every interval on one line (headers may wrap): past the terminal's, move the last metric
+        while console is not None and len(first) > n_lead + 1 and \
+                console.measure(_rich_table(table, "", first, wide, header=False),
+                                options=console.options.update_width(10_000)).maximum > console.width:
+            rest.insert(0, first.pop())
+            out = [_rich_table(table, table.title, first, wide)]
+        if rest:
+            out.append(_rich_table(table, f"{table.title} (continued)", [c for c in first if c.key == "method"] + rest, wide))
+    out[0].caption, out[0].caption_justify = constraint_line(table), "left"
+    return out
+
+
+def _rich_table(table: LeaderboardTable, title: str, group: list[Column], wide: bool, header: bool = True):
     from rich import box
     from rich.table import Table
 
-    groups = column_groups(table, columns) if wide else [(table.title, compact_columns(table, columns))]
-    out = []
-    for title, group in groups:
-        t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_lines=True, pad_edge=False,
-                  collapse_padding=not wide, show_edge=wide)  # compact: two spaces between columns, no edge
-        for c in group:
-            # Names never wrap (the compact view folds one longer than 20); a CI folds only in a terminal too narrow.
-            width = max(len(format_cell(c, r.get(c.key))) for r in table.rows) if c.kind == "text" else None
-            if not wide and width:
-                width = min(width, 20)
-            t.add_column(c.header, justify="left" if c.kind == "text" else "right", overflow="fold",
-                         no_wrap=wide and c.kind != "ci", min_width=width)
-        for row in table.rows:
-            cells = [row_cell(c, row, sep="\n") for c in group]
-            if "constraint" in [c.key for c in group]:
-                i = [c.key for c in group].index("constraint")
-                cells[i] = f"[{STATUS_STYLE[row['constraint']]}]{cells[i]}[/]"
-            t.add_row(*cells)
-        out.append(t)
-    out[0].caption, out[0].caption_justify = constraint_line(table), "left"
-    return out
+    t = Table(title=title or None, header_style="bold", box=box.SIMPLE_HEAD, show_lines=True, pad_edge=False,
+              collapse_padding=not wide, show_edge=wide, show_header=header)  # compact: two spaces between columns, no edge
+    for c in group:
+        # Names never wrap (the compact view folds one longer than 20); a CI folds only in a terminal too narrow.
+        width = max(len(format_cell(c, r.get(c.key))) for r in table.rows) if c.kind == "text" else None
+        if not wide and width:
+            width = min(width, 20)
+        t.add_column(c.header, justify="left" if c.kind == "text" else "right", overflow="fold",
+                     no_wrap=wide and c.kind != "ci", min_width=width)
+    for row in table.rows:
+        cells = [row_cell(c, row, sep="\n") for c in group]
+        if "constraint" in [c.key for c in group]:
+            i = [c.key for c in group].index("constraint")
+            cells[i] = f"[{STATUS_STYLE[row['constraint']]}]{cells[i]}[/]"
+        t.add_row(*cells)
+    return t
 
 
 def print_leaderboard(lb: Leaderboard, console=None, wide: bool = False) -> None:
@@ -182,7 +198,7 @@ def print_leaderboard(lb: Leaderboard, console=None, wide: bool = False) -> None
     for table in lb.tables:
         if banner(table):
             console.print(Panel(banner(table), style="bold yellow", expand=False))
-        for t in rich_tables(table, lb.columns, wide=wide):
+        for t in rich_tables(table, lb.columns, wide=wide, console=console):
             console.print(t)
         for note in table.notes:
             console.print(f"[yellow]note:[/] {note}")

@@ -259,18 +259,21 @@ def _build_table(key: tuple[str, str, str], records: list[dict[str, Any]], runs_
 
 def reused_work(record: dict[str, Any]) -> list[str]:
     """What a run took from a cache instead of computing it (`stages.<stage>.reused`, `stages.generate.cache_hit`,
-    docs/results-schema.md), in words: its wall time is then not the method's cost."""
-    out = []
+    docs/results-schema.md), once per kind and name, with the seconds saved when recorded: its wall time is then not
+    the method's cost."""
+    saved: dict[str, float | None] = {}
     for stage, info in (record.get("stages") or {}).items():
         if not isinstance(info, dict):
             continue
-        for item in info.get("reused") or []:
-            if isinstance(item, dict):
-                saved = f", {item['seconds_saved']:.0f} s saved" if isinstance(item.get("seconds_saved"), (int, float)) else ""
-                out.append(f"{item.get('kind', '?')} {item.get('name') or ''}".strip() + f" ({stage}{saved})")
+        items = [i for i in info.get("reused") or [] if isinstance(i, dict)]
         if stage == "generate" and info.get("cache_hit"):
-            out.append("generations (generate, cache hit)")
-    return out
+            items.append({"kind": "generations"})
+        for item in items:
+            what = f"{item.get('kind', '?')} {item.get('name') or ''}".strip()
+            s = item.get("seconds_saved")
+            prev = saved.get(what)
+            saved[what] = (prev or 0.0) + s if isinstance(s, (int, float)) else prev
+    return [what + (f" ({s:.0f} s saved)" if s else "") for what, s in saved.items()]
 
 
 def wall_notes(table: LeaderboardTable) -> list[str]:

@@ -160,6 +160,11 @@ def test_compact_view_fits_100_columns_with_whole_headers(tmp_path: Path, with_h
     assert all(name in text for name in LONG_NAMES)
     harmful = [r[with_harmful.name] for r in lb.tables[0].rows]
     assert all(render.format_estimate(h, percent=True).split(" ")[0] in text for h in harmful)
+    # a narrower terminal: the last metrics move to a second table (method again) instead of being cropped
+    narrow = _terminal(lb, width=72)
+    assert max(map(len, narrow.splitlines())) <= 72 and "(continued)" in narrow
+    assert all(render.format_estimate(r["refusal_rate"], percent=True).split(" ")[0] in narrow for r in lb.tables[0].rows)
+    assert "(continued)" not in text
     # --wide: every column (TruthfulQA, learning checks, resources), in two tables
     wide = _terminal(lb, width=250, wide=True)
     assert "MC1" in wide and "Learned" in wide and "MC1" not in text
@@ -246,11 +251,13 @@ def test_wall_time_note_names_runs_that_reused_work(tmp_path: Path) -> None:
     reused = {"wall_s": 3.0, "reused": [{"kind": "dpo", "name": "pddpo-stage1", "trained_as": "dpo-helpful", "seconds_saved": 335.2}]}
     record = make_record("pddpo")
     record["stages"]["train"].update(reused)
+    record["stages"]["generate"]["reused"] = [{"kind": "generations"}]
+    record["stages"]["generate"]["cache_hit"] = True  # the same reuse, recorded twice: named once
     add_run(d, record)
     add_run(d, make_record("sft"))
     (table,) = build_leaderboard(d, n_boot=N_BOOT).tables
     (note,) = [n for n in table.notes if n.startswith("Wall s")]
-    assert "pddpo s0: dpo pddpo-stage1 (train, 335 s saved)" in note and "sft" not in note
+    assert "(pddpo s0: dpo pddpo-stage1 (335 s saved), generations)" in note and "sft" not in note
     add_run(d := tmp_path / "plain", make_record("sft"))
     assert not [n for n in build_leaderboard(d, n_boot=N_BOOT).tables[0].notes if n.startswith("Wall s")]
 
