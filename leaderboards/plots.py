@@ -153,7 +153,7 @@ def lambda_figure(table: LeaderboardTable) -> "Figure | None":
     """One panel per method: λ per iteration for each seed (solid, left axis) and, when recorded, the dual's cost
     estimate (dashed, right axis, with b). Each panel has its own y limits; a panel whose λ spans more than a factor
     of 20 (a dual capped at its λ_max beside seeds at 1-4) uses a symmetric-log axis so the small values stay
-    readable. One legend, outside the panels."""
+    readable. One legend, under the panels."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
@@ -210,7 +210,7 @@ def lambda_figure(table: LeaderboardTable) -> "Figure | None":
         handles.append(Line2D([], [], color="0.3", ls="--", label="dual's cost estimate (right axis)"))
         if table.threshold is not None:
             handles.append(Line2D([], [], color="tab:red", ls=":", label=f"b = {table.threshold:g}"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8, frameon=False)
     fig.suptitle(f"Lagrange multiplier λ per method: {table.title}", fontsize=10)
     return fig
 

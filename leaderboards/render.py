@@ -313,7 +313,7 @@ table { border-collapse: collapse; font-size: 0.84rem; margin: 0.6rem 0; max-wid
 caption { caption-side: bottom; text-align: left; color: #57606a; font-size: 0.8rem; padding-top: 0.3rem; }
 th, td { border: 1px solid #d0d7de; padding: 0.25rem 0.45rem; text-align: right; white-space: nowrap; vertical-align: top; }
 th { background: #f6f8fa; white-space: normal; vertical-align: bottom; } td.text, th.text { text-align: left; }
-td.text { white-space: normal; overflow-wrap: anywhere; max-width: 24rem; } td.method { white-space: nowrap; }
+td.text { white-space: normal; overflow-wrap: anywhere; max-width: 24rem; } td.method, td.constraint { white-space: nowrap; }
 table.sortable th { cursor: pointer; } table.sortable th[data-dir=asc]::after { content: " ▲"; }
 table.sortable th[data-dir=desc]::after { content: " ▼"; }
 td .ci { color: #57606a; font-size: 0.78rem; }
