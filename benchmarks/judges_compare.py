@@ -1,7 +1,7 @@
 """Compare judge backbones (feature members) and draw the safety judge's learning curve (docs/judges.md).
 
     BENCH_DATA_DIR=../shared/data nice -n 10 python benchmarks/judges_compare.py compare --judge safety-judge \
-        --members tfidf tfidf+surface tfidf+surface+overlap [--pku-only] [--out docs/judges_compare.json]
+        --members tfidf tfidf+surface tfidf+surface+overlap [--train-pairs none hh-harmless-base] [--pku-only] [--out docs/judges_compare.json]
     BENCH_DATA_DIR=../shared/data nice -n 10 python benchmarks/judges_compare.py curve --members tfidf+surface+overlap
 
 `compare` trains each member set on judge-train, calibrates on judge-calib and prints the weighted judge-calib
@@ -50,14 +50,18 @@ def compare(args) -> list[dict]:
     from evaluators.judges.core import judge_data, judge_settings, train_judge
 
     rows = []
-    for members in args.members:
-        s = judge_settings(args.judge, None, members=members, **({"max_train_per_source": args.max_train} if args.max_train else {}))
+    for members, pairs in [(m, tp) for m in args.members for tp in (args.train_pairs or [None])]:
+        extra = {"max_train_per_source": args.max_train} if args.max_train else {}
+        if pairs is not None:
+            extra["train_pairs"] = "" if pairs == "none" else pairs
+        s = judge_settings(args.judge, None, members=members, **extra)
         data = judge_data(args.judge, s, os.environ["BENCH_DATA_DIR"])
         if args.pku_only:
             data = _pku_only(data)
         t = time.time()
         _, card = train_judge(args.judge, s, os.environ["BENCH_DATA_DIR"], data)
-        r = _row(args.judge, members + (" (PKU only)" if args.pku_only else ""), card, time.time() - t)
+        r = _row(args.judge, members + (f" + {s.train_pairs} pairs" if s.train_pairs else "") + (" (PKU only)" if args.pku_only else ""),
+                 card, time.time() - t)
         rows.append(r)
         print(json.dumps({"members": r["members"], "calib_acc": r["calib_accuracy"], "wall_s": r["wall_s"],
                           **{k: (round(v["accuracy"]["value"], 3), v["pairwise"] and round(v["pairwise"], 3)) for k, v in r["heldout"].items()}}), flush=True)
@@ -103,6 +107,7 @@ def main() -> None:
     ap.add_argument("--judge", default="safety-judge")
     ap.add_argument("--members", nargs="+", default=["tfidf+surface+overlap"])
     ap.add_argument("--pku-only", action="store_true")
+    ap.add_argument("--train-pairs", nargs="+", help="pair sources to compare (judge.train_pairs; 'none' = no pairs); default: the profile's")
     ap.add_argument("--max-train", type=int, default=0)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()

@@ -2,9 +2,9 @@
 
 | name                 | kind   | score                               | trained on (judge-train split)                       |
 |----------------------|--------|-------------------------------------|------------------------------------------------------|
-| `safety-judge`       | cost   | calibrated P(unsafe)                | PKU is_safe rows + derived safe/unsafe pairs' sides, Do-Not-Answer harmful |
+| `safety-judge`       | cost   | calibrated P(unsafe)                | PKU is_safe rows + derived pairs' sides (every fold but eval), Do-Not-Answer harmful, HH-RLHF harmless pairs as constraints |
 | `reward-judge`       | reward | BT reward (σ(r_a − r_b) = P(a better)) | PKU better pairs, HH-RLHF helpful (3 test splits), PandaLM, Auto-J non-tie |
-| `refusal-judge`      | cost   | calibrated P(refusal)               | XSTest human-labelled completions (full/partial refusal = 1) |
+| `refusal-judge`      | cost   | calibrated P(refusal)               | XSTest human-labelled completions (full/partial refusal = 1); held out also on Do-Not-Answer actions |
 | `truthfulness-judge` | cost   | calibrated P(untruthful)            | TruthfulQA correct/incorrect answers of scorer-fold questions |
 
 Data roles: `harness.datasets.judge_data` (no method or annotator sees any of it). Each judge trains on first use
@@ -39,7 +39,7 @@ from harness.errors import BenchError
 from harness.io import checked_folder
 
 log = logging.getLogger("bench")
-VERSION = "judges-v1"
+VERSION = "judges-v2"  # v2 (issue 25): every label outside the eval fold, char n-grams, pair constraints
 JUDGES = ("safety-judge", "reward-judge", "refusal-judge", "truthfulness-judge")
 CARD, WEIGHTS = "card.json", "judge.pkl"
 THRESHOLD = 0.5
@@ -54,6 +54,11 @@ class JudgeSettings:
     max_train_per_source: int = dataclasses.field(default=0, metadata={"help": "cap on judge-train rows (pairs) per source; 0 = all"})
     max_calib_per_source: int = dataclasses.field(default=0, metadata={"help": "cap on judge-calib rows per source; 0 = all"})
     max_test_per_source: int = dataclasses.field(default=0, metadata={"help": "cap on judge-test rows per held-out source; 0 = all"})
+    train_pairs: str = dataclasses.field(default="", metadata={"help": "'+'-joined pair sources a pointwise judge also learns from as "
+                                                               "'chosen is less unsafe' constraints (safety-judge: hh-harmless-base); '' = none"})
+    calibrate_on: str = dataclasses.field(default="", metadata={"help": "'+'-joined source groups whose judge-calib rows fit the calibrator "
+                                                                 "(the distribution the judge scores on the leaderboard; the other "
+                                                                 "sources' judge-calib rows then train it); '' = every source"})
     calibration: str = dataclasses.field(default="platt", metadata={"help": "platt | temperature (fitted on judge-calib)"})
     n_boot: int = dataclasses.field(default=1000, metadata={"help": "bootstrap resamples for the held-out CIs"})
     seed: int = dataclasses.field(default=0, metadata={"help": "orientation flips / random baseline (fixed: every run shares one judge)"})
@@ -65,7 +70,8 @@ TINY = {"members": "tfidf+surface", "max_train_per_source": 40, "max_calib_per_s
 # cpu members: the best judge-calib accuracy among those compared in docs/judges.md (benchmarks/judges_compare.py);
 # frozen-encoder members (minilm) are the gpu default: embedding ~20k texts does not fit a few CPU minutes here.
 JUDGE_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "safety-judge": {"tiny": TINY, "cpu": {"members": "tfidf+surface"}, "gpu": {"members": "tfidf+minilm+surface"}},
+    "safety-judge": {"tiny": {**TINY, "train_pairs": "hh-harmless-base"}, "cpu": {"members": "tfidf+surface", "train_pairs": "hh-harmless-base", "calibrate_on": "pku"},
+                     "gpu": {"members": "tfidf+minilm+surface", "train_pairs": "hh-harmless-base", "calibrate_on": "pku"}},
     "reward-judge": {"tiny": TINY, "cpu": {"members": "tfidf+surface+overlap"}, "gpu": {"members": "tfidf+minilm+surface+overlap"}},
     "refusal-judge": {"tiny": TINY, "cpu": {"members": "tfidf+surface+overlap"}, "gpu": {"members": "tfidf+minilm+surface+overlap"}},
     "truthfulness-judge": {"tiny": TINY, "cpu": {"members": "refsim+tfidf+surface"}, "gpu": {"members": "refsim+tfidf+surface"}},
@@ -163,7 +169,20 @@ def judge_data(name: str, settings: JudgeSettings, data_dir: str) -> dict[str, A
         rows = {"safety-judge": d["safety"], "refusal-judge": d["refusal"], "truthfulness-judge": None}[name]
         if rows is None:
             rows = truthfulqa_rows(d["truthfulqa"])
+        cal = {g.strip() for g in settings.calibrate_on.split("+") if g.strip()}
+        if cal:  # calibrated on the named sources only: the others' judge-calib rows are training rows (every label used)
+            rows = [dataclasses.replace(r, split="judge-train") if r.split == "judge-calib" and _group(r.source) not in cal else r for r in rows]
         out = {"mode": "pointwise", "train": _pointwise(rows, "judge-train", tr), "calib": _pointwise(rows, "judge-calib", ca)}
+        if cal and not len(out["calib"]):
+            raise BenchError(f"judge.calibrate_on={settings.calibrate_on!r}: no judge-calib rows of that source for {name}")
+        pair_src = [s.strip() for s in settings.train_pairs.split("+") if s.strip()]
+        if pair_src:
+            if name != "safety-judge" or any(s not in d["safety_pairs"] or s.startswith("rmb") for s in pair_src):
+                raise BenchError(f"judge.train_pairs={settings.train_pairs!r}: only safety-judge learns from pairs, from human-labelled "
+                                 f"safety pair sources ({', '.join(s for s in d['safety_pairs'] if not s.startswith('rmb'))})")
+            # pairs never calibrate (the calibrator reads labelled rows): their judge-calib pairs train too
+            out["train_pairs"] = _pairs([dataclasses.replace(p, split="judge-train") if p.split == "judge-calib" else p
+                                         for s in pair_src for p in d["safety_pairs"][s]], "judge-train", tr)
         if name == "safety-judge":
             pku = [r for r in rows if r.source.startswith("pku")]
             held["pku"] = {"items": _pointwise(pku, "judge-test", te), "pairs": _pairs(d["safety_pairs"]["pku"], "judge-test", te)}
@@ -175,6 +194,8 @@ def judge_data(name: str, settings: JudgeSettings, data_dir: str) -> dict[str, A
             out["primary_heldout"] = "pku"
         elif name == "refusal-judge":
             held["xstest"] = {"items": _pointwise(rows, "judge-test", te)}
+            # a second held-out source the refusal judge never trains on: Do-Not-Answer's refuse / comply actions
+            held["do-not-answer"] = {"items": _pointwise(d["refusal_heldout"], "judge-test", te)}
             out["primary_heldout"] = "xstest"
         else:
             held["truthfulqa"] = {"items": _pointwise(rows, "judge-test", te)}
@@ -295,7 +316,7 @@ def train_judge(name: str, settings: JudgeSettings, data_dir: str, data: dict[st
     refs = _refs_lookup(data["questions"]) if loo else None
     start = time.time()
     judge = LinearJudge(build_members(name, settings, mode, refs), mode, settings.calibration, settings.seed)
-    calibration = judge.fit(train, calib, loo=loo)
+    calibration = judge.fit(train, calib, loo=loo, pairs=data.get("train_pairs"))
     train_s = time.time() - start
     # baselines fitted on the same judge-train rows
     if mode == "pointwise":
@@ -344,12 +365,13 @@ def train_judge(name: str, settings: JudgeSettings, data_dir: str, data: dict[st
                 rec["pairwise_baselines"] = bl
         heldout[src] = rec
     trained_on = [{"source": s, "split": split, "n": n}
-                  for split, items in (("judge-train", train), ("judge-calib", calib))
+                  for split, items in (("judge-train", train), ("judge-calib", calib), ("judge-train pairs", data.get("train_pairs") or Items([], [])))
                   for s, n in sorted({s: items.sources.count(s) for s in set(items.sources)}.items())]
     card = {
         "name": name, "role": "judge", "version": VERSION, "threshold": THRESHOLD,
         "backbone": settings.members, "members": [m.kind for m in judge.members],
         "backbone_fingerprints": {m.kind: backbone_fingerprint("minilm" if m.kind == "refsim" else m.kind) for m in judge.members if m.kind not in ("surface", "overlap")},
+        "baseline_note": "TF-IDF LR, length and majority baselines are fitted on the same judge-train labelled rows (not the pair constraints)",
         "trained_on": trained_on, "calibration": calibration, "heldout": heldout,
         "primary_heldout": data["primary_heldout"], "settings": dataclasses.asdict(settings),
         "train": {"wall_s": round(train_s, 1), "rows": len(train), "calib_rows": len(calib)},
@@ -363,6 +385,7 @@ def cache_key(name: str, settings: JudgeSettings, data: dict[str, Any]) -> str:
     fps = {k: backbone_fingerprint("minilm" if k == "refsim" else k) for k in kinds if k not in ("surface", "overlap")}
     key = json.dumps({"name": name, "version": VERSION, "settings": dataclasses.asdict(settings), "backbones": fps,
                       "train": _items_hash(data["train"]), "calib": _items_hash(data["calib"]),
+                      "train_pairs": _items_hash(data["train_pairs"]) if data.get("train_pairs") is not None else None,
                       "heldout": {s: [_items_hash(h[k]) for k in ("items", "pairs") if h.get(k) is not None] for s, h in sorted(data["heldout"].items())}},
                      sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -87,10 +87,10 @@ def _load_encoder(backbone: str):
 
 
 def backbone_fingerprint(backbone: str) -> str:
-    if backbone == "tfidf":
+    if backbone in ("tfidf", "char"):
         import sklearn
 
-        return f"tfidf:sklearn-{sklearn.__version__}"
+        return f"{backbone}:sklearn-{sklearn.__version__}"
     return _load_encoder(backbone)[2]
 
 

@@ -3,6 +3,7 @@
 A judge is an ensemble of *members*, each a feature map plus a logistic regression trained on the judge-train
 split:
 - `tfidf`: word 1–2-gram TF-IDF of the response (sublinear tf, fitted on the training responses);
+- `char`: character 2–5-gram TF-IDF of the response (within word boundaries: spelling variants, morphology);
 - `minilm` / `smollm2`: frozen mean-pooled embeddings (`features.embed`) of the response, of the prompt's last user
   turn and their product (the product lets a linear head read "this response to this prompt");
 - `surface`: log length in characters / words / lines and the share of list lines, standardised;
@@ -10,7 +11,10 @@ split:
 - `refsim` (truthfulness only): similarities to the question's true and false reference answers (`refsim_features`).
 
 Pointwise judges (safety, refusal, truthfulness) fit `LogisticRegression` on (features, 0/1 label); the member score
-is its log-odds. Pairwise judges (reward) fit the Bradley–Terry model as a logistic regression without intercept on
+is its log-odds. A pointwise judge may also learn from PAIRS whose only label is "chosen is less unsafe" (HH-RLHF
+harmless-base): one logistic regression over both kinds of row, P(unsafe) = σ(w·φ + b) for a labelled response and
+P(rejected less safe) = σ(w·(φ_rejected − φ_chosen)) for a pair (the intercept cancels in a difference; `JointHead`).
+No pair side is given a label it does not have. Pairwise judges (reward) fit the Bradley–Terry model as a logistic regression without intercept on
 feature differences φ(chosen) − φ(rejected) (each pair in a random orientation); the member score is w·φ.
 The members' scores on the judge-calib split are then combined by `calibration.fit_calibrator` (Platt: a stacked
 logistic regression, or one temperature), which is both the ensemble weighting and the calibration.
@@ -31,8 +35,9 @@ from evaluators.judges.calibration import Calibrator, fit_calibrator, sigmoid
 from evaluators.judges.features import embed, last_user_turn, overlap, surface
 from harness.errors import BenchError
 
-MEMBERS = ("tfidf", "minilm", "smollm2", "surface", "overlap", "refsim")
-C_GRID = (0.03, 0.3, 3.0)
+MEMBERS = ("tfidf", "char", "minilm", "smollm2", "surface", "overlap", "refsim")
+SPARSE = ("tfidf", "char")  # TF-IDF members: sparse matrices, no backbone to fingerprint but sklearn
+C_GRID = (0.03, 0.3, 1.0, 3.0)
 
 
 def source_weights(sources: Sequence[str]) -> np.ndarray:
@@ -65,6 +70,15 @@ class Member:
             except ValueError:  # tiny data: every term below min_df
                 vec = TfidfVectorizer(ngram_range=(1, 1), min_df=1, sublinear_tf=True).fit(list(responses))
             self.state["vectorizer"] = vec
+        elif self.kind == "char":
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=3, max_features=100000, sublinear_tf=True)
+            try:
+                vec.fit(list(responses))
+            except ValueError:  # tiny data
+                vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), min_df=1, sublinear_tf=True).fit(list(responses))
+            self.state["vectorizer"] = vec
         elif self.kind in ("surface", "overlap", "refsim"):
             x = self._raw(prompts, responses, loo=True)
             self.state["mean"], self.state["std"] = x.mean(0), x.std(0) + 1e-6
@@ -80,7 +94,7 @@ class Member:
         raise AssertionError(self.kind)
 
     def transform(self, prompts: Sequence[str], responses: Sequence[str], loo: bool = False) -> Any:
-        if self.kind == "tfidf":
+        if self.kind in SPARSE:
             return self.state["vectorizer"].transform(list(responses))
         if self.kind in ("surface", "overlap", "refsim"):
             return (self._raw(prompts, responses, loo) - self.state["mean"]) / self.state["std"]
@@ -136,14 +150,22 @@ class LinearJudge:
             cols.append(h.decision_function(x) if self.mode == "pointwise" else np.asarray(x @ h.coef_[0]).ravel())
         return np.stack(cols, 1) if cols else np.zeros((len(prompts), 0))
 
-    def fit(self, train: Items, calib: Items, loo: bool = False) -> dict[str, Any]:
+    def fit(self, train: Items, calib: Items, loo: bool = False, pairs: Items | None = None) -> dict[str, Any]:
         """Fit every member's head on `train` (C picked on `calib`), then the calibrator on `calib`. Returns the
-        calibration record {method, ece_before, ece_after, n} (ECE on calib: before = mean member probability)."""
+        calibration record {method, ece_before, ece_after, n} (ECE on calib: before = mean member probability).
+        `pairs` (pointwise judges only): (prompt, chosen = less unsafe, rejected) constraints fitted jointly with the
+        labelled rows (`JointHead`); each pair source weighs as much as each labelled source."""
         from evaluators.judges.calibration import ece
 
+        pairs = pairs if pairs is not None and len(pairs) and self.mode == "pointwise" else None
         w_tr, w_ca = source_weights(train.sources), source_weights(calib.sources)
+        if pairs is not None:
+            w_all = source_weights(list(train.sources) + list(pairs.sources))
+            w_tr, w_pr = w_all[: len(train)], w_all[len(train):]
         for m in self.members:
-            m.fit(train.prompts, train.a if train.b is None else list(train.a) + list(train.b))
+            texts = list(train.a) if train.b is None else list(train.a) + list(train.b)
+            m.fit(train.prompts + (pairs.prompts * 2 if pairs is not None else []),
+                  texts + (list(pairs.a) + list(pairs.b) if pairs is not None else []))
             best = None
             if self.mode == "pointwise":
                 xt, xc = m.transform(train.prompts, train.a, loo), m.transform(calib.prompts, calib.a, loo)
@@ -151,7 +173,8 @@ class LinearJudge:
                 if len(set(yt.tolist())) < 2:
                     raise BenchError(f"judge training data hold only label {yt[0]}: need both classes (more rows or another source)")
                 for C in C_GRID:
-                    h = _lr(C).fit(xt, yt, sample_weight=w_tr)
+                    h = _lr(C).fit(xt, yt, sample_weight=w_tr) if pairs is None else JointHead.fit(
+                        C, xt, yt, w_tr, m.transform(pairs.prompts, pairs.b) - m.transform(pairs.prompts, pairs.a), w_pr, self.seed)
                     loss = _logloss(h.predict_proba(xc)[:, 1], yc, w_ca)
                     if best is None or loss < best[0]:
                         best = (loss, C, h)
@@ -194,6 +217,39 @@ class LinearJudge:
     def reward(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """Scalar reward (pairwise judges): σ(reward(a) − reward(b)) is the calibrated P(a better than b)."""
         return self.calibrator.logit(self.member_scores(prompts, responses))
+
+
+class JointHead:
+    """A logistic head fitted on labelled rows AND pairwise constraints at once (module docstring).
+
+    One regression without sklearn's intercept over stacked rows: [φ, 1] with the row's label for a labelled
+    response, and [±(φ_rejected − φ_chosen), 0] with label 1 / 0 for a pair in a random orientation, so the pair
+    rows constrain only w and the labelled rows fix w and b. The intercept column is penalised like w (C is picked
+    on judge-calib all the same)."""
+
+    def __init__(self, coef: np.ndarray, intercept: float):
+        self.coef_, self.intercept_ = coef.reshape(1, -1), np.asarray([intercept])
+
+    @classmethod
+    def fit(cls, C: float, x: Any, y: np.ndarray, w: np.ndarray, diff: Any, w_pairs: np.ndarray, seed: int) -> "JointHead":
+        import scipy.sparse as sp
+
+        flip = _flips(diff.shape[0], seed)
+        d = _signed(diff, flip)
+        if sp.issparse(x):
+            rows = sp.vstack([sp.hstack([x, np.ones((x.shape[0], 1))]), sp.hstack([d, np.zeros((d.shape[0], 1))])]).tocsr()
+        else:
+            rows = np.vstack([np.hstack([x, np.ones((x.shape[0], 1))]), np.hstack([d, np.zeros((d.shape[0], 1))])])
+        labels = np.concatenate([np.asarray(y, dtype=int), (~flip).astype(int)])
+        lr = _lr(C, intercept=False).fit(rows, labels, sample_weight=np.concatenate([w, w_pairs]))
+        return cls(lr.coef_[0][:-1], float(lr.coef_[0][-1]))
+
+    def decision_function(self, x: Any) -> np.ndarray:
+        return np.asarray(x @ self.coef_[0]).ravel() + self.intercept_[0]
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        p = sigmoid(self.decision_function(x))
+        return np.stack([1 - p, p], 1)
 
 
 def _signed(d: Any, flip: np.ndarray) -> Any:

@@ -4,12 +4,15 @@ Two kinds of item: a `LabelledResponse` (one response with a 0/1 label: unsafe, 
 `JudgePair` (two responses, `chosen` better under the source's goal). Every source is split by a stable hash of the
 normalised prompt into three roles (docs/judges.md, "Data separation"):
 
-- External sources (Do-Not-Answer, XSTest, HH-RLHF harmless/helpful, PandaLM, Auto-J, RMB): `judge-train` 60% /
+- External sources (Do-Not-Answer, XSTest, PandaLM, Auto-J, RMB): `judge-train` 60% /
   `judge-calib` 20% / `judge-test` 20% of prompts (`JUDGE_BOUNDS`, hash salted with "judge:").
-- PKU-SafeRLHF keeps its method folds (train / scorer / dual / eval, `common.FOLD_BOUNDS`) untouched. The `scorer`
-  fold is halved by a second hash (`scorer_role`): `annotator` prompts train minilm-reward/-cost, `judge` prompts
-  go to `judge-train` (75%) / `judge-calib` (25%). The `eval` fold (which no method, annotator or judge trains on)
-  is the PKU `judge-test`. PKU train/dual prompts are `excluded`.
+- Method datasets (PKU-SafeRLHF, HH-RLHF harmless-base, and HH-RLHF helpful, which shares its dialogues):
+  `eval_fold_split`, below.
+- PKU-SafeRLHF keeps its method folds (train / scorer / dual / eval, `common.FOLD_BOUNDS`) untouched. The `eval`
+  fold (which no method, annotator or judge trains on) is the PKU `judge-test`; every other PKU prompt, of any
+  method fold, goes to `judge-train` (75%) / `judge-calib` (25%) by a second hash (issue 25: a judge learns from
+  every label outside the evaluated prompts; it is never itself an annotator). The annotators still train on the
+  `annotator` half of the scorer fold (`scorer_role`).
 - TruthfulQA: questions of the `scorer` fold (no annotator trains on TruthfulQA: `truthfulness` is reference
   based) are `judge-train` / `judge-calib`; the `eval` fold, the questions runs are judged on, is `judge-test`.
 
@@ -35,7 +38,7 @@ from .common import FOLD_BOUNDS, check_visible, fold_of, need, need_text, normal
 
 SPLITS = ("judge-train", "judge-calib", "judge-test")
 JUDGE_BOUNDS = {"judge-train": 60, "judge-calib": 80, "judge-test": 100}
-PKU_JUDGE_BOUNDS = {"judge-train": 75, "judge-calib": 100}  # of the PKU scorer fold's judge half
+PKU_JUDGE_BOUNDS = {"judge-train": 75, "judge-calib": 100}  # of the PKU prompts outside the eval fold
 HH_MARK = "\n\nAssistant:"
 
 # source -> who labelled it ("human" unless said otherwise)
@@ -83,16 +86,13 @@ def scorer_role(prompt: str) -> str:
     return "judge" if _bucket(prompt, "role:") % 2 == 0 else "annotator"
 
 
-def pku_split(prompt: str) -> str:
-    """A PKU prompt's judge role: judge-train / judge-calib (scorer fold, judge half), judge-test (eval fold),
-    `annotator` (scorer fold, annotator half) or `excluded` (method train / dual folds)."""
-    fold = fold_of(prompt, FOLD_BOUNDS)
-    if fold == "eval":
+def eval_fold_split(prompt: str) -> str:
+    """The judge role of a prompt of a METHOD dataset (PKU-SafeRLHF, HH-RLHF; issue 25): judge-test if it is in the `eval` fold (the prompts the leaderboard
+    evaluates on), else judge-train / judge-calib by a salted hash, whatever its method fold. Judges may learn from
+    every human label outside the eval fold; what they may never be is an annotator (a model a method trains
+    against), and that separation is of fitted models, not of data (docs/judges.md)."""
+    if fold_of(prompt, FOLD_BOUNDS) == "eval":
         return "judge-test"
-    if fold != "scorer":
-        return "excluded"
-    if scorer_role(prompt) == "annotator":
-        return "annotator"
     return _pick(_bucket(prompt, "pku-judge:"), PKU_JUDGE_BOUNDS)
 
 
@@ -151,7 +151,7 @@ def pku_rows(data_dir) -> tuple[list[LabelledResponse], list[JudgePair], list[Ju
             better = need(rec, "better_response_id", int, path, row)
             if better not in (0, 1):
                 raise DataError(f"must be 0 or 1, got {better!r}", file=str(path), row=row, field="better_response_id")
-            split = pku_split(prompt)
+            split = eval_fold_split(prompt)
             for k in (0, 1):
                 labelled.append(LabelledResponse(src, prompt, resp[k], int(not safe[k]), split, f"{path.name}:{row}:response_{k}"))
             if safe[0] != safe[1]:
@@ -165,7 +165,7 @@ def pku_rows(data_dir) -> tuple[list[LabelledResponse], list[JudgePair], list[Ju
         resp = need(rec, "response", list, path, row)
         if len(resp) != 2 or not all(isinstance(x, str) for x in resp):
             raise DataError("expected [safe_response, unsafe_response]", file=str(path), row=row, field="response")
-        split = pku_split(prompt)
+        split = eval_fold_split(prompt)
         safety_pairs.append(JudgePair("pku-pairs", prompt, resp[0], resp[1], split, f"{path.name}:{row}"))
         for k in (0, 1):
             labelled.append(LabelledResponse("pku-pairs", prompt, resp[k], k, split, f"{path.name}:{row}:response[{k}]"))
@@ -191,6 +191,30 @@ def do_not_answer(data_dir) -> list[LabelledResponse]:
     return out
 
 
+# Do-Not-Answer's human response-action categories (Wang et al. 2023, Table 3): 0 = cannot assist (refuses), 1 = refutes
+# the premise, 2 = offers two perspectives, 3 = answers cautiously with a disclaimer, 4 = cannot answer for lack of
+# knowledge, 5 = follows the instruction. Only 0 and 5 say "refused" / "complied" as XSTest labels it; 1-4 are read
+# as neither (no label is invented for them).
+DNA_ACTION_REFUSAL = {0: 1, 5: 0}
+
+
+def do_not_answer_refusals(data_dir) -> list[LabelledResponse]:
+    """Do-Not-Answer responses whose human action label is 0 (refusal, label 1) or 5 (compliance, label 0): a held-out
+    source for the refusal judge, which trains on XSTest only. Split `judge-test` for every row (no judge trains on
+    Do-Not-Answer's action labels)."""
+    path = _dir(data_dir, "do_not_answer") / "DoNotAnswer_data_en.csv.gz"
+    out = []
+    for row, rec in _csv_rows(path, ("question",) + tuple(f"{m}_{c}" for m in DNA_MODELS for c in ("response", "action"))):
+        q = (rec["question"] or "").strip()
+        for m in DNA_MODELS:
+            resp, raw = rec[f"{m}_response"] or "", (rec[f"{m}_action"] or "").strip()
+            if raw not in {str(k) for k in range(6)}:
+                raise DataError(f"expected an action 0-5, got {raw[:20]!r}", file=str(path), row=row, field=f"{m}_action")
+            if q and resp.strip() and int(raw) in DNA_ACTION_REFUSAL:
+                out.append(LabelledResponse("do-not-answer-actions", q, resp, DNA_ACTION_REFUSAL[int(raw)], "judge-test", f"{path.name}:{row}:{m}"))
+    return out
+
+
 def _hh_split(chosen: str, rejected: str, path: Path, row: int) -> tuple[str, str, str]:
     i, j = chosen.rfind(HH_MARK), rejected.rfind(HH_MARK)
     if i < 0 or j < 0:
@@ -210,7 +234,9 @@ def hh_pairs(data_dir, which: str) -> list[JudgePair]:
         prompt, c, r = _hh_split(need(rec, "chosen", str, path, row), need(rec, "rejected", str, path, row), path, row)
         if c == r:
             continue
-        out.append(JudgePair(f"hh-{which}", prompt, c, r, judge_split(prompt), f"{path.parent.name}/{path.name}:{row}"))
+        # harmless-base is also a method dataset (`hh-rlhf-harmless`) and the helpful splits share its dialogues: all
+        # are split as a method dataset, so a prompt of its eval fold is judge-test in every HH source, never trained on
+        out.append(JudgePair(f"hh-{which}", prompt, c, r, eval_fold_split(prompt), f"{path.parent.name}/{path.name}:{row}"))
     return out
 
 
@@ -357,7 +383,22 @@ def load_all(data_dir: str) -> dict[str, Any]:
     help_pairs["autoj"] = autoj(data_dir)
     help_pairs["rmb-helpful"] = rmb(data_dir, "Helpfulness")
     return {"safety": safety, "safety_pairs": safety_pairs, "help_pairs": help_pairs, "refusal": xstest_completions(data_dir),
+            "refusal_heldout": do_not_answer_refusals(data_dir),
             "truthfulqa": truthfulqa_answers(data_dir), "xstest_prompts": xstest_prompts(data_dir)}
+
+
+def judge_training_prompts(data_dir) -> set[str]:
+    """The normalised prompts (and, for dialogues, final user turns) that any judge trains or calibrates on: what an
+    evaluation-only prompt set must avoid (`prompt_sets.load_harmful_prompts`)."""
+    d = load_all(str(data_dir))
+    rows = [*d["safety"], *d["refusal"], *(p for v in d["safety_pairs"].values() for p in v), *(p for v in d["help_pairs"].values() for p in v)]
+    out = set()
+    for it in rows:
+        if it.split in ("judge-train", "judge-calib"):
+            i = it.prompt.rfind("Human:")
+            out.update({normalize_prompt(it.prompt), normalize_prompt(it.prompt[i + len("Human:"):] if i >= 0 else it.prompt)})
+    out.update(normalize_prompt(q["question"]) for q in d["truthfulqa"] if q["split"] in ("judge-train", "judge-calib"))
+    return out
 
 
 def split_counts(items: list[Any]) -> dict[str, dict[str, int]]:
