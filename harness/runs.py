@@ -264,7 +264,7 @@ class Plan:
     eval_set: str
     prompts: list
     policy_path: str
-    refusal_prompts: list  # XSTest safe prompts for the over-refusal rate ([] when the refusal judge is off)
+    refusal_sets: dict  # {metric group: prompts} the refusal judge scores (REFUSAL_JUDGED_SETS; {} when it is off)
 
 
 def preflight(cfg: RunConfig) -> Plan:
@@ -316,7 +316,7 @@ def preflight(cfg: RunConfig) -> Plan:
         if not any(q.get("mc1_targets") for q in questions):
             raise BenchError("no TruthfulQA multiple-choice targets found (truthfulqa/data/mc_task.json is missing): add the file "
                              "or --set eval.truthfulqa_mc=false")
-    return Plan(method_cls, mcfg, device, bundle, eval_set, prompts, policy_path, load_refusal_prompts(cfg))
+    return Plan(method_cls, mcfg, device, bundle, eval_set, prompts, policy_path, load_refusal_sets(cfg))
 
 
 def check_writable(runs_dir: Path) -> None:
@@ -419,7 +419,7 @@ def _execute(cfg: RunConfig, plan: Plan, rid: str, run_dir: Path, note: Callable
 
     seed_everything(cfg.seed)
     services = Services(cfg, bundle, device)
-    refusal_prompts = plan.refusal_prompts
+    refusal_sets = plan.refusal_sets
     tracker = make_tracker(cfg, rid)
     current = {"stage": "train"}  # the stage a failure is blamed on
 
@@ -434,16 +434,16 @@ def _execute(cfg: RunConfig, plan: Plan, rid: str, run_dir: Path, note: Callable
         model_path = train["result"]["model_path"] or policy_path
         # 2. generate: responses to the evaluation prompts (needs the trained model)
         gen_info = Stage(run_dir, "generate").run(track, partial(generate_stage, services, prompts, model_path,
-                                                                       refusal_prompts=refusal_prompts))
+                                                                       refusal_sets=refusal_sets))
         rows = read_json(run_dir / "generate" / "generations.json")
-        refusal_path = run_dir / "generate" / "refusal_generations.json"
-        refusal_rows = read_json(refusal_path) if refusal_path.exists() else []
-        # 3. score: the judges score every response (and the XSTest refusals)
-        score_info = Stage(run_dir, "score").run(track, partial(score_stage, services, rows, refusal_rows=refusal_rows))
+        judged_rows = {g: read_json(run_dir / "generate" / f"{g}_generations.json") for g in REFUSAL_JUDGED_SETS
+                       if (run_dir / "generate" / f"{g}_generations.json").exists()}
+        # 3. score: the judges score every response (and the refusal judge each refusal-judged prompt set)
+        score_info = Stage(run_dir, "score").run(track, partial(score_stage, services, rows, judged_rows=judged_rows))
         scores = read_json(run_dir / "score" / "scores.json")
         # 4. metrics: CIs, win rates vs SFT, TruthfulQA (needs the scores and both models)
         metrics_info = Stage(run_dir, "metrics").run(track, partial(metrics_stage, services, rows, scores, score_info, policy_path, model_path,
-                                                                      refusal_rows=refusal_rows))
+                                                                      judged_rows=judged_rows))
         metrics = read_json(run_dir / "metrics" / "metrics.json")
         current["stage"] = "record"
 
@@ -554,9 +554,10 @@ def train_stage(services: Services, method_cls: type, mcfg: Any, policy_path: st
                              "heldout_pairs": {v: len(p) for v, p in checks.heldout.items()}, "heldout_fold": learning.HELDOUT_FOLD}}
 
 
-def generate_stage(services: Services, prompts, model_path: str, stage_dir: Path, refusal_prompts: list | None = None) -> tuple[dict, dict]:
-    """2. Responses of the trained model to the evaluation prompts and to XSTest's safe prompts (over-refusal), through
-    the shared generation cache; the refusal generation's wall time is recorded (`refusal_wall_s`)."""
+def generate_stage(services: Services, prompts, model_path: str, stage_dir: Path, refusal_sets: dict | None = None) -> tuple[dict, dict]:
+    """2. Responses of the trained model to the evaluation prompts and to each prompt set the refusal judge scores
+    (`REFUSAL_JUDGED_SETS`: XSTest's safe prompts, the harmful requests), through the shared generation cache; each
+    set's prompt count and wall time are recorded (`<group>_prompts`, `<group>_wall_s`)."""
     import time
 
     from harness.models import model_fingerprint
@@ -565,14 +566,34 @@ def generate_stage(services: Services, prompts, model_path: str, stage_dir: Path
     rows = [{"prompt": p.prompt, "category": p.category, "response": r} for p, r in zip(prompts, responses)]
     artifacts: dict[str, Any] = {"generations.json": rows}
     info = {"cache_hit": gen.cache_hit, "backend": gen.name, "backend_reason": getattr(gen, "backend_reason", ""),
+            "backend_version": getattr(gen, "backend_version", ""), "generated_by": getattr(gen, "generated_by", None),
             "model_fingerprint": model_fingerprint(model_path), "params_policy": gen.params_policy}
-    if refusal_prompts:  # over-refusal: the same model and decoding on XSTest's safe prompts (a separate cache entry,
-        start = time.perf_counter()  # so the SFT policy's evaluation responses stay shared with other runs' baselines)
-        refusals, _ = services.generate_then_release(Path(model_path), [p.prompt for p in refusal_prompts], services.sampling())
-        artifacts["refusal_generations.json"] = [{"prompt": p.prompt, "category": p.category, "response": r}
-                                                 for p, r in zip(refusal_prompts, refusals)]
-        info.update(refusal_prompts=len(refusal_prompts), refusal_wall_s=round(time.perf_counter() - start, 2))
+    for group, set_prompts in (refusal_sets or {}).items():  # the same model and decoding, a separate cache entry per
+        if not set_prompts:  # set (so the SFT policy's evaluation responses stay shared with other runs' baselines)
+            continue
+        start = time.perf_counter()
+        answers, _ = services.generate_then_release(Path(model_path), [p.prompt for p in set_prompts], services.sampling())
+        artifacts[f"{group}_generations.json"] = [{"prompt": p.prompt, "category": p.category, "response": r}
+                                                  for p, r in zip(set_prompts, answers)]
+        info.update({f"{group}_prompts": len(set_prompts), f"{group}_wall_s": round(time.perf_counter() - start, 2)})
     return artifacts, info
+
+
+# Prompt sets judged by the refusal judge (issue 25): metric group -> (the record's "set", its per-category key, the
+# loader in harness.datasets.prompt_sets). Each is generated by the trained model (`<group>_generations.json`), scored
+# by the refusal judge (scores `<group>` = decisions, 1 = refused; `<group>_score` = P(refusal)) and reduced by its
+# group's declared metrics (evaluators/metrics.py): over-refusal of safe prompts, compliance with harmful requests.
+REFUSAL_JUDGED_SETS = {"refusal": ("xstest-safe", "per_type", "load_xstest_safe"),
+                       "harmful": ("beavertails+redteam-83", "per_category", "load_harmful_prompts")}
+
+
+def load_refusal_sets(cfg: RunConfig) -> dict[str, list]:
+    """{group: prompts} of every set in `REFUSAL_JUDGED_SETS`, or {} when the refusal judge is off."""
+    if hook("judge_names")(cfg)["refusal"] is None:
+        return {}
+    from harness.datasets import prompt_sets
+
+    return {group: getattr(prompt_sets, loader)(cfg) for group, (_, _, loader) in REFUSAL_JUDGED_SETS.items()}
 
 
 def load_refusal_prompts(cfg: RunConfig) -> list:
@@ -584,8 +605,9 @@ def load_refusal_prompts(cfg: RunConfig) -> list:
     return load_xstest_safe(cfg)
 
 
-def score_stage(services: Services, rows: list[dict[str, Any]], stage_dir: Path, refusal_rows: list | None = None) -> tuple[dict, dict]:
-    """3. The JUDGES score every response: reward, the cost role's P(unsafe) and decision, and refusal on XSTest.
+def score_stage(services: Services, rows: list[dict[str, Any]], stage_dir: Path, judged_rows: dict | None = None) -> tuple[dict, dict]:
+    """3. The JUDGES score every response: reward, the cost role's P(unsafe) and decision, and the refusal judge's
+    P(refusal) and decision on each refusal-judged prompt set (`REFUSAL_JUDGED_SETS`).
     The ANNOTATORS (what the method may have trained against) are named with their fingerprints, so the record
     can say whether a judge is also an annotator (evaluators/judging.py)."""
     cost_role, decisions, describe = map(hook, ("cost_role", "decisions", "describe"))
@@ -596,22 +618,23 @@ def score_stage(services: Services, rows: list[dict[str, Any]], stage_dir: Path,
     cost_scores = cost.score(ps, rs)
     scores: dict[str, Any] = {"reward": rew.score(ps, rs), "cost": cost_scores, "unsafe": decisions(cost, cost_scores)}
     judges = {"reward": describe(services.judge_name("reward"), rew), role: describe(services.judge_name(role), cost)}
-    if refusal_rows:
+    if judged_rows:
         refusal = services.judge("refusal")
-        p_refusal = refusal.score([r["prompt"] for r in refusal_rows], [r["response"] for r in refusal_rows])
-        scores.update(refusal=decisions(refusal, p_refusal), refusal_score=p_refusal)
+        for group, set_rows in judged_rows.items():
+            p_refusal = refusal.score([r["prompt"] for r in set_rows], [r["response"] for r in set_rows])
+            scores.update({group: decisions(refusal, p_refusal), f"{group}_score": p_refusal})
         judges["refusal"] = describe(services.judge_name("refusal"), refusal)
     annotators = {kind: describe(services.scorer_name(kind), services.scorer(kind)) for kind in ("reward", "cost")}
     return {"scores.json": scores}, {"judges": judges, "annotators": annotators}
 
 
 def metrics_stage(services: Services, rows, scores, score_info, policy_path: str, model_path: str, stage_dir: Path,
-                  refusal_rows: list | None = None) -> tuple[dict, dict]:
+                  judged_rows: dict | None = None) -> tuple[dict, dict]:
     """4. The metrics block, and the declared metrics' per-item values (the leaderboard's seeds x prompts intervals)."""
     values: dict[str, list[float]] = {}
     keys: dict[str, str] = {}
     metrics = compute_metrics(services.cfg, services.bundle, services, rows, scores, score_info, policy_path, model_path, values, keys,
-                              refusal_rows=refusal_rows)
+                              judged_rows=judged_rows)
     hook("save_items")(stage_dir, values, keys)
     return {"metrics.json": metrics}, {}
 
@@ -662,7 +685,8 @@ def results_record(cfg: RunConfig, rid: str, *, train: dict[str, Any], gen_info:
         "train": {k: result.get(k) for k in ("models_trained", "networks_held", "trajectory", "extra")} | {"method_config": train.get("method_config")}
         | learning_block(train.get("learning")),
         "stages": stages,
-        "generation": {**asdict(params), "backend": gen_info["backend"], "backend_reason": gen_info["backend_reason"], "template": cfg.template,
+        "generation": {**asdict(params), "backend": gen_info["backend"], "backend_reason": gen_info["backend_reason"],
+                       "backend_version": gen_info.get("backend_version", ""), "generated_by": gen_info.get("generated_by"), "template": cfg.template,
                        "eval_set": eval_set, "n_prompts": n_prompts, "vllm": vllm},
         "annotators": score_info["annotators"], "judges": score_info["judges"],
         "self_judged": self_judged(score_info["judges"], score_info["annotators"]),
@@ -692,11 +716,11 @@ def _num_threads() -> int:
 
 def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, score_info, policy_path: str, model_path: str,
                     items: dict[str, list[float]] | None = None, keys: dict[str, str] | None = None,
-                    refusal_rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                    judged_rows: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Safety metrics with CIs (+ win rate vs SFT), TruthfulQA MC1/MC2 and generation truthfulness. The declared
     metrics' per-item values go to `items`, and a hash of each group's item order (prompts, questions) to `keys`."""
     confusion_counts, cost_role, decisions = map(hook, ("confusion_counts", "cost_role", "decisions"))
-    bootstrap_ci, compute_group, keys_hash, safety_metrics = map(hook, ("bootstrap_ci", "compute_group", "keys_hash", "safety_metrics"))
+    bootstrap_ci, keys_hash, safety_metrics = map(hook, ("bootstrap_ci", "keys_hash", "safety_metrics"))
     keys = keys if keys is not None else {}
     role = cost_role(cfg.dataset)
     rew, cost = services.judge("reward"), services.judge(role)
@@ -719,15 +743,14 @@ def compute_metrics(cfg: RunConfig, bundle, services: Services, rows, scores, sc
     judge = score_info["judges"][role]
     out["judge"] = {"role": role, "name": judge["name"], "fingerprint": judge["fingerprint"],
                     "source": (judge.get("heldout") or {}).get("source"), "accuracy": (judge.get("heldout") or {}).get("accuracy")}
-    if "refusal" in scores:  # over-refusal on XSTest's safe prompts (scored by the refusal judge in the score stage)
-        refusal_rows = refusal_rows or []
-        flags = [float(f) for f in scores["refusal"]]
-        block: dict[str, Any] = {"set": "xstest-safe", "n_prompts": len(flags), "judge": score_info["judges"]["refusal"]["name"]}
-        compute_group("refusal", flags, block, cfg.scoring.bootstrap, cfg.seed, items)
-        block["per_type"] = {t: bootstrap_ci([f for f, r in zip(flags, refusal_rows) if r["category"] == t], cfg.scoring.bootstrap, cfg.seed)
-                             for t in sorted({r["category"] for r in refusal_rows})}
-        out["refusal"] = block
-        keys["refusal"] = keys_hash([r["prompt"] for r in refusal_rows])
+    for group, set_rows in (judged_rows or {}).items():  # each refusal-judged set (the refusal judge's decisions, score stage)
+        if group not in scores:
+            continue
+        set_name, per_key, _ = REFUSAL_JUDGED_SETS[group]
+        block = hook("refusal_set_metrics")(group, scores[group], [r["category"] for r in set_rows], cfg.scoring.bootstrap, cfg.seed,
+                                            items, per_key=per_key)
+        out[group] = {"set": set_name, "judge": score_info["judges"]["refusal"]["name"], **block}
+        keys[group] = keys_hash([r["prompt"] for r in set_rows])
     if cfg.dataset == "truthfulqa":
         out["truthfulness"] = {"true_rate": bootstrap_ci([1.0 - u for u in out_flags(scores)], cfg.scoring.bootstrap, cfg.seed),
                                "n": len(rows), "judge": judge["name"]}
