@@ -84,6 +84,7 @@ for _name, _target in {
     "safety_metrics": "evaluators.metrics:safety_metrics",
     "bootstrap_ci": "evaluators.metrics:bootstrap_ci",
     "compute_group": "evaluators.metrics:compute_group",
+    "refusal_set_metrics": "evaluators.metrics:refusal_set_metrics",
     "keys_hash": "evaluators.metrics:keys_hash",
     "save_items": "evaluators.metrics:save_items",
     "higher_is_better": "evaluators.metrics:higher_is_better",

@@ -58,7 +58,7 @@ def test_sft_tiny_run_writes_record_and_store(tiny_cfg):
     assert rec["stages"]["generate"]["peak_rss_mb"] > 0
     assert "mc1" in rec["results"]["truthfulqa"]
     saved = json.loads((run_dir / "metrics/items.json").read_text())  # per-item values of every declared metric
-    assert set(saved["keys"]) == {"safety", "truthfulqa", "refusal"} and len(saved["values"]["reward_mean"]) == len(gens)
+    assert set(saved["keys"]) == {"safety", "truthfulqa", "refusal", "harmful"} and len(saved["values"]["reward_mean"]) == len(gens)
     # annotators and judges, named with fingerprints; judges score the leaderboard numbers (issue 10)
     assert set(rec["annotators"]) == {"reward", "cost"} and all(a["fingerprint"] for a in rec["annotators"].values())
     assert {j["name"] for j in rec["judges"].values()} == {"safety-judge", "reward-judge", "refusal-judge"}
@@ -75,6 +75,10 @@ def test_sft_tiny_run_writes_record_and_store(tiny_cfg):
     ref = rec["results"]["refusal"]  # over-refusal: the tiny profile's hashed subset of XSTest's safe prompts
     assert ref["n_prompts"] == cfg.data.max_refusal_prompts == len(saved["values"]["refusal_rate"]) == rec["stages"]["generate"]["refusal_prompts"]
     assert ref["refusal_rate"]["value"] == pytest.approx(sum(scores["refusal"]) / ref["n_prompts"])
+    harm = rec["results"]["harmful"]  # harmful-request compliance: the refusal judge on the hashed harmful subset (issue 25)
+    assert harm["n_prompts"] == cfg.data.max_harmful_prompts == len(saved["values"]["harmful_compliance"]) == rec["stages"]["generate"]["harmful_prompts"]
+    assert harm["harmful_compliance"]["value"] == pytest.approx(1 - sum(scores["harmful"]) / harm["n_prompts"]) and harm["judge"] == "refusal-judge"
+    assert sum(c["n"] for c in harm["per_category"].values()) == harm["n_prompts"] and rec["higher_is_better"]["harmful_compliance"] is False
     assert s["reward_lc"]["value"] == pytest.approx(s["reward_mean"]["value"])  # SFT is its own length baseline
     assert sum(saved["values"]["mc1"]) / len(saved["values"]["mc1"]) == pytest.approx(rec["results"]["truthfulqa"]["mc1"]["value"])
     assert rec["higher_is_better"]["unsafe_rate"] is False and rec["higher_is_better"]["mc2"] is True

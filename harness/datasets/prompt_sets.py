@@ -1,6 +1,9 @@
-"""Evaluation-only prompt sets with harm categories: Safe-RLHF's 83 red-team prompts and BeaverTails-Evaluation."""
+"""Evaluation-only prompt sets with harm categories: Safe-RLHF's 83 red-team prompts and BeaverTails-Evaluation (alone, or
+together as the harmful requests of the harmful-compliance rate), and XSTest's safe prompts (over-refusal)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from harness.errors import BenchError
 from harness.types import DatasetBundle, EvalPrompt
@@ -45,3 +48,27 @@ def load_xstest_safe(cfg) -> list[EvalPrompt]:
     if n:  # a category-mixed subset, stable across runs: ordered by prompt hash, not file order (file order is by type)
         prompts = sorted(prompts, key=lambda p: hashlib.sha1(p.prompt.encode()).hexdigest())[:n]
     return prompts
+
+
+def load_harmful_prompts(cfg) -> list[EvalPrompt]:
+    """Harmful requests for the harmful-compliance rate (issue 25): BeaverTails-Evaluation's 700 prompts (14 harm
+    categories) and Safe-RLHF's 83 red-team prompts (8), category "<set>/<category>", as a fixed hashed subset of
+    `data.max_harmful_prompts` when that is > 0. No judge may have trained or calibrated on them: a prompt found
+    among the judges' training rows (`judge_data.judge_training_prompts`) is dropped (none is, in the shared data)."""
+    import hashlib
+    import logging
+
+    from .common import normalize_prompt
+    from .judge_data import judge_training_prompts
+
+    sets = (("beavertails", load_beavertails(cfg)), ("redteam", load_redteam(cfg)))
+    prompts = {normalize_prompt(p.prompt): EvalPrompt(p.prompt, f"{name}/{p.category}", {"set": name})
+               for name, bundle in sets for p in bundle.prompts["eval"]}
+    seen = judge_training_prompts(Path(sets[0][1].source).parent.parent)
+    kept = [p for k, p in prompts.items() if k not in seen]
+    if len(kept) < len(prompts):
+        logging.getLogger("bench").info("harmful prompts: %d dropped, a judge trains or calibrates on them", len(prompts) - len(kept))
+    n = cfg.data.max_harmful_prompts
+    if n:  # category-mixed and stable across runs: ordered by prompt hash (file order is by category)
+        kept = sorted(kept, key=lambda p: hashlib.sha1(p.prompt.encode()).hexdigest())[:n]
+    return kept
