@@ -110,7 +110,7 @@ class Registry(Generic[T]):
         if isinstance(target, (str, EntryPoint)):
             try:
                 obj = target.load() if isinstance(target, EntryPoint) else import_target(target)
-            except Exception as exc:  # a broken plugin must not take the CLI down
+            except (Exception, SystemExit) as exc:  # a broken plugin (or its sys.exit at import) must not take the CLI down
                 if isinstance(target, EntryPoint):
                     del self._entries[key]
                     dist = getattr(getattr(target, "dist", None), "name", None) or target.value.split(":")[0].split(".")[0]

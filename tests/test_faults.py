@@ -114,13 +114,14 @@ def _resume_conflict(d, t, m):
     return ["--resume", runs.run_id(cfg), "--seed", "7"]
 
 
-def _broken_plugin(d, t, m):
+def _broken_plugin(d, t, m, body: str = "raise RuntimeError('plugin bug at import')\n"):
     from importlib.metadata import EntryPoint
 
     from harness.registries import METHODS
 
-    (t / "broken_plugin_mod.py").write_text("raise RuntimeError('plugin bug at import')\n")
+    (t / "broken_plugin_mod.py").write_text(body)
     m.syspath_prepend(str(t))
+    m.delitem(sys.modules, "broken_plugin_mod", raising=False)
     METHODS.load_plugins()
     m.setitem(METHODS._entries, "broken", EntryPoint("broken", "broken_plugin_mod:Method", "bench.methods"))
     return ["--method", "broken"]
@@ -287,6 +288,8 @@ MATRIX = [
     ("full-disk", _os_error(errno.ENOSPC), ["disk full", "free space"]),
     ("corrupt-store", _corrupt_store, ["bench.sqlite", "damaged", "--reindex"]),
     ("broken-plugin", _broken_plugin, ["plugin 'broken'", "plugin bug at import", "pip uninstall"]),
+    ("plugin-exits-at-import", lambda d, t, m: _broken_plugin(d, t, m, "import sys\nsys.exit(4)\n"),
+     ["plugin 'broken'", "failed to load: SystemExit: 4", "pip uninstall"]),
     ("missing-data-dir", lambda d, t, m: ["--data-dir", str(t / "nowhere")], ["does not exist", "--data-dir"]),
     ("unknown-profile", _args("--profile", "nope"), ["unknown profile 'nope'", "YAML"]),
     *ISSUE_29,
