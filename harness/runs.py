@@ -281,7 +281,7 @@ def preflight(cfg: RunConfig) -> Plan:
     from harness.store import check_store
 
     method_cls = method_class(cfg)  # a registered method, or `bench eval`'s checkpoint (harness/checkpoint.py)
-    mcfg = method_config(method_cls.config_class, cfg)
+    mcfg = plugin_step("method", cfg.method, "its config was built", lambda: method_config(method_cls.config_class, cfg))
     check_writable(Path(cfg.runs_dir))
     if cfg.data.data_dir:  # --data-dir, --set data.data_dir or $BENCH_DATA_DIR naming a file: one line, not "no files under"
         from harness.errors import check_folder
@@ -485,11 +485,7 @@ def stage_failure(exc: BaseException, stage: str, rid: str, run_dir: Path, servi
     if isinstance(exc, OSError) and os_error_message(exc) is not None:
         return None
     who, plugin = blame(exc, stage, services)
-    if isinstance(exc, SystemExit):
-        what = f"called sys.exit({exc.code!r})"
-    else:
-        text = str(exc).strip().splitlines()
-        what = f"raised {type(exc).__name__}" + (f": {text[0][:200]}" if text else "")
+    what = error_words(exc)
     details = "".join(traceback.format_exception(exc))
     log_path = run_dir / RUN_LOG
     try:
@@ -502,6 +498,34 @@ def stage_failure(exc: BaseException, stage: str, rid: str, run_dir: Path, servi
     fix = "fix or uninstall the plugin" if plugin else "report it with the log"
     return RunFailed(f"run {rid} failed in the {stage} stage: {who} {what} (the run is marked failed, finished stages are kept; "
                      f"{where}, `bench --debug ...` prints it; {fix}, then rerun to resume)", log_path=str(log_path), details=details)
+
+
+def error_words(exc: BaseException) -> str:
+    """"called sys.exit(3)" or "raised ValueError: <first line>": what a failing component did, for one line."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    text = str(exc).strip().splitlines()
+    return f"raised {type(exc).__name__}" + (f": {text[0][:200]}" if text else "")
+
+
+def plugin_step(kind: str, name: str, doing: str, step: Callable[[], Any]) -> Any:
+    """`step()` for a component's own code run before any run folder exists (a method's config class): its failure,
+    other than bad input or Ctrl-C, becomes one `RunFailed` line naming it (exit 1; `bench --debug` prints the traceback)."""
+    import traceback
+
+    from harness.errors import RunFailed
+    from harness.registries import METHODS, SCORERS
+
+    try:
+        return step()
+    except (BenchError, KeyboardInterrupt, GeneratorExit):
+        raise
+    except (Exception, SystemExit) as exc:
+        registry = {"method": METHODS, "scorer": SCORERS}[kind]
+        plugin = name in registry and not registry.is_builtin(name)
+        fix = "fix or uninstall the plugin" if plugin else "report it with the traceback"
+        raise RunFailed(f"{kind} {'plugin ' if plugin else ''}'{name}' failed while {doing}: {error_words(exc)} (nothing was run; "
+                        f"`bench --debug ...` prints the traceback; {fix})", details="".join(traceback.format_exception(exc))) from exc
 
 
 def blame(exc: BaseException, stage: str, services: Services) -> tuple[str, bool]:

@@ -57,6 +57,18 @@ class RaisingJudge:
         raise ValueError("scorer bug while scoring")
 
 
+@dataclass
+class _BrokenConfig:
+    beta: float = 0.1
+
+    def __post_init__(self):
+        raise KeyError("beta_schedule")  # a plugin bug, not a value the user gave
+
+
+class BrokenConfigMethod(RaisingMethod):
+    config_class = _BrokenConfig
+
+
 class UnbuildableJudge(RaisingJudge):
     def __init__(self, cfg=None, **_):
         raise OSError("judge weights missing from the plugin package")
@@ -66,7 +78,8 @@ class UnbuildableJudge(RaisingJudge):
 def plugins(monkeypatch):
     for reg in (METHODS, SCORERS):
         reg.load_plugins()  # so the entries below are not read over by a later load
-    for name, cls in (("raising-plugin", RaisingMethod), ("exiting-plugin", ExitingMethod), ("keep-sft-plugin", KeepSFT)):
+    for name, cls in (("raising-plugin", RaisingMethod), ("exiting-plugin", ExitingMethod), ("keep-sft-plugin", KeepSFT),
+                      ("broken-config-plugin", BrokenConfigMethod)):
         monkeypatch.setitem(METHODS._entries, name, cls)
     monkeypatch.setitem(SCORERS._entries, "boom-judge", RaisingJudge)
     monkeypatch.setitem(SCORERS._entries, "unbuildable-judge", UnbuildableJudge)
@@ -135,3 +148,14 @@ def test_a_rerun_after_the_fix_resumes_from_the_finished_stages(plugins, tmp_pat
     (row,) = list_runs(tmp_path / "runs")
     assert row["status"] == "finished"
     assert Path(tmp_path / "runs" / row["run_id"] / "train" / "done.json").read_text() == train_marker
+
+
+def test_a_plugin_config_that_fails_before_the_run_is_one_line_and_nothing_is_made(plugins, tmp_path, data_dir, capsys):
+    runs_dir = tmp_path / "runs"
+    argv = ["run", "--method", "broken-config-plugin", "--profile", "tiny", "--runs-dir", str(runs_dir), "--data-dir", str(data_dir)]
+    code, err = bench(argv, capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    for w in ("method plugin 'broken-config-plugin'", "while its config was built", "raised KeyError: 'beta_schedule'", "--debug"):
+        assert w in lines[0], (w, lines[0])
+    assert not runs_dir.exists() or not [p for p in runs_dir.iterdir() if not p.name.startswith(".")]
