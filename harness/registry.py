@@ -28,6 +28,20 @@ def import_target(target: str) -> Any:
     return obj
 
 
+def lazy_function(target: str) -> Callable[..., Any]:
+    """A module-level stand-in for the function "package.module:name", imported on each call (a dict lookup once
+    loaded). A method module binds its torch/trl helpers this way, so importing it for its config (`bench list methods
+    NAME`) imports neither; the name stays a module attribute that tests can patch."""
+    module_name, _, attr = target.partition(":")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return import_target(target)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = attr
+    call.__doc__ = f"`{module_name}.{attr}`, imported on first call."
+    return call
+
+
 class Registry(Generic[T]):
     """Name -> object, with lazy "module:attr" / EntryPoint placeholders resolved on first `get`."""
 

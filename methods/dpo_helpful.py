@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from harness.config import RangeChecked
-from harness.training.dpo import read_train_record, train_dpo
+from harness.registry import lazy_function
 from methods.base import TrainContext, TrainResult
+
+# torch and trl load on first use: `bench list methods dpo-helpful` imports this module for its config alone
+train_dpo = lazy_function("harness.training.dpo:train_dpo")
+read_train_record = lazy_function("harness.training.dpo:read_train_record")
 
 
 @dataclass

@@ -13,7 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from harness.training.merging import merge_models, merge_state_dicts  # noqa: F401  (merge_state_dicts re-exported: old import path)
+from harness.registry import lazy_function
+
+# torch loads on first use: `bench list methods p-sacpo` imports this module for its config alone
+merge_models = lazy_function("harness.training.merging:merge_models")
+merge_state_dicts = lazy_function("harness.training.merging:merge_state_dicts")  # re-exported: old import path
 from methods.base import TrainContext, TrainResult
 from methods.sacpo import SACPO, SACPOConfig
 

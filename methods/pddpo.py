@@ -23,13 +23,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.config import RangeChecked
-from harness.training.dpo import train_dpo
 from harness.errors import BenchError, ConfigValueError
 from harness.io import copy_dir_atomic
-from harness.training.logprobs import sequence_logprobs
-from harness.training.losses import dual_update, stage2_beta
+from harness.registry import lazy_function
 from harness.types import SamplingParams
 from methods.base import TrainContext, TrainResult
+
+# torch and trl load on first use: `bench list methods pddpo` imports this module for its config alone
+train_dpo = lazy_function("harness.training.dpo:train_dpo")
+sequence_logprobs = lazy_function("harness.training.logprobs:sequence_logprobs")
+dual_update = lazy_function("harness.training.losses:dual_update")
+stage2_beta = lazy_function("harness.training.losses:stage2_beta")
 
 UNITS = ("unsafe_rate", "mean_cost")
 

@@ -20,10 +20,11 @@ from typing import Any, ClassVar
 
 from harness.config import RangeChecked
 from harness.errors import BenchError, ConfigValueError
-from harness.training.merging import merge_models
+from harness.registry import lazy_function
 from methods.base import TrainContext, TrainResult
 from methods.sacpo import SACPOConfig
 
+merge_models = lazy_function("harness.training.merging:merge_models")  # torch loads on first use (`bench list methods`)
 
 @dataclass
 class NaiveMergeConfig(SACPOConfig, RangeChecked):
