@@ -36,7 +36,7 @@ SetOpt = typer.Option(None, "--set", help="Override any config field: --set trai
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logging."),
-         quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors; no progress bars."),
+         quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors and the result: no stage lines, no progress bars."),
          debug: bool = typer.Option(False, "--debug", help="On a failed run, print the traceback too (it is always in the run's run.log).")) -> None:
     global _DEBUG
     _DEBUG = debug
@@ -46,6 +46,11 @@ def main(verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug logg
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if quiet:
         os.environ["BENCH_QUIET"] = "1"
+    global _QUIET
+    _QUIET = quiet  # the stage lines follow -q itself; BENCH_QUIET alone (as the tests set it) quiets only the bars
+
+
+_QUIET = False
 
 
 def _rich_handler() -> logging.Handler:
@@ -111,11 +116,23 @@ def execute(cfg, title: str = "run") -> None:
     """Check every input (`runs.preflight`), run the stages with one line each, print the record (`bench run`, `bench eval`)."""
     from harness import runs
 
+    from harness.progress import StageLines, stage_eta
+
     plan = runs.preflight(cfg)  # every input checked before any output or work
-    what = f"checkpoint={cfg.method_section()['checkpoint']} " if title == "eval" else ""
-    console.print(f"[bold]{title}[/] {runs.run_id(cfg)}  method={cfg.method} {what}dataset={cfg.dataset} model={cfg.model} "
-                  f"profile={cfg.profile} seed={cfg.seed}")
-    record = runs.run(cfg, on_stage=lambda stage, status: console.print(f"  [cyan]{stage:<8}[/] {status}"), plan=plan)
+    quiet = _QUIET
+    rid = runs.run_id(cfg)
+    if not quiet:
+        what = f"checkpoint={cfg.method_section()['checkpoint']} " if title == "eval" else ""
+        console.print(f"[bold]{title}[/] {rid}  method={cfg.method} {what}dataset={cfg.dataset} model={cfg.model} "
+                      f"profile={cfg.profile} seed={cfg.seed}  (log: {Path(cfg.runs_dir) / rid / runs.RUN_LOG})")
+    prefix = rid[: rid.rindex("-s") + 2]  # <method>-<dataset>-<profile>-s: earlier runs' stage times give the ETA
+    lines = StageLines(eta=lambda stage: stage_eta(cfg.runs_dir, prefix, stage), quiet=quiet)
+    try:
+        record = runs.run(cfg, on_stage=lines, plan=plan)
+    except BaseException:
+        lines.close(failed=True)
+        raise
+    lines.close()
     if record is not None:  # None: a non-zero rank of a data-parallel run (rank 0 writes and prints the record)
         print_record(record)
 

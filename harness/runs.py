@@ -68,14 +68,17 @@ class Stage:
         return read_json(self.marker)
 
     def run(self, note: Callable[[str, str], None], work: Callable[[Path], tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
-        """Unless done: `work(stage_dir) -> (artifacts, info)` under a StageMonitor; each artifact is written
-        atomically as JSON, then the marker (wall time, memory, info). Returns the marker's content."""
+        """Unless done: `work(stage_dir) -> (artifacts, info)` under a StageMonitor, its printed output (Trainer logs,
+        progress bars) appended to the run's log file; each artifact is written atomically as JSON, then the marker
+        (wall time, memory, info). Returns the marker's content."""
+        from harness.progress import captured
+
         if self.done:
             note(self.name, "skipped (done)")
             return self.info()
         note(self.name, "running")
         self.start()
-        with StageMonitor() as mon:
+        with StageMonitor() as mon, captured(self.dir.parent / RUN_LOG):
             artifacts, info = work(self.dir)
         for name, obj in artifacts.items():
             write_json(self.dir / name, obj)
