@@ -53,6 +53,9 @@ FAULTS = [
     ("SACPO-KTO: KTO on the helpfulness step", "methods/sacpo.py", 'if name == "safe" and self.safety_loss == "kto":', 'if name == "helpful" and self.safety_loss == "kto":', [W + "test_sacpo_kto_runs_kto_on_safety_labels_from_pi_r"]),
     ("XSTest over-refusal on the 200 unsafe prompts", "harness/datasets/prompt_sets.py", 'if r.get("label") == "safe"]', 'if r.get("label") == "unsafe"]', [X + "test_xstest_stage_loads_exactly_the_safe_prompts", X + "test_xstest_subset_never_holds_an_unsafe_prompt"]),
     ("XSTest over-refusal on all 450 prompts", "harness/datasets/prompt_sets.py", 'if r.get("label") == "safe"]', 'if r.get("label")]', [X + "test_xstest_stage_loads_exactly_the_safe_prompts", X + "test_xstest_subset_never_holds_an_unsafe_prompt"]),
+    ("judges train on eval-fold prompts", "harness/datasets/judge_data.py", 'if fold_of(prompt, FOLD_BOUNDS) == "eval":', 'if False:', ["tests/test_judges.py::test_eval_fold_prompts_never_reach_a_judges_training_or_calibration_rows"]),
+    ("harmful prompts a judge trained on kept", "harness/datasets/prompt_sets.py", "kept = [p for k, p in prompts.items() if k not in seen]", "kept = list(prompts.values())", ["tests/test_harmful_compliance.py::test_a_harmful_prompt_a_judge_trains_on_is_dropped"]),
+    ("harmful compliance = refusal rate", "evaluators/metrics.py", "per_item=lambda flags: [1.0 - float(f) for f in flags]),", "per_item=lambda flags: [float(f) for f in flags]),", ["tests/test_harmful_compliance.py::test_harmful_compliance_is_the_share_not_refused_with_its_bootstrap_ci_overall_and_per_category"]),
 ]
 def _purge_project_modules(root: Path) -> None:
     """Forget every module loaded from this tree (and the test modules), so the next pytest run imports the
