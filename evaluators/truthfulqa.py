@@ -98,60 +98,117 @@ def _padded(rows: list[list[int]], masks: list[list[int]], pad: int, device: Any
     return ids.to(device), attn.to(device), mask.to(device)
 
 
-def _repeat_cache(cache: Any, n: int) -> Any:
-    """A fresh KV cache holding the prefix `n` times, leaving `cache` untouched for the next batch. Layers are copied
-    shallowly: repeating and appending replace their tensors, never modify them in place (a deepcopy of the whole
-    cache costs ~1 s on CPU for SmolLM2)."""
+def _select_cache(cache: Any, rows: torch.Tensor) -> Any:
+    """A fresh KV cache whose row i is `cache`'s row `rows[i]` (repeats allowed), leaving `cache` untouched for the
+    next batch. Layers are copied shallowly: selecting and appending replace their tensors, never modify them in place
+    (a deepcopy of the whole cache costs ~1 s on CPU for SmolLM2)."""
     if not hasattr(cache, "layers"):
         fresh = copy.deepcopy(cache)
     else:
         fresh = copy.copy(cache)
         fresh.layers = [copy.copy(layer) for layer in cache.layers]
-    fresh.batch_repeat_interleave(n)
+    fresh.reorder_cache(rows)
     return fresh
 
 
 @torch.no_grad()
 def answer_logprobs(model: Any, tokenizer: Any, contexts: Sequence[str], answers: Sequence[str], batch_size: int = 16,
                     share_prefix: bool = True) -> list[float]:
-    """Σ log p(answer tokens | context) for each (context, " " + answer), batched (longest first) with a progress bar.
+    """Σ log p(answer tokens | context) for each (context, " " + answer), batched, with a progress bar.
 
-    With `share_prefix`, the token prefix common to every context (for MC: the six-example primer, ~150 of ~180
-    context tokens) runs once; each batch continues from a copy of its KV cache, repeated across the batch. Same
-    log-probs (causal attention: the prefix never sees what follows), several times less compute.
+    With `share_prefix` (and a plain LM head, `harness.training.logprobs.plain_lm_head`), nothing is computed twice:
+    the token prefix common to every context (for MC: the six-example primer, ~150 of ~180 context tokens) runs once;
+    the rest of each distinct context (a question) runs once, batched across questions, on top of that KV cache; each
+    answer runs once on top of its question's cache, about `batch_size` answers per forward, and only answer tokens
+    reach the LM head (`chunked_token_logps`). Positions are passed explicitly, so padding between a question and its
+    answers changes nothing: the same log-probs as `share_prefix=False`, which runs every context + answer in full.
     """
     items = [continuation_ids(tokenizer, c, " " + a) for c, a in zip(contexts, answers)]
     if not items:
         return []
-    order = sorted(range(len(items)), key=lambda i: -(len(items[i][0]) + len(items[i][1])))
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    n = _shared_prefix_len([ctx for ctx, _ in items]) if share_prefix else 0  # never reaches a scored token
+    from harness.training.logprobs import plain_lm_head
+
     was_training = model.training
     model.eval()
-    head = model(input_ids=torch.tensor([items[0][0][:n]], device=device), use_cache=True) if n else None
-    out = [0.0] * len(items)
     with progress_bar("TruthfulQA MC log-probs", total=len(items)) as bar:
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            seqs = [items[i][0][n:] + items[i][1] for i in idx]
-            masks = [[0] * (len(items[i][0]) - n) + [1] * len(items[i][1]) for i in idx]
-            ids, attn, mask = _padded(seqs, masks, pad, device)
-            if head is None:
-                lps = sequence_logps(model(input_ids=ids, attention_mask=attn, use_cache=False).logits, ids, mask)
-            else:
-                cache = _repeat_cache(head.past_key_values, len(idx))
-                full_attn = torch.cat([torch.ones((len(idx), n), dtype=attn.dtype, device=device), attn], 1)
-                tail = model(input_ids=ids, attention_mask=full_attn, past_key_values=cache, use_cache=True).logits
-                # the prefix's last logit predicts the first suffix token: prepend it (and that token) before scoring
-                logits = torch.cat([head.logits[:, -1:].expand(len(idx), 1, -1).to(tail.dtype), tail], 1)
-                labels = torch.cat([torch.full((len(idx), 1), items[0][0][n - 1], device=device), ids], 1)
-                lps = sequence_logps(logits, labels, torch.cat([torch.zeros_like(mask[:, :1]), mask], 1))
-            for i, lp in zip(idx, lps.float().cpu().tolist()):
-                out[i] = lp
-            bar.advance(len(idx))
+        if share_prefix and plain_lm_head(model):
+            out = _prefix_shared_logprobs(model, items, batch_size, bar)
+        else:
+            out = _full_logprobs(model, tokenizer, items, batch_size, bar)
     if was_training:
         model.train()
+    return out
+
+
+def _full_logprobs(model: Any, tokenizer: Any, items: list[tuple[list[int], list[int]]], batch_size: int, bar: Any) -> list[float]:
+    """Every context + answer run in full (longest first, right-padded), scored from the full logits."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(items)), key=lambda i: -(len(items[i][0]) + len(items[i][1])))
+    out = [0.0] * len(items)
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        ids, attn, mask = _padded([items[i][0] + items[i][1] for i in idx],
+                                  [[0] * len(items[i][0]) + [1] * len(items[i][1]) for i in idx], pad, device)
+        lps = sequence_logps(model(input_ids=ids, attention_mask=attn, use_cache=False).logits, ids, mask)
+        for i, lp in zip(idx, lps.float().cpu().tolist()):
+            out[i] = lp
+        bar.advance(len(idx))
+    return out
+
+
+def _prefix_shared_logprobs(model: Any, items: list[tuple[list[int], list[int]]], batch_size: int, bar: Any) -> list[float]:
+    """`answer_logprobs` with shared prefixes: primer once, each distinct context once, each answer once."""
+    from harness.training.losses import chunked_token_logps
+
+    device = next(model.parameters()).device
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    # 1. the primer: tokens every context starts with; at least one context token is left, whose position scores
+    #    the answer's first token
+    n0 = min(_shared_prefix_len([c for c, _ in items]), min(len(c) for c, _ in items) - 1)
+    primer = decoder(input_ids=torch.tensor([items[0][0][:n0]], device=device), use_cache=True).past_key_values if n0 else None
+    # 2. the answers of one context (a question, as lm-eval splits its tokens) share that context's cache
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ctx, _) in enumerate(items):
+        groups.setdefault(tuple(ctx[n0:]), []).append(i)
+    keys = sorted(groups, key=lambda k: -(len(k) + max(len(items[i][1]) for i in groups[k])))
+    out = [0.0] * len(items)
+
+    def run(chunk: list[tuple[int, ...]]) -> None:
+        # 3a. the questions of the chunk, batched on the primer's cache: (G, Lq) right-padded
+        q_ids, q_attn, _ = _padded([list(k) for k in chunk], [[] for _ in chunk], 0, device)
+        q_len = q_attn.sum(1)
+        g = len(chunk)
+        ones = torch.ones((g, n0), dtype=q_attn.dtype, device=device)
+        q_pos = n0 + torch.arange(q_ids.size(1), device=device).expand(g, -1)
+        cache = _select_cache(primer, torch.zeros(g, dtype=torch.long, device=device)) if primer is not None else None
+        q_out = decoder(input_ids=q_ids, attention_mask=torch.cat([ones, q_attn], 1), position_ids=q_pos,
+                        past_key_values=cache, use_cache=True)
+        last = q_out.last_hidden_state[torch.arange(g, device=device), q_len - 1]  # (G, H): predicts answer token 1
+        # 3b. every answer of the chunk on its question's cache: (R, La) right-padded, positions continuing its question
+        rows = [(j, i) for j, k in enumerate(chunk) for i in groups[k]]
+        row_q = torch.tensor([j for j, _ in rows], device=device)
+        a_ids, a_attn, _ = _padded([items[i][1] for _, i in rows], [[] for _ in rows], 0, device)
+        a_pos = (n0 + q_len[row_q]).unsqueeze(1) + torch.arange(a_ids.size(1), device=device)
+        attn = torch.cat([ones[row_q], q_attn[row_q], a_attn], 1)
+        hidden = decoder(input_ids=a_ids, attention_mask=attn, position_ids=a_pos,
+                         past_key_values=_select_cache(q_out.past_key_values, row_q), use_cache=True).last_hidden_state
+        # the states that predict each answer token: the question's last, then the answer's own but its last
+        states = torch.cat([last[row_q].unsqueeze(1), hidden[:, :-1]], 1)
+        lps = chunked_token_logps(states, head.weight, head.bias, a_ids, a_attn)[0].sum(-1)
+        for (_, i), lp in zip(rows, lps.float().cpu().tolist()):
+            out[i] = lp
+        bar.advance(len(rows))
+
+    chunk, size = [], 0
+    for k in keys:
+        if chunk and size + len(groups[k]) > batch_size:
+            run(chunk)
+            chunk, size = [], 0
+        chunk.append(k)
+        size += len(groups[k])
+    if chunk:
+        run(chunk)
     return out
 
 
@@ -194,11 +251,11 @@ def select_mc_questions(cfg: "RunConfig") -> tuple[list[dict[str, Any]], str]:
 
 
 def mc_metrics(model: Any, tokenizer: Any, questions: Sequence[dict[str, Any]], batch_size: int = 16, n_boot: int = 1000, seed: int = 0,
-               answer_source: str = "mc_targets", items: dict[str, list[float]] | None = None) -> dict[str, Any]:
+               answer_source: str = "mc_targets", items: dict[str, list[float]] | None = None, share_prefix: bool = True) -> dict[str, Any]:
     """MC1/MC2/MC3 with bootstrap CIs over questions, for `questions` as `load_questions` returns them (each with
     `mc1_targets` and `mc2_targets` = {"choices", "labels"}); questions without targets are skipped and counted.
     MC1 and MC2 are the declared metrics of group "truthfulqa" (`evaluators.metrics.METRICS`); their per-question
-    values go to `items` if given."""
+    values go to `items` if given. `share_prefix=False` scores every context + answer in full (`answer_logprobs`)."""
     usable = [q for q in questions if q.get("mc1_targets") and q.get("mc2_targets")]
     contexts, answers, index = [], [], {}
     for q in usable:
@@ -209,7 +266,7 @@ def mc_metrics(model: Any, tokenizer: Any, questions: Sequence[dict[str, Any]], 
                     index[key] = len(answers)
                     contexts.append(mc_context(q["question"]))
                     answers.append(a)
-    lps = answer_logprobs(model, tokenizer, contexts, answers, batch_size) if answers else []
+    lps = answer_logprobs(model, tokenizer, contexts, answers, batch_size, share_prefix) if answers else []
     per_q = []
     for q in usable:
         lp = {t: [lps[index[(q["question"], a)]] for a in q[t]["choices"]] for t in ("mc1_targets", "mc2_targets")}

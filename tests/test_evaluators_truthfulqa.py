@@ -141,3 +141,33 @@ def test_shared_prefix_cache_matches_full_computation(tiny_model_path):
     full = answer_logprobs(model, tok, contexts, answers, batch_size=3, share_prefix=False)
     assert all(abs(a - b) < 1e-3 for a, b in zip(cached, full)), (cached, full)
     assert len(set(round(x, 3) for x in full)) == len(full)
+
+
+def test_batched_prefix_shared_mc_equals_the_plain_path(tiny_model_path):
+    """Primer once, each question once (batched across questions, padded between question and answers), answers
+    batched across questions, LM head on answer tokens only: the same per-answer log-probs, MC1 and MC2 as running
+    every context + answer in full, within 1e-5, for batches that split a question's answers and batches that mix
+    several questions."""
+    from evaluators.truthfulqa import answer_logprobs
+    from harness.models import load_policy
+
+    model, tok = load_policy(tiny_model_path, "cpu", "fp32")
+    questions = [
+        {"question": q, "mc1_targets": {"choices": c[:3], "labels": [1, 0, 0]}, "mc2_targets": {"choices": c, "labels": [1, 1, 0, 0, 0][: len(c)]}}
+        for q, c in [("What color is the sky?", ["Blue.", "Light blue on a clear day.", "Green.", "Red plaid with stripes."]),
+                     ("Is water wet, and why would anyone ask such a long question about it?", ["Yes.", "It depends.", "No, never."]),
+                     ("Why?", ["Because.", "No reason at all, as far as anyone knows.", "Why not?", "42.", "Cats."])]
+    ]
+    plain_items: dict = {}
+    plain = mc_metrics(model, tok, questions, batch_size=4, n_boot=20, items=plain_items, share_prefix=False)
+    for batch_size in (2, 7, 64):
+        items: dict = {}
+        got = mc_metrics(model, tok, questions, batch_size=batch_size, n_boot=20, items=items)
+        assert got["mc1"]["value"] == pytest.approx(plain["mc1"]["value"], abs=1e-5)
+        assert got["mc2"]["value"] == pytest.approx(plain["mc2"]["value"], abs=1e-5)
+        assert items["mc2"] == pytest.approx(plain_items["mc2"], abs=1e-5) and items["mc1"] == plain_items["mc1"]
+    contexts = [mc_context(q["question"]) for q in questions for _ in q["mc2_targets"]["choices"]]
+    answers = [a for q in questions for a in q["mc2_targets"]["choices"]]
+    full = answer_logprobs(model, tok, contexts, answers, share_prefix=False)
+    assert answer_logprobs(model, tok, contexts, answers, batch_size=5) == pytest.approx(full, abs=1e-5)
+    assert len({round(x, 4) for x in full}) == len(full)  # distinct answers, distinct scores: a mix-up would show
