@@ -56,6 +56,9 @@ FAULTS = [
     ("judges train on eval-fold prompts", "harness/datasets/judge_data.py", 'if fold_of(prompt, FOLD_BOUNDS) == "eval":', 'if False:', ["tests/test_judges.py::test_eval_fold_prompts_never_reach_a_judges_training_or_calibration_rows"]),
     ("harmful prompts a judge trained on kept", "harness/datasets/prompt_sets.py", "kept = [p for k, p in prompts.items() if k not in seen]", "kept = list(prompts.values())", ["tests/test_harmful_compliance.py::test_a_harmful_prompt_a_judge_trains_on_is_dropped"]),
     ("harmful compliance = refusal rate", "evaluators/metrics.py", "per_item=lambda flags: [1.0 - float(f) for f in flags]),", "per_item=lambda flags: [float(f) for f in flags]),", ["tests/test_harmful_compliance.py::test_harmful_compliance_is_the_share_not_refused_with_its_bootstrap_ci_overall_and_per_category"]),
+    ("equal ranks: every member of a tier keeps its own position", "leaderboards/compare.py", 'r["rank"] = first[tier] if tier is not None else r.get("position")', 'r["rank"] = r.get("position")', ["tests/test_leaderboard_views.py::test_shared_ranks_follow_the_tiers", "tests/test_leaderboard_views.py::test_one_tier_shows_equal_ranks_a_banner_and_no_bold_winner"]),
+    ("equal ranks: a tier of one shown tied (\"1=\")", "leaderboards/compare.py", 'r["tied"] = tier is not None and size[tier] > 1', 'r["tied"] = tier is not None and size[tier] >= 1', ["tests/test_leaderboard_views.py::test_shared_ranks_follow_the_tiers"]),
+    ("harmful compliance ranked higher-is-better", "evaluators/metrics.py", 'Metric("harmful_compliance", ("harmful", "harmful_compliance"), False,', 'Metric("harmful_compliance", ("harmful", "harmful_compliance"), True,', ["tests/test_harmful_compliance.py::test_harmful_compliance_is_the_share_not_refused_with_its_bootstrap_ci_overall_and_per_category"]),
 ]
 def _purge_project_modules(root: Path) -> None:
     """Forget every module loaded from this tree (and the test modules), so the next pytest run imports the
