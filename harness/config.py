@@ -23,7 +23,16 @@ import yaml
 
 from harness.errors import BenchError, ConfigValueError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _config_dir() -> Path:
+    """The profiles and accelerate presets: `harness/configs/` in an installed wheel (setup.py copies `configs/` there),
+    else the checkout's `configs/` (an editable install, or the repository itself)."""
+    packaged = Path(__file__).resolve().parent / "configs"
+    return packaged if (packaged / "cpu.yaml").is_file() else Path(__file__).resolve().parent.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 PROFILES = ("tiny", "cpu", "cpu-long", "gpu")
 # Leaderboard judges by role (evaluators/judging.py, docs/judges.md); methods never see them.
 DEFAULT_JUDGES = {"safety": "safety-judge", "reward": "reward-judge", "refusal": "refusal-judge",

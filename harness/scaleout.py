@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.config import CONFIG_DIR
 from harness.errors import BenchError
 
-ACCELERATE_DIR = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
+ACCELERATE_DIR = CONFIG_DIR / "accelerate"
 
 
 def preset_path(name: str) -> Path:

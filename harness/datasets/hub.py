@@ -14,11 +14,15 @@ cache lacks is a one-line `BenchError`, not a traceback. tests/test_hub_offline.
 
 from __future__ import annotations
 
+import logging
+from functools import lru_cache
 from typing import Any
 
 from harness.errors import BenchError
 
 from .common import hub_offline
+
+log = logging.getLogger("bench")
 
 
 def cached_snapshot(hub_id: str, revision: str) -> str:
@@ -33,15 +37,46 @@ def cached_snapshot(hub_id: str, revision: str) -> str:
                          f"or fix --set data.revision ({type(exc).__name__})") from exc
 
 
+LOCAL_HINT = "pass --data-dir DIR or set BENCH_DATA_DIR to a folder of local copies (the Makefile sets ../shared/data)"
+
+
+@lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A TCP connection to the hub's endpoint ($HF_ENDPOINT) opens within `timeout`: checked once per process before
+    the first online load, so an unreachable hub costs seconds and one line, not a minute of the hub client's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def load_split(hub_id: str, revision: str, split: str, *, name: str | None = None, data_dir: str | None = None) -> Any:
     """One split of a hub dataset (a `datasets.Dataset`) at `revision`; `name` picks a dataset-card config,
-    `data_dir` a folder of the repository (HH-RLHF's `harmless-base`)."""
+    `data_dir` a folder of the repository (HH-RLHF's `harmless-base`). With the hub unreachable the local hub cache
+    is read (after a one-line hint) and a revision it lacks is one BenchError line, before any retry."""
     import datasets
 
     what = f"{hub_id}@{revision} ({'/'.join(x for x in (name or data_dir, split) if x)})"
     try:
         if hub_offline():
             return datasets.load_dataset(cached_snapshot(hub_id, revision), name, data_dir=data_dir, split=split)
+        if not hub_reachable():
+            from huggingface_hub import constants
+
+            try:
+                snapshot = cached_snapshot(hub_id, revision)
+            except BenchError:
+                raise BenchError(f"the Hugging Face hub ({constants.ENDPOINT}) is unreachable and {hub_id}@{revision} is not in the local "
+                                 f"hub cache: {LOCAL_HINT}") from None
+            log.warning("the Hugging Face hub (%s) is unreachable: reading %s from the local hub cache; %s", constants.ENDPOINT, hub_id, LOCAL_HINT)
+            return datasets.load_dataset(snapshot, name, data_dir=data_dir, split=split)
         return datasets.load_dataset(hub_id, name, revision=revision, data_dir=data_dir, split=split)
     except BenchError:
         raise
