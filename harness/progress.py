@@ -147,7 +147,7 @@ def captured(log_path: Path) -> Iterator[None]:
 def _flush(stream: Any) -> None:
     try:
         stream.flush()
-    except (OSError, ValueError):
+    except (AttributeError, OSError, ValueError):  # no stream (sys.stdout is None under pythonw), or a closed one
         pass
 
 
