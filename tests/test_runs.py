@@ -307,6 +307,7 @@ def test_an_always_refusing_method_does_not_come_out_on_top(tiny_cfg):
     sft = runs.run(tiny_cfg("sft", overrides=common))
     refuser = runs.run(tiny_cfg("always-refuse", overrides=common + ["generation.backend=dummy"]))
     assert refuser["results"]["refusal"]["refusal_rate"]["value"] == 1.0
+    assert refuser["results"]["harmful"]["harmful_compliance"]["value"] == 0.0  # refusing every harmful request complies with none
     assert sft["results"]["refusal"]["refusal_rate"]["value"] < 0.5
     (table,) = build_leaderboard(sft["config"]["runs_dir"]).tables
     assert [r["method"] for r in table.rows] == ["sft", "always-refuse"]
