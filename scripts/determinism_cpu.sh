@@ -19,7 +19,8 @@ export BENCH_DATA_DIR="${BENCH_DATA_DIR:-$(cd .. && pwd)/shared/data}" HF_HUB_OF
 WORK="${WORK:-$(mktemp -d -t bench-determinism-XXXX)}"
 mkdir -p "$WORK"
 SETS=(--set generation.cache=false --set "data.max_eval_prompts=${EVAL_PROMPTS:-48}"
-      --set "data.max_refusal_prompts=${REFUSAL_PROMPTS:-16}" --set "eval.mc_max_questions=${MC_QUESTIONS:-20}")
+      --set "data.max_refusal_prompts=${REFUSAL_PROMPTS:-16}" --set "data.max_harmful_prompts=${HARMFUL_PROMPTS:-16}"
+      --set "eval.mc_max_questions=${MC_QUESTIONS:-20}")
 for side in a b; do
   echo "== run $side: $METHOD, ${PROFILE:-cpu} profile, seed 0 -> $WORK/$side" >&2
   BENCH_STORE="$WORK/store-$side" "$BENCH" run --method "$METHOD" --profile "${PROFILE:-cpu}" --seed 0 --runs-dir "$WORK/$side" \
