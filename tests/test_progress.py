@@ -78,6 +78,7 @@ def test_a_tiny_run_shows_stage_lines_and_logs_the_trainer_to_its_run_folder(tmp
     assert "{'loss'" in log.read_text()  # the Trainer's logs are kept, in the run folder
 
 
+@pytest.mark.slow  # a tiny sft run in a subprocess
 def test_quiet_shows_only_the_result(tmp_path, data_dir):
     out = _bench("-q", "run", "--method", "sft", "--profile", "tiny", "--runs-dir", str(tmp_path), "--data-dir", str(data_dir))
     assert out.returncode == 0, out.stderr[-3000:]
