@@ -25,7 +25,10 @@ def main() -> None:
     ap.add_argument("method")
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--no-reuse", action="store_true", help="fresh training store: train everything")
+    ap.add_argument("--no-reuse", action="store_true",
+                    help="fresh training store and reference log-prob cache: train and score everything")
+    ap.add_argument("--learning", action="store_true",
+                    help="run the held-out learning checks as a real run does (size: --set learning.heldout_pairs=N)")
     ap.add_argument("--out", help="also write the record here")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-train-stage-")  # the trained model(s), up to ~1 GB: removed at exit
@@ -41,6 +44,14 @@ def main() -> None:
 def _train(args: argparse.Namespace, tmp: str) -> dict:
     if args.no_reuse:
         os.environ["BENCH_STORE"] = str(Path(tmp) / "store")
+        import harness.training.dpo as dpo  # reference log-probs (train pairs) computed, not read from the user cache
+
+        from harness.training.learning import DPOProbe
+
+        fresh = Path(tmp) / "cache"
+        dpo.cache_dir = lambda: fresh
+        heldout_path = DPOProbe._cache_path  # and the held-out checks' reference log-probs too
+        DPOProbe._cache_path = lambda self, ref_id, folder: heldout_path(self, ref_id, folder or fresh / "ref_logps")
 
     from harness.config import load_config, method_config
     from harness.datasets import load_bundle
@@ -54,10 +65,16 @@ def _train(args: argparse.Namespace, tmp: str) -> dict:
     mcfg = method_config(method_cls.config_class, cfg)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    import contextlib
+
+    from harness.training import learning
+
     with StageMonitor() as mon:
         services = Services(cfg, load_bundle(cfg), device)
         ctx = build_context(cfg, Path(tmp) / "train", services, str(resolve_model(cfg.model)))
-        result = method_cls(mcfg).train(ctx)
+        checks = learning.collect(cfg, services.bundle) if args.learning else contextlib.nullcontext()
+        with checks:
+            result = method_cls(mcfg).train(ctx)
     return {"method": cfg.method, "profile": cfg.profile, "overrides": args.overrides, **mon.record,
             "models_trained": result.models_trained}
 

@@ -130,6 +130,14 @@ def resolve_dtype(precision: str, device: str) -> Any:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def resolved_precision(precision: str, device: str) -> str:
+    """What `train.precision` means on `device` (the run record's `env.precision_resolved`): the trainers' autocast
+    (reference log-probs and policy alike) and the evaluation policy's dtype."""
+    if precision == "auto":
+        return "bf16" if str(device).startswith("cuda") else "fp32"
+    return precision
+
+
 def load_tokenizer(path: Path | str, padding_side: str = "left") -> Any:
     from transformers import AutoTokenizer
 
