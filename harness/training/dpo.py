@@ -142,7 +142,9 @@ class BenchDPOTrainer(ChunkedHeadMixin, DPOTrainer):
         if self.ref_cache_dir is None:
             return self._precompute(dataset, name, batch_size)
         h = hashlib.sha256()
-        h.update(json.dumps([self._precompute_model_hash, self.args.max_length, self.args.truncation_mode, self.ld_alpha]).encode())
+        # The reference pass runs under the trainer's autocast, so a bf16/fp16 entry is another entry (fp32 keys unchanged).
+        mixed = ["bf16"] if self.args.bf16 else ["fp16"] if self.args.fp16 else []
+        h.update(json.dumps([self._precompute_model_hash, self.args.max_length, self.args.truncation_mode, self.ld_alpha, *mixed]).encode())
         for col in ("prompt_ids", "chosen_ids", "rejected_ids"):
             h.update(json.dumps([list(ids) for ids in dataset[col]]).encode())
         key = h.hexdigest()
@@ -212,6 +214,14 @@ class BenchDPOTrainer(ChunkedHeadMixin, DPOTrainer):
 # -- the wrapper --------------------------------------------------------------------------------------------------
 
 
+def _same_folder(a: Any, b: Any) -> bool:
+    """Both are saved folders and the same one (so the same weights)."""
+    if not (isinstance(a, (str, Path)) and isinstance(b, (str, Path))):
+        return False
+    pa, pb = Path(str(a)), Path(str(b))
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
 def _identity(model: Any) -> str | None:
     """A stable identity for resume keys: the fingerprint of a saved folder; None for in-memory models."""
     if isinstance(model, (str, Path)) and Path(str(model)).exists():
@@ -242,7 +252,7 @@ def dpo_config_kwargs(cfg: "RunConfig", beta: float, output_dir: Path, device: s
         weight_decay=t.weight_decay,
         gradient_checkpointing=t.gradient_checkpointing,
         use_cpu=not on_gpu,
-        bf16=on_gpu and t.precision in ("auto", "bf16"),
+        bf16=t.precision == "bf16" or (on_gpu and t.precision == "auto"),  # on CPU: torch.autocast(cpu, bf16), reference log-probs too
         precompute_ref_log_probs=True,
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -352,12 +362,15 @@ def train_dpo(
         tok_source = init if isinstance(init, (str, Path)) else getattr(init.config, "_name_or_path", None)
         tokenizer = tokenizer or load_tokenizer(tok_source)
         model = load_causal_lm(init, device)
-        ref_model = None if ref is None else load_causal_lm(ref, device)
+        # A reference that is the init's own folder (PD-DPO's first primal step: init = ref = π_r̂) is not loaded a
+        # second time: TRL then takes the reference log-probs from the policy's untouched weights (exact, as for ref=None).
+        ref_model = None if ref is None or _same_folder(init, ref) else load_causal_lm(ref, device)
         if ref_model is not None:
             ref_model.eval()
         dataset = preference_dataset(pairs, tokenizer, cfg, margins)
         _, dropped = usable_pairs(pairs, margins)
-        if probe is not None:  # the reference's held-out log-probs, while it is loaded (ref=None: the untouched init)
+    if probe is not None:  # the reference's held-out log-probs, while it is loaded (ref=None: the untouched init)
+        with phase(f"{run_name}/heldout_ref", trim=True):
             probe.reference(ref_model if ref_model is not None else model, tokenizer, device, ref_id, ref_cache_dir)
 
     scratch = out_dir.with_name(f".{out_dir.name}.trainer{os.getpid()}")
@@ -396,7 +409,8 @@ def heldout_check_hook(probe: Any, tokenizer: Any, device: str, beta: float, run
         return None
 
     def learning(trained: Any, rec: dict[str, Any]) -> None:
-        rec["learning"] = probe.finish(trained, tokenizer, device, beta, run_name)
+        with phase(f"{run_name}/heldout_check", trim=True):  # nested in merge+save: its share of that phase
+            rec["learning"] = probe.finish(trained, tokenizer, device, beta, run_name)
     return learning
 
 
