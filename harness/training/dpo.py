@@ -166,13 +166,21 @@ class BenchDPOTrainer(ChunkedHeadMixin, DPOTrainer):
         """TRL's precompute, except under data parallelism: TRL 1.16 writes the columns to a cache file in rank 0's
         temporary folder and reads it back on every rank, but an in-memory dataset's temporary folder is per process,
         so other ranks fail to find it. There every rank computes its share, gathers all of it in dataset order
-        (`gather_for_metrics` drops the padding duplicates) and attaches the columns itself."""
-        if self.accelerator.num_processes == 1 or self.is_deepspeed_enabled:
+        (`gather_for_metrics` drops the padding duplicates) and attaches the columns itself. Under DeepSpeed (DDP's
+        problem too: seen with ZeRO-2/3 on 2 CPU processes) the policy is scored through TRL's own inference engine,
+        which places ZeRO-2 parameters and gathers ZeRO-3 shards."""
+        if self.accelerator.num_processes == 1:
             return super()._precompute_ref_logps(dataset, name, batch_size)
         from torch.utils.data import DataLoader
 
         loader = self.accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False))
         model = self.ref_model or self.model
+        if self.ref_model is None and self.is_deepspeed_enabled:  # as TRL 1.16's _precompute_ref_logps, built once
+            if self._precompute_engine is None:
+                from trl.models.utils import prepare_deepspeed
+
+                self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
+            model = self._precompute_engine
         chosen, rejected = [], []
         for batch in loader:
             c, r = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(model, batch))
