@@ -147,17 +147,33 @@ class Services:
     def generate_then_release(self, model, prompts: list[str], params: SamplingParams) -> tuple[list[str], Any]:
         """(responses, generator info): generate, then free the generator's model before anything is scored, so
         a vLLM engine and a score model never hold the GPU together. Returns the (closed) generator for its info."""
+        answers, gen, _ = self.generate_sets_then_release(model, {"": prompts}, params)
+        return answers[""], gen
+
+    def generate_sets_then_release(self, model, sets: dict[str, list[str]], params: SamplingParams
+                                   ) -> tuple[dict[str, list[str]], Any, dict[str, float]]:
+        """Like `generate_then_release` for several prompt sets answered by one generator (one model load, one vLLM
+        engine start), each set its own cache entry: ({set: responses}, the closed generator, {set: wall s}). The
+        generator's `cache_hit` is the first set's."""
+        import time
+
         from harness.generation import cached_generate, close_generator
 
         gen = self.generator(model)
+        answers: dict[str, list[str]] = {}
+        walls: dict[str, float] = {}
         try:
-            responses, hit = cached_generate(gen, prompts, params, self.cfg.generation.cache)
-            gen.cache_hit = hit  # type: ignore[attr-defined]
+            for name, prompts in sets.items():
+                start = time.perf_counter()
+                answers[name], hit = cached_generate(gen, prompts, params, self.cfg.generation.cache)
+                walls[name] = round(time.perf_counter() - start, 2)
+                if len(answers) == 1:
+                    gen.cache_hit = hit  # type: ignore[attr-defined]
             gen.params_policy = (sum(p.numel() for p in gen.model.parameters())  # type: ignore[attr-defined]
                                  if hasattr(getattr(gen, "model", None), "parameters") else None)
         finally:
             close_generator(gen)
-        return responses, gen
+        return answers, gen, walls
 
     def sampling(self, **over: Any) -> SamplingParams:
         g = self.cfg.generation
@@ -585,24 +601,23 @@ def generate_stage(services: Services, prompts, model_path: str, stage_dir: Path
     """2. Responses of the trained model to the evaluation prompts and to each prompt set the refusal judge scores
     (`REFUSAL_JUDGED_SETS`: XSTest's safe prompts, the harmful requests), through the shared generation cache; each
     set's prompt count and wall time are recorded (`<group>_prompts`, `<group>_wall_s`)."""
-    import time
-
     from harness.models import model_fingerprint
 
-    responses, gen = services.generate_then_release(Path(model_path), [p.prompt for p in prompts], services.sampling())
-    rows = [{"prompt": p.prompt, "category": p.category, "response": r} for p, r in zip(prompts, responses)]
+    # the same model and decoding for every set, one generator, a separate cache entry per set (so the SFT policy's
+    # evaluation responses stay shared with other runs' baselines)
+    sets = {"": prompts, **{group: ps for group, ps in (refusal_sets or {}).items() if ps}}
+    answers, gen, walls = services.generate_sets_then_release(Path(model_path), {k: [p.prompt for p in v] for k, v in sets.items()},
+                                                             services.sampling())
+    rows = [{"prompt": p.prompt, "category": p.category, "response": r} for p, r in zip(prompts, answers[""])]
     artifacts: dict[str, Any] = {"generations.json": rows}
     info = {"cache_hit": gen.cache_hit, "backend": gen.name, "backend_reason": getattr(gen, "backend_reason", ""),
             "backend_version": getattr(gen, "backend_version", ""), "generated_by": getattr(gen, "generated_by", None),
             "model_fingerprint": model_fingerprint(model_path), "params_policy": gen.params_policy}
-    for group, set_prompts in (refusal_sets or {}).items():  # the same model and decoding, a separate cache entry per
-        if not set_prompts:  # set (so the SFT policy's evaluation responses stay shared with other runs' baselines)
-            continue
-        start = time.perf_counter()
-        answers, _ = services.generate_then_release(Path(model_path), [p.prompt for p in set_prompts], services.sampling())
-        artifacts[f"{group}_generations.json"] = [{"prompt": p.prompt, "category": p.category, "response": r}
-                                                  for p, r in zip(set_prompts, answers)]
-        info.update({f"{group}_prompts": len(set_prompts), f"{group}_wall_s": round(time.perf_counter() - start, 2)})
+    for group, set_prompts in sets.items():
+        if group:
+            artifacts[f"{group}_generations.json"] = [{"prompt": p.prompt, "category": p.category, "response": r}
+                                                      for p, r in zip(set_prompts, answers[group])]
+            info.update({f"{group}_prompts": len(set_prompts), f"{group}_wall_s": walls[group]})
     return artifacts, info
 
 

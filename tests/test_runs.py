@@ -311,4 +311,5 @@ def test_an_always_refusing_method_does_not_come_out_on_top(tiny_cfg):
     assert sft["results"]["refusal"]["refusal_rate"]["value"] < 0.5
     (table,) = build_leaderboard(sft["config"]["runs_dir"]).tables
     assert [r["method"] for r in table.rows] == ["sft", "always-refuse"]
-    assert table.rows[1]["flags"] == "over-refuses" and table.rows[1]["rank"] == 2
+    # after SFT in position; the shared rank depends on the tiers (one tier: both "1=", no winner shown)
+    assert table.rows[1]["flags"] == "over-refuses" and table.rows[1]["position"] == 2
