@@ -128,3 +128,29 @@ def test_discard_of_a_missing_entry_is_a_no_op(tmp_path) -> None:
     entry = _folder(tmp_path / "e", {"f": b"1"})
     artifacts._discard(entry)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_cleanup_that_fails_never_fails_the_lookup(tmp_path, monkeypatch) -> None:
+    """The renamed trash of a corrupt entry is removed best-effort: a removal error (a busy file on a network disk) is
+    swallowed, the caller retrains."""
+    path = publish("dpo", "k", _folder(tmp_path / "src", {"m.bin": b"12"}), {})
+    (path / "m.bin").write_bytes(b"1")
+    removed = []
+
+    def rmtree(p, ignore_errors=False, **kw):
+        if not ignore_errors:
+            raise OSError("device or resource busy")
+        removed.append(Path(p).name)
+
+    monkeypatch.setattr(artifacts.shutil, "rmtree", rmtree)
+    assert lookup("dpo", "k") is None and removed and removed[0].startswith(".k.trash")
+
+
+def test_a_racing_second_publisher_keeps_the_first_entry(tmp_path, monkeypatch) -> None:
+    """Two runs both missed the store and trained: the one that publishes second must not replace the entry the
+    first published (a reader may be linking its files)."""
+    first = publish("dpo", "k", _folder(tmp_path / "a", {"m.bin": b"a"}), {"run_name": "first"})
+    monkeypatch.setattr(artifacts, "lookup", lambda kind, key: None)  # its lookup ran before the first finished
+    assert publish("dpo", "k", _folder(tmp_path / "b", {"m.bin": b"bb"}), {"run_name": "second"}) == first
+    assert read_entry(first)["run_name"] == "first" and (first / "m.bin").read_bytes() == b"a"
+    assert sorted(os.listdir(first.parent)) == ["k"]  # the loser's temp folder is gone

@@ -52,7 +52,7 @@ def test_threshold_and_decisions_are_strictly_above() -> None:
 
 
 CARD = {"primary_heldout": "pku", "threshold": 0.5,
-        "heldout": {"pku": {"n": 10, "accuracy": 0.8, "sensitivity": {"value": 0.75, "tp": 3, "fn": 1},
+        "heldout": {"pku": {"n": 10, "accuracy": 0.8, "pairwise_accuracy": 0.7, "sensitivity": {"value": 0.75, "tp": 3, "fn": 1},
                             "specificity": {"value": 5 / 6, "tn": 5, "fp": 1}, "ece": 0.1, "other": 1},
                     "beaver": {"n": 4, "accuracy": 0.5}}}
 
@@ -66,6 +66,7 @@ def test_heldout_picks_the_primary_source_or_the_only_one() -> None:
     assert judging.heldout(_scorer({"primary_heldout": "gone", "heldout": CARD["heldout"]})) is None
     assert judging.heldout(_scorer({"heldout": {"x": 3}})) is None  # not a block
     assert judging.heldout(_scorer(None)) is None and judging.heldout(_scorer({})) is None
+    assert judging.heldout(SimpleNamespace()) is None  # a scorer without a card
 
 
 def test_confusion_counts_of_the_primary_source() -> None:
@@ -83,7 +84,7 @@ def test_describe_keeps_the_listed_heldout_fields_only() -> None:
     judge = _scorer(CARD, role="judge", kind="classifier", fingerprint="abc")
     assert judging.describe("safety-judge", judge) == {
         "name": "safety-judge", "fingerprint": "abc", "role": "judge", "kind": "classifier", "threshold": 0.5,
-        "heldout": {"source": "pku", "n": 10, "accuracy": 0.8, "sensitivity": CARD["heldout"]["pku"]["sensitivity"],
+        "heldout": {"source": "pku", "n": 10, "accuracy": 0.8, "pairwise_accuracy": 0.7, "sensitivity": CARD["heldout"]["pku"]["sensitivity"],
                     "specificity": CARD["heldout"]["pku"]["specificity"], "ece": 0.1}}
     plain = judging.describe("rm", _scorer(None, fingerprint="f"))
     assert plain == {"name": "rm", "fingerprint": "f", "role": "annotator", "kind": None, "threshold": 0.0, "heldout": None}

@@ -153,3 +153,40 @@ def test_harmful_prompts_count_a_prompt_in_both_sets_once(tmp_path, monkeypatch)
     monkeypatch.setattr(judge_data, "judge_training_prompts", lambda d: set())
     got = prompt_sets.load_harmful_prompts(_cfg(root))
     assert [(p.prompt, p.category) for p in got] == [("same request", "redteam/y"), ("other", "redteam/y")]
+
+
+def test_harmful_prompts_read_the_judges_rows_from_the_data_folder_and_log_what_they_drop(tmp_path, monkeypatch) -> None:
+    import logging
+
+    root = tmp_path / "d"
+    _write_json(root / "beavertails_evaluation" / "BeaverTails-Evaluation.json", BEAVER)
+    _write_json(root / "problem.json", REDTEAM)  # red-team prompts at the top of the data folder
+    seen_roots = []
+    drop = {"red team request 0"}
+
+    def training(data_dir):
+        seen_roots.append(Path(data_dir))
+        return drop
+
+    monkeypatch.setattr(judge_data, "judge_training_prompts", training)
+    messages = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    log = logging.getLogger("bench")
+    handler, level = Keep(level=logging.INFO), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        assert len(prompt_sets.load_harmful_prompts(_cfg(root))) == len(BEAVER) + len(REDTEAM) - 1
+        assert messages == ["harmful prompts: 1 dropped, a judge trains or calibrates on them"]
+        drop.clear()
+        messages.clear()
+        assert len(prompt_sets.load_harmful_prompts(_cfg(root))) == len(BEAVER) + len(REDTEAM)
+        assert messages == []  # nothing dropped, nothing said
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    assert seen_roots == [root, root]

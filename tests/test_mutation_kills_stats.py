@@ -190,6 +190,7 @@ def test_length_controlled_hand_built_line() -> None:
 def test_length_controlled_early_returns_and_flat_lengths() -> None:
     raw = {"adjusted": [0.0, 1.0, 2.0], "phi": 0.0, "theta": None, "n": 3}
     assert length_controlled([0, 1, 2], [5, 10, 15]) == raw
+    assert all(type(v) is float for v in length_controlled([0, 1, 2], [5, 10, 15])["adjusted"])  # JSON 0.0, not 0
     assert length_controlled([0, 1, 2], [5, 10, 15], ref_reward=[0, 0, 0]) == raw
     assert length_controlled([0, 1, 2], [5, 10, 15], ref_length=[10, 10, 10]) == raw
     assert length_controlled([0, 1], [5, 10], [0, 0], [10, 10]) == {"adjusted": [0.0, 1.0], "phi": 0.0, "theta": None, "n": 2}
@@ -197,7 +198,7 @@ def test_length_controlled_early_returns_and_flat_lengths() -> None:
     assert flat == {"adjusted": [1.0, 2.0, 6.0], "phi": 0.0, "theta": pytest.approx(3.0), "n": 3}
     same_shift = length_controlled([1, 2, 6], [9, 9, 9], [0, 0, 0], [7, 7, 7])  # a constant difference: t is constant
     assert same_shift["phi"] == 0.0 and same_shift["theta"] == pytest.approx(3.0 - 0.0)
-    with pytest.raises(ValueError, match="length_controlled: reward, length and the baseline's must cover the same prompts"):
+    with pytest.raises(ValueError, match="^length_controlled: reward, length and the baseline's must cover the same prompts$"):
         length_controlled([0, 1, 2], [5, 10, 15], [0, 0], [10, 10, 10])
     with pytest.raises(ValueError, match="must cover the same prompts"):
         length_controlled([0, 1, 2], [5, 10], [0, 0, 0], [10, 10])  # lengths of other prompts
@@ -229,3 +230,21 @@ def test_the_judges_sensitivity_uncertainty_widens_the_interval_per_replicate() 
     assert sure["ci_high"] - sure["ci_low"] < 0.06
     low = rogan_gladen_ci(flags, tp=1, fn=1, tn=10**7, fp=0, n_boot=200, seed=0)  # Se ~ Beta(2, 2)
     assert low["value"] == pytest.approx(0.8) and low["ci_high"] == 1.0
+
+
+def test_se_and_sp_are_drawn_from_beta_of_the_counts_plus_one() -> None:
+    """Se* ~ Beta(tp + 1, fn + 1): with Sp known, p* = p_obs* / Se*, so the upper end of the interval is p_obs over the
+    posterior's 2.5% quantile (Beta(2, 1) for tp = 1, fn = 0); likewise Sp* ~ Beta(tn + 1, fp + 1) sets the lower end
+    1 - (1 - p_obs) / q_2.5% when Se is known. The prompt sampling (1000 prompts) adds a little spread on top."""
+    from scipy.stats import beta
+
+    low_rate = np.array([1.0] * 100 + [0.0] * 900)  # p_obs = 0.1
+    out = rogan_gladen_ci(low_rate, tp=1, fn=0, tn=10**7, fp=0, n_boot=4000, seed=0)
+    assert out["ci_high"] == pytest.approx(0.1 / beta.ppf(0.025, 2, 1), rel=0.1)
+    high_rate = 1.0 - low_rate  # p_obs = 0.9
+    out = rogan_gladen_ci(high_rate, tp=10**7, fn=0, tn=1, fp=0, n_boot=4000, seed=0)
+    assert out["ci_low"] == pytest.approx(1 - 0.1 / beta.ppf(0.025, 2, 1), rel=0.1)
+    out = rogan_gladen_ci(low_rate, tp=2, fn=1, tn=10**7, fp=0, n_boot=4000, seed=0)  # Beta(3, 2)
+    assert out["ci_high"] == pytest.approx(0.1 / beta.ppf(0.025, 3, 2), rel=0.1)
+    out = rogan_gladen_ci(high_rate, tp=10**7, fn=0, tn=2, fp=1, n_boot=4000, seed=0)
+    assert out["ci_low"] == pytest.approx(1 - 0.1 / beta.ppf(0.025, 3, 2), rel=0.1)
