@@ -238,10 +238,11 @@ def test_cli_resume_after_kills_in_train_generate_and_score(tmp_path, data_dir, 
         (row,) = list_runs(d)
         return row["status"]
 
-    def notes(output: str) -> dict[str, str]:  # the CLI's stage notes ("  train    skipped (done)")
-        import re
+    def notes(output: str) -> dict[str, str]:  # the CLI's stage lines: "  train    skipped (done)", "  generate done in
+        import re  # 0:03", "  score    stopped after 0:01" (a stage that ran, finished or not, is "running" here)
 
-        return dict(re.findall(r"\b(train|generate|score|metrics) +(running|skipped \(done\))", output))
+        found = re.findall(r"\b(train|generate|score|metrics) +(done in|stopped after|skipped \(done\))", output)
+        return {stage: "skipped (done)" if how.startswith("skipped") else "running" for stage, how in found}
 
     CopySFT.calls, CopySFT.kill_in_train = 0, True
     first = runner.invoke(app, args)
