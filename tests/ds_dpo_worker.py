@@ -14,9 +14,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 if __name__ == "__main__":
-    import deepspeed.comm.torch
+    import importlib
 
     import ddp_dpo_worker
 
-    deepspeed.comm.torch.build_shm_op = lambda: None  # see the module docstring
+    # the module by name: the attribute `deepspeed.comm.torch` is the torch library (deepspeed.comm re-exports it)
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None  # see the module docstring
     ddp_dpo_worker.train(Path(sys.argv[1]), int(sys.argv[2]), int(os.environ.get("RANK", 0)))
