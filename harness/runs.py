@@ -706,6 +706,7 @@ def results_record(cfg: RunConfig, rid: str, *, train: dict[str, Any], gen_info:
                    bundle, prompts, device: str, policy_path: str, vllm: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results record (docs/results-schema.md) from the stages' done-markers and the metrics block."""
     from harness.datasets import rows_hash
+    from harness.models import resolved_precision
 
     cost_role, self_judged, higher_is_better = map(hook, ("cost_role", "self_judged", "higher_is_better"))
 
@@ -736,7 +737,8 @@ def results_record(cfg: RunConfig, rid: str, *, train: dict[str, Any], gen_info:
         "scorers": {"reward": score_info["judges"]["reward"], "cost": score_info["judges"][cost_role(cfg.dataset)]},
         "data": {"source": bundle.source, "rows_sha256": rows_hash(bundle, prompts), "counts": bundle.counts, "notes": bundle.notes},
         "versions": versions(),
-        "env": {"device": device, "precision": cfg.train.precision, "num_threads": _num_threads(), "platform": platform.platform()},
+        "env": {"device": device, "precision": cfg.train.precision, "precision_resolved": resolved_precision(cfg.train.precision, device),
+                "num_threads": _num_threads(), "platform": platform.platform()},
         "distributed": distributed_record(cfg),
     }
 
