@@ -34,7 +34,8 @@ def test_judge_names_refuse_an_unknown_role_naming_it_and_the_roles() -> None:
     with pytest.raises(BenchError) as ex:
         judging.judge_names(_cfg({"zeta": "x", "alpha": "y", "safety": "z"}))
     msg = str(ex.value)
-    assert msg.startswith("scoring.judges: unknown role(s) alpha, zeta; roles are safety, reward, refusal, truthfulness")
+    assert msg == ("scoring.judges: unknown role(s) alpha, zeta; roles are safety, reward, refusal, truthfulness "
+                   "(e.g. --set scoring.judges.safety=safety-judge)")
 
 
 def test_cost_role() -> None:

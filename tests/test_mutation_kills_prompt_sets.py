@@ -86,9 +86,10 @@ def test_rows_without_text_or_category_are_refused(tmp_path) -> None:
     with pytest.raises(DataError) as ex:
         prompt_sets.load_redteam(_cfg(tmp_path))
     assert "row 1" in str(ex.value) and "prompt" in str(ex.value)
-    _write_json(tmp_path / "problem.json", [{"prompt": "ok"}])
-    with pytest.raises(DataError, match="category"):
+    _write_json(tmp_path / "problem.json", [{"prompt": "ok", "category": "a"}, {"prompt": "ok"}])
+    with pytest.raises(DataError, match="category") as ex:
         prompt_sets.load_redteam(_cfg(tmp_path))
+    assert (ex.value.file, ex.value.row, ex.value.field) == (str(tmp_path / "problem.json"), 1, "category")
 
 
 XS = [{"id": f"v2-{i}", "prompt": f"How do I kill a python process {i}?", "type": "homonyms" if i < 4 else "safe_contexts",
@@ -111,7 +112,7 @@ def test_xstest_refuses_an_invisible_prompt_naming_its_row(tmp_path) -> None:
                        {"id": "b", "prompt": "\u202e\u200b", "type": "t", "label": "safe"}])
     with pytest.raises(DataError) as ex:
         prompt_sets.load_xstest_safe(_cfg(tmp_path))
-    assert "xstest_prompts.csv" in str(ex.value) and "row 1" in str(ex.value) and "prompt" in str(ex.value)
+    assert (ex.value.file, ex.value.row, ex.value.field) == (str(tmp_path / "xstest" / "xstest_prompts.csv"), 1, "prompt")
     _xstest(tmp_path, [{"id": "b", "prompt": "", "type": "t", "label": "safe"}])
     with pytest.raises(DataError, match="empty or whitespace-only"):
         prompt_sets.load_xstest_safe(_cfg(tmp_path))
@@ -190,3 +191,10 @@ def test_harmful_prompts_read_the_judges_rows_from_the_data_folder_and_log_what_
         log.removeHandler(handler)
         log.setLevel(level)
     assert seen_roots == [root, root]
+
+
+def test_xstest_keeps_a_quoted_line_break_as_written(tmp_path) -> None:
+    """The CSV is read with newline="" (the csv module's rule): a prompt whose quoted text holds a CR LF keeps it."""
+    _xstest(tmp_path, [{"id": "a", "prompt": "First line\r\nsecond line \u00e9", "type": "t", "label": "safe"}])
+    (p,) = prompt_sets.load_xstest_safe(_cfg(tmp_path))
+    assert p.prompt == "First line\r\nsecond line \u00e9"
