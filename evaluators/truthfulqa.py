@@ -118,9 +118,9 @@ def answer_logprobs(model: Any, tokenizer: Any, contexts: Sequence[str], answers
 
     With `share_prefix` (and a plain LM head, `harness.training.logprobs.plain_lm_head`), nothing is computed twice:
     the token prefix common to every context (for MC: the six-example primer, ~150 of ~180 context tokens) runs once;
-    the rest of each distinct context (a question) runs once, batched across questions, on top of that KV cache; each
-    answer runs once on top of its question's cache, about `batch_size` answers per forward, and only answer tokens
-    reach the LM head (`chunked_token_logps`). Positions are passed explicitly, so padding between a question and its
+    the rest of each distinct context (a question) runs once, batched across a block of questions, on top of that KV
+    cache; each answer runs once on top of its question's cache, `batch_size` answers of the block per forward, longest
+    first, and only answer tokens reach the LM head (`chunked_token_logps`). Positions are passed explicitly, so padding between a question and its
     answers changes nothing: the same log-probs as `share_prefix=False`, which runs every context + answer in full.
     """
     items = [continuation_ids(tokenizer, c, " " + a) for c, a in zip(contexts, answers)]
@@ -157,6 +157,9 @@ def _full_logprobs(model: Any, tokenizer: Any, items: list[tuple[list[int], list
     return out
 
 
+QUESTION_BLOCK_BATCHES = 8  # answer batches per block of questions sharing one batched question forward
+
+
 def _prefix_shared_logprobs(model: Any, items: list[tuple[list[int], list[int]]], batch_size: int, bar: Any) -> list[float]:
     """`answer_logprobs` with shared prefixes: primer once, each distinct context once, each answer once."""
     from harness.training.losses import chunked_token_logps
@@ -171,44 +174,49 @@ def _prefix_shared_logprobs(model: Any, items: list[tuple[list[int], list[int]]]
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, (ctx, _) in enumerate(items):
         groups.setdefault(tuple(ctx[n0:]), []).append(i)
-    keys = sorted(groups, key=lambda k: -(len(k) + max(len(items[i][1]) for i in groups[k])))
+    keys = sorted(groups, key=lambda k: -len(k))  # similar question lengths share a block (little padding)
     out = [0.0] * len(items)
 
-    def run(chunk: list[tuple[int, ...]]) -> None:
-        # 3a. the questions of the chunk, batched on the primer's cache: (G, Lq) right-padded
-        q_ids, q_attn, _ = _padded([list(k) for k in chunk], [[] for _ in chunk], 0, device)
+    def run(block: list[tuple[int, ...]]) -> None:
+        # 3a. the block's questions, batched on the primer's cache: (G, Lq) right-padded
+        q_ids, q_attn, _ = _padded([list(k) for k in block], [[] for _ in block], 0, device)
         q_len = q_attn.sum(1)
-        g = len(chunk)
+        g = len(block)
         ones = torch.ones((g, n0), dtype=q_attn.dtype, device=device)
         q_pos = n0 + torch.arange(q_ids.size(1), device=device).expand(g, -1)
         cache = _select_cache(primer, torch.zeros(g, dtype=torch.long, device=device)) if primer is not None else None
         q_out = decoder(input_ids=q_ids, attention_mask=torch.cat([ones, q_attn], 1), position_ids=q_pos,
                         past_key_values=cache, use_cache=True)
         last = q_out.last_hidden_state[torch.arange(g, device=device), q_len - 1]  # (G, H): predicts answer token 1
-        # 3b. every answer of the chunk on its question's cache: (R, La) right-padded, positions continuing its question
-        rows = [(j, i) for j, k in enumerate(chunk) for i in groups[k]]
-        row_q = torch.tensor([j for j, _ in rows], device=device)
-        a_ids, a_attn, _ = _padded([items[i][1] for _, i in rows], [[] for _ in rows], 0, device)
-        a_pos = (n0 + q_len[row_q]).unsqueeze(1) + torch.arange(a_ids.size(1), device=device)
-        attn = torch.cat([ones[row_q], q_attn[row_q], a_attn], 1)
-        hidden = decoder(input_ids=a_ids, attention_mask=attn, position_ids=a_pos,
-                         past_key_values=_select_cache(q_out.past_key_values, row_q), use_cache=True).last_hidden_state
-        # the states that predict each answer token: the question's last, then the answer's own but its last
-        states = torch.cat([last[row_q].unsqueeze(1), hidden[:, :-1]], 1)
-        lps = chunked_token_logps(states, head.weight, head.bias, a_ids, a_attn)[0].sum(-1)
-        for (_, i), lp in zip(rows, lps.float().cpu().tolist()):
-            out[i] = lp
-        bar.advance(len(rows))
+        # 3b. the block's answers, longest first (little padding), `batch_size` per forward, each on its question's
+        #     cache: (R, La) right-padded, positions continuing its question
+        rows = sorted(((j, i) for j, k in enumerate(block) for i in groups[k]), key=lambda r: -len(items[r[1]][1]))
+        for s in range(0, len(rows), batch_size):
+            part = rows[s : s + batch_size]
+            row_q = torch.tensor([j for j, _ in part], device=device)
+            a_ids, a_attn, _ = _padded([items[i][1] for _, i in part], [[] for _ in part], 0, device)
+            a_pos = (n0 + q_len[row_q]).unsqueeze(1) + torch.arange(a_ids.size(1), device=device)
+            attn = torch.cat([ones[row_q], q_attn[row_q], a_attn], 1)
+            hidden = decoder(input_ids=a_ids, attention_mask=attn, position_ids=a_pos,
+                             past_key_values=_select_cache(q_out.past_key_values, row_q), use_cache=True).last_hidden_state
+            # the states that predict each answer token: the question's last, then the answer's own but its last
+            states = torch.cat([last[row_q].unsqueeze(1), hidden[:, :-1]], 1)
+            lps = chunked_token_logps(states, head.weight, head.bias, a_ids, a_attn)[0].sum(-1)
+            for (_, i), lp in zip(part, lps.float().cpu().tolist()):
+                out[i] = lp
+            bar.advance(len(part))
 
-    chunk, size = [], 0
+    # questions in blocks of about QUESTION_BLOCK_BATCHES batches of answers: enough to sort answers by length, few
+    # enough that the block's question caches stay small (~9 MB per SmolLM2 question)
+    block, size = [], 0
     for k in keys:
-        if chunk and size + len(groups[k]) > batch_size:
-            run(chunk)
-            chunk, size = [], 0
-        chunk.append(k)
+        if block and size + len(groups[k]) > QUESTION_BLOCK_BATCHES * batch_size:
+            run(block)
+            block, size = [], 0
+        block.append(k)
         size += len(groups[k])
-    if chunk:
-        run(chunk)
+    if block:
+        run(block)
     return out
 
 

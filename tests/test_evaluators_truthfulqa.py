@@ -170,4 +170,5 @@ def test_batched_prefix_shared_mc_equals_the_plain_path(tiny_model_path):
     answers = [a for q in questions for a in q["mc2_targets"]["choices"]]
     full = answer_logprobs(model, tok, contexts, answers, share_prefix=False)
     assert answer_logprobs(model, tok, contexts, answers, batch_size=5) == pytest.approx(full, abs=1e-5)
+    assert answer_logprobs(model, tok, contexts, answers, batch_size=1) == pytest.approx(full, abs=1e-5)  # 2 question blocks
     assert len({round(x, 4) for x in full}) == len(full)  # distinct answers, distinct scores: a mix-up would show
