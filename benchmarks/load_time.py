@@ -29,12 +29,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
+t = time.perf_counter()
+import torch, transformers  # what every stage has imported before its first load
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
+import_s = time.perf_counter() - t
 from harness.models import DEFAULT_MODEL, load_causal_lm, resolve_model
 t = time.perf_counter(); path = resolve_model(DEFAULT_MODEL); resolve_s = time.perf_counter() - t
 loads = []
 for _ in range(int(sys.argv[2])):
     t = time.perf_counter(); m = load_causal_lm(path); loads.append(time.perf_counter() - t); del m
-print("CHILD " + json.dumps({"resolve_s": resolve_s, "load_s": loads}))
+print("CHILD " + json.dumps({"import_s": import_s, "resolve_s": resolve_s, "load_s": loads}))
 """
 
 
@@ -58,10 +62,12 @@ def main() -> None:
             res["cold"] = measure(tmp, 1)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        print(f"cold: convert (GGUF dequantisation + save) {res['cold']['resolve_s']:.1f} s, then load {res['cold']['load_s'][0]:.1f} s")
+        print(f"cold: imports {res['cold']['import_s']:.1f} s, convert (GGUF dequantisation + save) {res['cold']['resolve_s']:.1f} s, "
+              f"then load {res['cold']['load_s'][0]:.1f} s")
     res["warm"] = measure(None, 2)
     w = res["warm"]
-    print(f"warm (new process): resolve (cached folder check) {w['resolve_s']:.1f} s, load {w['load_s'][0]:.1f} s, "
+    print(f"warm (new process): imports (torch, transformers, Llama) {w['import_s']:.1f} s, resolve (cached folder check) "
+          f"{w['resolve_s']:.1f} s, load {w['load_s'][0]:.1f} s, "
           f"second load in the same process {w['load_s'][1]:.1f} s")
     print("RESULT " + json.dumps({"bench": "load_time", **res}))
 
