@@ -55,7 +55,7 @@ def test_four_runs_and_a_reader_share_one_store_and_one_run_id_trains_once(tmp_p
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     seed0 = [outs[0], outs[4]]
-    trained = [o for o in seed0 if re.search(r"train\s+running", o)]
+    trained = [o for o in seed0 if re.search(r"\btrain\s+(running|done in)", o)]  # the stage line of a stage that ran
     assert len(trained) == 1, seed0  # the run lock: one process trained seed 0, the other reused its record
     for r in rows:
         rec = json.loads((runs_dir / r["run_id"] / "results.json").read_text())
