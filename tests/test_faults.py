@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_entry import entry_code
 
 from harness import cli
 
@@ -52,14 +53,7 @@ def edit_row(data: Path, i: int, **fields) -> None:
 
 
 def bench(argv: list[str], capsys) -> tuple[int, str]:
-    old = sys.argv
-    sys.argv = ["bench", *argv]
-    try:
-        with pytest.raises(SystemExit) as ex:
-            cli.entry()
-    finally:
-        sys.argv = old
-    return ex.value.code, capsys.readouterr().err
+    return entry_code(argv), capsys.readouterr().err
 
 
 # -- the matrix: (kind, setup(data, tmp_path, monkeypatch) -> extra argv, expected words in the one line) -----------

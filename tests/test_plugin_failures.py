@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_entry import entry_code
 
-from harness import cli
 from harness.registries import METHODS, SCORERS
 from harness.store import list_runs
 from methods.base import TrainResult
@@ -86,15 +86,7 @@ def plugins(monkeypatch):
 
 
 def bench(argv: list[str], capsys) -> tuple[int, str]:
-    old = sys.argv
-    sys.argv = ["bench", *argv]
-    try:
-        with pytest.raises(SystemExit) as ex:
-            cli.entry()
-    finally:
-        sys.argv = old
-        cli._DEBUG = False
-    return ex.value.code, capsys.readouterr().err
+    return entry_code(argv), capsys.readouterr().err
 
 
 FAST = ["--set", "scoring.judges.refusal=none", "--set", "eval.truthfulqa_mc=false"]  # no XSTest generation, no MC scoring

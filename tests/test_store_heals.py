@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
+from cli_entry import entry_code
 from results_fixtures import make_record
 
-from harness import cli, runs
+from harness import runs
 from harness.config import dump_yaml, load_config
 from harness.store import list_runs, store_path
 
@@ -54,15 +54,9 @@ def rows_on_disk(runs_dir: Path) -> dict[str, str]:
 
 
 def bench(argv: list[str], capsys) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["bench", *argv]
-    try:
-        with pytest.raises(SystemExit) as ex:
-            cli.entry()
-    finally:
-        sys.argv = old
+    code = entry_code(argv)
     out = capsys.readouterr()
-    return ex.value.code, out.out, out.err
+    return code, out.out, out.err
 
 
 def leaderboard_methods(runs_dir: Path, capsys) -> list[str]:
