@@ -430,6 +430,8 @@ def entry() -> None:
     """Console entry point. Exit codes: 0 done, 1 a run that failed inside a stage (one line; the traceback in the run's
     run.log) or a suite with failed runs, 2 bad input or usage (one line on stderr, no traceback), 130 interrupted
     (Ctrl-C). Finished stages and records are never lost on any of these paths."""
+    global _INTERRUPTED
+    _INTERRUPTED = False  # a Ctrl-C belongs to the call it interrupted (in-process callers may call entry() again)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
     try:

@@ -308,8 +308,10 @@ def test_generation_is_freed_before_scoring(tiny_cfg, monkeypatch) -> None:
     for e in events:
         open_now += {"open": 1, "close": -1}.get(e, 0)
         assert e != "score" or open_now == 0, events
+    # on CPU the record also carries the engine's CPU settings (harness.generation.vllm_settings)
     assert record["generation"]["vllm"] == {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_model_len": 512,
-                                            "enforce_eager": True}
+                                            "enforce_eager": True, "cpu": {"kvcache_space_gib": 1, "multiprocessing": False,
+                                                                           "omp_threads_bind": "auto"}}
     assert record["distributed"]["world_size"] == 1
 
 
