@@ -5,8 +5,8 @@ An evaluation is a run whose method is the user's NAME and whose method section 
 checkpoint to the other stages, so the judges, eval sets, win rates against the profile's SFT policy (`model`),
 the record and the store row are exactly a run's, and the leaderboard lists it as a row named NAME in the table
 of that SFT policy. The checkpoint's path and fingerprint are in the record (`train.extra`, and the generate
-stage's `model_fingerprint`). The run id hashes the path, not the weights: evaluate changed weights under a new
-NAME or a new folder.
+stage's `model_fingerprint`). The run id hashes the path and the weights' fingerprint (`methods.<NAME>.weights`), so
+re-evaluating changed weights in the same folder is a new run.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 class CheckpointConfig:
     checkpoint: str = field(default="", metadata={"help": "the model evaluated as it is: a local transformers folder, a hub id or a "
                                                           "built-in name (`bench list models`)"})
+    weights: str = field(default="", metadata={"help": "[ours] fingerprint of the checkpoint's files (harness.models.model_fingerprint), "
+                                                       "set by `bench eval`: part of the run id, so changed weights in the same folder "
+                                                       "are a new evaluation, never the cached record of the old ones"})
 
 
 class CheckpointEval:
@@ -58,6 +61,18 @@ def method_class(cfg: Any) -> type:
     from harness.registries import METHODS
 
     return CheckpointEval if is_evaluation(cfg) else METHODS.get(cfg.method)
+
+
+def eval_fields(name: str, model: str) -> dict[str, str]:
+    """The config fields that make `bench eval --model MODEL --name NAME` a run: method NAME, its checkpoint and the
+    checkpoint's weight fingerprint (so the run id follows the weights, not only the path)."""
+    from harness.models import model_fingerprint, resolve_model
+
+    try:
+        path = str(resolve_model(model))
+    except BenchError:
+        path = model  # preflight names the problem in one line
+    return {"method": name, f"methods.{name}.{KEY}": model, f"methods.{name}.weights": model_fingerprint(path)}
 
 
 def check_name(name: str) -> None:

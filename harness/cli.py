@@ -153,10 +153,10 @@ def eval_cmd(
 ) -> None:
     """Evaluate a checkpoint as it is: generate, score and compute metrics with `bench run`'s judges and eval sets; the
     record joins the leaderboard as NAME (with the checkpoint's path and fingerprint)."""
-    from harness.checkpoint import KEY, check_name
+    from harness.checkpoint import check_name, eval_fields
 
     check_name(name)
-    fields = {"method": name, f"methods.{name}.{KEY}": model, "dataset": dataset, "seed": seed, "generation.backend": backend,
+    fields = {**eval_fields(name, model), "dataset": dataset, "seed": seed, "generation.backend": backend,
               "data.data_dir": str(data_dir) if data_dir else None, "runs_dir": str(runs_dir) if runs_dir else None, "wandb.mode": wandb}
     execute(_config(profile or "cpu", overrides, **fields), title="eval")
 

@@ -31,7 +31,8 @@ def test_eval_records_a_saved_checkpoint_under_its_name(tmp_path, data_dir, tiny
     extra = record["train"]["extra"]
     assert extra["checkpoint"] == str(ckpt) and extra["checkpoint_fingerprint"] == model_fingerprint(ckpt)
     assert record["stages"]["generate"]["model_fingerprint"] == model_fingerprint(ckpt)  # generated from the checkpoint
-    assert record["train"]["models_trained"] == 0 and record["config"]["methods"]["mymodel"] == {"checkpoint": str(ckpt)}
+    assert record["train"]["models_trained"] == 0 and record["config"]["methods"]["mymodel"] == {"checkpoint": str(ckpt),
+                                                                                          "weights": model_fingerprint(ckpt)}
     assert record["results"]["safety"]["win_rate_vs_sft"]  # compared with the profile's SFT policy, as a method is
     assert (runs_dir / record["run_id"] / "results.json").exists()
     board = build_leaderboard(runs_dir)
@@ -78,3 +79,21 @@ def test_a_checkpoint_whose_tokenizer_is_missing_fails_before_any_work(tmp_path,
     cfg.methods["mine"]["checkpoint"] = "no-such-model"
     with pytest.raises(BenchError, match="unknown model 'no-such-model'"):
         preflight(cfg)
+
+
+def test_changed_weights_in_the_same_folder_are_a_new_evaluation(tmp_path, tiny_model_path):
+    """The run id follows the checkpoint's weights, not only its path: re-saving different weights into the same folder
+    must not return the cached record of the old ones."""
+    from harness.checkpoint import eval_fields
+    from harness.config import load_config
+    from harness.runs import run_id
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_path, ckpt)
+    before = run_id(load_config("tiny", None, **eval_fields("mine", str(ckpt))))
+    assert run_id(load_config("tiny", None, **eval_fields("mine", str(ckpt)))) == before  # same weights: same run
+    weights = next(ckpt.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # the last byte of the weights changes
+    weights.write_bytes(bytes(data))
+    assert run_id(load_config("tiny", None, **eval_fields("mine", str(ckpt)))) != before
