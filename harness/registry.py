@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import types
 import warnings
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, Generic, Iterator, TypeVar
@@ -40,6 +41,20 @@ def lazy_function(target: str) -> Callable[..., Any]:
     call.__name__ = call.__qualname__ = attr
     call.__doc__ = f"`{module_name}.{attr}`, imported on first call."
     return call
+
+
+class LazyModule(types.ModuleType):
+    """A stand-in for a module, imported on the first attribute read (`torch.softmax(...)` inside a function body).
+    Unlike `importlib.util.LazyLoader` it never enters `sys.modules`, so a plain `import torch` elsewhere is untouched."""
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+def lazy_module(name: str) -> types.ModuleType:
+    """`torch = lazy_module("torch")` at the top of a method file: the module imports for its config alone (`bench list
+    methods NAME`, the preflight) and torch loads when training first touches it."""
+    return LazyModule(name)
 
 
 class Registry(Generic[T]):

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
-import torch
 
+from harness.registry import lazy_module
 from harness.training.can_dual import (  # noqa: F401  (DualResult ... write_jsonl: re-exported, their old home)
     CANDualConfig,
     DualResult,
@@ -40,6 +40,8 @@ from harness.training.can_dual import (  # noqa: F401  (DualResult ... write_jso
     write_jsonl,
 )
 from methods.base import TrainContext, TrainResult
+
+torch = lazy_module("torch")  # loads on first use: `bench list methods mocan` imports this file for its config alone
 
 log = logging.getLogger("bench")
 

@@ -21,15 +21,20 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
-
-from harness.training.dpo import train_dpo
 from harness.generation import close_generator
-from harness.training.logprobs import response_features
-from harness.training.losses import EllipticalBonus, dual_update, online_bonus_margin, stage2_beta
+from harness.registry import lazy_function, lazy_module
 from harness.types import PreferencePair, SamplingParams
 from methods.base import TrainContext, TrainResult
 from methods.pddpo import PDDPO, PDDPOConfig, copy_model, dual_estimate, dual_prompts, networks_held, resolve_constraint
+
+# torch and trl load on first use: `bench list methods pddpo-online` imports this file for its config alone
+torch = lazy_module("torch")
+train_dpo = lazy_function("harness.training.dpo:train_dpo")
+response_features = lazy_function("harness.training.logprobs:response_features")
+EllipticalBonus = lazy_function("harness.training.losses:EllipticalBonus")
+dual_update = lazy_function("harness.training.losses:dual_update")
+online_bonus_margin = lazy_function("harness.training.losses:online_bonus_margin")
+stage2_beta = lazy_function("harness.training.losses:stage2_beta")
 
 
 @dataclass

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-import torch
-
+from harness.registry import lazy_module
 from harness.training.can_dual import (
     CANDualConfig,
     DualResult,
@@ -37,6 +36,8 @@ from harness.training.can_dual import (
     write_jsonl,
 )
 from methods.base import TrainContext, TrainResult
+
+torch = lazy_module("torch")  # loads on first use: `bench list methods pecan` imports this file for its config alone
 
 
 def pecan_dual_grad(lam: float, h_r: Any, h_g: Any, margin: float, beta: float) -> float:

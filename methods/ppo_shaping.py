@@ -16,11 +16,12 @@ Upstream (read, not copied): PKU-Alignment/safe-rlhf@82743cc `safe_rlhf/algorith
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from methods.safe_rlhf import SafeRLHF, SafeRLHFConfig
+
+if TYPE_CHECKING:  # annotations only: this file imports for its config alone
+    import torch
 
 
 @dataclass

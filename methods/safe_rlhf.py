@@ -43,46 +43,55 @@ Upstream (read, not copied): PKU-Alignment/safe-rlhf@82743cc `safe_rlhf/algorith
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from typing import Any, Callable, ClassVar
 
 from harness.config import RangeChecked
 from harness.monitor import phase
-from harness.training.ppo import (  # noqa: F401  (Rollout ... ValueModel: re-exported, their old home)
-    AdapterValueModel,
-    Rollout,
-    SharedReference,
-    ValueModel,
-    critic_values,
-    held_params,
-    load_ptx,
-    lora_actor,
-    merge_lora_actor,
-    n_params,
-    prompt_batches,
-    response_log_probs,
-    rss_mb,
-    trainable_parameters,
-)
-from harness.training.rl_math import (
-    clipped_surrogate_loss,
-    clipped_value_loss,
-    gae,
-    gather_log_probs,
-    kl_shaped_rewards,
-    lagrange_update,
-    masked_mean,
-    mix_advantages,
-    response_mask,
-)
+from harness.registry import lazy_function, lazy_module
 from methods.base import TrainContext, TrainResult
+
+# torch and the PPO library load on first use: `bench list methods safe-rlhf` imports this file for its config alone.
+# Each helper stays an attribute of this module, so a test patches it here. The classes live in harness.training.ppo.
+torch, nn = lazy_module("torch"), lazy_module("torch.nn")
+AdapterValueModel = lazy_function("harness.training.ppo:AdapterValueModel")
+Rollout = lazy_function("harness.training.ppo:Rollout")
+SharedReference = lazy_function("harness.training.ppo:SharedReference")
+critic_values = lazy_function("harness.training.ppo:critic_values")
+held_params = lazy_function("harness.training.ppo:held_params")
+load_ptx = lazy_function("harness.training.ppo:load_ptx")
+lora_actor = lazy_function("harness.training.ppo:lora_actor")
+merge_lora_actor = lazy_function("harness.training.ppo:merge_lora_actor")
+n_params = lazy_function("harness.training.ppo:n_params")
+prompt_batches = lazy_function("harness.training.ppo:prompt_batches")
+response_log_probs = lazy_function("harness.training.ppo:response_log_probs")
+rss_mb = lazy_function("harness.training.ppo:rss_mb")
+trainable_parameters = lazy_function("harness.training.ppo:trainable_parameters")
+clipped_surrogate_loss = lazy_function("harness.training.rl_math:clipped_surrogate_loss")
+clipped_value_loss = lazy_function("harness.training.rl_math:clipped_value_loss")
+gae = lazy_function("harness.training.rl_math:gae")
+gather_log_probs = lazy_function("harness.training.rl_math:gather_log_probs")
+kl_shaped_rewards = lazy_function("harness.training.rl_math:kl_shaped_rewards")
+lagrange_update = lazy_function("harness.training.rl_math:lagrange_update")
+masked_mean = lazy_function("harness.training.rl_math:masked_mean")
+mix_advantages = lazy_function("harness.training.rl_math:mix_advantages")
+response_mask = lazy_function("harness.training.rl_math:response_mask")
+
+
+def no_grad(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`@torch.no_grad()`, with torch looked up at call time rather than when the class is defined."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return call
 
 log = logging.getLogger("bench")
 
@@ -207,6 +216,7 @@ class SafeRLHF:
         from transformers import AutoModelForCausalLM
 
         from harness.models import load_policy, load_tokenizer, resolve_dtype
+        from harness.training.ppo import ValueModel
 
         c, cfg = self.config, ctx.cfg
         self.cfg = cfg
@@ -263,6 +273,8 @@ class SafeRLHF:
         actor's vocabulary. Otherwise: the SFT backbone with a zero head. With `ppo_size=lora` the first is a frozen
         copy of the score model with LoRA adapters (its head trained), the second a LoRA adapter on the actor's own
         frozen base weights with a zero head (no copy at all)."""
+        from harness.training.ppo import ValueModel
+
         model, tok = getattr(scorer, "model", None), getattr(scorer, "tokenizer", None)
         head = getattr(model, "score", None)
         lora = getattr(self, "lora", None)
@@ -301,7 +313,7 @@ class SafeRLHF:
 
     # -- 1. rollout -------------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @no_grad
     def rollout(self, prompts: list[str]) -> Rollout:
         """Sample one response per prompt, score it with R and C, and record π_old, π_ref and V_old per token."""
         from harness.models import prompt_text
@@ -346,7 +358,7 @@ class SafeRLHF:
 
     # -- 3. advantages ----------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @no_grad
     def compute_advantages(self, ro: Rollout, penalty: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Per critic stream: KL-shaped per-token rewards, then GAE; the actor gets the streams' combination."""
         c = self.config

@@ -89,3 +89,26 @@ def test_registry_check_rejects_wrong_kind():
     reg.register("x", "json:dumps")
     with pytest.raises(BenchError, match="does not implement"):
         reg.get("x")
+
+
+def test_lazy_module_and_function_import_their_target_on_first_use_only(tmp_path, monkeypatch):
+    """A hand-built module records its import: binding it lazily imports nothing; the first attribute read (or
+    call) imports it once, and a plain `import` elsewhere still gets the real module, not the stand-in."""
+    from harness.registry import lazy_function, lazy_module
+
+    (tmp_path / "lazy_probe_mod.py").write_text("import builtins\nbuiltins.lazy_probe_count = getattr(builtins, 'lazy_probe_count', 0) + 1\n"
+                                                "def double(x):\n    return 2 * x\nVALUE = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "lazy_probe_mod", raising=False)
+    import builtins
+
+    monkeypatch.setattr(builtins, "lazy_probe_count", 0, raising=False)
+    mod, double = lazy_module("lazy_probe_mod"), lazy_function("lazy_probe_mod:double")
+    assert "lazy_probe_mod" not in sys.modules and builtins.lazy_probe_count == 0
+    assert double(4) == 8 and mod.VALUE == 7 and mod.double(1) == 2
+    assert builtins.lazy_probe_count == 1  # imported once, by the first use
+    import lazy_probe_mod
+
+    assert sys.modules["lazy_probe_mod"] is lazy_probe_mod and lazy_probe_mod is not mod
+    with pytest.raises(AttributeError):
+        mod.missing

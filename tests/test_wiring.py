@@ -1244,7 +1244,7 @@ def test_mocan_infeasible_bound_checked_up_front_capped_or_raised(tmp_path, fake
 
 def rollout(rewards: list[float], costs: list[float], kl: list[float] | None = None, length: int = 3):
     """A hand-built rollout: B responses of `length` tokens, values 0, per-token log π − log π_ref = kl[b]."""
-    from methods.safe_rlhf import Rollout
+    from harness.training.ppo import Rollout
 
     b = len(rewards)
     kl_t = torch.tensor(kl or [0.0] * b).unsqueeze(-1).expand(b, length)
@@ -1516,7 +1516,8 @@ class FakeBackbone(torch.nn.Module):
 def test_critic_is_a_copy_of_the_score_model_read_at_every_position(tmp_path, monkeypatch) -> None:
     """A causal score model on the actor's vocabulary becomes the critic (same backbone weights and head, V at
     every position, trainable); anything else falls back to the SFT backbone with a zero head."""
-    from methods.safe_rlhf import SafeRLHF, SafeRLHFConfig, ValueModel
+    from harness.training.ppo import ValueModel
+    from methods.safe_rlhf import SafeRLHF, SafeRLHFConfig
 
     torch.manual_seed(0)
     score_model = SimpleNamespace(base_model=FakeBackbone(), score=torch.nn.Linear(3, 1))

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from harness.config import RangeChecked
 from harness.errors import BenchError
+from harness.registry import lazy_module
+
+torch = lazy_module("torch")  # loads on first use: the method configs below import without it
 
 if TYPE_CHECKING:
     from harness.api import TrainContext
