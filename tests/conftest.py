@@ -21,6 +21,20 @@ if SHARED_DATA.exists():
     os.environ.setdefault("BENCH_DATA_DIR", str(SHARED_DATA))
 
 
+def pytest_sessionstart(session):
+    """`make mutation` forks each mutant's test run from one process that has already run every test, so a loader's
+    `lru_cache` would hand the mutant the unmutated result and nothing could kill it: empty the project's caches first."""
+    if not os.environ.get("MUTANT_UNDER_TEST"):
+        return
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in ("harness", "methods", "evaluators", "leaderboards") and module is not None:
+            for value in list(vars(module).values()):
+                if callable(getattr(value, "cache_clear", None)) and getattr(value, "__module__", None) == name:
+                    value.cache_clear()
+
+
 @pytest.fixture(autouse=True)
 def _private_training_store(tmp_path, monkeypatch):
     """Each test gets its own store of finished trainings (harness.training.artifacts), so a training one test finished is
