@@ -94,10 +94,9 @@ def fit_calibrator(method: str, z: np.ndarray, y: Sequence[int], weights: Sequen
     z = np.asarray(z, dtype=float).reshape(len(z), -1)
     if method == "temperature":
         if z.shape[1] != 1:
-            # an ensemble: average the members, then one temperature
-            z = z.mean(1, keepdims=True)
-            cal = fit_temperature(z[:, 0], y, weights)
-            k = np.asarray(z).shape[1]
+            # an ensemble: average the members, then one temperature; the mean's 1/k goes into each member's weight
+            k = z.shape[1]
+            cal = fit_temperature(z.mean(1), y, weights)
             return Calibrator("temperature", [cal.coef[0] / k] * k, 0.0)
         return fit_temperature(z[:, 0], y, weights)
     return fit_platt(z, y, weights)
